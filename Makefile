@@ -1,0 +1,61 @@
+# The few verbs a newcomer needs. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_VERBOSITY := -1
+export CHECKPOINT_DISABLE := 1
+export DISABLE_VERSION_CHECK := 1
+export CDKTF_DISABLE_PLUGIN_CACHE_ENV := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export TF_IN_AUTOMATION := 1
+export TF_CLI_CONFIG_FILE := $(CURDIR)/.terraformrc.generated
+
+PY := .venv/bin/python
+STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
+
+.PHONY: help setup synth test unit infra lint scan validate clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: .venv/.synced node_modules/.installed .terraformrc.generated ## install everything from the lock files (idempotent)
+
+.venv/.synced: Pipfile.lock
+	@command -v pipenv >/dev/null || python3 -m pip install --quiet pipenv
+	pipenv sync --dev
+	@touch $@
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.terraformrc.generated: scripts/terraform-cli-config.sh
+	@bash scripts/terraform-cli-config.sh $@ >/dev/null
+
+synth: setup ## synthesize cdktf.out/stacks/<stack>/cdk.tf.json
+	$(PY) main.py
+	@echo "synthesized: $$(ls cdktf.out/stacks/*/cdk.tf.json)"
+
+validate: synth ## terraform init (offline mirror) + validate on the synthesized stack
+	cd $(STACK_DIR) && terraform init -backend=false -input=false >/dev/null && terraform validate
+
+lint: setup ## ruff (lint + format check) and mypy
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+scan: synth ## checkov on the synthesized JSON; failures must be acknowledged on their resource
+	$(PY) scripts/checkov_scan.py $(STACK_DIR)/cdk.tf.json
+
+unit: setup ## fast tests: pure logic and Lambda code (moto in-process, no cdktf)
+	$(PY) -m pytest tests/unit -q
+
+test: setup lint ## everything CI runs: lint, all tests (unit, synth, terraform validate), checkov
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory scan
+
+clean: ## remove build outputs (keeps .venv and node_modules)
+	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache reports

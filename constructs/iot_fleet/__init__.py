@@ -1,0 +1,1 @@
+"""Constructs of the IoT fleet-provisioning stack (one construct per module)."""

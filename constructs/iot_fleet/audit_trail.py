@@ -1,0 +1,90 @@
+"""The audit trail: every thing registry event (created, updated, deleted) into a log group."""
+
+from __future__ import annotations
+
+import json
+
+from constructs import Construct
+
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.iot_topic_rule import IotTopicRule, IotTopicRuleCloudwatchLogs
+from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from iot_fleet.acknowledge import acknowledge
+from iot_fleet.naming import AccountContext
+
+THING_EVENTS = "$aws/events/thing/#"
+
+
+class AuditTrail(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        prefix: str,
+        rule_name: str,
+        key: KmsKey,
+        log_retention_days: int,
+        account: AccountContext,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.log_group = CloudwatchLogGroup(
+            self,
+            "logs",
+            name=f"/aws/iot/{prefix}/audit",
+            retention_in_days=log_retention_days,
+            kms_key_id=key.arn,
+        )
+        acknowledge(
+            self.log_group,
+            CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (seed default 30 days).",
+        )
+        self.role = IamRole(
+            self,
+            "role",
+            name=f"{prefix}-iot-audit-role",
+            description="Lets IoT rules write the audit trail and rule errors to their log group",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "iot.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                            "Condition": {"StringEquals": {"aws:SourceAccount": account.account_id}},
+                        }
+                    ],
+                }
+            ),
+        )
+        IamRolePolicy(
+            self,
+            "policy",
+            name="write-audit-log",
+            role=self.role.id,
+            policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                            "Resource": [self.log_group.arn, f"{self.log_group.arn}:*"],
+                        }
+                    ],
+                }
+            ),
+        )
+        self.rule = IotTopicRule(
+            self,
+            "rule",
+            name=rule_name,
+            description="Audit trail of thing registry events",
+            enabled=True,
+            sql=f"SELECT *, topic() AS topic FROM '{THING_EVENTS}'",
+            sql_version="2016-03-23",
+            cloudwatch_logs=[IotTopicRuleCloudwatchLogs(log_group_name=self.log_group.name, role_arn=self.role.arn)],
+        )

@@ -1,0 +1,237 @@
+"""Stack configuration: the seed's parameters, read from cdktf.json context and the environment.
+
+Every value is validated once, here, so a wrong value fails synth with one line that names the
+parameter and what it accepts. Pure Python (no cdktf import) so it is unit-tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from iot_fleet.device_catalogue import DeviceType, load_catalogue
+
+# Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)
+ENVIRONMENTS = ("dev", "staging", "prod")
+TARGETS = ("aws", "sandbox")
+TEMPLATE_NAME_MAX = 36  # CreateProvisioningTemplate: 1-36 chars of [0-9A-Za-z_-]
+PARAMETERS = (
+    "ProjectName",
+    "Environment",
+    "DeviceRegistryTableName",
+    "AllowedDeviceTypes",
+    "MonitoringEnabled",
+    "LogRetentionDays",
+    "AlertEmail",
+    "AwsRegion",
+    "ClaimCertificateCsrPath",
+    "RequireEnrollment",
+    "DeviceTypeCatalogue",
+    "Target",
+)
+
+_PROJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BOOLEAN = {"true": True, "false": False}
+
+
+class ConfigError(ValueError):
+    """A parameter has a value the stack cannot be built from; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    """The validated parameters of one deployment of the provisioning stack."""
+
+    project_name: str = "IoTProvisioning"
+    environment: str = "dev"
+    device_registry_table_name: str = ""
+    allowed_device_types: tuple[str, ...] = (
+        "temperature-sensor",
+        "humidity-sensor",
+        "pressure-sensor",
+        "gateway",
+    )
+    monitoring_enabled: bool = True
+    log_retention_days: int = 30
+    alert_email: str = ""
+    aws_region: str = "us-east-1"
+    claim_certificate_csr_path: str = ""
+    require_enrollment: bool = True
+    device_type_catalogue: str = ""
+    target: str = "aws"
+    catalogue: Mapping[str, DeviceType] = field(default_factory=load_catalogue, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(_PROJECT_NAME.match(self.project_name)) and len(self.project_name) <= 24,
+            "ProjectName",
+            self.project_name,
+            "1-24 characters, a letter then letters, digits or '-'",
+        )
+        _check(self.environment in ENVIRONMENTS, "Environment", self.environment, "|".join(ENVIRONMENTS))
+        if self.device_registry_table_name:
+            _check(
+                bool(_TABLE_NAME.match(self.device_registry_table_name)),
+                "DeviceRegistryTableName",
+                self.device_registry_table_name,
+                "3-255 characters of [A-Za-z0-9_.-], or empty for device-registry-<suffix>",
+            )
+        _check(
+            self.log_retention_days in LOG_RETENTION_DAYS,
+            "LogRetentionDays",
+            self.log_retention_days,
+            "one of " + ",".join(map(str, LOG_RETENTION_DAYS)),
+        )
+        if self.alert_email:
+            _check(bool(_EMAIL.match(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
+        _check(bool(_REGION.match(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
+        _check(self.target in TARGETS, "Target", self.target, "|".join(TARGETS))
+        if self.claim_certificate_csr_path:
+            csr = Path(self.claim_certificate_csr_path)
+            _check(
+                csr.is_file() and b"CERTIFICATE REQUEST" in csr.read_bytes()[:200],
+                "ClaimCertificateCsrPath",
+                self.claim_certificate_csr_path,
+                "the path of a PEM certificate signing request",
+            )
+        _check(bool(self.allowed_device_types), "AllowedDeviceTypes", "", "at least one device type")
+        duplicates = sorted({t for t in self.allowed_device_types if self.allowed_device_types.count(t) > 1})
+        _check(not duplicates, "AllowedDeviceTypes", ",".join(duplicates), "each device type once")
+        unknown = [t for t in self.allowed_device_types if t not in self.catalogue]
+        _check(
+            not unknown,
+            "AllowedDeviceTypes",
+            ",".join(unknown),
+            "device types defined in the catalogue ("
+            + ",".join(sorted(self.catalogue))
+            + "); add an entry to the catalogue to define a new one",
+        )
+        _check(
+            len(self.provisioning_template_name) <= TEMPLATE_NAME_MAX,
+            "ProjectName",
+            self.project_name,
+            f"a name short enough that the template name '{self.provisioning_template_name}' "
+            f"stays within {TEMPLATE_NAME_MAX} characters",
+        )
+
+    # Names: every resource is named from ProjectName and Environment.
+    @property
+    def prefix(self) -> str:
+        return f"{self.project_name}-{self.environment}"
+
+    @property
+    def suffix(self) -> str:
+        """Stable across synths, unique per project/environment/region (no random provider offline)."""
+        seed = f"{self.project_name}/{self.environment}/{self.aws_region}".encode()
+        return hashlib.sha256(seed).hexdigest()[:8]
+
+    @property
+    def table_name(self) -> str:
+        return self.device_registry_table_name or f"device-registry-{self.suffix}"
+
+    @property
+    def provisioning_template_name(self) -> str:
+        return f"{self.prefix}-fleet"
+
+    @property
+    def stack_name(self) -> str:
+        return f"iot-provisioning-{self.environment}"
+
+    @property
+    def device_types(self) -> dict[str, DeviceType]:
+        """The allowed device types in the order given, each with its catalogue entry."""
+        return {name: self.catalogue[name] for name in self.allowed_device_types}
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+
+def _check(ok: bool, parameter: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{parameter}={value!s}: invalid; allowed: {allowed}")
+
+
+def _boolean(parameter: str, raw: str) -> bool:
+    value = _BOOLEAN.get(str(raw).strip().lower())
+    _check(value is not None, parameter, raw, "true|false")
+    return bool(value)
+
+
+def _integer(parameter: str, raw: str) -> int:
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{parameter}={raw}: invalid; allowed: a whole number of days") from None
+
+
+def read_context(cdktf_json: Path) -> dict[str, str]:
+    """The parameter defaults recorded in cdktf.json's context."""
+    context = json.loads(cdktf_json.read_text()).get("context", {})
+    return {key: str(value) for key, value in context.items() if key in PARAMETERS}
+
+
+def load_config(
+    defaults: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> StackConfig:
+    """Builds the config from defaults (cdktf.json context), each overridable by an env variable
+    of the same name (``ProjectName=Fleet cdktf synth``)."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(defaults) - set(PARAMETERS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown parameter; allowed: {','.join(PARAMETERS)}")
+    raw = {key: environ.get(key, defaults.get(key, "")) for key in PARAMETERS}
+    values = {key: value for key, value in raw.items() if value != ""}
+    base_dir = base_dir or Path.cwd()
+
+    def path_of(key: str) -> str:
+        value = values.get(key, "")
+        return str((base_dir / value).resolve()) if value else ""
+
+    catalogue_path = path_of("DeviceTypeCatalogue")
+    try:
+        catalogue = load_catalogue(Path(catalogue_path) if catalogue_path else None)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"DeviceTypeCatalogue={catalogue_path}: invalid; {error}") from None
+    kwargs: dict[str, Any] = {"catalogue": catalogue}
+    if "ProjectName" in values:
+        kwargs["project_name"] = values["ProjectName"].strip()
+    if "Environment" in values:
+        kwargs["environment"] = values["Environment"].strip()
+    if "DeviceRegistryTableName" in values:
+        kwargs["device_registry_table_name"] = values["DeviceRegistryTableName"].strip()
+    if "AllowedDeviceTypes" in values:
+        kwargs["allowed_device_types"] = tuple(
+            t.strip() for t in values["AllowedDeviceTypes"].split(",") if t.strip()
+        )
+    if "MonitoringEnabled" in values:
+        kwargs["monitoring_enabled"] = _boolean("MonitoringEnabled", values["MonitoringEnabled"])
+    if "LogRetentionDays" in values:
+        kwargs["log_retention_days"] = _integer("LogRetentionDays", values["LogRetentionDays"])
+    if "AlertEmail" in values:
+        kwargs["alert_email"] = values["AlertEmail"].strip()
+    if "AwsRegion" in values:
+        kwargs["aws_region"] = values["AwsRegion"].strip()
+    if "ClaimCertificateCsrPath" in values:
+        kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
+    if "RequireEnrollment" in values:
+        kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
+    if "DeviceTypeCatalogue" in values:
+        kwargs["device_type_catalogue"] = catalogue_path
+    if "Target" in values:
+        kwargs["target"] = values["Target"].strip()
+    return StackConfig(**kwargs)

@@ -1,0 +1,195 @@
+"""Pure builders for the IoT policy documents and the fleet-provisioning template body.
+
+They return plain dicts (unit-tested without synth). ``terraform_string`` serializes one for a
+Terraform argument: IoT policy variables are escaped so Terraform passes them through literally,
+and ARN placeholders are swapped for Terraform references after escaping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from iot_fleet.device_catalogue import DeviceType
+
+THING = "${iot:Connection.Thing.ThingName}"
+ARN_PREFIX = "@IOT_ARN_PREFIX@"  # replaced by arn:<partition>:iot:<region>:<account>: at synth
+CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
+
+# Parameters the template declares. The device sends the first five in RegisterThing;
+# the hook always supplies ThingName through parameterOverrides.
+DEVICE_PARAMETERS = ("SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location")
+HOOK_OVERRIDES = ("ThingName",)
+PARAMETER_DEFAULTS = {"FirmwareVersion": "unknown", "Location": "unknown"}
+MAPPING = "DeviceTypes"
+
+
+def claim_topics(template_name: str) -> tuple[str, ...]:
+    """The only MQTT topics a claim certificate may use: its half of the fleet-provisioning API."""
+    return (
+        "$aws/certificates/create/*",
+        "$aws/certificates/create-from-csr/*",
+        f"$aws/provisioning-templates/{template_name}/provision/*",
+    )
+
+
+def claim_policy(template_name: str, arn_prefix: str = ARN_PREFIX) -> dict[str, Any]:
+    topics = claim_topics(template_name)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn_prefix}client/*"},
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": [f"{arn_prefix}topic/{t}" for t in topics],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{arn_prefix}topicfilter/{t}" for t in topics],
+            },
+        ],
+    }
+
+
+def device_topics(device_type: DeviceType) -> dict[str, list[str]]:
+    """Topics a device of this type may publish to and subscribe to/receive on, for its own thing."""
+    shadow = f"$aws/things/{THING}/shadow"
+    publish = [f"devices/{THING}/{t}" for t in device_type.publish]
+    publish += [f"{shadow}/get", f"{shadow}/update"]
+    receive = [f"devices/{THING}/{t}" for t in device_type.subscribe]
+    receive += [f"{shadow}/get/*", f"{shadow}/update/*"]
+    if "named-shadows" in device_type.capabilities:
+        publish.append(f"{shadow}/name/*")
+        receive.append(f"{shadow}/name/*")
+    if "jobs" in device_type.capabilities:
+        publish.append(f"$aws/things/{THING}/jobs/*")
+        receive.append(f"$aws/things/{THING}/jobs/*")
+    return {"publish": publish, "receive": receive}
+
+
+def device_policy(device_type: DeviceType, arn_prefix: str = ARN_PREFIX) -> dict[str, Any]:
+    """Least privilege for one device type: every resource is scoped to the connecting thing."""
+    topics = device_topics(device_type)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": f"{arn_prefix}client/{THING}",
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [f"{arn_prefix}topic/{t}" for t in topics["publish"]],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": [f"{arn_prefix}topic/{t}" for t in topics["receive"]],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{arn_prefix}topicfilter/{t}" for t in topics["receive"]],
+            },
+        ],
+    }
+
+
+def provisioning_template(
+    *,
+    thing_type_name: str,
+    per_type: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    """The fleet-provisioning template body.
+
+    ``per_type`` maps each allowed device type to its ``PolicyName`` and ``ThingGroup``: the
+    template looks both up by the device's DeviceType, so it can only name resources that exist.
+    """
+    parameters: dict[str, Any] = {}
+    for name in (*DEVICE_PARAMETERS, *HOOK_OVERRIDES):
+        parameters[name] = {"Type": "String"}
+        if name in PARAMETER_DEFAULTS:
+            parameters[name]["Default"] = PARAMETER_DEFAULTS[name]
+    parameters[CERTIFICATE_ID] = {"Type": "String"}
+
+    def ref(name: str) -> dict[str, str]:
+        return {"Ref": name}
+
+    def lookup(key: str) -> dict[str, Any]:
+        return {"Fn::FindInMap": [MAPPING, ref("DeviceType"), key]}
+
+    def topic(suffix: str) -> dict[str, Any]:
+        return {"Fn::Join": ["", ["devices/", ref("ThingName"), suffix]]}
+
+    return {
+        "Parameters": parameters,
+        "Mappings": {MAPPING: {name: dict(values) for name, values in per_type.items()}},
+        "Resources": {
+            "thing": {
+                "Type": "AWS::IoT::Thing",
+                "OverrideSettings": {
+                    "AttributePayload": "REPLACE",
+                    "ThingTypeName": "REPLACE",
+                    "ThingGroups": "DO_NOTHING",
+                },
+                "Properties": {
+                    "ThingName": ref("ThingName"),
+                    "ThingTypeName": thing_type_name,
+                    "ThingGroups": [lookup("ThingGroup")],
+                    "AttributePayload": {
+                        "serialNumber": ref("SerialNumber"),
+                        "deviceType": ref("DeviceType"),
+                        "manufacturer": ref("Manufacturer"),
+                        "firmwareVersion": ref("FirmwareVersion"),
+                        "location": ref("Location"),
+                    },
+                },
+            },
+            "certificate": {
+                "Type": "AWS::IoT::Certificate",
+                "Properties": {"CertificateId": ref(CERTIFICATE_ID), "Status": "ACTIVE"},
+            },
+            "policy": {
+                "Type": "AWS::IoT::Policy",
+                "Properties": {"PolicyName": lookup("PolicyName")},
+            },
+        },
+        "DeviceConfiguration": {
+            "thingName": ref("ThingName"),
+            "deviceType": ref("DeviceType"),
+            "telemetryTopic": topic("/telemetry"),
+            "commandTopic": topic("/commands"),
+        },
+    }
+
+
+def referenced_parameters(node: Any) -> set[str]:
+    """Every parameter name the template refers to through Ref or Fn::FindInMap's key."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            found |= referenced_parameters(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= referenced_parameters(item)
+    return found
+
+
+def terraform_string(document: Mapping[str, Any], arn_prefix: str | None = None) -> str:
+    """JSON for a Terraform string argument.
+
+    ``${`` is escaped to ``$${`` so IoT policy variables reach AWS literally; then the ARN
+    placeholder becomes ``arn_prefix`` (which may itself hold Terraform references).
+    """
+    text = json.dumps(document, separators=(",", ":"), sort_keys=False).replace("${", "$${")
+    if arn_prefix is not None:
+        text = text.replace(ARN_PREFIX, arn_prefix)
+    return text

@@ -1,0 +1,139 @@
+"""A Lambda function of the stack with its own log group and a role that can do only what it is given."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cdktf import AssetType, TerraformAsset
+from constructs import Construct
+
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
+from iot_fleet.acknowledge import acknowledge
+from iot_fleet.naming import AccountContext
+
+LAMBDA_SOURCES = Path(__file__).resolve().parents[2] / "lambda"
+RUNTIME = "python3.13"
+_STAGING = Path(tempfile.mkdtemp(prefix="iot-fleet-lambda-"))
+atexit.register(shutil.rmtree, _STAGING, True)
+
+# Shared deviations, acknowledged on every function (reasons apply to both).
+FUNCTION_ACKNOWLEDGEMENTS = {
+    "CKV_AWS_117": "No VPC: the functions reach only DynamoDB and IoT through their public endpoints; "
+    "a VPC would add NAT or endpoints and cold-start latency to a 5 s hook budget.",
+    "CKV_AWS_115": "Reserved concurrency fails to deploy on accounts whose concurrency limit is 10; "
+    "RegisterThing itself is throttled upstream (about 10 TPS), so the functions cannot run away.",
+    "CKV_AWS_173": "The environment holds only resource names and settings, no secrets; Lambda encrypts it at "
+    "rest with its AWS-managed key.",
+    "CKV_AWS_272": "Code signing needs signed artifacts in S3 from a signing profile; the stack deploys from a "
+    "local asset so it also works offline. Enable it in the pipeline that publishes releases.",
+}
+
+
+def stage_source(name: str) -> Path:
+    """A clean copy of ``lambda/<name>``: caches and test files would change the asset hash."""
+    source = LAMBDA_SOURCES / name
+    target = _STAGING / name
+    if not target.exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+    return target
+
+
+class FleetFunction(Construct):
+    """Function + log group (retention, KMS) + execution role limited to ``statements``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        function_name: str,
+        source: str,
+        handler: str,
+        description: str,
+        environment: Mapping[str, str],
+        statements: Sequence[Mapping[str, Any]],
+        account: AccountContext,
+        key: KmsKey,
+        log_retention_days: int,
+        timeout: int,
+        memory_size: int = 256,
+        extra_acknowledgements: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.log_group = CloudwatchLogGroup(
+            self,
+            "logs",
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=log_retention_days,
+            kms_key_id=key.arn,
+        )
+        acknowledge(
+            self.log_group,
+            CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (seed default 30 days).",
+        )
+        self.role = IamRole(
+            self,
+            "role",
+            name=f"{function_name}-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                            "Condition": {"StringEquals": {"aws:SourceAccount": account.account_id}},
+                        }
+                    ],
+                }
+            ),
+        )
+        logging = {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{self.log_group.arn}:*",
+        }
+        self.policy = IamRolePolicy(
+            self,
+            "policy",
+            name=f"{function_name}-policy",
+            role=self.role.id,
+            policy=json.dumps({"Version": "2012-10-17", "Statement": [logging, *statements]}),
+        )
+        # X-Ray accepts no resource-level permissions; AWS's managed policy is the narrow way.
+        tracing = IamRolePolicyAttachment(
+            self,
+            "tracing",
+            role=self.role.name,
+            policy_arn=f"arn:{account.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess",
+        )
+        asset = TerraformAsset(self, "code", path=str(stage_source(source)), type=AssetType.ARCHIVE)
+        self.function = LambdaFunction(
+            self,
+            "function",
+            function_name=function_name,
+            description=description,
+            role=self.role.arn,
+            runtime=RUNTIME,
+            handler=handler,
+            filename=asset.path,
+            source_code_hash=asset.asset_hash,
+            timeout=timeout,
+            memory_size=memory_size,
+            environment={"variables": dict(environment)},
+            tracing_config={"mode": "Active"},
+            depends_on=[self.log_group, self.policy, tracing],
+        )
+        acknowledge(self.function, **FUNCTION_ACKNOWLEDGEMENTS, **(extra_acknowledgements or {}))

@@ -1,0 +1,29 @@
+"""Terraform references shared by the constructs: partition, region and account of the target."""
+
+from __future__ import annotations
+
+from constructs import Construct
+
+from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
+from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
+from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
+
+
+class AccountContext(Construct):
+    """Where the stack is deployed, for building ARNs without hard-coding any of it."""
+
+    def __init__(self, scope: Construct, id_: str) -> None:
+        super().__init__(scope, id_)
+        self.partition = DataAwsPartition(self, "partition").partition
+        self.region = DataAwsRegion(self, "region").name
+        self.account_id = DataAwsCallerIdentity(self, "caller").account_id
+
+    def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
+        return (
+            f"arn:{self.partition}:{service}:{self.region if region else ''}:"
+            f"{self.account_id if account else ''}:{resource}"
+        )
+
+    @property
+    def iot_arn_prefix(self) -> str:
+        return self.arn("iot", "")

@@ -1,0 +1,68 @@
+"""Registry events finish the lifecycle: IoT reports a created thing, a topic rule invokes the
+registry-events function, which writes the initial shadow and marks the device provisioned."""
+
+from __future__ import annotations
+
+from constructs import Construct
+
+from cdktf_cdktf_provider_aws.iot_event_configurations import IotEventConfigurations
+from cdktf_cdktf_provider_aws.iot_topic_rule import (
+    IotTopicRule,
+    IotTopicRuleErrorAction,
+    IotTopicRuleErrorActionCloudwatchLogs,
+    IotTopicRuleLambda,
+)
+from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
+from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
+from iot_fleet.audit_trail import AuditTrail
+
+THING_CREATED = "$aws/events/thing/+/created"  # the topic registry events publish thing creation on
+
+
+def rule_name(prefix: str, purpose: str) -> str:
+    """Topic rule names allow only [A-Za-z0-9_]."""
+    return f"{prefix}_{purpose}".replace("-", "_")
+
+
+class RegistryEvents(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        prefix: str,
+        function: LambdaFunction,
+        audit: AuditTrail,
+    ) -> None:
+        super().__init__(scope, id_)
+        # Account-wide switch: IoT publishes nothing on $aws/events/thing/... until THING is on.
+        self.event_configurations = IotEventConfigurations(
+            self,
+            "event-configurations",
+            event_configurations={"THING": True},
+        )
+        self.rule = IotTopicRule(
+            self,
+            "rule",
+            name=rule_name(prefix, "thing_created"),
+            description="Marks provisioned devices in the registry and writes their initial shadow",
+            enabled=True,
+            sql=f"SELECT * FROM '{THING_CREATED}'",
+            sql_version="2016-03-23",
+            lambda_=[IotTopicRuleLambda(function_arn=function.arn)],
+            error_action=IotTopicRuleErrorAction(
+                cloudwatch_logs=IotTopicRuleErrorActionCloudwatchLogs(
+                    log_group_name=audit.log_group.name, role_arn=audit.role.arn
+                )
+            ),
+            depends_on=[self.event_configurations],
+        )
+        self.permission = LambdaPermission(
+            self,
+            "permission",
+            statement_id="AllowThingCreatedRule",
+            action="lambda:InvokeFunction",
+            function_name=function.function_name,
+            principal="iot.amazonaws.com",
+            source_arn=self.rule.arn,
+        )

@@ -1,0 +1,178 @@
+"""The provisioning stack: wires the constructs together and declares the outputs users script against."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from cdktf import TerraformOutput, TerraformStack
+from constructs import Construct
+
+from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from iot_fleet.audit_trail import AuditTrail
+from iot_fleet.claim_certificate import ClaimCertificate
+from iot_fleet.config import StackConfig
+from iot_fleet.device_fleet import DeviceFleet
+from iot_fleet.device_registry import DeviceRegistry
+from iot_fleet.fleet_function import FleetFunction
+from iot_fleet.fleet_provisioning import FleetProvisioning
+from iot_fleet.naming import AccountContext
+from iot_fleet.registry_events import RegistryEvents, rule_name
+from iot_fleet.stack_key import StackKey
+
+HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
+
+
+class IotProvisioningStack(TerraformStack):
+    def __init__(self, scope: Construct, id_: str, config: StackConfig) -> None:
+        super().__init__(scope, id_)
+        self.config = config
+        prefix = config.prefix
+        AwsProvider(
+            self,
+            "aws",
+            region=config.aws_region,
+            default_tags=[
+                AwsProviderDefaultTags(
+                    tags={"Project": config.project_name, "Environment": config.environment, "ManagedBy": "cdktf"}
+                )
+            ],
+        )
+        account = AccountContext(self, "account")
+        key = StackKey(self, "key", name=prefix.lower(), account=account, is_prod=config.is_prod).key
+        self.registry = DeviceRegistry(self, "registry", table_name=config.table_name, key=key, is_prod=config.is_prod)
+        table = self.registry.table
+        self.fleet = DeviceFleet(self, "fleet", prefix=prefix, device_types=config.device_types, account=account)
+        self.audit = AuditTrail(
+            self,
+            "audit",
+            prefix=prefix,
+            rule_name=rule_name(prefix, "audit"),
+            key=key,
+            log_retention_days=config.log_retention_days,
+            account=account,
+        )
+
+        def key_use(*actions: str) -> dict[str, Any]:
+            return {
+                "Effect": "Allow",
+                "Action": list(actions),
+                "Resource": key.arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{account.region}.amazonaws.com"}},
+            }
+
+        self.hook = FleetFunction(
+            self,
+            "hook",
+            function_name=f"{prefix}-provisioning-hook",
+            source="provisioning_hook",
+            handler="provisioning_hook.handler",
+            description="Pre-provisioning hook: admits enrolled devices only, once each",
+            environment={
+                "TABLE_NAME": table.name,
+                "ALLOWED_DEVICE_TYPES": ",".join(config.allowed_device_types),
+                "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
+                "METRICS_NAMESPACE": f"{config.project_name}/{config.environment}",
+                "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
+            },
+            statements=[
+                {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
+                key_use("kms:Decrypt", "kms:GenerateDataKey"),
+            ],
+            account=account,
+            key=key,
+            log_retention_days=config.log_retention_days,
+            timeout=HOOK_TIMEOUT_SECONDS,
+            extra_acknowledgements={
+                "CKV_AWS_116": "IoT invokes the hook synchronously and denies the device on any error; "
+                "there is no asynchronous event to dead-letter.",
+            },
+        ).function
+        if config.target == "aws":
+            self.iot_data_endpoint: str | None = DataAwsIotEndpoint(
+                self, "iot-data-endpoint", endpoint_type="iot:Data-ATS"
+            ).endpoint_address
+        else:
+            self.iot_data_endpoint = None  # the sandbox's broker is its own; its address is in sandbox state
+        self.registry_events_function = FleetFunction(
+            self,
+            "registry-events",
+            function_name=f"{prefix}-registry-events",
+            source="registry_events",
+            handler="registry_events.handler",
+            description="Marks devices provisioned and writes their initial shadow when their thing is created",
+            environment={
+                "TABLE_NAME": table.name,
+                "INITIAL_SHADOWS": json.dumps(
+                    {name: dict(t.initial_shadow) for name, t in config.device_types.items()},
+                    separators=(",", ":"),
+                ),
+                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
+            },
+            statements=[
+                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
+                key_use("kms:Decrypt", "kms:GenerateDataKey"),
+                {"Effect": "Allow", "Action": ["iot:UpdateThingShadow"], "Resource": account.arn("iot", "thing/*")},
+            ],
+            account=account,
+            key=key,
+            log_retention_days=config.log_retention_days,
+            timeout=30,
+            extra_acknowledgements={
+                "CKV_AWS_116": "Failed events are retried by Lambda and recorded by the rule's error action in "
+                "the audit log group; the scheduled sweep marks devices whose provisioning never completed.",
+            },
+        ).function
+        self.events = RegistryEvents(
+            self, "registry-events-rule", prefix=prefix, function=self.registry_events_function, audit=self.audit
+        )
+        self.claim = ClaimCertificate(
+            self,
+            "claim",
+            prefix=prefix,
+            template_name=config.provisioning_template_name,
+            csr_path=config.claim_certificate_csr_path,
+            account=account,
+        )
+        self.provisioning = FleetProvisioning(
+            self,
+            "provisioning",
+            template_name=config.provisioning_template_name,
+            prefix=prefix,
+            fleet=self.fleet,
+            hook=self.hook,
+            account=account,
+        )
+        self._outputs()
+
+    def _output(self, name: str, value: Any, description: str, *, sensitive: bool = False) -> None:
+        TerraformOutput(self, name, value=value, description=description, sensitive=sensitive)
+
+    def _outputs(self) -> None:
+        o = self._output
+        template = self.provisioning.template
+        o("provisioning_template_name", template.name, "Fleet-provisioning template devices register with")
+        o("provisioning_template_arn", template.arn, "ARN of the fleet-provisioning template")
+        o("device_registry_table_name", self.registry.table.name, "DynamoDB device registry (one item per serial)")
+        o("device_registry_table_arn", self.registry.table.arn, "ARN of the device registry table")
+        o("provisioning_hook_function_name", self.hook.function_name, "Pre-provisioning hook Lambda function")
+        o("registry_events_function_name", self.registry_events_function.function_name,
+          "Lambda that marks devices provisioned and writes their initial shadow")
+        o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
+        o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")
+        o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN")
+        o("claim_certificate_pem", self.claim.certificate.certificate_pem, "Claim certificate PEM")
+        o("claim_private_key", self.claim.certificate.private_key,
+          "Claim private key (empty when the certificate was issued from ClaimCertificateCsrPath)", sensitive=True)
+        o("claim_policy_name", self.claim.policy.name, "IoT policy limiting the claim certificate to provisioning")
+        o("thing_type_name", self.fleet.thing_type.name, "Thing type of every provisioned device")
+        o("thing_group_root_name", self.fleet.root_group.name, "Root thing group of the fleet")
+        o("thing_group_names", {n: g.name for n, g in self.fleet.groups.items()}, "Thing group per device type")
+        o("device_policy_names", {n: p.name for n, p in self.fleet.policies.items()}, "IoT policy per device type")
+        o("audit_log_group_name", self.audit.log_group.name, "Log group of the registry-event audit trail")
+        o("allowed_device_types", ",".join(self.config.allowed_device_types), "Device types the hook admits")
+        o("aws_region", self.config.aws_region, "Region the stack is deployed to")
+        if self.iot_data_endpoint is not None:
+            o("iot_data_endpoint", self.iot_data_endpoint, "MQTT endpoint devices connect to (iot:Data-ATS)")

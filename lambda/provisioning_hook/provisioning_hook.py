@@ -1,0 +1,332 @@
+"""Pre-provisioning hook for the fleet-provisioning template.
+
+IoT calls it with the device's RegisterThing parameters and waits at most 5 s for
+``{"allowProvisioning": bool, "parameterOverrides": {...}}``; anything else denies the device.
+The handler is thin: validate the event, decide, make the one conditional registry write, answer.
+Every path that is not a clean allow denies (fail closed) and logs one JSON line with the reason,
+which is also an embedded-metric-format record (counts by decision, reason and device type).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# Parameter rules. Values end up as thing attributes, whose values AWS limits to [a-zA-Z0-9_.,@/:#-].
+SERIAL_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+MANUFACTURER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,@/:#-]{0,63}$")
+FIRMWARE_VERSION = re.compile(r"^v(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$")
+LOCATION = re.compile(r"^[A-Za-z0-9_.,@/:#-]{1,128}$")
+THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+KNOWN_PARAMETERS = {"SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "ThingName"}
+MAX_PARAMETER_LENGTH = 256
+
+# Reason codes: one per way a request ends. Operators search logs and metrics by them.
+ALLOWED = "ALLOWED"
+INVALID_PARAMETERS = "INVALID_PARAMETERS"
+DEVICE_TYPE_NOT_ALLOWED = "DEVICE_TYPE_NOT_ALLOWED"
+NOT_ENROLLED = "NOT_ENROLLED"
+DEVICE_TYPE_MISMATCH = "DEVICE_TYPE_MISMATCH"
+MANUFACTURER_MISMATCH = "MANUFACTURER_MISMATCH"
+THING_NAME_MISMATCH = "THING_NAME_MISMATCH"
+PROVISIONING_IN_PROGRESS = "PROVISIONING_IN_PROGRESS"
+ALREADY_PROVISIONED = "ALREADY_PROVISIONED"
+REVOKED = "REVOKED"
+DECOMMISSIONED = "DECOMMISSIONED"
+NOT_ENROLLABLE = "NOT_ENROLLABLE"
+REGISTRY_ERROR = "REGISTRY_ERROR"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+STATUS_REASONS = {
+    "provisioning": PROVISIONING_IN_PROGRESS,
+    "provisioned": ALREADY_PROVISIONED,
+    "revoked": REVOKED,
+    "decommissioned": DECOMMISSIONED,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    allowed_device_types: frozenset[str]
+    require_enrollment: bool
+    metrics_namespace: str
+    debug: bool
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings:
+        return cls(
+            table_name=environ.get("TABLE_NAME", ""),
+            allowed_device_types=frozenset(
+                t.strip() for t in environ.get("ALLOWED_DEVICE_TYPES", "").split(",") if t.strip()
+            ),
+            require_enrollment=environ.get("REQUIRE_ENROLLMENT", "true").lower() != "false",
+            metrics_namespace=environ.get("METRICS_NAMESPACE", "IoTProvisioning"),
+            debug=environ.get("IOT_PROVISIONING_DEBUG", "false").lower() == "true",
+        )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A RegisterThing request that passed validation."""
+
+    serial_number: str
+    device_type: str
+    manufacturer: str
+    firmware_version: str
+    location: str
+    thing_name: str | None
+    certificate_id: str
+    claim_certificate_id: str
+
+    @property
+    def derived_thing_name(self) -> str:
+        return f"{self.device_type}-{self.serial_number}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    reason: str
+    detail: str = ""
+    thing_name: str | None = None
+
+    def answer(self) -> dict[str, Any]:
+        """The hook response in exactly the shape IoT reads."""
+        if self.allow and self.thing_name:
+            return {"allowProvisioning": True, "parameterOverrides": {"ThingName": self.thing_name}}
+        return {"allowProvisioning": False}
+
+
+class Invalid(ValueError):
+    """The event cannot be a valid RegisterThing request; the message says why."""
+
+
+def _text(parameters: Mapping[str, Any], name: str, pattern: re.Pattern[str], required: bool) -> str | None:
+    value = parameters.get(name)
+    if value is None or value == "":
+        if required:
+            raise Invalid(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise Invalid(f"{name} does not match {pattern.pattern}")
+    return value
+
+
+def parse_request(event: Any) -> Request:
+    """Validates the hook event; raises Invalid with the first problem found."""
+    if not isinstance(event, Mapping):
+        raise Invalid("event is not an object")
+    parameters = event.get("parameters")
+    if not isinstance(parameters, Mapping):
+        raise Invalid("parameters is not an object")
+    unknown = sorted(str(k)[:64] for k in parameters if k not in KNOWN_PARAMETERS)
+    if unknown:
+        raise Invalid(f"unknown parameter {unknown[0]}")
+    for name, value in parameters.items():
+        if isinstance(value, str) and len(value) > MAX_PARAMETER_LENGTH:
+            raise Invalid(f"{name} is longer than {MAX_PARAMETER_LENGTH}")
+    device_type = parameters.get("DeviceType")
+    if not isinstance(device_type, str) or not device_type:
+        raise Invalid("DeviceType is required")
+    certificate_id = event.get("certificateId")
+    if not isinstance(certificate_id, str) or not re.fullmatch(r"[0-9a-f]{64}", certificate_id):
+        raise Invalid("certificateId is not a certificate id")
+    claim_certificate_id = event.get("claimCertificateId", "")
+    if not isinstance(claim_certificate_id, str):
+        raise Invalid("claimCertificateId is not a string")
+    return Request(
+        serial_number=_text(parameters, "SerialNumber", SERIAL_NUMBER, True) or "",
+        device_type=device_type,
+        manufacturer=_text(parameters, "Manufacturer", MANUFACTURER, True) or "",
+        firmware_version=_text(parameters, "FirmwareVersion", FIRMWARE_VERSION, False) or "",
+        location=_text(parameters, "Location", LOCATION, False) or "",
+        thing_name=_text(parameters, "ThingName", THING_NAME, False),
+        certificate_id=certificate_id,
+        claim_certificate_id=claim_certificate_id[:64],
+    )
+
+
+def refusal(request: Request, old_item: Mapping[str, Any] | None) -> Decision:
+    """Why the conditional move enrolled -> provisioning was refused, from the item as it was."""
+    if not old_item:
+        return Decision(False, NOT_ENROLLED, "serial number is not in the registry")
+    status = _attribute(old_item, "status")
+    if status in STATUS_REASONS:
+        return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
+    if status != "enrolled":
+        return Decision(False, NOT_ENROLLABLE, f"registry status is {status or 'missing'}")
+    if _attribute(old_item, "deviceType") != request.device_type:
+        return Decision(False, DEVICE_TYPE_MISMATCH, "device type differs from the enrollment")
+    manufacturer = _attribute(old_item, "manufacturer")
+    if manufacturer and manufacturer != request.manufacturer:
+        return Decision(False, MANUFACTURER_MISMATCH, "manufacturer differs from the enrollment")
+    return Decision(False, THING_NAME_MISMATCH, "ThingName differs from the enrolled thing name")
+
+
+def _attribute(item: Mapping[str, Any], name: str) -> str:
+    value = item.get(name, {})
+    return str(value.get("S", "")) if isinstance(value, Mapping) else ""
+
+
+class Registry:
+    """The one conditional write that claims an enrolled serial for this provisioning attempt."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def claim(self, request: Request, require_enrollment: bool, now: str) -> Decision:
+        values: dict[str, Any] = {
+            ":provisioning": {"S": "provisioning"},
+            ":enrolled": {"S": "enrolled"},
+            ":type": {"S": request.device_type},
+            ":manufacturer": {"S": request.manufacturer},
+            ":certificate": {"S": request.certificate_id},
+            ":claim": {"S": request.claim_certificate_id or "unknown"},
+            ":now": {"S": now},
+            ":derived": {"S": request.derived_thing_name},
+            ":firmware": {"S": request.firmware_version or "unknown"},
+        }
+        names = {"#status": "status"}
+        updates = [
+            "#status = :provisioning",
+            "certificateId = :certificate",
+            "claimCertificateId = :claim",
+            "provisioningStartedAt = :now",
+            "updatedAt = :now",
+            "firmwareVersion = :firmware",
+            "thingName = if_not_exists(thingName, :derived)",
+        ]
+        if require_enrollment:
+            condition = (
+                "#status = :enrolled AND deviceType = :type"
+                " AND (attribute_not_exists(manufacturer) OR manufacturer = :manufacturer)"
+            )
+        else:
+            # Open enrollment (RequireEnrollment=false): any valid serial registers once.
+            condition = "attribute_not_exists(serialNumber) OR (#status = :enrolled AND deviceType = :type)"
+            updates += [
+                "deviceType = :type",
+                "manufacturer = if_not_exists(manufacturer, :manufacturer)",
+                "enrolledAt = if_not_exists(enrolledAt, :now)",
+            ]
+        if request.thing_name is not None:
+            values[":thing"] = {"S": request.thing_name}
+            if request.thing_name == request.derived_thing_name:
+                condition = f"({condition}) AND (attribute_not_exists(thingName) OR thingName = :thing)"
+            else:
+                condition = f"({condition}) AND thingName = :thing"
+        try:
+            result = self._client.update_item(
+                TableName=self._table,
+                Key={"serialNumber": {"S": request.serial_number}},
+                UpdateExpression="SET " + ", ".join(updates),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return refusal(request, error.response.get("Item"))
+            raise
+        thing_name = _attribute(result.get("Attributes", {}), "thingName") or request.derived_thing_name
+        return Decision(True, ALLOWED, thing_name=thing_name)
+
+
+def decide(request: Request, settings: Settings, registry: Registry, now: str) -> Decision:
+    if request.device_type not in settings.allowed_device_types:
+        return Decision(False, DEVICE_TYPE_NOT_ALLOWED, "device type is not in AllowedDeviceTypes")
+    return registry.claim(request, settings.require_enrollment, now)
+
+
+def log_decision(
+    settings: Settings,
+    decision: Decision,
+    event: Any,
+    request: Request | None,
+    elapsed_ms: float,
+) -> None:
+    """One JSON line per decision: the audit record and the EMF metric in one."""
+    device_type = request.device_type if request else "unknown"
+    if device_type not in settings.allowed_device_types:
+        device_type = "other"  # keep metric dimensions bounded whatever a device sends
+    record: dict[str, Any] = {
+        "level": "INFO" if decision.allow else "WARNING",
+        "message": "provisioning allowed" if decision.allow else "provisioning denied",
+        "decision": "allow" if decision.allow else "deny",
+        "reason": decision.reason,
+        "detail": decision.detail,
+        "DeviceType": device_type,
+        "Decision": "allow" if decision.allow else "deny",
+        "Reason": decision.reason,
+        "serialNumber": request.serial_number if request else None,
+        "thingName": decision.thing_name,
+        "certificateId": request.certificate_id if request else None,
+        "claimCertificateId": request.claim_certificate_id if request else None,
+        "durationMs": round(elapsed_ms, 1),
+        "ProvisioningRequests": 1,
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": settings.metrics_namespace,
+                    "Dimensions": [["Decision", "Reason"], ["Decision", "DeviceType"]],
+                    "Metrics": [{"Name": "ProvisioningRequests", "Unit": "Count"}],
+                }
+            ],
+        },
+    }
+    if settings.debug:
+        record["event"] = _redacted(event)
+    print(json.dumps(record, default=str), flush=True)
+
+
+def _redacted(event: Any) -> Any:
+    if isinstance(event, Mapping):
+        return {k: ("<redacted>" if k == "certificatePem" else v) for k, v in event.items()}
+    return repr(event)[:512]
+
+
+# Created once per container. Timeouts and retries fit the 5 s IoT gives the hook in all:
+# two attempts of at most 0.5 s connect + 1.5 s read each, inside a 4 s function timeout.
+_DYNAMODB = boto3.client(
+    "dynamodb",
+    config=Config(
+        connect_timeout=0.5,
+        read_timeout=1.5,
+        retries={"total_max_attempts": 2, "mode": "standard"},
+    ),
+)
+_SETTINGS = Settings.from_environment(os.environ)
+_REGISTRY = Registry(_DYNAMODB, _SETTINGS.table_name)
+
+
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    request: Request | None = None
+    try:
+        request = parse_request(event)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        decision = decide(request, _SETTINGS, _REGISTRY, now)
+    except Invalid as error:
+        decision = Decision(False, INVALID_PARAMETERS, str(error))
+    except (ClientError, BotoCoreError) as error:
+        decision = Decision(False, REGISTRY_ERROR, f"{type(error).__name__}: {error}"[:500])
+    except Exception as error:  # noqa: BLE001 - fail closed: nothing unexpected may allow a device
+        decision = Decision(False, INTERNAL_ERROR, f"{type(error).__name__}: {error}"[:500])
+        print(json.dumps({"level": "ERROR", "message": "hook error", "error": repr(error)[:500]}), file=sys.stderr)
+    log_decision(_SETTINGS, decision, event, request, (time.perf_counter() - started) * 1000)
+    return decision.answer()

@@ -1,0 +1,86 @@
+"""Finishes a device's provisioning when IoT reports its thing was created.
+
+Invoked by the topic rule on ``$aws/events/thing/+/created`` (registry events). For a thing
+created by the provisioning template (it carries the serialNumber attribute and its registry item
+is ``provisioning``), it writes the device type's initial shadow and then moves the item to
+``provisioned`` with the thing name. Errors raise, so Lambda's asynchronous retries run and the
+function's Errors metric shows them; a replayed event is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
+_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
+_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
+_IOT_DATA = boto3.client(
+    "iot-data",
+    config=_CONFIG,
+    **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {}),
+)
+TABLE_NAME = os.environ.get("TABLE_NAME", "")
+INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
+
+
+def _log(**fields: Any) -> None:
+    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
+    thing_name = event.get("thingName")
+    attributes = event.get("attributes") or {}
+    serial_number = attributes.get("serialNumber") if isinstance(attributes, Mapping) else None
+    if event.get("operation") != "CREATED" or not thing_name or not serial_number:
+        _log(message="ignored event", result="ignored", thingName=thing_name, operation=event.get("operation"))
+        return {"result": "ignored"}
+
+    item = _DYNAMODB.get_item(
+        TableName=TABLE_NAME, Key={"serialNumber": {"S": serial_number}}, ConsistentRead=True
+    ).get("Item")
+    status = item.get("status", {}).get("S") if item else None
+    if status != "provisioning":
+        _log(message="no provisioning in progress", result="skipped", serialNumber=serial_number,
+             thingName=thing_name, status=status)
+        return {"result": "skipped"}
+
+    device_type = item.get("deviceType", {}).get("S", "")
+    shadow = INITIAL_SHADOWS.get(device_type)
+    if shadow is not None:
+        _IOT_DATA.update_thing_shadow(
+            thingName=thing_name, payload=json.dumps({"state": {"desired": shadow}}).encode()
+        )
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial_number}},
+            UpdateExpression="SET #status = :provisioned, thingName = :thing, thingId = :thingId, "
+            "provisionedAt = :now, updatedAt = :now",
+            ConditionExpression="#status = :provisioning AND certificateId = :certificate",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":provisioned": {"S": "provisioned"},
+                ":provisioning": {"S": "provisioning"},
+                ":thing": {"S": thing_name},
+                ":thingId": {"S": str(event.get("thingId", ""))},
+                ":now": {"S": now},
+                ":certificate": item.get("certificateId", {"S": ""}),
+            },
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        _log(message="registry changed meanwhile", result="skipped", serialNumber=serial_number, thingName=thing_name)
+        return {"result": "skipped"}
+    _log(message="device provisioned", result="provisioned", serialNumber=serial_number, thingName=thing_name,
+         deviceType=device_type, certificateId=item.get("certificateId", {}).get("S"))
+    return {"result": "provisioned"}

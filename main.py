@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""cdktf app: synthesizes the IoT fleet-provisioning stack from cdktf.json context and env overrides."""
+
+import os
+import sys
+from pathlib import Path
+
+# jsii prints a banner about the Node.js release on every run; the Makefile sets the same.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+HERE = Path(__file__).resolve().parent
+# constructs/ holds our package (iot_fleet); the folder itself must not shadow the `constructs` library.
+sys.path.insert(0, str(HERE / "constructs"))
+
+from cdktf import App  # noqa: E402
+
+from iot_fleet.config import ConfigError, load_config, read_context  # noqa: E402
+
+
+def main() -> int:
+    try:
+        config = load_config(read_context(HERE / "cdktf.json"), base_dir=HERE)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from iot_fleet.stack import IotProvisioningStack  # the provider bindings take seconds to import
+
+    app = App()
+    IotProvisioningStack(app, config.stack_name, config)
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
