@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iot_topic_rule import IotTopicRule, IotTopicRuleCloudwatchLogs
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from constructs import Construct
+
 from iot_fleet.acknowledge import acknowledge
 from iot_fleet.naming import AccountContext
 
@@ -84,7 +84,7 @@ class AuditTrail(Construct):
             name=rule_name,
             description="Audit trail of thing registry events",
             enabled=True,
-            sql=f"SELECT *, topic() AS topic FROM '{THING_EVENTS}'",
+            sql=f"SELECT *, topic() AS topic FROM '{THING_EVENTS}'",  # noqa: S608 - IoT rule SQL from constants, not input
             sql_version="2016-03-23",
             cloudwatch_logs=[IotTopicRuleCloudwatchLogs(log_group_name=self.log_group.name, role_arn=self.role.arn)],
         )

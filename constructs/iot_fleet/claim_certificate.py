@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.iot_certificate import IotCertificate
 from cdktf_cdktf_provider_aws.iot_policy import IotPolicy
 from cdktf_cdktf_provider_aws.iot_policy_attachment import IotPolicyAttachment
+from constructs import Construct
+
 from iot_fleet import documents
 from iot_fleet.naming import AccountContext
 

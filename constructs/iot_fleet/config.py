@@ -10,16 +10,37 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from iot_fleet.device_catalogue import DeviceType, load_catalogue
 
 # Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-    2922, 3288, 3653,
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 ENVIRONMENTS = ("dev", "staging", "prod")
 TARGETS = ("aws", "sandbox")
@@ -215,9 +236,7 @@ def load_config(
     if "DeviceRegistryTableName" in values:
         kwargs["device_registry_table_name"] = values["DeviceRegistryTableName"].strip()
     if "AllowedDeviceTypes" in values:
-        kwargs["allowed_device_types"] = tuple(
-            t.strip() for t in values["AllowedDeviceTypes"].split(",") if t.strip()
-        )
+        kwargs["allowed_device_types"] = tuple(t.strip() for t in values["AllowedDeviceTypes"].split(",") if t.strip())
     if "MonitoringEnabled" in values:
         kwargs["monitoring_enabled"] = _boolean("MonitoringEnabled", values["MonitoringEnabled"])
     if "LogRetentionDays" in values:

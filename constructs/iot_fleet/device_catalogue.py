@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 BUILT_IN_CATALOGUE = Path(__file__).with_name("device_types.json")
 CAPABILITIES = ("named-shadows", "jobs")
@@ -40,9 +41,7 @@ class DeviceType:
 
     def __post_init__(self) -> None:
         if not (NAME.match(self.name) and len(self.name) <= NAME_MAX):
-            raise ValueError(
-                f"device type '{self.name}': names are 1-{NAME_MAX} lower-case letters, digits and '-'"
-            )
+            raise ValueError(f"device type '{self.name}': names are 1-{NAME_MAX} lower-case letters, digits and '-'")
         for topic in (*self.publish, *self.subscribe):
             if not TOPIC.match(topic):
                 raise ValueError(
@@ -54,8 +53,6 @@ class DeviceType:
             raise ValueError(
                 f"device type '{self.name}': capability '{unknown[0]}' unknown; allowed: {','.join(CAPABILITIES)}"
             )
-        if not isinstance(self.initial_shadow, Mapping):
-            raise ValueError(f"device type '{self.name}': initialShadow must be an object")
 
     @classmethod
     def from_entry(cls, name: str, entry: Mapping[str, Any]) -> DeviceType:
@@ -66,13 +63,19 @@ class DeviceType:
             raise ValueError(
                 f"device type '{name}': field '{unknown[0]}' unknown; allowed: {','.join(sorted(_FIELDS))}"
             )
+        for key in ("publish", "subscribe", "capabilities"):
+            if not isinstance(entry.get(key, []), list):
+                raise ValueError(f"device type '{name}': {key} must be a list")
+        shadow = entry.get("initialShadow", DEFAULT_SHADOW)
+        if not isinstance(shadow, Mapping):
+            raise ValueError(f"device type '{name}': initialShadow must be an object")
         return cls(
             name=name,
             description=str(entry.get("description", "")),
             publish=tuple(entry.get("publish", DEFAULT_PUBLISH)),
             subscribe=tuple(entry.get("subscribe", DEFAULT_SUBSCRIBE)),
             capabilities=tuple(entry.get("capabilities", ())),
-            initial_shadow=dict(entry.get("initialShadow", DEFAULT_SHADOW)),
+            initial_shadow=dict(shadow),
         )
 
 
@@ -84,8 +87,4 @@ def load_catalogue(path: Path | None = None) -> dict[str, DeviceType]:
         if not isinstance(extra, dict):
             raise ValueError("the catalogue must be a JSON object of device types")
         entries.update(extra)
-    return {
-        name: DeviceType.from_entry(name, entry)
-        for name, entry in entries.items()
-        if name != "//"
-    }
+    return {name: DeviceType.from_entry(name, entry) for name, entry in entries.items() if name != "//"}

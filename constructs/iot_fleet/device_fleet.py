@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.iot_policy import IotPolicy
 from cdktf_cdktf_provider_aws.iot_thing_group import IotThingGroup
 from cdktf_cdktf_provider_aws.iot_thing_type import IotThingType
+from constructs import Construct
+
 from iot_fleet import documents
 from iot_fleet.device_catalogue import DeviceType
 from iot_fleet.naming import AccountContext

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.dynamodb_table import (
     DynamodbTable,
     DynamodbTableAttribute,
     DynamodbTableGlobalSecondaryIndex,
 )
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from constructs import Construct
 
 # Indexes operators and tools query by: all devices of a type, all devices in a status.
 INDEXES = {"deviceType-index": "deviceType", "status-index": "status"}

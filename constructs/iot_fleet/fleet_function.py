@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from cdktf import AssetType, TerraformAsset
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
+from constructs import Construct
+
 from iot_fleet.acknowledge import acknowledge
 from iot_fleet.naming import AccountContext
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iot_provisioning_template import IotProvisioningTemplate
 from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
+from constructs import Construct
+
 from iot_fleet import documents
 from iot_fleet.device_fleet import DeviceFleet
 from iot_fleet.naming import AccountContext

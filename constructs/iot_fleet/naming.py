@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
 from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
+from constructs import Construct
 
 
 class AccountContext(Construct):

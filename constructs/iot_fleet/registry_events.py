@@ -3,8 +3,6 @@ registry-events function, which writes the initial shadow and marks the device p
 
 from __future__ import annotations
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.iot_event_configurations import IotEventConfigurations
 from cdktf_cdktf_provider_aws.iot_topic_rule import (
     IotTopicRule,
@@ -14,6 +12,8 @@ from cdktf_cdktf_provider_aws.iot_topic_rule import (
 )
 from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
+from constructs import Construct
+
 from iot_fleet.audit_trail import AuditTrail
 
 THING_CREATED = "$aws/events/thing/+/created"  # the topic registry events publish thing creation on
@@ -47,7 +47,7 @@ class RegistryEvents(Construct):
             name=rule_name(prefix, "thing_created"),
             description="Marks provisioned devices in the registry and writes their initial shadow",
             enabled=True,
-            sql=f"SELECT * FROM '{THING_CREATED}'",
+            sql=f"SELECT * FROM '{THING_CREATED}'",  # noqa: S608 - IoT rule SQL from constants, not input
             sql_version="2016-03-23",
             lambda_=[IotTopicRuleLambda(function_arn=function.arn)],
             error_action=IotTopicRuleErrorAction(

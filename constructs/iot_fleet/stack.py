@@ -7,10 +7,10 @@ import os
 from typing import Any
 
 from cdktf import TerraformOutput, TerraformStack
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from constructs import Construct
+
 from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
@@ -158,14 +158,21 @@ class IotProvisioningStack(TerraformStack):
         o("device_registry_table_name", self.registry.table.name, "DynamoDB device registry (one item per serial)")
         o("device_registry_table_arn", self.registry.table.arn, "ARN of the device registry table")
         o("provisioning_hook_function_name", self.hook.function_name, "Pre-provisioning hook Lambda function")
-        o("registry_events_function_name", self.registry_events_function.function_name,
-          "Lambda that marks devices provisioned and writes their initial shadow")
+        o(
+            "registry_events_function_name",
+            self.registry_events_function.function_name,
+            "Lambda that marks devices provisioned and writes their initial shadow",
+        )
         o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
         o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")
         o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN")
         o("claim_certificate_pem", self.claim.certificate.certificate_pem, "Claim certificate PEM")
-        o("claim_private_key", self.claim.certificate.private_key,
-          "Claim private key (empty when the certificate was issued from ClaimCertificateCsrPath)", sensitive=True)
+        o(
+            "claim_private_key",
+            self.claim.certificate.private_key,
+            "Claim private key (empty when the certificate was issued from ClaimCertificateCsrPath)",
+            sensitive=True,
+        )
         o("claim_policy_name", self.claim.policy.name, "IoT policy limiting the claim certificate to provisioning")
         o("thing_type_name", self.fleet.thing_type.name, "Thing type of every provisioned device")
         o("thing_group_root_name", self.fleet.root_group.name, "Root thing group of the fleet")

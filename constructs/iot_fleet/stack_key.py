@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from constructs import Construct
-
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
+from constructs import Construct
+
 from iot_fleet.naming import AccountContext
 
 
@@ -29,9 +29,17 @@ class StackKey(Construct):
                     "Sid": "CloudWatchLogsOfThisAccount",
                     "Effect": "Allow",
                     "Principal": {"Service": f"logs.{account.region}.amazonaws.com"},
-                    "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                    "Action": [
+                        "kms:Encrypt*",
+                        "kms:Decrypt*",
+                        "kms:ReEncrypt*",
+                        "kms:GenerateDataKey*",
+                        "kms:Describe*",
+                    ],
                     "Resource": "*",
-                    "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": account.arn("logs", "log-group:*")}},
+                    "Condition": {
+                        "ArnLike": {"kms:EncryptionContext:aws:logs:arn": account.arn("logs", "log-group:*")}
+                    },
                 },
                 {
                     "Sid": "CloudWatchAlarmsPublishToAlertTopic",

@@ -291,7 +291,8 @@ def log_decision(
     }
     if settings.debug:
         record["event"] = _redacted(event)
-    print(json.dumps(record, default=str), flush=True)
+    sys.stdout.write(json.dumps(record, default=str) + "\n")  # one write: lines never interleave
+    sys.stdout.flush()
 
 
 def _redacted(event: Any) -> Any:

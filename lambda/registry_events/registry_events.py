@@ -48,16 +48,19 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
     ).get("Item")
     status = item.get("status", {}).get("S") if item else None
     if status != "provisioning":
-        _log(message="no provisioning in progress", result="skipped", serialNumber=serial_number,
-             thingName=thing_name, status=status)
+        _log(
+            message="no provisioning in progress",
+            result="skipped",
+            serialNumber=serial_number,
+            thingName=thing_name,
+            status=status,
+        )
         return {"result": "skipped"}
 
     device_type = item.get("deviceType", {}).get("S", "")
     shadow = INITIAL_SHADOWS.get(device_type)
     if shadow is not None:
-        _IOT_DATA.update_thing_shadow(
-            thingName=thing_name, payload=json.dumps({"state": {"desired": shadow}}).encode()
-        )
+        _IOT_DATA.update_thing_shadow(thingName=thing_name, payload=json.dumps({"state": {"desired": shadow}}).encode())
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         _DYNAMODB.update_item(
@@ -81,6 +84,12 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
             raise
         _log(message="registry changed meanwhile", result="skipped", serialNumber=serial_number, thingName=thing_name)
         return {"result": "skipped"}
-    _log(message="device provisioned", result="provisioned", serialNumber=serial_number, thingName=thing_name,
-         deviceType=device_type, certificateId=item.get("certificateId", {}).get("S"))
+    _log(
+        message="device provisioned",
+        result="provisioned",
+        serialNumber=serial_number,
+        thingName=thing_name,
+        deviceType=device_type,
+        certificateId=item.get("certificateId", {}).get("S"),
+    )
     return {"result": "provisioned"}

@@ -1,0 +1,9 @@
+"""Shared test settings: no test may reach real AWS."""
+
+import os
+
+# Credentials for moto; any real AWS call would fail on these.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)

@@ -1,0 +1,288 @@
+"""What AWS and users see of the synthesized stack: the template, hook wiring, policies, outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iot_fleet import documents
+from tests.infra.conftest import Synth
+
+pytestmark = pytest.mark.infra
+
+SEED_OUTPUTS = [
+    "provisioning_template_name",
+    "provisioning_template_arn",
+    "device_registry_table_name",
+    "provisioning_hook_function_name",
+    "provisioning_role_name",
+    "claim_certificate_id",
+    "claim_certificate_arn",
+    "claim_certificate_pem",
+    "claim_private_key",
+    "thing_group_names",
+    "device_policy_names",
+    "iot_data_endpoint",
+]
+TEMPLATE_RESOURCE_TYPES = {"AWS::IoT::Thing", "AWS::IoT::Certificate", "AWS::IoT::Policy"}
+
+
+def literal(text: str) -> str:
+    """A Terraform string as AWS receives it once Terraform has unescaped $${ (references stay)."""
+    return text.replace("$${", "${")
+
+
+def template_body(synth: Synth) -> dict[str, Any]:
+    return json.loads(literal(synth.one("aws_iot_provisioning_template")["template_body"]))
+
+
+def policy_resources(policy: dict[str, Any], action: str) -> set[str]:
+    found: set[str] = set()
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if action in actions:
+            resource = statement["Resource"]
+            found |= set(resource if isinstance(resource, list) else [resource])
+    return found
+
+
+def test_constructs_is_the_installed_library_not_our_folder() -> None:
+    import constructs
+
+    assert "site-packages" in str(constructs.__file__)
+
+
+def test_template_body_references_only_declared_or_hook_supplied_parameters(synth: Synth) -> None:
+    body = template_body(synth)
+    supplied = set(body["Parameters"]) | set(documents.HOOK_OVERRIDES)
+    assert documents.referenced_parameters(body) <= supplied
+    assert set(documents.HOOK_OVERRIDES) <= set(body["Parameters"])  # overrides must be declared too
+
+
+def test_template_uses_only_resource_types_aws_allows_and_fits_the_size_limit(synth: Synth) -> None:
+    text = literal(synth.one("aws_iot_provisioning_template")["template_body"])
+    body = json.loads(text)
+    assert {r["Type"] for r in body["Resources"].values()} <= TEMPLATE_RESOURCE_TYPES
+    assert len(text) <= 10_240
+    assert "Conditions" not in body and "Fn::If" not in text
+
+
+def test_every_policy_and_group_the_template_can_name_exists(synth: Synth) -> None:
+    body = template_body(synth)
+    mapping = body["Mappings"]["DeviceTypes"]
+    assert set(mapping) == set(synth.config.allowed_device_types)
+    policy_names = {p["name"] for p in synth.resources("aws_iot_policy").values()}
+    group_names = {g["name"] for g in synth.resources("aws_iot_thing_group").values()}
+    for device_type, entry in mapping.items():
+        assert entry["PolicyName"] in policy_names, device_type
+        assert entry["ThingGroup"] in group_names, device_type
+        group = synth.named("aws_iot_thing_group", entry["ThingGroup"])
+        root = synth.named("aws_iot_thing_group", f"{synth.config.prefix}-devices")
+        assert group["parent_group_name"] == synth.reference("aws_iot_thing_group", root, "name")
+    thing = body["Resources"]["thing"]["Properties"]
+    assert thing["ThingTypeName"] == synth.one("aws_iot_thing_type")["name"]
+
+
+def test_template_is_an_enabled_fleet_template_calling_the_hook(synth: Synth) -> None:
+    template = synth.one("aws_iot_provisioning_template")
+    hook = synth.named("aws_lambda_function", f"{synth.config.prefix}-provisioning-hook")
+    assert template["enabled"] is True
+    assert template["type"] == "FLEET_PROVISIONING"
+    assert len(template["name"]) <= 36 and re.fullmatch(r"[0-9A-Za-z_-]+", template["name"])
+    assert template["pre_provisioning_hook"] == {
+        "payload_version": "2020-04-01",
+        "target_arn": synth.reference("aws_lambda_function", hook, "arn"),
+    }
+
+
+def test_iot_may_invoke_the_hook_only_for_this_template(synth: Synth) -> None:
+    template = synth.one("aws_iot_provisioning_template")
+    hook = synth.named("aws_lambda_function", f"{synth.config.prefix}-provisioning-hook")
+    permissions = [
+        p
+        for p in synth.resources("aws_lambda_permission").values()
+        if p["function_name"] == synth.reference("aws_lambda_function", hook, "function_name")
+    ]
+    assert len(permissions) == 1
+    (permission,) = permissions
+    assert permission["principal"] == "iot.amazonaws.com"
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["source_arn"] == synth.reference("aws_iot_provisioning_template", template, "arn")
+
+
+def test_claim_policy_grants_exactly_the_provisioning_topics_of_this_template(synth: Synth) -> None:
+    claim = json.loads(literal(synth.named("aws_iot_policy", f"{synth.config.prefix}-claim-policy")["policy"]))
+    name = synth.config.provisioning_template_name
+    topics = {
+        "$aws/certificates/create/*",
+        "$aws/certificates/create-from-csr/*",
+        f"$aws/provisioning-templates/{name}/provision/*",
+    }
+
+    def suffixes(action: str, kind: str) -> set[str]:
+        found = policy_resources(claim, action)
+        assert all(r.split(":", 5)[5].startswith(kind + "/") for r in found)
+        return {r.split(":", 5)[5][len(kind) + 1 :] for r in found}
+
+    assert suffixes("iot:Publish", "topic") == topics
+    assert suffixes("iot:Receive", "topic") == topics
+    assert suffixes("iot:Subscribe", "topicfilter") == topics
+    actions = {a for s in claim["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
+    attachment = synth.one("aws_iot_policy_attachment")
+    assert attachment["target"] == synth.reference("aws_iot_certificate", synth.one("aws_iot_certificate"), "arn")
+
+
+def test_device_policies_bind_every_resource_to_the_thing_name_never_a_type_wildcard(synth: Synth) -> None:
+    names = {f"{synth.config.prefix}-{t}-policy": t for t in synth.config.allowed_device_types}
+    seen = set()
+    for policy in synth.resources("aws_iot_policy").values():
+        if policy["name"] not in names:
+            continue
+        device_type = names[policy["name"]]
+        seen.add(device_type)
+        document = json.loads(literal(policy["policy"]))
+        connect = next(s for s in document["Statement"] if s["Action"] == "iot:Connect")
+        assert connect["Resource"].endswith(":client/${iot:Connection.Thing.ThingName}")
+        assert connect["Condition"] == {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+        for statement in document["Statement"]:
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for resource in resources:
+                assert "${iot:Connection.Thing.ThingName}" in resource
+                assert f"{device_type}-*" not in resource and f"{device_type}*" not in resource
+    assert seen == set(synth.config.allowed_device_types)
+
+
+def test_hook_function_runtime_timeout_and_least_privilege_role(synth: Synth) -> None:
+    prefix = synth.config.prefix
+    hook = synth.named("aws_lambda_function", f"{prefix}-provisioning-hook")
+    assert re.fullmatch(r"python3\.(1[2-9])", hook["runtime"])
+    assert hook["timeout"] < 5
+    env = hook["environment"]["variables"]
+    assert env["ALLOWED_DEVICE_TYPES"].split(",") == list(synth.config.allowed_device_types)
+    assert env["REQUIRE_ENROLLMENT"] == "true"
+    table = synth.one("aws_dynamodb_table")
+    assert env["TABLE_NAME"] == synth.reference("aws_dynamodb_table", table, "name")
+    role_policy = next(
+        p for p in synth.resources("aws_iam_role_policy").values() if p["name"] == f"{prefix}-provisioning-hook-policy"
+    )
+    statements = json.loads(role_policy["policy"])["Statement"]
+    table_arn = synth.reference("aws_dynamodb_table", table, "arn")
+    dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in s["Action"])]
+    assert dynamodb == [{"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table_arn}]
+    assert all("*" not in a for s in statements for a in s["Action"])
+    logs = synth.named("aws_cloudwatch_log_group", f"/aws/lambda/{prefix}-provisioning-hook")
+    assert logs["retention_in_days"] == synth.config.log_retention_days
+
+
+def test_registry_table_is_keyed_by_serial_with_type_and_status_indexes(synth: Synth, variant: Synth) -> None:
+    table = synth.one("aws_dynamodb_table")
+    assert table["name"] == synth.config.table_name
+    assert table["hash_key"] == "serialNumber"
+    assert table["billing_mode"] == "PAY_PER_REQUEST"
+    assert {i["hash_key"] for i in table["global_secondary_index"]} == {"deviceType", "status"}
+    assert table["point_in_time_recovery"] == {"enabled": True}
+    assert table["server_side_encryption"]["enabled"] is True
+    assert table["server_side_encryption"]["kms_key_arn"].startswith("${aws_kms_key.")
+    assert table["deletion_protection_enabled"] is False
+    assert variant.one("aws_dynamodb_table")["deletion_protection_enabled"] is True
+
+
+def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -> None:
+    assert synth.one("aws_iot_event_configurations")["event_configurations"] == {"THING": True}
+    events = synth.named("aws_lambda_function", f"{synth.config.prefix}-registry-events")
+    rules = {r["name"]: r for r in synth.resources("aws_iot_topic_rule").values()}
+    rule = rules[f"{synth.config.prefix}_thing_created".replace("-", "_")]
+    assert rule["sql"] == "SELECT * FROM '$aws/events/thing/+/created'"
+    assert rule["lambda"] == [{"function_arn": synth.reference("aws_lambda_function", events, "arn")}]
+    shadows = json.loads(events["environment"]["variables"]["INITIAL_SHADOWS"])
+    assert set(shadows) == set(synth.config.allowed_device_types)
+    assert shadows["temperature-sensor"] == {
+        "samplingRate": 30,
+        "temperatureUnit": "celsius",
+        "alertThreshold": 80,
+        "enabled": True,
+    }
+    audit = rules[f"{synth.config.prefix}_audit".replace("-", "_")]
+    assert audit["sql"].endswith("FROM '$aws/events/thing/#'")
+    log_group = synth.named("aws_cloudwatch_log_group", f"/aws/iot/{synth.config.prefix}/audit")
+    assert audit["cloudwatch_logs"][0]["log_group_name"] == synth.reference(
+        "aws_cloudwatch_log_group", log_group, "name"
+    )
+
+
+def test_seed_outputs_exist_at_stack_level_with_descriptions(synth: Synth) -> None:
+    outputs = synth.stack["output"]
+    for name in SEED_OUTPUTS:
+        assert name in outputs, name
+        assert outputs[name].get("description"), name
+    assert outputs["claim_private_key"]["sensitive"] is True
+    assert outputs["provisioning_template_name"]["value"].startswith("${aws_iot_provisioning_template.")
+
+
+def test_sandbox_target_leaves_out_only_the_data_endpoint_and_csr_keeps_the_key_out_of_state(variant: Synth) -> None:
+    assert "iot_data_endpoint" not in variant.stack["output"]
+    assert set(SEED_OUTPUTS) - {"iot_data_endpoint"} <= set(variant.stack["output"])
+    assert "BEGIN CERTIFICATE REQUEST" in variant.one("aws_iot_certificate")["csr"]
+
+
+def test_new_catalogue_type_yields_group_policy_mapping_and_hook_allowance(variant: Synth) -> None:
+    prefix = variant.config.prefix
+    assert variant.named("aws_iot_thing_group", f"{prefix}-vibration-sensor")
+    policy = json.loads(literal(variant.named("aws_iot_policy", f"{prefix}-vibration-sensor-policy")["policy"]))
+    assert any(
+        r.endswith("/devices/${iot:Connection.Thing.ThingName}/telemetry")
+        for r in policy_resources(policy, "iot:Publish")
+    )
+    body = template_body(variant)
+    assert body["Mappings"]["DeviceTypes"]["vibration-sensor"] == {
+        "PolicyName": f"{prefix}-vibration-sensor-policy",
+        "ThingGroup": f"{prefix}-vibration-sensor",
+    }
+    hook = variant.named("aws_lambda_function", f"{prefix}-provisioning-hook")
+    assert "vibration-sensor" in hook["environment"]["variables"]["ALLOWED_DEVICE_TYPES"].split(",")
+    events = variant.named("aws_lambda_function", f"{prefix}-registry-events")
+    shadows = json.loads(events["environment"]["variables"]["INITIAL_SHADOWS"])
+    assert shadows["vibration-sensor"] == {"enabled": True, "reportingInterval": 60}
+
+
+def test_lambda_packages_hold_the_handler_and_no_bytecode(synth: Synth) -> None:
+    for function in synth.resources("aws_lambda_function").values():
+        module = function["handler"].split(".")[0]
+        archive = synth.directory / function["filename"]
+        with zipfile.ZipFile(archive) as package:
+            names = package.namelist()
+        assert f"{module}.py" in names
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_every_checkov_acknowledgement_carries_a_reason(synth: Synth) -> None:
+    for resources in synth.stack["resource"].values():
+        for body in resources.values():
+            for skip in body.get("//", {}).get("checkov", {}).get("skip", []):
+                assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]) and len(skip["comment"]) > 20
+
+
+def test_terraform_validates_the_synthesized_stack_offline(synth: Synth, terraform_env: dict[str, str]) -> None:
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["terraform", *args],
+            cwd=synth.directory,
+            env=terraform_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    init = terraform("init", "-backend=false", "-input=false", "-no-color")
+    assert init.returncode == 0, init.stderr
+    validate = terraform("validate", "-json", "-no-color")
+    assert json.loads(validate.stdout)["valid"] is True, validate.stdout
+    assert Path(synth.directory, ".terraform").is_dir()

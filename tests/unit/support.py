@@ -1,0 +1,98 @@
+"""Helpers for Lambda unit tests: the moto registry table, hook events as IoT sends them, log parsing."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+TABLE = "device-registry-test"
+ALLOWED = "temperature-sensor,humidity-sensor,pressure-sensor,gateway"
+
+
+def create_registry(name: str = TABLE) -> Any:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "serialNumber", "AttributeType": "S"},
+            {"AttributeName": "deviceType", "AttributeType": "S"},
+            {"AttributeName": "status", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": f"{a}-index",
+                "KeySchema": [{"AttributeName": a, "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for a in ("deviceType", "status")
+        ],
+    )
+    return client
+
+
+class Registry:
+    """Test-side view of the registry table."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def enroll(
+        self, serial: str, device_type: str = "temperature-sensor", status: str = "enrolled", **extra: str
+    ) -> None:
+        item = {"serialNumber": serial, "deviceType": device_type, "status": status, **extra}
+        self.client.put_item(TableName=TABLE, Item={k: {"S": v} for k, v in item.items()})
+
+    def get(self, serial: str) -> dict[str, str] | None:
+        item = self.client.get_item(TableName=TABLE, Key={"serialNumber": {"S": serial}}, ConsistentRead=True).get(
+            "Item"
+        )
+        return {k: v["S"] for k, v in item.items()} if item else None
+
+    def items(self) -> list[dict[str, Any]]:
+        return self.client.scan(TableName=TABLE)["Items"]
+
+
+def load_hook(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
+    settings = {
+        "TABLE_NAME": TABLE,
+        "ALLOWED_DEVICE_TYPES": ALLOWED,
+        "REQUIRE_ENROLLMENT": "true",
+        "METRICS_NAMESPACE": "IoTProvisioning/test",
+        "IOT_PROVISIONING_DEBUG": "false",
+        **env,
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    import provisioning_hook
+
+    return importlib.reload(provisioning_hook)
+
+
+def event(certificate_id: str = "a" * 64, **parameters: str) -> dict[str, Any]:
+    """A hook event as IoT sends it (payload version 2020-04-01)."""
+    params = {
+        "SerialNumber": "SN-0001",
+        "DeviceType": "temperature-sensor",
+        "Manufacturer": "AcmeIoT",
+        "FirmwareVersion": "v1.0.0",
+        **parameters,
+    }
+    return {
+        "claimCertificateId": "c" * 64,
+        "certificateId": certificate_id,
+        "certificatePem": "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----",
+        "templateArn": "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/IoTProvisioning-dev-fleet",
+        "clientId": "SN-0001",
+        "parameters": {k: v for k, v in params.items() if v is not None},
+    }
+
+
+def log_records(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]

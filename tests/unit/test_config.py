@@ -1,0 +1,154 @@
+"""Configuration as an operator meets it: seed defaults, env overrides, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iot_fleet.config import PARAMETERS, ConfigError, StackConfig, load_config, read_context
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTEXT = read_context(ROOT / "cdktf.json")
+
+
+def test_cdktf_json_context_holds_every_parameter_with_the_seed_defaults() -> None:
+    assert set(CONTEXT) == set(PARAMETERS)
+    config = load_config(CONTEXT, environ={}, base_dir=ROOT)
+    assert config == StackConfig()
+    assert config.project_name == "IoTProvisioning"
+    assert config.environment == "dev"
+    assert config.allowed_device_types == ("temperature-sensor", "humidity-sensor", "pressure-sensor", "gateway")
+    assert config.monitoring_enabled is True
+    assert config.log_retention_days == 30
+    assert config.require_enrollment is True
+    assert config.table_name.startswith("device-registry-")
+
+
+def test_environment_variable_of_the_same_name_overrides_context() -> None:
+    config = load_config(
+        CONTEXT,
+        environ={"Environment": "prod", "LogRetentionDays": "90", "AllowedDeviceTypes": "gateway, temperature-sensor"},
+        base_dir=ROOT,
+    )
+    assert (config.environment, config.log_retention_days) == ("prod", 90)
+    assert config.allowed_device_types == ("gateway", "temperature-sensor")
+    assert config.is_prod
+
+
+def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() -> None:
+    def name(**env: str) -> str:
+        return load_config(CONTEXT, environ=env, base_dir=ROOT).table_name
+
+    assert name() == name()
+    assert len({name(), name(Environment="prod"), name(AwsRegion="eu-west-1"), name(ProjectName="Other")}) == 4
+    assert name(DeviceRegistryTableName="my-registry") == "my-registry"
+
+
+@pytest.mark.parametrize(
+    ("env", "parameter"),
+    [
+        ({"AllowedDeviceTypes": "temperature-sensor,toaster"}, "AllowedDeviceTypes"),
+        ({"AllowedDeviceTypes": " , "}, "AllowedDeviceTypes"),
+        ({"AllowedDeviceTypes": "gateway,gateway"}, "AllowedDeviceTypes"),
+        ({"LogRetentionDays": "31"}, "LogRetentionDays"),
+        ({"LogRetentionDays": "thirty"}, "LogRetentionDays"),
+        ({"ProjectName": "iot provisioning"}, "ProjectName"),
+        ({"ProjectName": "Iot_Provisioning"}, "ProjectName"),
+        ({"ProjectName": "AVeryLongProjectNameThat1"}, "ProjectName"),
+        ({"Environment": "test"}, "Environment"),
+        ({"DeviceRegistryTableName": "bad name!"}, "DeviceRegistryTableName"),
+        ({"MonitoringEnabled": "yes"}, "MonitoringEnabled"),
+        ({"RequireEnrollment": "1"}, "RequireEnrollment"),
+        ({"AlertEmail": "not-an-email"}, "AlertEmail"),
+        ({"AwsRegion": "mars"}, "AwsRegion"),
+        ({"ClaimCertificateCsrPath": "missing.csr"}, "ClaimCertificateCsrPath"),
+        ({"DeviceTypeCatalogue": "missing.json"}, "DeviceTypeCatalogue"),
+        ({"Target": "azure"}, "Target"),
+    ],
+)
+def test_wrong_value_is_refused_in_one_line_naming_the_parameter_and_what_is_allowed(
+    env: dict[str, str], parameter: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(CONTEXT, environ=env, base_dir=ROOT)
+    message = str(refused.value)
+    assert message.startswith(f"{parameter}=")
+    assert "allowed:" in message or "invalid" in message
+    assert "\n" not in message
+
+
+def test_template_name_longer_than_36_characters_is_refused() -> None:
+    # 22-character project + "-staging-fleet" = 36 passes; one more character does not.
+    assert (
+        len(
+            load_config(
+                CONTEXT, environ={"ProjectName": "A" * 22, "Environment": "staging"}, base_dir=ROOT
+            ).provisioning_template_name
+        )
+        == 36
+    )
+    with pytest.raises(ConfigError, match=r"^ProjectName=.*36 characters"):
+        load_config(CONTEXT, environ={"ProjectName": "A" * 23, "Environment": "staging"}, base_dir=ROOT)
+
+
+def test_catalogue_file_defines_a_new_device_type_without_code(tmp_path: Path) -> None:
+    catalogue = tmp_path / "types.json"
+    catalogue.write_text(json.dumps({"vibration-sensor": {"description": "Vibration monitoring"}}))
+    config = load_config(
+        CONTEXT,
+        environ={"DeviceTypeCatalogue": str(catalogue), "AllowedDeviceTypes": "gateway,vibration-sensor"},
+        base_dir=ROOT,
+    )
+    vibration = config.device_types["vibration-sensor"]
+    assert vibration.publish == ("telemetry", "status")
+    assert dict(vibration.initial_shadow) == {"enabled": True, "reportingInterval": 60}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"publish": ["telemetry/#"]}, {"capabilities": ["root"]}, {"colour": "red"}, {"initialShadow": [1]}],
+)
+def test_bad_catalogue_entry_is_refused_naming_the_catalogue(tmp_path: Path, entry: dict[str, object]) -> None:
+    catalogue = tmp_path / "types.json"
+    catalogue.write_text(json.dumps({"vibration-sensor": entry}))
+    with pytest.raises(ConfigError, match=r"^DeviceTypeCatalogue="):
+        load_config(CONTEXT, environ={"DeviceTypeCatalogue": str(catalogue)}, base_dir=ROOT)
+
+
+def test_seed_catalogue_gives_each_type_its_initial_shadow() -> None:
+    types = StackConfig().device_types
+    assert dict(types["temperature-sensor"].initial_shadow) == {
+        "samplingRate": 30,
+        "temperatureUnit": "celsius",
+        "alertThreshold": 80,
+        "enabled": True,
+    }
+    assert dict(types["gateway"].initial_shadow) == {
+        "connectionTimeout": 30,
+        "bufferSize": 100,
+        "compressionEnabled": True,
+        "logLevel": "INFO",
+    }
+    for name in ("humidity-sensor", "pressure-sensor"):
+        assert dict(types[name].initial_shadow) == {"enabled": True, "reportingInterval": 60}
+
+
+def test_synth_with_a_wrong_value_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "main.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "LogRetentionDays": "31", "HOME": str(ROOT)},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: LogRetentionDays=31: invalid; allowed: one of "
+        "1,3,5,7,14,30,60,90,120,150,180,365,400,545,731,1096,1827,2192,2557,2922,3288,3653"
+    ]

@@ -1,0 +1,109 @@
+"""The documents AWS reads: claim and device policies, and the provisioning template body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iot_fleet import documents
+from iot_fleet.config import StackConfig
+from iot_fleet.device_catalogue import DeviceType
+
+PREFIX = "arn:aws:iot:us-east-1:123456789012:"
+TYPES = StackConfig().device_types
+
+
+def resources(policy: dict, action: str) -> set[str]:
+    found: set[str] = set()
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if action in actions:
+            found |= set(statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]])
+    return found
+
+
+def test_claim_policy_grants_only_the_provisioning_api_of_its_template() -> None:
+    policy = documents.claim_policy("Fleet-dev-fleet", PREFIX)
+    topics = [
+        "$aws/certificates/create/*",
+        "$aws/certificates/create-from-csr/*",
+        "$aws/provisioning-templates/Fleet-dev-fleet/provision/*",
+    ]
+
+    assert resources(policy, "iot:Publish") == {PREFIX + "topic/" + t for t in topics}
+    assert resources(policy, "iot:Receive") == {PREFIX + "topic/" + t for t in topics}  # Receive checks topic/
+    assert resources(policy, "iot:Subscribe") == {PREFIX + "topicfilter/" + t for t in topics}
+    assert resources(policy, "iot:Connect") == {PREFIX + "client/*"}
+    granted = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert granted == {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
+    assert all(s["Effect"] == "Allow" for s in policy["Statement"])
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_device_policy_scopes_every_resource_to_the_connected_thing(name: str) -> None:
+    policy = documents.device_policy(TYPES[name], PREFIX)
+
+    connect = next(s for s in policy["Statement"] if s["Action"] == "iot:Connect")
+    assert connect["Resource"] == PREFIX + "client/${iot:Connection.Thing.ThingName}"
+    assert connect["Condition"] == {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+    for statement in policy["Statement"]:
+        for resource in statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]:
+            assert "${iot:Connection.Thing.ThingName}" in resource, resource
+            assert f"{name}-*" not in resource and "client/*" not in resource
+    assert PREFIX + "topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/update" in resources(
+        policy, "iot:Publish"
+    )
+
+
+def test_gateway_has_extended_permissions_sensors_do_not() -> None:
+    gateway = resources(documents.device_policy(TYPES["gateway"], PREFIX), "iot:Publish")
+    sensor = resources(documents.device_policy(TYPES["temperature-sensor"], PREFIX), "iot:Publish")
+    extended = {r for r in gateway - sensor}
+    assert PREFIX + "topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*" in extended
+    assert PREFIX + "topic/devices/${iot:Connection.Thing.ThingName}/children/*" in extended
+    assert sensor < gateway
+
+
+def template() -> dict:
+    return documents.provisioning_template(
+        thing_type_name="P-dev-device",
+        per_type={t: {"PolicyName": f"P-dev-{t}-policy", "ThingGroup": f"P-dev-{t}"} for t in TYPES},
+    )
+
+
+def test_template_declares_every_parameter_it_references() -> None:
+    body = template()
+    declared = set(body["Parameters"])
+    assert documents.referenced_parameters(body) <= declared
+    # Fn::FindInMap keys reference DeviceType, which the referenced set includes.
+    assert "DeviceType" in documents.referenced_parameters(body["Resources"]["policy"])
+
+
+def test_template_joins_groups_via_thing_groups_and_activates_the_certificate() -> None:
+    body = template()
+    kinds = {r["Type"] for r in body["Resources"].values()}
+    assert kinds == {"AWS::IoT::Thing", "AWS::IoT::Certificate", "AWS::IoT::Policy"}
+    thing = body["Resources"]["thing"]["Properties"]
+    assert thing["ThingGroups"] == [{"Fn::FindInMap": ["DeviceTypes", {"Ref": "DeviceType"}, "ThingGroup"]}]
+    assert thing["ThingTypeName"] == "P-dev-device"
+    assert body["Resources"]["certificate"]["Properties"] == {
+        "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+        "Status": "ACTIVE",
+    }
+    assert set(body["Mappings"]["DeviceTypes"]) == set(TYPES)
+
+
+def test_terraform_string_escapes_policy_variables_once_and_inserts_the_arn_prefix() -> None:
+    text = documents.terraform_string(documents.device_policy(TYPES["gateway"]), "arn:${data.p}:iot:")
+    assert "$${iot:Connection.Thing.ThingName}" in text
+    assert "$$${" not in text
+    assert "arn:${data.p}:iot:client/" in text  # the Terraform reference is not escaped
+    assert json.loads(text.replace("$${", "${"))["Version"] == "2012-10-17"
+
+
+def test_new_catalogue_type_gets_its_own_policy_topics() -> None:
+    vibration = DeviceType(name="vibration-sensor", publish=("telemetry", "spectrum"))
+    assert PREFIX + "topic/devices/${iot:Connection.Thing.ThingName}/spectrum" in resources(
+        documents.device_policy(vibration, PREFIX), "iot:Publish"
+    )

@@ -1,0 +1,288 @@
+"""The pre-provisioning hook as IoT sees it: its answer, and what the registry holds afterwards."""
+
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.unit.support import Registry, event, load_hook, log_records
+
+DENY = {"allowProvisioning": False}
+
+
+def test_given_enrolled_device_when_it_registers_then_hook_allows_with_thing_name_override(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001", manufacturer="AcmeIoT")
+
+    answer = hook.handler(event())
+
+    assert answer == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
+    item = registry.get("SN-0001")
+    assert item is not None
+    assert item["status"] == "provisioning"
+    assert item["certificateId"] == "a" * 64
+    assert item["claimCertificateId"] == "c" * 64
+    assert item["thingName"] == "temperature-sensor-SN-0001"
+    assert item["firmwareVersion"] == "v1.0.0"
+
+
+def test_given_enrolled_thing_name_when_device_registers_then_override_is_the_enrolled_name(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001", thingName="boiler-room-7")
+
+    assert hook.handler(event())["parameterOverrides"] == {"ThingName": "boiler-room-7"}
+    assert hook.handler(event(SerialNumber="SN-0002")) == DENY
+
+
+def test_given_device_names_its_enrolled_thing_when_it_registers_then_it_is_allowed(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001", thingName="boiler-room-7")
+
+    assert hook.handler(event(ThingName="boiler-room-7"))["allowProvisioning"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("provisioning", "PROVISIONING_IN_PROGRESS"),
+        ("provisioned", "ALREADY_PROVISIONED"),
+        ("revoked", "REVOKED"),
+        ("decommissioned", "DECOMMISSIONED"),
+        ("failed", "NOT_ENROLLABLE"),
+    ],
+)
+def test_given_device_not_in_enrolled_state_when_it_registers_then_denied_and_item_unchanged(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str], status: str, reason: str
+) -> None:
+    registry.enroll("SN-0001", status=status, certificateId="b" * 64)
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event()) == DENY
+
+    assert registry.get("SN-0001") == before
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == reason
+
+
+@pytest.mark.parametrize(
+    ("enrollment", "parameters", "reason"),
+    [
+        ({"device_type": "humidity-sensor"}, {}, "DEVICE_TYPE_MISMATCH"),
+        ({"manufacturer": "OtherCorp"}, {}, "MANUFACTURER_MISMATCH"),
+        ({}, {"ThingName": "someone-elses-thing"}, "THING_NAME_MISMATCH"),
+        ({"thingName": "boiler-room-7"}, {"ThingName": "temperature-sensor-SN-0001"}, "THING_NAME_MISMATCH"),
+    ],
+)
+def test_given_request_contradicting_enrollment_when_it_registers_then_denied_and_item_unchanged(
+    hook: ModuleType,
+    registry: Registry,
+    capsys: pytest.CaptureFixture[str],
+    enrollment: dict[str, str],
+    parameters: dict[str, str],
+    reason: str,
+) -> None:
+    registry.enroll("SN-0001", **enrollment)
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event(**parameters)) == DENY
+
+    assert registry.get("SN-0001") == before
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == reason
+
+
+def test_given_unknown_serial_when_it_registers_then_denied_and_nothing_written(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert hook.handler(event(SerialNumber="NEVER-ENROLLED")) == DENY
+
+    assert registry.items() == []
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "NOT_ENROLLED"
+
+
+def test_given_device_type_outside_allowed_set_when_it_registers_then_denied_without_touching_registry(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.enroll("SN-0001", device_type="toaster")
+
+    assert hook.handler(event(DeviceType="toaster")) == DENY
+
+    assert (
+        registry.get(
+            "SN-0001",
+        )["status"]
+        == "enrolled"
+    )  # type: ignore[index]
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "DEVICE_TYPE_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"SerialNumber": None},
+        {"SerialNumber": "x"},
+        {"SerialNumber": "SN 0001"},
+        {"SerialNumber": "SN-0001'; DROP"},
+        {"Manufacturer": None},
+        {"Manufacturer": "Acme IoT"},
+        {"FirmwareVersion": "1.0.0"},
+        {"FirmwareVersion": "v1.0"},
+        {"FirmwareVersion": "v01.0.0"},
+        {"ThingName": "bad/name"},
+        {"ThingName": "x" * 129},
+        {"DeviceType": None},
+        {"Location": "room 1"},
+        {"Unexpected": "value"},
+    ],
+)
+def test_given_malformed_parameters_when_device_registers_then_denied_as_invalid_and_nothing_written(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str], parameters: dict[str, str]
+) -> None:
+    registry.enroll("SN-0001")
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event(**parameters)) == DENY
+
+    assert registry.get("SN-0001") == before
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "INVALID_PARAMETERS"
+
+
+def test_given_second_request_for_same_serial_when_replayed_then_only_first_is_allowed(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001")
+
+    first = hook.handler(event(certificate_id="1" * 64))
+    replay = hook.handler(event(certificate_id="2" * 64))
+
+    assert first["allowProvisioning"] is True
+    assert replay == DENY
+    assert registry.get("SN-0001")["certificateId"] == "1" * 64  # type: ignore[index]
+
+
+def test_given_concurrent_requests_for_one_serial_then_exactly_one_is_allowed(
+    hook: ModuleType, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DynamoDB applies conditional writes to one item atomically; moto in-process does not, so the
+    # test gives moto that one guarantee and checks the hook relies on nothing more.
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    original = DynamoDBBackend.update_item
+
+    def atomic_update_item(self: DynamoDBBackend, *args: object, **kwargs: object) -> object:
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", atomic_update_item)
+    registry.enroll("SN-0001")
+    answers: list[dict[str, object]] = []
+    barrier = threading.Barrier(8)
+
+    def register(n: int) -> None:
+        barrier.wait(timeout=10)
+        answers.append(hook.handler(event(certificate_id=f"{n:x}" * 64)))
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(answers) == 8
+    assert sum(a["allowProvisioning"] is True for a in answers) == 1
+
+
+def test_given_registry_unavailable_when_device_registers_then_hook_fails_closed(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.client.delete_table(TableName="device-registry-test")
+
+    assert hook.handler(event()) == DENY
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "REGISTRY_ERROR"
+
+
+def test_given_unexpected_error_when_device_registers_then_hook_fails_closed(
+    hook: ModuleType, registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.enroll("SN-0001")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(hook, "decide", broken)
+
+    assert hook.handler(event()) == DENY
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "INTERNAL_ERROR"
+    assert registry.get("SN-0001")["status"] == "enrolled"  # type: ignore[index]
+
+
+def test_given_throttled_registry_when_device_registers_then_denied_not_raised(
+    hook: ModuleType, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def throttled(**kwargs: object) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "UpdateItem"
+        )
+
+    monkeypatch.setattr(hook._DYNAMODB, "update_item", throttled)
+    registry.enroll("SN-0001")
+
+    assert hook.handler(event()) == DENY
+
+
+def test_hook_client_budget_fits_inside_the_five_second_iot_deadline(hook: ModuleType) -> None:
+    config = hook._DYNAMODB.meta.config
+    attempts = config.retries["total_max_attempts"]
+    assert attempts * (config.connect_timeout + config.read_timeout) < 4.5
+
+
+def test_each_decision_is_one_json_line_carrying_an_embedded_metric(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.enroll("SN-0001")
+    hook.handler(event())
+    hook.handler(event(SerialNumber="UNKNOWN-1", DeviceType="made-up"))
+
+    allow, deny = log_records(capsys.readouterr().out)
+    assert (allow["decision"], allow["reason"], allow["DeviceType"]) == ("allow", "ALLOWED", "temperature-sensor")
+    assert (deny["decision"], deny["reason"], deny["DeviceType"]) == ("deny", "DEVICE_TYPE_NOT_ALLOWED", "other")
+    metric = deny["_aws"]["CloudWatchMetrics"][0]
+    assert metric["Namespace"] == "IoTProvisioning/test"
+    assert metric["Metrics"] == [{"Name": "ProvisioningRequests", "Unit": "Count"}]
+    assert deny["ProvisioningRequests"] == 1
+    for dimensions in metric["Dimensions"]:
+        assert all(d in deny for d in dimensions)
+    assert "event" not in deny
+
+
+def test_given_debug_flag_when_deciding_then_log_carries_event_without_certificate(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = load_hook(monkeypatch, IOT_PROVISIONING_DEBUG="true")
+
+    hook.handler(event())
+
+    record = log_records(capsys.readouterr().out)[-1]
+    assert record["event"]["parameters"]["SerialNumber"] == "SN-0001"
+    assert record["event"]["certificatePem"] == "<redacted>"
+
+
+def test_given_open_enrollment_when_unknown_serial_registers_then_allowed_once_and_recorded(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
+
+    assert hook.handler(event(SerialNumber="NEW-0001"))["allowProvisioning"] is True
+    assert hook.handler(event(SerialNumber="NEW-0001")) == DENY
+    item = registry.get("NEW-0001")
+    assert item is not None
+    assert (item["status"], item["deviceType"], item["manufacturer"]) == (
+        "provisioning",
+        "temperature-sensor",
+        "AcmeIoT",
+    )
