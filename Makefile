@@ -53,9 +53,8 @@ scan: synth ## checkov on the synthesized JSON; failures must be acknowledged on
 unit: setup ## fast tests: pure logic and Lambda code (moto in-process, no cdktf)
 	$(PY) -m pytest tests/unit -q
 
-test: setup lint ## everything CI runs: lint, all tests (unit, synth, terraform validate), checkov
+test: setup lint ## everything CI runs: lint, all tests (unit, synth, terraform validate, checkov)
 	$(PY) -m pytest -q
-	$(MAKE) --no-print-directory scan
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache reports

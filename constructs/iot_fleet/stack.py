@@ -18,6 +18,7 @@ from iot_fleet.device_fleet import DeviceFleet
 from iot_fleet.device_registry import DeviceRegistry
 from iot_fleet.fleet_function import FleetFunction
 from iot_fleet.fleet_provisioning import FleetProvisioning
+from iot_fleet.monitoring import Monitoring
 from iot_fleet.naming import AccountContext
 from iot_fleet.registry_events import RegistryEvents, rule_name
 from iot_fleet.stack_key import StackKey
@@ -55,6 +56,8 @@ class IotProvisioningStack(TerraformStack):
             account=account,
         )
 
+        metrics_namespace = f"{config.project_name}/{config.environment}"
+
         def key_use(*actions: str) -> dict[str, Any]:
             return {
                 "Effect": "Allow",
@@ -74,7 +77,7 @@ class IotProvisioningStack(TerraformStack):
                 "TABLE_NAME": table.name,
                 "ALLOWED_DEVICE_TYPES": ",".join(config.allowed_device_types),
                 "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
-                "METRICS_NAMESPACE": f"{config.project_name}/{config.environment}",
+                "METRICS_NAMESPACE": metrics_namespace,
                 "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
             },
             statements=[
@@ -145,6 +148,21 @@ class IotProvisioningStack(TerraformStack):
             hook=self.hook,
             account=account,
         )
+        self.monitoring: Monitoring | None = None
+        if config.monitoring_enabled:
+            self.monitoring = Monitoring(
+                self,
+                "monitoring",
+                prefix=prefix,
+                region=config.aws_region,
+                key=key,
+                alert_email=config.alert_email,
+                template_name=self.provisioning.template.name,
+                table_name=table.name,
+                hook_function_name=self.hook.function_name,
+                events_function_name=self.registry_events_function.function_name,
+                metrics_namespace=metrics_namespace,
+            )
         self._outputs()
 
     def _output(self, name: str, value: Any, description: str, *, sensitive: bool = False) -> None:
@@ -181,5 +199,8 @@ class IotProvisioningStack(TerraformStack):
         o("audit_log_group_name", self.audit.log_group.name, "Log group of the registry-event audit trail")
         o("allowed_device_types", ",".join(self.config.allowed_device_types), "Device types the hook admits")
         o("aws_region", self.config.aws_region, "Region the stack is deployed to")
+        if self.monitoring is not None:
+            o("alerts_topic_arn", self.monitoring.topic.arn, "SNS topic the alarms notify (AlertEmail subscribes)")
+            o("dashboard_name", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard of the fleet")
         if self.iot_data_endpoint is not None:
             o("iot_data_endpoint", self.iot_data_endpoint, "MQTT endpoint devices connect to (iot:Data-ATS)")

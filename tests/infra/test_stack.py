@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from iot_fleet import documents
-from tests.infra.conftest import Synth
+from tests.infra.conftest import SUMMARY, Synth
 
 pytestmark = pytest.mark.infra
 
@@ -267,6 +267,40 @@ def test_every_checkov_acknowledgement_carries_a_reason(synth: Synth) -> None:
         for body in resources.values():
             for skip in body.get("//", {}).get("checkov", {}).get("skip", []):
                 assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]) and len(skip["comment"]) > 20
+
+
+def test_monitoring_raises_the_seed_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
+    alarms = {a["alarm_name"]: a for a in synth.resources("aws_cloudwatch_metric_alarm").values()}
+    prefix = synth.config.prefix
+    failures = alarms[f"{prefix}-provisioning-failures"]
+    assert (failures["namespace"], failures["metric_name"]) == ("AWS/IoT", "RegisterThingFailed")
+    assert (failures["threshold"], failures["period"], failures["comparison_operator"]) == (
+        5, 300, "GreaterThanThreshold")
+    assert failures["dimensions"] == {"TemplateName": synth.reference(
+        "aws_iot_provisioning_template", synth.one("aws_iot_provisioning_template"), "name")}
+    assert {f"{prefix}-hook-errors", f"{prefix}-registry-events-errors", f"{prefix}-registry-throttling"} <= set(alarms)
+    topic = synth.one("aws_sns_topic")
+    assert topic["kms_master_key_id"].startswith("${aws_kms_key.")
+    assert all(a["alarm_actions"] == [synth.reference("aws_sns_topic", topic, "arn")] for a in alarms.values())
+    assert synth.resources("aws_sns_topic_subscription") == {}  # no AlertEmail given
+    assert synth.one("aws_cloudwatch_dashboard")["dashboard_name"] == f"{prefix}-provisioning"
+    # MonitoringEnabled=false: no alarms, topic or dashboard; the log groups stay.
+    for kind in ("aws_cloudwatch_metric_alarm", "aws_sns_topic", "aws_cloudwatch_dashboard"):
+        assert variant.resources(kind) == {}
+    assert len(variant.resources("aws_cloudwatch_log_group")) == 3
+
+
+def test_checkov_finds_nothing_unacknowledged(synth: Synth) -> None:
+    from scripts.checkov_scan import acknowledgements, classify, run_checkov
+
+    report = run_checkov(synth.directory / "cdk.tf.json")
+    acknowledged, unacknowledged = classify(report, acknowledgements(synth.stack))
+    SUMMARY.append(
+        f"checkov {report['summary']['checkov_version']}: passed {report['summary']['passed']}, "
+        f"failed {len(unacknowledged)}, skipped {len(acknowledged)} (acknowledged on their resource)"
+    )
+    assert unacknowledged == []
+    assert report["summary"]["parsing_errors"] == 0
 
 
 def test_terraform_validates_the_synthesized_stack_offline(synth: Synth, terraform_env: dict[str, str]) -> None:
