@@ -275,9 +275,15 @@ def test_monitoring_raises_the_seed_alerts_into_an_encrypted_topic(synth: Synth,
     failures = alarms[f"{prefix}-provisioning-failures"]
     assert (failures["namespace"], failures["metric_name"]) == ("AWS/IoT", "RegisterThingFailed")
     assert (failures["threshold"], failures["period"], failures["comparison_operator"]) == (
-        5, 300, "GreaterThanThreshold")
-    assert failures["dimensions"] == {"TemplateName": synth.reference(
-        "aws_iot_provisioning_template", synth.one("aws_iot_provisioning_template"), "name")}
+        5,
+        300,
+        "GreaterThanThreshold",
+    )
+    assert failures["dimensions"] == {
+        "TemplateName": synth.reference(
+            "aws_iot_provisioning_template", synth.one("aws_iot_provisioning_template"), "name"
+        )
+    }
     assert {f"{prefix}-hook-errors", f"{prefix}-registry-events-errors", f"{prefix}-registry-throttling"} <= set(alarms)
     topic = synth.one("aws_sns_topic")
     assert topic["kms_master_key_id"].startswith("${aws_kms_key.")
