@@ -12,8 +12,6 @@ HERE = Path(__file__).resolve().parent
 # constructs/ holds our package (iot_fleet); the folder itself must not shadow the `constructs` library.
 sys.path.insert(0, str(HERE / "constructs"))
 
-from cdktf import App  # noqa: E402
-
 from iot_fleet.config import ConfigError, load_config, read_context  # noqa: E402
 
 
@@ -23,7 +21,10 @@ def main() -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from iot_fleet.stack import IotProvisioningStack  # the provider bindings take seconds to import
+    # Imported only once the config is valid: the provider bindings take seconds to load.
+    from cdktf import App
+
+    from iot_fleet.stack import IotProvisioningStack
 
     app = App()
     IotProvisioningStack(app, config.stack_name, config)
