@@ -14,12 +14,16 @@ export TF_IN_AUTOMATION := 1
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.terraformrc.generated
 
 PY := .venv/bin/python
+CDKTF := npx --no-install cdktf
 STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
+# Target from the environment (Target=aws make deploy), else cdktf.json's context.
+TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
-.PHONY: help setup synth test unit infra lint scan validate clean
+.PHONY: help setup synth test unit infra lint scan validate clean deploy destroy verify outputs \
+	sandbox-up sandbox-down sandbox-status
 
 help: ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: .venv/.synced node_modules/.installed .terraformrc.generated ## install everything from the lock files (idempotent)
 
@@ -53,8 +57,38 @@ scan: synth ## checkov on the synthesized JSON; failures must be acknowledged on
 unit: setup ## fast tests: pure logic and Lambda code (moto in-process, no cdktf)
 	$(PY) -m pytest tests/unit -q
 
-test: setup lint ## everything CI runs: lint, all tests (unit, synth, terraform validate, checkov)
+test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, checkov, sandbox deploy)
 	$(PY) -m pytest -q
+
+deploy: setup ## cdktf deploy (Target=sandbox, the default, starts the local sandbox first)
+	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
+	@$(CDKTF) deploy --auto-approve --skip-provider-lock || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+
+destroy: setup ## cdktf destroy (against the sandbox only while it is up)
+	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
+		echo "sandbox is down: nothing deployed into it survives; nothing to destroy"; exit 0; fi
+	@$(CDKTF) destroy --auto-approve --skip-provider-lock
+
+verify: setup ## check the deployed stack against the live system (scripts/verify.py)
+	@if [ "$(TARGET)" = sandbox ]; then eval "$$($(PY) -m sandbox env)"; fi; $(PY) scripts/verify.py
+
+outputs: ## terraform output of the deployed stack
+	@cd $(STACK_DIR) && terraform output
+
+sandbox-up: setup ## start the local sandbox (local AWS on 127.0.0.1)
+	@$(PY) -m sandbox up
+
+sandbox-down: ## stop the local sandbox and everything it started
+	@$(PY) -m sandbox down
+
+sandbox-status: ## is the sandbox up?
+	@$(PY) -m sandbox status
+
+_deploy-hint:
+	@echo
+	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
+		echo "deploy failed: the sandbox is not answering. Start it with 'make sandbox-up', then 'make deploy'."; \
+	else echo "deploy failed: see Terraform's error above; 'make deploy' is safe to run again."; fi
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache reports

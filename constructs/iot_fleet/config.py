@@ -58,12 +58,14 @@ PARAMETERS = (
     "RequireEnrollment",
     "DeviceTypeCatalogue",
     "Target",
+    "SandboxEndpoint",
 )
 
 _PROJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SANDBOX_ENDPOINT = re.compile(r"^http://(127\.0\.0\.1|localhost):\d{2,5}$")
 _BOOLEAN = {"true": True, "false": False}
 
 
@@ -91,7 +93,9 @@ class StackConfig:
     claim_certificate_csr_path: str = ""
     require_enrollment: bool = True
     device_type_catalogue: str = ""
-    target: str = "aws"
+    target: str = "sandbox"
+    sandbox_endpoint: str = "http://127.0.0.1:4566"
+    sandbox_dir: str = field(default=".sandbox", compare=False)  # IOT_SANDBOX_DIR, not a parameter
     catalogue: Mapping[str, DeviceType] = field(default_factory=load_catalogue, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +123,12 @@ class StackConfig:
             _check(bool(_EMAIL.match(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
         _check(bool(_REGION.match(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
         _check(self.target in TARGETS, "Target", self.target, "|".join(TARGETS))
+        _check(
+            bool(_SANDBOX_ENDPOINT.match(self.sandbox_endpoint)),
+            "SandboxEndpoint",
+            self.sandbox_endpoint,
+            "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)",
+        )
         if self.claim_certificate_csr_path:
             csr = Path(self.claim_certificate_csr_path)
             _check(
@@ -253,4 +263,8 @@ def load_config(
         kwargs["device_type_catalogue"] = catalogue_path
     if "Target" in values:
         kwargs["target"] = values["Target"].strip()
+    if "SandboxEndpoint" in values:
+        kwargs["sandbox_endpoint"] = values["SandboxEndpoint"].strip().rstrip("/")
+    # Where sandbox state (and the sandbox target's Terraform state) lives; not a deployment parameter.
+    kwargs["sandbox_dir"] = str(Path(environ.get("IOT_SANDBOX_DIR") or base_dir / ".sandbox").resolve())
     return StackConfig(**kwargs)

@@ -16,6 +16,10 @@ from constructs import Construct
 
 from iot_fleet.audit_trail import AuditTrail
 
+EVENT_TYPES = (
+    "THING", "THING_GROUP", "THING_TYPE", "THING_GROUP_MEMBERSHIP", "THING_GROUP_HIERARCHY",
+    "THING_TYPE_ASSOCIATION", "JOB", "JOB_EXECUTION", "POLICY", "CERTIFICATE", "CA_CERTIFICATE",
+)  # fmt: skip
 THING_CREATED = "$aws/events/thing/+/created"  # the topic registry events publish thing creation on
 
 
@@ -39,7 +43,8 @@ class RegistryEvents(Construct):
         self.event_configurations = IotEventConfigurations(
             self,
             "event-configurations",
-            event_configurations={"THING": True},
+            # Every type is listed: IoT reports all of them, so a partial map would drift forever.
+            event_configurations={kind: kind == "THING" for kind in EVENT_TYPES},
         )
         self.rule = IotTopicRule(
             self,

@@ -6,9 +6,9 @@ import json
 import os
 from typing import Any
 
-from cdktf import TerraformOutput, TerraformStack
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from constructs import Construct
 
 from iot_fleet.audit_trail import AuditTrail
@@ -23,6 +23,7 @@ from iot_fleet.naming import AccountContext
 from iot_fleet.registry_events import RegistryEvents, rule_name
 from iot_fleet.stack_key import StackKey
 
+SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
 HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
 
 
@@ -31,16 +32,15 @@ class IotProvisioningStack(TerraformStack):
         super().__init__(scope, id_)
         self.config = config
         prefix = config.prefix
-        AwsProvider(
-            self,
-            "aws",
-            region=config.aws_region,
-            default_tags=[
-                AwsProviderDefaultTags(
-                    tags={"Project": config.project_name, "Environment": config.environment, "ManagedBy": "cdktf"}
-                )
-            ],
-        )
+        default_tags = [
+            AwsProviderDefaultTags(
+                tags={"Project": config.project_name, "Environment": config.environment, "ManagedBy": "cdktf"}
+            )
+        ]
+        if config.target == "sandbox":
+            self._sandbox_provider(config, default_tags)
+        else:
+            AwsProvider(self, "aws", region=config.aws_region, default_tags=default_tags)
         account = AccountContext(self, "account")
         key = StackKey(self, "key", name=prefix.lower(), account=account, is_prod=config.is_prod).key
         self.registry = DeviceRegistry(self, "registry", table_name=config.table_name, key=key, is_prod=config.is_prod)
@@ -165,6 +165,29 @@ class IotProvisioningStack(TerraformStack):
             )
         self._outputs()
 
+    def _sandbox_provider(self, config: StackConfig, default_tags: list[AwsProviderDefaultTags]) -> None:
+        """Every service the stack uses points at the local sandbox; nothing can reach real AWS."""
+        url = config.sandbox_endpoint
+        AwsProvider(
+            self,
+            "aws",
+            region=config.aws_region,
+            default_tags=default_tags,
+            access_key="sandbox",
+            secret_key="sandbox",  # noqa: S106 - the sandbox accepts any credentials
+            skip_credentials_validation=True,
+            skip_metadata_api_check="true",
+            skip_region_validation=True,
+            max_retries=2,  # a missing API or a stopped sandbox fails in seconds instead of hanging
+            endpoints=[
+                AwsProviderEndpoints(
+                    **{service: url for service in SANDBOX_SERVICES},
+                )
+            ],
+        )
+        # Sandbox resources live in the sandbox's memory; so does their state, next to it.
+        LocalBackend(self, path=f"{config.sandbox_dir}/terraform.{config.stack_name}.tfstate")
+
     def _output(self, name: str, value: Any, description: str, *, sensitive: bool = False) -> None:
         TerraformOutput(self, name, value=value, description=description, sensitive=sensitive)
 
@@ -184,7 +207,12 @@ class IotProvisioningStack(TerraformStack):
         o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
         o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")
         o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN")
-        o("claim_certificate_pem", self.claim.certificate.certificate_pem, "Claim certificate PEM")
+        o(
+            "claim_certificate_pem",
+            self.claim.certificate.certificate_pem,
+            "Claim certificate PEM (the provider marks it sensitive; `terraform output -raw` prints it)",
+            sensitive=True,
+        )
         o(
             "claim_private_key",
             self.claim.certificate.private_key,

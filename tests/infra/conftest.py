@@ -1,5 +1,5 @@
 """One synth per session: the default stack and a variant (prod, a new catalogue type, CSR claim
-certificate, sandbox target), both synthesized in this process with cdktf's Testing helpers."""
+certificate, AWS target), both synthesized in this process with cdktf's Testing helpers."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "DeviceTypeCatalogue": str(catalogue),
         "AllowedDeviceTypes": "temperature-sensor,humidity-sensor,pressure-sensor,gateway,vibration-sensor",
         "ClaimCertificateCsrPath": str(folder / "claim.csr"),
-        "Target": "sandbox",
+        "Target": "aws",
         "MonitoringEnabled": "false",
     }
     return _synth(load_config(read_context(ROOT / "cdktf.json"), environ=environ, base_dir=ROOT))
@@ -94,12 +94,3 @@ def terraform_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         config = str(tmp_path_factory.mktemp("tf") / "cli.tfrc")
         subprocess.run(["bash", str(ROOT / "scripts/terraform-cli-config.sh"), config], check=True, capture_output=True)
     yield {**os.environ, "TF_CLI_CONFIG_FILE": config, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
-
-
-SUMMARY: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Figures the infra tests measured (e.g. the checkov counts), shown after the test summary."""
-    for line in SUMMARY:
-        terminalreporter.write_line(line)

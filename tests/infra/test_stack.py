@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from iot_fleet import documents
-from tests.infra.conftest import SUMMARY, Synth
+from tests.conftest import SUMMARY
+from tests.infra.conftest import Synth
 
 pytestmark = pytest.mark.infra
 
@@ -195,7 +196,8 @@ def test_registry_table_is_keyed_by_serial_with_type_and_status_indexes(synth: S
 
 
 def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -> None:
-    assert synth.one("aws_iot_event_configurations")["event_configurations"] == {"THING": True}
+    events_on = synth.one("aws_iot_event_configurations")["event_configurations"]
+    assert {kind for kind, enabled in events_on.items() if enabled} == {"THING"}
     events = synth.named("aws_lambda_function", f"{synth.config.prefix}-registry-events")
     rules = {r["name"]: r for r in synth.resources("aws_iot_topic_rule").values()}
     rule = rules[f"{synth.config.prefix}_thing_created".replace("-", "_")]
@@ -217,18 +219,42 @@ def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -
     )
 
 
-def test_seed_outputs_exist_at_stack_level_with_descriptions(synth: Synth) -> None:
-    outputs = synth.stack["output"]
+def test_seed_outputs_exist_at_stack_level_with_descriptions(synth: Synth, variant: Synth) -> None:
+    outputs = variant.stack["output"]  # the AWS target: every seed output, the data endpoint included
     for name in SEED_OUTPUTS:
         assert name in outputs, name
         assert outputs[name].get("description"), name
     assert outputs["claim_private_key"]["sensitive"] is True
+    assert outputs["claim_certificate_pem"]["sensitive"] is True  # the provider marks it; plan refuses otherwise
     assert outputs["provisioning_template_name"]["value"].startswith("${aws_iot_provisioning_template.")
+    # The sandbox target (the default) leaves out only the data endpoint: the sandbox knows its broker.
+    assert set(SEED_OUTPUTS) - set(synth.stack["output"]) == {"iot_data_endpoint"}
 
 
-def test_sandbox_target_leaves_out_only_the_data_endpoint_and_csr_keeps_the_key_out_of_state(variant: Synth) -> None:
-    assert "iot_data_endpoint" not in variant.stack["output"]
-    assert set(SEED_OUTPUTS) - {"iot_data_endpoint"} <= set(variant.stack["output"])
+def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_beside_it(
+    synth: Synth, variant: Synth
+) -> None:
+    (provider,) = synth.stack["provider"]["aws"]
+    (endpoints,) = provider["endpoints"]
+    assert set(endpoints.values()) == {synth.config.sandbox_endpoint}
+    # Each resource type's API; a type not listed here means a service the sandbox may not cover.
+    service = {
+        "aws_cloudwatch_log_group": "logs", "aws_cloudwatch_metric_alarm": "cloudwatch",
+        "aws_cloudwatch_dashboard": "cloudwatch", "aws_dynamodb_table": "dynamodb", "aws_kms_key": "kms",
+        "aws_kms_alias": "kms", "aws_sns_topic": "sns",
+    }  # fmt: skip
+    used = {"sts"}  # the account id
+    for kind in synth.stack["resource"]:
+        prefix = kind.split("_")[1]
+        used.add(service.get(kind) or {"iam": "iam", "iot": "iot", "lambda": "lambda"}[prefix])
+    assert used <= set(endpoints)
+    assert provider["max_retries"] <= 3 and provider["skip_credentials_validation"] is True
+    assert synth.stack["terraform"]["backend"]["local"]["path"].startswith(synth.config.sandbox_dir)
+    (aws,) = variant.stack["provider"]["aws"]
+    assert "endpoints" not in aws and "access_key" not in aws
+
+
+def test_csr_keeps_the_claim_key_out_of_state(variant: Synth) -> None:
     assert "BEGIN CERTIFICATE REQUEST" in variant.one("aws_iot_certificate")["csr"]
 
 

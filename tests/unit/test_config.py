@@ -69,6 +69,7 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"ClaimCertificateCsrPath": "missing.csr"}, "ClaimCertificateCsrPath"),
         ({"DeviceTypeCatalogue": "missing.json"}, "DeviceTypeCatalogue"),
         ({"Target": "azure"}, "Target"),
+        ({"SandboxEndpoint": "http://10.0.0.5:4566"}, "SandboxEndpoint"),
     ],
 )
 def test_wrong_value_is_refused_in_one_line_naming_the_parameter_and_what_is_allowed(

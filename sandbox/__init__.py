@@ -1,0 +1,1 @@
+"""The local sandbox: a local AWS (moto + what moto lacks) so the stack deploys with no AWS account."""

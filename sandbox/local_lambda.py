@@ -1,0 +1,159 @@
+"""Lambda Invoke for the sandbox: runs the real handler in a local Python process (moto needs Docker).
+
+Each function configuration (code hash + environment) gets warm worker processes, as Lambda keeps
+containers warm: the handler module is imported once, not per invoke. The worker gets the
+function's environment with its AWS calls pointed at the sandbox, and its output is written to the
+function's log group. A timeout kills the worker and reports what Lambda reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from moto.awslambda.models import LambdaFunction
+
+WORKERS_PER_FUNCTION = 8
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Worker:
+    def __init__(self, code_dir: Path, handler: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.lambda_worker", str(code_dir), handler],
+            cwd=str(_ROOT),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+
+    def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
+        """The worker's answer, or None when it did not answer in time (the worker is then gone)."""
+        request_id = str(uuid.uuid4())
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"event": event, "requestId": request_id, "timeout": timeout}) + "\n")
+        self.process.stdin.flush()
+        answers: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: answers.put(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        try:
+            line = answers.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            return {"timeout": True, "requestId": request_id}
+        if not line:
+            self.stop()
+            return None
+        return json.loads(line)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait(timeout=5)
+
+
+class WorkerPool:
+    def __init__(self, state_dir: Path, endpoint: str) -> None:
+        self.code_root = state_dir / "lambda"
+        self.endpoint = endpoint
+        self._idle: dict[str, list[Worker]] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, fn: LambdaFunction) -> str:
+        config = json.dumps([fn.function_arn, fn.code_sha_256, fn.handler, fn.environment_vars], sort_keys=True)
+        return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+    def _code_dir(self, fn: LambdaFunction, key: str) -> Path:
+        target = self.code_root / f"{fn.function_name}-{key}"
+        if not target.exists():
+            staging = target.with_suffix(".tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            with zipfile.ZipFile(io.BytesIO(fn.code_bytes)) as archive:
+                archive.extractall(staging)
+            staging.rename(target)
+        return target
+
+    def _environment(self, fn: LambdaFunction) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for a missing HOME
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_SESSION_TOKEN": "sandbox",
+            "AWS_REGION": fn.region,
+            "AWS_DEFAULT_REGION": fn.region,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(fn.timeout),
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.run_time}",
+            "SANDBOX_FUNCTION_ARN": fn.function_arn,
+            **{k: str(v) for k, v in fn.environment_vars.items()},
+        }
+
+    def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+        """(payload, errored, logs), as moto's own invoke returns them."""
+        key = self._key(fn)
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            worker = idle.pop() if idle else None
+        if worker is None or not worker.alive():
+            worker = Worker(self._code_dir(fn, key), fn.handler, self._environment(fn))
+        answer = worker.invoke(event, float(fn.timeout))
+        if answer is None:
+            return (
+                json.dumps({"errorType": "Runtime.ExitError", "errorMessage": "the function process exited"}),
+                True,
+                "",
+            )
+        if answer.get("timeout"):
+            message = f"Task timed out after {float(fn.timeout):.2f} seconds"
+            return json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}), True, message + "\n"
+        with self._lock:
+            if len(self._idle[key]) < WORKERS_PER_FUNCTION:
+                self._idle[key].append(worker)
+            else:
+                worker.stop()
+        if "error" in answer:
+            return json.dumps(answer["error"]), True, answer["logs"]
+        return answer["payload"], False, answer["logs"]
+
+    def stop(self) -> None:
+        with self._lock:
+            for workers in self._idle.values():
+                for worker in workers:
+                    worker.stop()
+            self._idle.clear()
+
+
+def install(pool: WorkerPool) -> None:
+    """Replaces moto's Docker-based invoke with the local worker pool."""
+
+    def _invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+        self.logs_backend.ensure_log_group(self.logs_group_name)
+        if isinstance(event, (str, bytes)):
+            event = json.loads(event or "{}")
+        payload, errored, logs = pool.invoke(self, event if event is not None else {})
+        if logs:
+            self.save_logs(logs)
+        return payload, errored, logs
+
+    LambdaFunction._invoke_lambda = _invoke_lambda

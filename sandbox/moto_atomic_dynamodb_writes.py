@@ -1,0 +1,31 @@
+"""DynamoDB applies each write (and its condition) atomically; moto server, serving requests on
+threads, does not. Without this, two concurrent conditional updates of one item can both succeed,
+which would hide exactly the race the provisioning hook's conditional write exists to stop.
+Delete when moto serializes writes itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+from moto.dynamodb.models import DynamoDBBackend
+
+_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+_LOCK = threading.RLock()
+
+
+def install() -> None:
+    if getattr(DynamoDBBackend, "_sandbox_atomic_writes", False):
+        return
+    for name in _WRITES:
+        original = getattr(DynamoDBBackend, name)
+
+        @functools.wraps(original)
+        def atomic(self: DynamoDBBackend, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with _LOCK:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, atomic)
+    DynamoDBBackend._sandbox_atomic_writes = True

@@ -1,0 +1,58 @@
+"""Where the sandbox keeps its state, and how to read it (shared by the CLI, tests and tools)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
+
+
+def sandbox_dir() -> Path:
+    """IOT_SANDBOX_DIR, else .sandbox/ in the project (ignored by git)."""
+    return Path(os.environ.get("IOT_SANDBOX_DIR") or ROOT / ".sandbox").resolve()
+
+
+def endpoint() -> str:
+    """SandboxEndpoint (environment, else cdktf.json context): the same value the stack is synthesized with."""
+    value = os.environ.get("SandboxEndpoint")
+    if not value:
+        context = json.loads((ROOT / "cdktf.json").read_text()).get("context", {})
+        value = context.get("SandboxEndpoint") or DEFAULT_ENDPOINT
+    return value.rstrip("/")
+
+
+def port_of(url: str) -> int:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost") or not parsed.port:
+        raise ValueError(f"SandboxEndpoint={url}: the sandbox listens on http://127.0.0.1:<port> only")
+    return parsed.port
+
+
+@dataclass
+class SandboxState:
+    pid: int
+    endpoint: str
+    port: int
+    started_at: float
+    startup_seconds: float
+    log: str
+
+    @classmethod
+    def path(cls) -> Path:
+        return sandbox_dir() / "state.json"
+
+    @classmethod
+    def load(cls) -> SandboxState | None:
+        try:
+            return cls(**json.loads(cls.path().read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self) -> None:
+        self.path().parent.mkdir(parents=True, exist_ok=True)
+        self.path().write_text(json.dumps(asdict(self), indent=1))

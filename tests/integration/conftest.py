@@ -1,0 +1,117 @@
+"""The sandbox with the real stack in it: one sandbox and one `cdktf deploy` per session.
+
+The session uses its own sandbox folder, a free loopback port and its own cdktf output folder, so
+it never touches a sandbox or deployment of the developer's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_TIMEOUT = 900
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    out_dir: Path
+    sandbox_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    destroyed: bool = False
+
+    @property
+    def stack_dir(self) -> Path:
+        (stack,) = (self.out_dir / "stacks").iterdir()
+        return stack
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = DEPLOY_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), cwd=cwd or ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def sandbox(self, command: str) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "sandbox", command, timeout=120)
+
+    def cdktf(self, command: str) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "npx", "--no-install", "cdktf", command, "--auto-approve", "--skip-provider-lock",
+            "--output", str(self.out_dir),
+        )  # fmt: skip
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.env["SandboxEndpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="sandbox",
+            aws_secret_access_key="sandbox",
+        )
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.sandbox_dir / "state.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("sandbox-session")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "SandboxEndpoint": endpoint,
+            "Target": "sandbox",
+            "IOT_SANDBOX_DIR": str(base / "sandbox"),
+            "PIPENV_VENV_IN_PROJECT": "1",
+            "PIPENV_VERBOSITY": "-1",
+            "CHECKPOINT_DISABLE": "1",
+            "DISABLE_VERSION_CHECK": "1",
+            "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "TF_IN_AUTOMATION": "1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    if not Path(env.get("TF_CLI_CONFIG_FILE", "")).is_file():
+        config = base / "cli.tfrc"
+        subprocess.run(["bash", str(ROOT / "scripts/terraform-cli-config.sh"), str(config)], check=True,
+                       capture_output=True)  # fmt: skip
+        env["TF_CLI_CONFIG_FILE"] = str(config)
+    deployment = Deployment(env=env, out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
+    started = time.monotonic()
+    up = deployment.sandbox("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    deployment.timings["sandbox up"] = time.monotonic() - started
+    try:
+        started = time.monotonic()
+        deploy = deployment.cdktf("deploy")
+        deployment.timings["cdktf deploy"] = time.monotonic() - started
+        assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
+        yield deployment
+    finally:
+        if not deployment.destroyed and (deployment.sandbox_dir / "state.json").exists():
+            deployment.cdktf("destroy")
+        deployment.sandbox("down")

@@ -1,0 +1,152 @@
+"""The stack deployed into the local sandbox with real terraform, as a user deploys, verifies and destroys it.
+
+Tests run in file order: the last ones destroy the stack and stop the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SUMMARY
+from tests.integration.conftest import ROOT, Deployment
+
+pytestmark = pytest.mark.integration
+
+SEED_OUTPUTS = [
+    "provisioning_template_name", "device_registry_table_name", "provisioning_hook_function_name",
+    "provisioning_role_name", "claim_certificate_id", "claim_certificate_arn", "claim_certificate_pem",
+]  # fmt: skip
+
+
+def test_verify_passes_against_the_deployed_sandbox_stack(deployment: Deployment) -> None:
+    result = deployment.run(sys.executable, "scripts/verify.py", "--stack-dir", str(deployment.stack_dir))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verify: 7 passed, 0 failed" in result.stdout
+
+
+@pytest.mark.parametrize("name", SEED_OUTPUTS)
+def test_seed_output_names_print_values_with_terraform_output_raw(deployment: Deployment, name: str) -> None:
+    result = deployment.run("terraform", "output", "-raw", name, cwd=deployment.stack_dir, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_every_synthesized_resource_is_deployed(deployment: Deployment) -> None:
+    synthesized = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())
+    expected = {f"{kind}.{name}" for kind, items in synthesized["resource"].items() for name in items}
+    listed = deployment.run("terraform", "state", "list", cwd=deployment.stack_dir, timeout=120)
+
+    deployed = {line for line in listed.stdout.split() if not line.startswith("data.")}
+    assert deployed == expected
+    SUMMARY.append(f"sandbox deploy: {len(deployed)} resources")
+
+
+def test_second_plan_reports_no_changes(deployment: Deployment) -> None:
+    plan = deployment.run(
+        "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=deployment.stack_dir
+    )
+
+    assert plan.returncode == 0, plan.stdout[-4000:] + plan.stderr  # 2 would mean a diff
+
+
+def test_hook_runs_in_the_sandbox_and_logs_to_its_log_group(deployment: Deployment) -> None:
+    outputs = json.loads(deployment.run("terraform", "output", "-json", cwd=deployment.stack_dir).stdout)
+    function = outputs["provisioning_hook_function_name"]["value"]
+    payload = {"certificateId": "a" * 64, "parameters": {"SerialNumber": "SN-404", "DeviceType": "gateway",
+                                                         "Manufacturer": "AcmeIoT"}}  # fmt: skip
+    answer = deployment.client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+
+    assert json.loads(answer["Payload"].read()) == {"allowProvisioning": False}
+    events = deployment.client("logs").filter_log_events(logGroupName=f"/aws/lambda/{function}")["events"]
+    decisions = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
+    assert any(d.get("reason") == "NOT_ENROLLED" and d.get("serialNumber") == "SN-404" for d in decisions)
+
+
+def inventory(deployment: Deployment) -> dict[str, list[Any]]:
+    """Everything of ours the sandbox still holds."""
+    iot = deployment.client("iot")
+    kms = deployment.client("kms")
+    live_keys = []
+    for key in kms.list_keys()["Keys"]:
+        metadata = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+        tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])}
+        # Ours carry the stack's default tags (moto keeps a "Default key" of its own).
+        if tags.get("ManagedBy") == "cdktf" and metadata["KeyState"] != "PendingDeletion":
+            live_keys.append(f"{metadata['KeyId']} {metadata.get('Description')} {metadata['KeyState']}")
+    return {
+        "tables": deployment.client("dynamodb").list_tables()["TableNames"],
+        "functions": deployment.client("lambda").list_functions()["Functions"],
+        "roles": [r["RoleName"] for r in deployment.client("iam").list_roles()["Roles"]],
+        "log groups": [g["logGroupName"] for g in deployment.client("logs").describe_log_groups()["logGroups"]],
+        "topics": deployment.client("sns").list_topics()["Topics"],
+        "alarms": deployment.client("cloudwatch").describe_alarms()["MetricAlarms"],
+        "dashboards": deployment.client("cloudwatch").list_dashboards()["DashboardEntries"],
+        "kms keys": live_keys,
+        "things": iot.list_things()["things"],
+        "thing types": iot.list_thing_types()["thingTypes"],
+        "thing groups": iot.list_thing_groups()["thingGroups"],
+        "policies": iot.list_policies()["policies"],
+        "certificates": [c for c in iot.list_certificates()["certificates"] if c["status"] == "ACTIVE"],
+        "topic rules": iot.list_topic_rules()["rules"],
+        "templates": iot.list_provisioning_templates()["templates"],
+    }
+
+
+def test_destroy_leaves_nothing_behind_and_sandbox_stops_cleanly(deployment: Deployment) -> None:
+    before = inventory(deployment)
+    assert before["templates"] and before["functions"] and before["tables"]
+
+    started = time.monotonic()
+    destroy = deployment.cdktf("destroy")
+    deployment.timings["cdktf destroy"] = time.monotonic() - started
+    assert destroy.returncode == 0, (destroy.stdout + destroy.stderr)[-4000:]
+    deployment.destroyed = True
+    leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
+    assert leftovers == {}
+
+    pid = deployment.state()["pid"]
+    down = deployment.sandbox("down")
+    assert down.returncode == 0, down.stderr
+    assert not _running(Path(f"/proc/{pid}"))
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _in_group(p, pid) and _running(p)]
+    SUMMARY.append(
+        "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
+    )
+
+
+def _running(proc: Path) -> bool:
+    """Alive, not merely an exited process waiting for its parent to collect it."""
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _in_group(proc: Path, pgid: int) -> bool:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def test_deploy_against_a_stopped_sandbox_fails_fast_saying_what_to_do(deployment: Deployment) -> None:
+    assert deployment.sandbox("status").returncode == 3
+    started = time.monotonic()
+    result = deployment.run(
+        "terraform", "apply", "-auto-approve", "-input=false", "-no-color", cwd=deployment.stack_dir, timeout=90
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.returncode != 0
+    assert elapsed < 60
+    assert "connection refused" in result.stderr
+    hint = deployment.run("make", "--no-print-directory", "_deploy-hint", cwd=ROOT, timeout=60)
+    assert "Start it with 'make sandbox-up'" in hint.stdout
