@@ -1,0 +1,141 @@
+"""The sandbox's stand-ins for what moto lacks, as a boto3 caller (Terraform, verify.py) sees them."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from sandbox import local_lambda, moto_missing_iot_apis
+
+moto_missing_iot_apis.install()
+BODY = json.dumps({"Parameters": {}, "Resources": {}})
+
+
+@pytest.fixture
+def iot() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("iot", region_name="us-east-1")
+
+
+def function(name: str, code: str, timeout: int = 3, env: dict[str, str] | None = None) -> str:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as package:
+        package.writestr("app.py", code)
+    iam = boto3.client("iam", region_name="us-east-1")
+    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    created = boto3.client("lambda", region_name="us-east-1").create_function(
+        FunctionName=name, Runtime="python3.13", Role=role, Handler="app.handler", Timeout=timeout,
+        Code={"ZipFile": archive.getvalue()}, Environment={"Variables": env or {}},
+    )  # fmt: skip
+    return str(created["FunctionArn"])
+
+
+def test_provisioning_template_round_trip_with_versions_tags_and_hook(iot: Any) -> None:
+    hook = function("hook", "def handler(event, context):\n    return {'allowProvisioning': False}\n")
+    created = iot.create_provisioning_template(
+        templateName="Fleet-dev-fleet", templateBody=BODY, enabled=True, type="FLEET_PROVISIONING",
+        provisioningRoleArn="arn:aws:iam::123456789012:role/p", tags=[{"Key": "Project", "Value": "Fleet"}],
+        preProvisioningHook={"targetArn": hook, "payloadVersion": "2020-04-01"},
+    )  # fmt: skip
+
+    described = iot.describe_provisioning_template(templateName="Fleet-dev-fleet")
+    assert (described["enabled"], described["defaultVersionId"], described["templateBody"]) == (True, 1, BODY)
+    assert described["preProvisioningHook"] == {"targetArn": hook, "payloadVersion": "2020-04-01"}
+    assert iot.list_tags_for_resource(resourceArn=created["templateArn"])["tags"] == [
+        {"Key": "Project", "Value": "Fleet"}
+    ]
+    new_body = json.dumps({"Parameters": {"A": {"Type": "String"}}, "Resources": {}})
+    iot.create_provisioning_template_version(templateName="Fleet-dev-fleet", templateBody=new_body, setAsDefault=True)
+    assert iot.describe_provisioning_template(templateName="Fleet-dev-fleet")["templateBody"] == new_body
+    assert len(iot.list_provisioning_template_versions(templateName="Fleet-dev-fleet")["versions"]) == 2
+    iot.delete_provisioning_template(templateName="Fleet-dev-fleet")
+    assert iot.list_provisioning_templates()["templates"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"templateName": "x" * 37}, "templateName"),
+        ({"templateName": "bad name"}, "templateName"),
+        ({"templateBody": "{" + " " * 10_240 + "}"}, "longer than"),
+        ({"templateBody": "not json"}, "not valid JSON"),
+        (
+            {"preProvisioningHook": {"targetArn": "arn:aws:lambda:us-east-1:123456789012:function:none"}},
+            "does not exist",
+        ),
+        ({"type": "JITP", "preProvisioningHook": {"targetArn": "x"}}, "FLEET_PROVISIONING"),
+    ],
+)
+def test_template_refused_as_aws_refuses_it(iot: Any, change: dict[str, Any], message: str) -> None:
+    request = {"templateName": "ok", "templateBody": BODY, "provisioningRoleArn": "arn:aws:iam::1:role/p", **change}
+    with pytest.raises(ClientError) as refused:
+        iot.create_provisioning_template(**request)
+    assert refused.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert message in refused.value.response["Error"]["Message"]
+    assert iot.list_provisioning_templates()["templates"] == []
+
+
+def test_event_configurations_and_tags_given_at_create(iot: Any) -> None:
+    assert iot.describe_event_configurations()["eventConfigurations"]["THING"] == {"Enabled": False}
+    iot.update_event_configurations(eventConfigurations={"THING": {"Enabled": True}})
+    assert iot.describe_event_configurations()["eventConfigurations"]["THING"] == {"Enabled": True}
+
+    group = iot.create_thing_group(thingGroupName="g", tags=[{"Key": "Env", "Value": "dev"}])
+    assert iot.list_tags_for_resource(resourceArn=group["thingGroupArn"])["tags"] == [{"Key": "Env", "Value": "dev"}]
+    iot.untag_resource(resourceArn=group["thingGroupArn"], tagKeys=["Env"])
+    assert iot.list_tags_for_resource(resourceArn=group["thingGroupArn"])["tags"] == []
+
+
+@pytest.fixture
+def local_pool(tmp_path: Path) -> Iterator[local_lambda.WorkerPool]:
+    pool = local_lambda.WorkerPool(tmp_path, "http://127.0.0.1:9")  # nothing listens: no AWS calls expected
+    original = local_lambda.LambdaFunction._invoke_lambda
+    local_lambda.install(pool)
+    yield pool
+    pool.stop()
+    local_lambda.LambdaFunction._invoke_lambda = original  # type: ignore[method-assign]
+
+
+def invoke(name: str, event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    response = boto3.client("lambda", region_name="us-east-1").invoke(
+        FunctionName=name, Payload=json.dumps(event).encode(), LogType="Tail"
+    )
+    return response, json.loads(response["Payload"].read())
+
+
+def test_local_lambda_runs_the_handler_warm_with_its_environment(iot: Any, local_pool: local_lambda.WorkerPool) -> None:
+    code = (
+        "import os\nCOLD = []\n"
+        "def handler(event, context):\n"
+        "    COLD.append(1)\n    print('handled', event['n'])\n"
+        "    return {'n': event['n'], 'invocations': len(COLD), 'table': os.environ['TABLE_NAME'],\n"
+        "            'endpoint': os.environ['AWS_ENDPOINT_URL']}\n"
+    )
+    function("echo", code, env={"TABLE_NAME": "registry"})
+
+    _, first = invoke("echo", {"n": 1})
+    _, second = invoke("echo", {"n": 2})
+
+    assert first == {"n": 1, "invocations": 1, "table": "registry", "endpoint": "http://127.0.0.1:9"}
+    assert second["invocations"] == 2  # the same warm worker: imported once
+    events = boto3.client("logs", region_name="us-east-1").filter_log_events(logGroupName="/aws/lambda/echo")
+    assert any("handled 2" in e["message"] for e in events["events"])
+
+
+def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(iot: Any, local_pool: local_lambda.WorkerPool) -> None:
+    function("broken", "def handler(event, context):\n    raise ValueError('no')\n")
+    function("slow", "import time\ndef handler(event, context):\n    time.sleep(30)\n", timeout=1)
+
+    response, error = invoke("broken", {})
+    assert response["FunctionError"] and error["errorType"] == "ValueError" and error["errorMessage"] == "no"
+    response, timed_out = invoke("slow", {})
+    assert response["FunctionError"] and "timed out after 1.00 seconds" in timed_out["errorMessage"]
