@@ -19,7 +19,7 @@ STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
-.PHONY: help setup synth test unit infra lint scan validate clean deploy destroy verify outputs \
+.PHONY: help setup synth test unit infra lint scan validate clean bench deploy destroy verify outputs \
 	sandbox-up sandbox-down sandbox-status
 
 help: ## list the verbs
@@ -89,6 +89,10 @@ _deploy-hint:
 	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
 		echo "deploy failed: the sandbox is not answering. Start it with 'make sandbox-up', then 'make deploy'."; \
 	else echo "deploy failed: see Terraform's error above; 'make deploy' is safe to run again."; fi
+
+bench: setup ## benchmarks: synth time/memory; sandbox start, deploy and destroy (medians of 3)
+	$(PY) bench/synth.py
+	$(PY) bench/sandbox_deploy.py
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache reports

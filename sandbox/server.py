@@ -22,11 +22,17 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
-    from sandbox import local_lambda, moto_atomic_dynamodb_writes, moto_missing_iot_apis
+    from sandbox import (
+        local_lambda,
+        moto_atomic_dynamodb_writes,
+        moto_idempotent_lambda_permissions,
+        moto_missing_iot_apis,
+    )
 
     endpoint = f"http://127.0.0.1:{args.port}"
     moto_missing_iot_apis.install()
     moto_atomic_dynamodb_writes.install()
+    moto_idempotent_lambda_permissions.install()
     pool = local_lambda.WorkerPool(args.state_dir, endpoint)
     local_lambda.install(pool)
 

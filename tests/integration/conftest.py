@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import boto3
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY_TIMEOUT = 900
+DEPLOY_TIMEOUT = 600
 
 
 def free_port() -> int:
@@ -46,9 +47,18 @@ class Deployment:
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = DEPLOY_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            list(args), cwd=cwd or ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        """Runs a command in its own process group; on timeout the whole group (terraform too) is killed."""
+        process = subprocess.Popen(
+            list(args), cwd=cwd or ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            stderr += f"\n[killed after {timeout:.0f} s]"
+        return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
 
     def sandbox(self, command: str) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "sandbox", command, timeout=120)

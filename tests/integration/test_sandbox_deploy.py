@@ -6,6 +6,8 @@ Tests run in file order: the last ones destroy the stack and stop the sandbox.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,29 @@ SEED_OUTPUTS = [
     "provisioning_template_name", "device_registry_table_name", "provisioning_hook_function_name",
     "provisioning_role_name", "claim_certificate_id", "claim_certificate_arn", "claim_certificate_pem",
 ]  # fmt: skip
+
+
+def test_sandbox_up_twice_is_harmless(deployment: Deployment) -> None:
+    pid = deployment.state()["pid"]
+    again = deployment.sandbox("up")
+
+    assert again.returncode == 0
+    assert "already up" in again.stdout
+    assert deployment.state()["pid"] == pid
+
+
+def test_sandbox_up_on_a_port_in_use_refuses_clearly(deployment: Deployment, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**deployment.env, "SandboxEndpoint": f"http://127.0.0.1:{port}", "IOT_SANDBOX_DIR": str(tmp_path)}
+        result = subprocess.run([sys.executable, "-m", "sandbox", "up"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=60, check=False)  # fmt: skip
+
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} is in use" in result.stderr
+    assert not (tmp_path / "state.json").exists()
 
 
 def test_verify_passes_against_the_deployed_sandbox_stack(deployment: Deployment) -> None:

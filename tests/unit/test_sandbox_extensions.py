@@ -139,3 +139,29 @@ def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(iot: Any, local
     assert response["FunctionError"] and error["errorType"] == "ValueError" and error["errorMessage"] == "no"
     response, timed_out = invoke("slow", {})
     assert response["FunctionError"] and "timed out after 1.00 seconds" in timed_out["errorMessage"]
+
+
+def test_a_retried_add_permission_leaves_one_statement_and_a_clashing_one_is_refused(iot: Any) -> None:
+    from sandbox import moto_idempotent_lambda_permissions
+
+    moto_idempotent_lambda_permissions.install()
+    function("target", "def handler(event, context):\n    return None\n")
+    client = boto3.client("lambda", region_name="us-east-1")
+    permission = {
+        "FunctionName": "target",
+        "StatementId": "AllowRule",
+        "Action": "lambda:InvokeFunction",
+        "Principal": "iot.amazonaws.com",
+        "SourceArn": "arn:aws:iot:us-east-1:123456789012:rule/r",
+    }
+
+    client.add_permission(**permission)
+    client.add_permission(**permission)  # the same request again, as a retry sends it
+
+    assert len(json.loads(client.get_policy(FunctionName="target")["Policy"])["Statement"]) == 1
+    with pytest.raises(ClientError) as refused:
+        client.add_permission(**{**permission, "SourceArn": "arn:aws:iot:us-east-1:123456789012:rule/other"})
+    assert refused.value.response["Error"]["Code"] == "ResourceConflictException"
+    client.remove_permission(FunctionName="target", StatementId="AllowRule")
+    with pytest.raises(ClientError):
+        client.get_policy(FunctionName="target")
