@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sandbox.state import ROOT, SandboxState, endpoint, port_of, sandbox_dir
+from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -74,20 +74,34 @@ def up() -> int:
     if state and _ours(state.pid) and healthy(state.endpoint):
         print(f"sandbox: already up at {state.endpoint} (pid {state.pid})")
         return 0
-    if not _port_free(port):
-        print(
-            f"sandbox: error: 127.0.0.1:{port} is in use by another process. Stop it, or choose another port "
-            f"with SandboxEndpoint=http://127.0.0.1:<port> (for the sandbox and the deploy alike).",
-            file=sys.stderr,
-        )
-        return 1
+    broker_port = mqtt_port()
+    for busy, setting in ((port, "SandboxEndpoint=http://127.0.0.1:<port>"), (broker_port, "SandboxMqttPort=<port>")):
+        if not _port_free(busy):
+            print(
+                f"sandbox: error: 127.0.0.1:{busy} is in use by another process. Stop it, or choose another port "
+                f"with {setting} (for the sandbox and the tools alike).",
+                file=sys.stderr,
+            )
+            return 1
     directory = sandbox_dir()
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "server.log"
     started = time.monotonic()
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.server", "--port", str(port), "--state-dir", str(directory)],
+            [
+                sys.executable,
+                "-m",
+                "sandbox.server",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(directory),
+                "--mqtt-port",
+                str(broker_port),
+                "--region",
+                os.environ.get("AwsRegion", "us-east-1"),
+            ],
             cwd=ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -102,8 +116,12 @@ def up() -> int:
             return 1
         time.sleep(0.2)
     elapsed = time.monotonic() - started
-    SandboxState(process.pid, url, port, time.time(), round(elapsed, 2), str(log)).save()
-    print(f"sandbox: up at {url} (pid {process.pid}) in {elapsed:.1f} s, {_rss_mb(process.pid):.0f} MB")
+    ca_file = str(directory / "ca" / "ca.pem")
+    SandboxState(process.pid, url, port, time.time(), round(elapsed, 2), str(log), broker_port, ca_file).save()
+    print(
+        f"sandbox: up at {url}, MQTT on 127.0.0.1:{broker_port} (pid {process.pid}) in {elapsed:.1f} s, "
+        f"{_rss_mb(process.pid):.0f} MB"
+    )
     return 0
 
 

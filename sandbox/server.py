@@ -18,6 +18,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--mqtt-port", type=int, required=True)
+    parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -26,11 +28,15 @@ def main() -> None:
         local_lambda,
         moto_atomic_dynamodb_writes,
         moto_idempotent_lambda_permissions,
+        moto_iot_certificates_from_sandbox_ca,
         moto_missing_iot_apis,
     )
+    from sandbox.certificate_authority import CertificateAuthority
 
     endpoint = f"http://127.0.0.1:{args.port}"
     moto_missing_iot_apis.install()
+    authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
+    moto_iot_certificates_from_sandbox_ca.install(authority)
     moto_atomic_dynamodb_writes.install()
     moto_idempotent_lambda_permissions.install()
     pool = local_lambda.WorkerPool(args.state_dir, endpoint)
@@ -38,11 +44,21 @@ def main() -> None:
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
+    from sandbox.data_plane import Broker
+    from sandbox.fleet_provisioning import FleetProvisioningService
+
+    broker = Broker(args.state_dir, args.mqtt_port, authority)
+    broker.prepare()
+    broker.start()
+    service = FleetProvisioningService(endpoint, args.region, broker)
+    service.start()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    print(f"sandbox: local AWS listening on {endpoint}", flush=True)
+    print(f"sandbox: local AWS on {endpoint}, MQTT (mTLS) on 127.0.0.1:{args.mqtt_port}", flush=True)
     stopping.wait()
+    service.stop()
+    broker.stop()
     pool.stop()
     server.stop()
 

@@ -26,6 +26,11 @@ def endpoint() -> str:
     return value.rstrip("/")
 
 
+def mqtt_port() -> int:
+    """SandboxMqttPort (environment), default 8883: where the sandbox's MQTT broker listens."""
+    return int(os.environ.get("SandboxMqttPort") or 8883)
+
+
 def port_of(url: str) -> int:
     parsed = urllib.parse.urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost") or not parsed.port:
@@ -41,6 +46,12 @@ class SandboxState:
     started_at: float
     startup_seconds: float
     log: str
+    mqtt_port: int = 0
+    ca_file: str = ""
+
+    @property
+    def mqtt_endpoint(self) -> str:
+        return "127.0.0.1"
 
     @classmethod
     def path(cls) -> Path:

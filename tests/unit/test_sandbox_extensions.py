@@ -165,3 +165,51 @@ def test_a_retried_add_permission_leaves_one_statement_and_a_clashing_one_is_ref
     client.remove_permission(FunctionName="target", StatementId="AllowRule")
     with pytest.raises(ClientError):
         client.get_policy(FunctionName="target")
+
+
+@pytest.fixture
+def sandbox_ca(tmp_path: Path) -> Iterator[Any]:
+    from moto.core.config import default_user_config
+    from moto.iot.models import IoTBackend
+
+    from sandbox import moto_iot_certificates_from_sandbox_ca
+    from sandbox.certificate_authority import CertificateAuthority
+
+    saved = (IoTBackend._generate_certificate_pem, IoTBackend.create_certificate_from_csr,
+             dict(default_user_config.get("iot", {})))  # fmt: skip
+    authority = CertificateAuthority.load_or_create(tmp_path / "ca")
+    moto_iot_certificates_from_sandbox_ca.install(authority)
+    yield authority
+    IoTBackend._generate_certificate_pem, IoTBackend.create_certificate_from_csr = saved[0], saved[1]  # type: ignore[method-assign]
+    default_user_config["iot"] = saved[2]
+
+
+def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sandbox_ca: Any) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sandbox.certificate_authority import certificate_id
+
+    created = iot.create_keys_and_certificate(setAsActive=True)
+    certificate = x509.load_pem_x509_certificate(created["certificatePem"].encode())
+    certificate.verify_directly_issued_by(sandbox_ca.certificate)
+    assert created["certificateId"] == certificate_id(created["certificatePem"])
+    key = serialization.load_pem_private_key(created["keyPair"]["PrivateKey"].encode(), password=None)
+    assert key.public_key().public_numbers() == certificate.public_key().public_numbers()  # type: ignore[union-attr]
+
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "device")]))
+        .sign(device_key, hashes.SHA256())
+    )
+    from_csr = iot.create_certificate_from_csr(
+        certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=True
+    )
+    issued = x509.load_pem_x509_certificate(from_csr["certificatePem"].encode())
+    issued.verify_directly_issued_by(sandbox_ca.certificate)
+    assert issued.public_key().public_numbers() == device_key.public_key().public_numbers()  # type: ignore[union-attr]
+    assert iot.describe_certificate(certificateId=from_csr["certificateId"])["certificateDescription"]["status"] == (
+        "ACTIVE"
+    )

@@ -1,0 +1,51 @@
+"""IoT certificates issued by the sandbox CA, with AWS's certificate ids.
+
+moto signs CreateKeysAndCertificate results with a throw-away self-signed key, ignores the key in a
+CreateCertificateFromCsr request, and ids certificates by a hash of the PEM text. Here both calls
+issue from the sandbox CA (so the local broker's mutual TLS accepts them), the CSR's own public key
+is certified (the device keeps its private key), and ids are the SHA-256 of the DER encoding.
+Delete when moto can be given a CA to sign with.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from moto.core.config import default_user_config
+from moto.iot.models import IoTBackend
+
+from sandbox.certificate_authority import CertificateAuthority
+
+
+def _identity() -> str:
+    """A unique subject: the broker knows each certificate by it (use_identity_as_username)."""
+    return f"sandbox-cert-{secrets.token_hex(10)}"
+
+
+def install(authority: CertificateAuthority) -> None:
+    default_user_config.setdefault("iot", {})["use_valid_cert"] = True  # ids = SHA-256 of DER, as AWS
+
+    def _generate_certificate_pem(self: IoTBackend, domain_name: str, subject: x509.Name, key: Any = None) -> str:
+        if key is None:
+            raise ValueError("the sandbox CA certifies a key it is given, never a throw-away one")
+        return authority.issue(key.public_key(), _identity())
+
+    def create_certificate_from_csr(self: IoTBackend, csr: str, set_as_active: bool) -> Any:
+        request = x509.load_pem_x509_csr(csr.encode())
+        if not request.is_signature_valid:
+            from moto.iot.exceptions import InvalidRequestException
+
+            raise InvalidRequestException("The certificate signing request signature is not valid")
+        public_key = request.public_key()
+        if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            from moto.iot.exceptions import InvalidRequestException
+
+            raise InvalidRequestException("AWS IoT certifies RSA and EC keys only")
+        pem = authority.issue(public_key, _identity())
+        return self.register_certificate(pem, ca_certificate_pem=None, set_as_active=set_as_active, status="INACTIVE")
+
+    IoTBackend._generate_certificate_pem = _generate_certificate_pem
+    IoTBackend.create_certificate_from_csr = create_certificate_from_csr

@@ -1,0 +1,304 @@
+#!/usr/bin/env python
+"""Provision one device by claim, exactly as a device in the field does, with the AWS IoT Device SDK v2.
+
+1. connect (MQTT 5, mutual TLS) with the claim certificate;
+2. CreateKeysAndCertificate (or, with --csr, CreateCertificateFromCsr: the device keeps its key);
+3. RegisterThing on the fleet-provisioning template with the device's parameters;
+4. reconnect with the new certificate as the thing, read its shadow, publish one telemetry message.
+
+Endpoint, claim certificate, CA and template name default to the deployed stack's outputs
+(`terraform output -json` in --stack-dir) and, for the sandbox target, to the sandbox's state.
+
+Exit codes: 0 provisioned; 2 bad arguments or setup; 3 could not connect with the claim
+certificate; 4 certificate creation rejected; 5 RegisterThing rejected (e.g. 403 ACCESS_DENIED when
+the hook refuses the device); 6 the new certificate could not connect, read its shadow or publish.
+
+Example:
+  scripts/test_provisioning.py --serial-number TEST123456 --device-type temperature-sensor \\
+      --manufacturer AcmeIoT --firmware-version v1.0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from awscrt import mqtt5, mqtt_request_response  # noqa: E402
+from awsiot import V2ServiceException, iotidentity, iotshadow, mqtt5_client_builder  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+OK, USAGE, CLAIM_CONNECT, CERTIFICATE_REJECTED, REGISTER_REJECTED, DEVICE_FAILED = 0, 2, 3, 4, 5, 6
+
+
+class Failure(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Target:
+    endpoint: str
+    port: int
+    ca_file: str
+    template_name: str
+    claim_cert: str
+    claim_key: str
+
+
+def _write_private(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return str(path)
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """Fills what was not given from the deployed stack's outputs and the sandbox state."""
+    outputs: dict[str, Any] = {}
+    if not (args.claim_cert and args.claim_key and args.template_name and args.endpoint):
+        stack_dir = args.stack_dir or next(iter(sorted((ROOT / "cdktf.out" / "stacks").glob("*"))), None)
+        if stack_dir is None:
+            raise Failure(USAGE, "no deployed stack found: give --stack-dir or the claim certificate, key and template")
+        result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
+                                check=False, timeout=120)  # fmt: skip
+        if result.returncode != 0:
+            raise Failure(USAGE, f"terraform output failed in {stack_dir}: {result.stderr.strip()[:300]}")
+        outputs = {k: v["value"] for k, v in json.loads(result.stdout or "{}").items()}
+    sandbox = None
+    if not (args.endpoint or outputs.get("iot_data_endpoint")):
+        from sandbox.state import SandboxState
+
+        sandbox = SandboxState.load()
+        if sandbox is None or not sandbox.mqtt_port:
+            raise Failure(USAGE, "no --endpoint, no iot_data_endpoint output and no sandbox running (make sandbox-up)")
+    out = Path(args.output_dir)
+    claim_cert = args.claim_cert or _write_private(out / "claim.pem.crt", outputs["claim_certificate_pem"])
+    claim_key = args.claim_key or (
+        _write_private(out / "claim.private.key", outputs["claim_private_key"])
+        if outputs.get("claim_private_key")
+        else ""
+    )
+    if not claim_key:
+        raise Failure(USAGE, "the claim key is not in the stack (CSR claim certificate): give --claim-key")
+    return Target(
+        endpoint=args.endpoint or outputs.get("iot_data_endpoint") or (sandbox.mqtt_endpoint if sandbox else ""),
+        port=args.port or (sandbox.mqtt_port if sandbox else 8883),
+        ca_file=args.ca or (sandbox.ca_file if sandbox else ""),
+        template_name=args.template_name or outputs["provisioning_template_name"],
+        claim_cert=claim_cert,
+        claim_key=claim_key,
+    )
+
+
+def connect(target: Target, cert: str, key: str, client_id: str, timeout: float) -> mqtt5.Client:
+    connected: Future[None] = Future()
+
+    def on_success(_: Any) -> None:
+        if not connected.done():
+            connected.set_result(None)
+
+    def on_failure(data: Any) -> None:
+        if not connected.done():
+            connected.set_exception(RuntimeError(str(getattr(data, "exception", data))))
+
+    options: dict[str, Any] = {}
+    if target.ca_file:
+        options["ca_filepath"] = target.ca_file
+    client = mqtt5_client_builder.mtls_from_path(
+        endpoint=target.endpoint, port=target.port, cert_filepath=cert, pri_key_filepath=key, client_id=client_id,
+        on_lifecycle_connection_success=on_success, on_lifecycle_connection_failure=on_failure,
+        **options,
+    )  # fmt: skip
+    client.start()
+    try:
+        connected.result(timeout=timeout)
+    except Exception:
+        client.stop()
+        raise
+    return client
+
+
+def stop(client: mqtt5.Client) -> None:
+    stopped: Future[None] = Future()
+    client.stop()
+    del stopped
+
+
+def rejection(error: BaseException) -> str:
+    if isinstance(error, V2ServiceException) and error.modeled_error is not None:
+        modeled = error.modeled_error
+        return f"{getattr(modeled, 'status_code', '?')} {getattr(modeled, 'error_code', '?')}: " + str(
+            getattr(modeled, "error_message", "")
+        )
+    return f"{type(error).__name__}: {error}"
+
+
+def csr_and_key(key_type: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "device")]))
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()  # fmt: skip
+    return csr.public_bytes(serialization.Encoding.PEM).decode(), pem_key
+
+
+def provision(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    started = time.monotonic()
+    client_id = args.client_id or f"claim-{args.serial_number}-{uuid.uuid4().hex[:6]}"
+    try:
+        claim = connect(target, target.claim_cert, target.claim_key, client_id, args.timeout)
+    except Exception as error:  # noqa: BLE001 - reported with its exit code
+        raise Failure(CLAIM_CONNECT, f"could not connect with the claim certificate: {error}") from None
+    identity = iotidentity.IotIdentityClientV2(
+        claim, mqtt_request_response.ClientOptions(4, 2, operation_timeout_in_seconds=int(args.timeout))
+    )
+    try:
+        try:
+            if args.csr:
+                csr, private_key = csr_and_key(args.key_type)
+                created = identity.create_certificate_from_csr(
+                    iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr)
+                ).result(timeout=args.timeout)
+            else:
+                created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(
+                    timeout=args.timeout
+                )
+                private_key = created.private_key
+        except Exception as error:  # noqa: BLE001
+            raise Failure(CERTIFICATE_REJECTED, f"certificate creation rejected: {rejection(error)}") from None
+        parameters = {
+            "SerialNumber": args.serial_number,
+            "DeviceType": args.device_type,
+            "Manufacturer": args.manufacturer,
+            "FirmwareVersion": args.firmware_version,
+            "Location": args.location,
+            "ThingName": args.thing_name,
+        }
+        try:
+            registered = identity.register_thing(
+                iotidentity.RegisterThingRequest(
+                    template_name=target.template_name,
+                    certificate_ownership_token=created.certificate_ownership_token,
+                    parameters={k: v for k, v in parameters.items() if v},
+                )
+            ).result(timeout=args.timeout)
+        except Exception as error:  # noqa: BLE001
+            raise Failure(REGISTER_REJECTED, f"RegisterThing rejected: {rejection(error)}") from None
+    finally:
+        claim.stop()
+    thing = registered.thing_name
+    out = Path(args.output_dir)
+    cert_file = _write_private(out / f"{thing}.pem.crt", created.certificate_pem)
+    key_file = _write_private(out / f"{thing}.private.key", private_key)
+    provisioned_at = time.monotonic()
+    result: dict[str, Any] = {
+        "thingName": thing,
+        "certificateId": created.certificate_id,
+        "deviceConfiguration": registered.device_configuration,
+        "certificateFile": cert_file,
+        "privateKeyFile": key_file,
+        "provisionSeconds": round(provisioned_at - started, 3),
+    }
+    if args.skip_device_check:
+        return result
+    try:
+        device = connect(target, cert_file, key_file, thing, args.timeout)
+    except Exception as error:  # noqa: BLE001
+        raise Failure(DEVICE_FAILED, f"the new certificate could not connect as {thing}: {error}") from None
+    try:
+        shadow_client = iotshadow.IotShadowClientV2(
+            device, mqtt_request_response.ClientOptions(2, 2, operation_timeout_in_seconds=int(args.timeout))
+        )
+        try:
+            shadow = shadow_client.get_shadow(iotshadow.GetShadowRequest(thing_name=thing)).result(timeout=args.timeout)
+            result["shadowDesired"] = shadow.state.desired if shadow.state else None
+        except Exception as error:  # noqa: BLE001
+            raise Failure(DEVICE_FAILED, f"reading the shadow failed: {rejection(error)}") from None
+        telemetry = {"serialNumber": args.serial_number, "timestamp": int(time.time()), "status": "provisioned"}
+        topic = registered.device_configuration.get("telemetryTopic") or f"devices/{thing}/telemetry"
+        published = device.publish(
+            mqtt5.PublishPacket(topic=topic, payload=json.dumps(telemetry).encode(), qos=mqtt5.QoS.AT_LEAST_ONCE)
+        ).result(timeout=args.timeout)
+        code = getattr(getattr(published, "puback", None), "reason_code", None)
+        if code not in (None, mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS):
+            raise Failure(DEVICE_FAILED, f"publishing telemetry to {topic} was refused: {code}")
+        result["telemetryTopic"] = topic
+    finally:
+        device.stop()
+    result["totalSeconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serial-number", required=True)
+    p.add_argument("--device-type", required=True)
+    p.add_argument("--manufacturer", required=True)
+    p.add_argument("--firmware-version", default="")
+    p.add_argument("--location", default="")
+    p.add_argument("--thing-name", default="", help="ask for this thing name (the hook may refuse it)")
+    p.add_argument("--csr", action="store_true", help="CreateCertificateFromCsr: the private key never leaves here")
+    p.add_argument("--key-type", choices=["ec", "rsa"], default="ec", help="key for --csr (default ec)")
+    p.add_argument("--endpoint", help="MQTT endpoint (default: iot_data_endpoint output, or the sandbox)")
+    p.add_argument("--port", type=int, help="MQTT port (default 8883, or the sandbox's)")
+    p.add_argument("--ca", help="CA bundle for the endpoint (default: system trust, or the sandbox CA)")
+    p.add_argument("--claim-cert", help="claim certificate PEM file (default: from the stack outputs)")
+    p.add_argument("--claim-key", help="claim private key file (default: from the stack outputs)")
+    p.add_argument("--template-name", help="provisioning template (default: from the stack outputs)")
+    p.add_argument("--stack-dir", type=Path, help="deployed stack folder (default: the one in cdktf.out/stacks)")
+    p.add_argument(
+        "--output-dir", default="devices", help="where the new credentials go, files 0600 (default ./devices)"
+    )
+    p.add_argument("--client-id", help="client id for the claim connection (default claim-<serial>-<random>)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per step (default 15)")
+    p.add_argument("--skip-device-check", action="store_true", help="stop after RegisterThing")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        target = resolve_target(args)
+        result = provision(args, target)
+    except Failure as failure:
+        if args.json:
+            print(json.dumps({"error": str(failure), "exitCode": failure.code}))
+        else:
+            print(f"FAILED: {failure}", file=sys.stderr)
+        return failure.code
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"provisioned {result['thingName']} (certificate {result['certificateId'][:12]}…) "
+              f"in {result['provisionSeconds']:.2f} s")  # fmt: skip
+        print(f"  credentials: {result['certificateFile']}, {result['privateKeyFile']} (0600)")
+        print(f"  device configuration: {json.dumps(result['deviceConfiguration'])}")
+        if "shadowDesired" in result:
+            print(f"  shadow (desired): {json.dumps(result['shadowDesired'])}")
+            print(f"  published telemetry on {result['telemetryTopic']} as {result['thingName']}")
+    return OK
+
+
+if __name__ == "__main__":
+    os.umask(0o077)
+    sys.exit(main())
