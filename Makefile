@@ -25,7 +25,13 @@ TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("c
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: .venv/.synced node_modules/.installed .terraformrc.generated ## install everything from the lock files (idempotent)
+setup: .venv/.synced node_modules/.installed .terraformrc.generated .broker-installed ## install everything (idempotent)
+
+# The sandbox's MQTT broker and its plugin headers, from Debian's packages.
+.broker-installed:
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || [ ! -f /usr/include/mosquitto_broker.h ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-dev gcc >/dev/null; fi
+	@touch $@
 
 .venv/.synced: Pipfile.lock
 	@command -v pipenv >/dev/null || python3 -m pip install --quiet pipenv

@@ -104,6 +104,7 @@ class Broker:
 
     def prepare(self) -> None:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.binary = mosquitto
         if not Path(mosquitto).exists():
             raise DataPlaneError(
                 "mosquitto is not installed: run `make setup` (apt-get install mosquitto mosquitto-dev)"
@@ -162,7 +163,7 @@ class Broker:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            [self.binary, "-c", str(self.dir / "mosquitto.conf")],
             stdout=subprocess.DEVNULL, stderr=(self.dir / "mosquitto.err").open("ab"),
         )  # fmt: skip
 

@@ -22,8 +22,6 @@ def main() -> None:
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
 
-    from moto.server import ThreadedMotoServer
-
     from sandbox import (
         local_lambda,
         moto_atomic_dynamodb_writes,
@@ -42,8 +40,9 @@ def main() -> None:
     pool = local_lambda.WorkerPool(args.state_dir, endpoint)
     local_lambda.install(pool)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
+    from sandbox.http_server import serve
+
+    server = serve(args.port)
     from sandbox.data_plane import Broker
     from sandbox.fleet_provisioning import FleetProvisioningService
 
@@ -60,7 +59,7 @@ def main() -> None:
     service.stop()
     broker.stop()
     pool.stop()
-    server.stop()
+    server.shutdown()
 
 
 if __name__ == "__main__":

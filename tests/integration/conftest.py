@@ -90,6 +90,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     env.update(
         {
             "SandboxEndpoint": endpoint,
+            "SandboxMqttPort": str(free_port()),
             "Target": "sandbox",
             "IOT_SANDBOX_DIR": str(base / "sandbox"),
             "PIPENV_VENV_IN_PROJECT": "1",
@@ -125,3 +126,27 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if not deployment.destroyed and (deployment.sandbox_dir / "state.json").exists():
             deployment.cdktf("destroy")
         deployment.sandbox("down")
+
+
+def decommission_devices(deployment: Deployment) -> int:
+    """Removes what devices provisioned for themselves (things, certificates): Terraform never
+    created those, so `cdktf destroy` would leave them and could not delete policies still attached."""
+    iot = deployment.client("iot")
+    removed = 0
+    for thing in iot.list_things()["things"]:
+        name = thing["thingName"]
+        for principal in iot.list_thing_principals(thingName=name)["principals"]:
+            iot.detach_thing_principal(thingName=name, principal=principal)
+            for policy in iot.list_attached_policies(target=principal)["policies"]:
+                iot.detach_policy(policyName=policy["policyName"], target=principal)
+            certificate_id = principal.rsplit("/", 1)[1]
+            iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
+            iot.delete_certificate(certificateId=certificate_id, forceDelete=True)
+        iot.delete_thing(thingName=name)
+        removed += 1
+    claim = {c["certificateArn"] for c in iot.list_certificates()["certificates"]
+             if iot.list_attached_policies(target=c["certificateArn"])["policies"]}  # fmt: skip
+    for certificate in iot.list_certificates()["certificates"]:  # created but never registered
+        if certificate["certificateArn"] not in claim and certificate["status"] != "ACTIVE":
+            iot.delete_certificate(certificateId=certificate["certificateId"], forceDelete=True)
+    return removed

@@ -213,3 +213,34 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
     assert iot.describe_certificate(certificateId=from_csr["certificateId"])["certificateDescription"]["status"] == (
         "ACTIVE"
     )
+
+
+def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:
+    from sandbox.http_server import RetriesAtMostOnce
+
+    calls: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        status = "409 Conflict" if environ["PATH_INFO"] == "/conflict" else "200 OK"
+        start_response(status, [("Content-Type", "application/json")])
+        return [f'{{"n": {len(calls)}}}'.encode()]
+
+    guarded = RetriesAtMostOnce(app)
+
+    def call(path: str, invocation: str | None, method: str = "POST") -> tuple[str, bytes]:
+        seen: dict[str, str] = {}
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": method}
+        if invocation:
+            environ["HTTP_AMZ_SDK_INVOCATION_ID"] = invocation
+        body = b"".join(guarded(environ, lambda status, headers: seen.setdefault("status", status)))
+        return seen["status"], body
+
+    assert call("/rules/r", "id-1") == ("200 OK", b'{"n": 1}')
+    assert call("/rules/r", "id-1") == ("200 OK", b'{"n": 1}')  # the retry: not run again
+    assert call("/rules/r", "id-2") == ("200 OK", b'{"n": 2}')  # a new request runs
+    assert call("/conflict", "id-3")[0] == "409 Conflict"
+    assert call("/conflict", "id-3")[0] == "409 Conflict" and calls.count("/conflict") == 2  # failures re-run
+    call("/rules/r", "id-4", method="GET")
+    call("/rules/r", "id-4", method="GET")
+    assert calls.count("/rules/r") == 4  # reads are never replayed

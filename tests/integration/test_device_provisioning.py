@@ -1,0 +1,251 @@
+"""Devices provisioning themselves through the real AWS IoT Device SDK v2 against the deployed
+sandbox stack: what a device receives, and what the registry, things and shadows hold afterwards."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from awscrt import mqtt5, mqtt_request_response
+from awsiot import iotidentity
+
+from scripts import test_provisioning as device
+from tests.integration.conftest import Deployment
+
+pytestmark = pytest.mark.integration
+INITIAL_SHADOWS = {
+    "temperature-sensor": {"samplingRate": 30, "temperatureUnit": "celsius", "alertThreshold": 80, "enabled": True},
+    "humidity-sensor": {"enabled": True, "reportingInterval": 60},
+    "pressure-sensor": {"enabled": True, "reportingInterval": 60},
+    "gateway": {"connectionTimeout": 30, "bufferSize": 100, "compressionEnabled": True, "logLevel": "INFO"},
+}
+
+
+class Fleet:
+    def __init__(self, deployment: Deployment, folder: Path) -> None:
+        self.deployment = deployment
+        self.folder = folder
+        outputs = json.loads(deployment.run("terraform", "output", "-json", cwd=deployment.stack_dir).stdout)
+        self.outputs = {k: v["value"] for k, v in outputs.items()}
+        state = deployment.state()
+        self.target = device.Target(
+            endpoint="127.0.0.1",
+            port=state["mqtt_port"],
+            ca_file=state["ca_file"],
+            template_name=self.outputs["provisioning_template_name"],
+            claim_cert=device._write_private(folder / "claim.pem.crt", self.outputs["claim_certificate_pem"]),
+            claim_key=device._write_private(folder / "claim.key", self.outputs["claim_private_key"]),
+        )
+        self.iot = deployment.client("iot")
+        self.table = self.outputs["device_registry_table_name"]
+        self.dynamodb = deployment.client("dynamodb")
+
+    def enroll(self, serial: str, device_type: str, status: str = "enrolled") -> None:
+        item = {"serialNumber": serial, "deviceType": device_type, "status": status, "manufacturer": "AcmeIoT"}
+        self.dynamodb.put_item(TableName=self.table, Item={k: {"S": v} for k, v in item.items()})
+
+    def registry(self, serial: str) -> dict[str, str]:
+        item = self.dynamodb.get_item(TableName=self.table, Key={"serialNumber": {"S": serial}}).get("Item", {})
+        return {k: v["S"] for k, v in item.items()}
+
+    def args(self, serial: str, device_type: str, **extra: Any) -> Any:
+        values = {"serial_number": serial, "device_type": device_type, "manufacturer": "AcmeIoT",
+                  "firmware_version": "v1.2.3", "location": "plant-1", "thing_name": "", "csr": False,
+                  "key_type": "ec", "output_dir": str(self.folder), "client_id": None, "timeout": 15.0,
+                  "skip_device_check": False, **extra}  # fmt: skip
+        return type("Args", (), values)()
+
+    def provision(self, serial: str, device_type: str, **extra: Any) -> dict[str, Any]:
+        """Runs the device client as a device runs it: its own process (scripts/test_provisioning.py)."""
+        args = self.args(serial, device_type, **extra)
+        command = [
+            sys.executable, "scripts/test_provisioning.py", "--json",
+            "--serial-number", serial, "--device-type", args.device_type, "--manufacturer", args.manufacturer,
+            "--endpoint", self.target.endpoint, "--port", str(self.target.port), "--ca", self.target.ca_file,
+            "--claim-cert", self.target.claim_cert, "--claim-key", self.target.claim_key,
+            "--template-name", self.target.template_name, "--output-dir", args.output_dir, "--timeout", "20",
+        ]  # fmt: skip
+        for flag, value in (("--firmware-version", args.firmware_version), ("--location", args.location),
+                            ("--client-id", args.client_id)):  # fmt: skip
+            if value:
+                command += [flag, value]
+        command += ["--csr"] if args.csr else []
+        command += ["--skip-device-check"] if args.skip_device_check else []
+        result = self.deployment.run(*command, timeout=120)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        answer = json.loads(lines[-1]) if lines else {"error": result.stderr[-500:], "exitCode": result.returncode}
+        if result.returncode != 0:
+            raise device.Failure(result.returncode, answer.get("error", ""))
+        return answer  # type: ignore[no-any-return]
+
+    def footprint(self) -> tuple[int, int, list[dict[str, Any]]]:
+        things = len(self.iot.list_things()["things"])
+        active = len([c for c in self.iot.list_certificates()["certificates"] if c["status"] == "ACTIVE"])
+        return things, active, sorted(self.dynamodb.scan(TableName=self.table)["Items"], key=str)
+
+
+@pytest.fixture(scope="module")
+def fleet(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    yield Fleet(deployment, tmp_path_factory.mktemp("devices"))
+
+
+@pytest.mark.parametrize("device_type", list(INITIAL_SHADOWS))
+@pytest.mark.parametrize("flow", ["keys", "csr"])
+def test_enrolled_device_of_each_type_provisions_end_to_end(fleet: Fleet, device_type: str, flow: str) -> None:
+    serial = f"SN-{flow}-{device_type[:4]}-001".upper()
+    fleet.enroll(serial, device_type)
+
+    result = fleet.provision(serial, device_type, csr=flow == "csr")
+
+    thing_name = f"{device_type}-{serial}"
+    assert result["thingName"] == thing_name
+    assert result["shadowDesired"] == INITIAL_SHADOWS[device_type]  # read by the device as its thing
+    assert result["telemetryTopic"] == f"devices/{thing_name}/telemetry"  # and it published there
+    thing = fleet.iot.describe_thing(thingName=thing_name)
+    assert thing["thingTypeName"] == fleet.outputs["thing_type_name"]
+    assert thing["attributes"] == {"serialNumber": serial, "deviceType": device_type, "manufacturer": "AcmeIoT",
+                                   "firmwareVersion": "v1.2.3", "location": "plant-1"}  # fmt: skip
+    groups = [g["groupName"] for g in fleet.iot.list_thing_groups_for_thing(thingName=thing_name)["thingGroups"]]
+    assert groups == [fleet.outputs["thing_group_names"][device_type]]
+    certificate = fleet.iot.describe_certificate(certificateId=result["certificateId"])["certificateDescription"]
+    assert certificate["status"] == "ACTIVE"
+    policies = [
+        p["policyName"] for p in fleet.iot.list_attached_policies(target=certificate["certificateArn"])["policies"]
+    ]
+    assert policies == [fleet.outputs["device_policy_names"][device_type]]
+    expected = {"status": "provisioned", "thingName": thing_name, "certificateId": result["certificateId"]}
+    assert fleet.registry(serial).items() >= expected.items()
+    assert oct(Path(result["privateKeyFile"]).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    ("case", "enrollment", "request_"),
+    [
+        ("unknown serial", None, {}),
+        ("revoked device", "revoked", {}),
+        ("device type not allowed", "enrolled", {"device_type": "toaster"}),
+        ("type not matching enrollment", "enrolled", {"device_type": "gateway"}),
+        ("malformed parameters", "enrolled", {"firmware_version": "1.0"}),
+    ],
+)
+def test_refused_device_gets_access_denied_and_leaves_nothing_behind(
+    fleet: Fleet, case: str, enrollment: str | None, request_: dict[str, str]
+) -> None:
+    serial = "SN-REFUSED-" + case.split()[0].upper()
+    request_ = dict(request_)
+    if enrollment:
+        fleet.enroll(serial, "humidity-sensor", status=enrollment)
+    before = fleet.footprint()
+
+    with pytest.raises(device.Failure) as refused:
+        fleet.provision(serial, request_.pop("device_type", "humidity-sensor"), **request_)
+
+    assert refused.value.code == device.REGISTER_REJECTED
+    assert "403 ACCESS_DENIED" in str(refused.value)
+    assert fleet.footprint() == before
+
+
+def test_replayed_serial_is_refused_after_it_provisioned(fleet: Fleet) -> None:
+    fleet.enroll("SN-REPLAY-1", "pressure-sensor")
+    fleet.provision("SN-REPLAY-1", "pressure-sensor", skip_device_check=True)
+    before = fleet.footprint()
+
+    with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
+        fleet.provision("SN-REPLAY-1", "pressure-sensor", skip_device_check=True)
+    assert fleet.footprint() == before
+
+
+def claim_identity(fleet: Fleet) -> tuple[mqtt5.Client, iotidentity.IotIdentityClientV2]:
+    client = device.connect(fleet.target, fleet.target.claim_cert, fleet.target.claim_key, "claim-raw-test", 15)
+    options = mqtt_request_response.ClientOptions(4, 2, operation_timeout_in_seconds=15)
+    return client, iotidentity.IotIdentityClientV2(client, options)
+
+
+def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fleet: Fleet) -> None:
+    fleet.enroll("SN-TOKEN-1", "gateway")
+    client, identity = claim_identity(fleet)
+    try:
+        created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
+        parameters = {"SerialNumber": "SN-TOKEN-1", "DeviceType": "gateway", "Manufacturer": "AcmeIoT"}
+
+        def register(template: str) -> Future[Any]:
+            return identity.register_thing(iotidentity.RegisterThingRequest(
+                template_name=template, certificate_ownership_token=created.certificate_ownership_token,
+                parameters=parameters))  # fmt: skip
+
+        # Another template's topic is outside the claim policy: refused at the broker, as AWS refuses it.
+        with pytest.raises(Exception) as elsewhere:
+            register("SomeOtherTemplate").result(15)
+        assert "PUBLISH_FAILURE" in device.rejection(elsewhere.value)
+        register(fleet.target.template_name).result(15)
+        before = fleet.footprint()
+        with pytest.raises(Exception) as reused:
+            register(fleet.target.template_name).result(15)
+        assert "400 InvalidCertificateOwnershipToken" in device.rejection(reused.value)
+        assert fleet.footprint() == before
+    finally:
+        client.stop()
+
+
+def test_twenty_concurrent_devices_with_one_serial_provision_exactly_once(fleet: Fleet) -> None:
+    fleet.enroll("SN-RACE-1", "temperature-sensor")
+
+    def attempt(n: int) -> str:
+        try:
+            fleet.provision("SN-RACE-1", "temperature-sensor", client_id=f"claim-race-{n}", skip_device_check=True)
+            return "provisioned"
+        except device.Failure as failure:
+            return str(failure)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(attempt, range(20)))
+
+    assert outcomes.count("provisioned") == 1, outcomes
+    assert all("403 ACCESS_DENIED" in o for o in outcomes if o != "provisioned")
+    assert fleet.registry("SN-RACE-1")["status"] == "provisioned"
+
+
+def publish(client: mqtt5.Client, topic: str) -> Any:
+    packet = mqtt5.PublishPacket(topic=topic, payload=b"{}", qos=mqtt5.QoS.AT_LEAST_ONCE)
+    return client.publish(packet).result(10).puback.reason_code
+
+
+def test_claim_and_device_certificates_reach_only_their_own_topics(fleet: Fleet) -> None:
+    fleet.enroll("SN-ACL-A", "humidity-sensor")
+    fleet.enroll("SN-ACL-B", "humidity-sensor")
+    a = fleet.provision("SN-ACL-A", "humidity-sensor", skip_device_check=True)
+    fleet.provision("SN-ACL-B", "humidity-sensor", skip_device_check=True)
+    denied = mqtt5.PubackReasonCode.NOT_AUTHORIZED
+
+    claim = device.connect(fleet.target, fleet.target.claim_cert, fleet.target.claim_key, "claim-acl", 15)
+    try:
+        assert publish(claim, "devices/humidity-sensor-SN-ACL-A/telemetry") == denied
+        assert publish(claim, "$aws/things/humidity-sensor-SN-ACL-A/shadow/get") == denied
+    finally:
+        claim.stop()
+    thing_a = a["thingName"]
+    client = device.connect(fleet.target, a["certificateFile"], a["privateKeyFile"], thing_a, 15)
+    try:
+        assert publish(client, f"devices/{thing_a}/telemetry") != denied
+        assert publish(client, "devices/humidity-sensor-SN-ACL-B/telemetry") == denied
+        assert publish(client, "$aws/things/humidity-sensor-SN-ACL-B/shadow/update") == denied
+        assert publish(client, "$aws/certificates/create/json") == denied
+    finally:
+        client.stop()
+
+
+def test_revoked_certificate_cannot_connect(fleet: Fleet) -> None:
+    fleet.enroll("SN-REVOKE-1", "pressure-sensor")
+    result = fleet.provision("SN-REVOKE-1", "pressure-sensor", skip_device_check=True)
+
+    fleet.iot.update_certificate(certificateId=result["certificateId"], newStatus="REVOKED")
+    time.sleep(5)  # the sandbox's broker picks revocations up within about two seconds
+
+    with pytest.raises(Exception):  # noqa: B017 - the SDK reports a refused TLS handshake in several ways
+        device.connect(fleet.target, result["certificateFile"], result["privateKeyFile"], result["thingName"], 10)
