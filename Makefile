@@ -19,7 +19,7 @@ STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
-.PHONY: help setup synth test unit infra lint scan validate clean bench deploy destroy verify outputs \
+.PHONY: help setup synth test unit infra lint scan validate clean demo bench deploy destroy verify outputs \
 	sandbox-up sandbox-down sandbox-status
 
 help: ## list the verbs
@@ -95,6 +95,11 @@ _deploy-hint:
 	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
 		echo "deploy failed: the sandbox is not answering. Start it with 'make sandbox-up', then 'make deploy'."; \
 	else echo "deploy failed: see Terraform's error above; 'make deploy' is safe to run again."; fi
+
+demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result
+	@$(PY) -m sandbox up
+	@$(CDKTF) deploy --auto-approve --skip-provider-lock >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 
 bench: setup ## benchmarks: synth time/memory; sandbox start, deploy and destroy (medians of 3)
 	$(PY) bench/synth.py

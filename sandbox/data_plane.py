@@ -176,6 +176,13 @@ class Broker:
                 self.process.kill()
 
     def crl(self, revoked_serials: list[int]) -> bytes:
+        """The CRL for these serials (signed once per distinct list, so an unchanged one reloads nothing)."""
+        key = tuple(sorted(revoked_serials))
+        if getattr(self, "_crl_key", None) != key:
+            self._crl_key, self._crl_bytes = key, self._sign_crl(list(key))
+        return self._crl_bytes
+
+    def _sign_crl(self, revoked_serials: list[int]) -> bytes:
         now = datetime.now(UTC)
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -206,29 +213,52 @@ class Broker:
         return True
 
 
-def registry_rules(iot: Any) -> tuple[str, list[int]]:
-    """ACL text for every ACTIVE certificate, and the serials of REVOKED ones, from the registry."""
-    blocks: list[str] = []
-    revoked: list[int] = []
-    policies: dict[str, dict[str, Any]] = {}
-    for page in iot.get_paginator("list_certificates").paginate():
-        for summary in page["certificates"]:
-            status = summary["status"]
-            if status not in ("ACTIVE", "REVOKED"):
-                continue
-            pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"][
-                "certificatePem"
-            ]
-            if status == "REVOKED":
-                revoked.append(x509.load_pem_x509_certificate(pem.encode()).serial_number)
-                continue
-            arn = summary["certificateArn"]
-            things = iot.list_principal_things(principal=arn)["things"]
-            documents = []
-            for attached in iot.list_attached_policies(target=arn)["policies"]:
-                name = attached["policyName"]
-                if name not in policies:
-                    policies[name] = json.loads(iot.get_policy(policyName=name)["policyDocument"])
-                documents.append(policies[name])
-            blocks.append("\n".join(acl_lines(common_name(pem), things[0] if things else None, documents)))
-    return "\n\n".join(blocks) + "\n", revoked
+class RegistryRules:
+    """ACL text for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
+
+    Certificates are described once per status they are seen in (and policy documents once per
+    name), so a refresh costs one listing plus whatever changed, not a call per device.
+    """
+
+    def __init__(self, iot: Any) -> None:
+        self.iot = iot
+        self._seen: dict[str, tuple[str, str | int]] = {}  # certificate id -> (status, ACL block | serial)
+        self._policies: dict[str, dict[str, Any]] = {}
+
+    def _describe(self, summary: dict[str, Any]) -> str | int | None:
+        status, arn = summary["status"], summary["certificateArn"]
+        pem = self.iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"][
+            "certificatePem"
+        ]
+        if status == "REVOKED":
+            return int(x509.load_pem_x509_certificate(pem.encode()).serial_number)
+        attached = self.iot.list_attached_policies(target=arn)["policies"]
+        if not attached:
+            return None  # not usable yet (its policy is attached after creation): look again next time
+        documents = []
+        for policy in attached:
+            name = policy["policyName"]
+            if name not in self._policies:
+                self._policies[name] = json.loads(self.iot.get_policy(policyName=name)["policyDocument"])
+            documents.append(self._policies[name])
+        things = self.iot.list_principal_things(principal=arn)["things"]
+        return "\n".join(acl_lines(common_name(pem), things[0] if things else None, documents))
+
+    def refresh(self) -> tuple[str, list[int]]:
+        current: dict[str, tuple[str, str | int]] = {}
+        for page in self.iot.get_paginator("list_certificates").paginate(pageSize=250):
+            for summary in page["certificates"]:
+                certificate_id, status = summary["certificateId"], summary["status"]
+                if status not in ("ACTIVE", "REVOKED"):
+                    continue
+                known = self._seen.get(certificate_id)
+                if known is not None and known[0] == status:
+                    current[certificate_id] = known
+                    continue
+                described = self._describe(summary)
+                if described is not None:
+                    current[certificate_id] = (status, described)
+        self._seen = current
+        blocks = [entry for status, entry in current.values() if status == "ACTIVE" and isinstance(entry, str)]
+        revoked = [entry for status, entry in current.values() if status == "REVOKED" and isinstance(entry, int)]
+        return "\n\n".join(sorted(blocks)) + "\n", sorted(revoked)

@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sandbox import template_engine
-from sandbox.data_plane import SERVICE_ID, Broker, registry_rules
+from sandbox.data_plane import SERVICE_ID, Broker, RegistryRules
 
 TOKEN_LIFETIME = 3600.0
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
@@ -71,6 +71,7 @@ class FleetProvisioningService:
         self.data = session.client("iot-data", endpoint_url=endpoint_url, config=config)
         self.logs = session.client("logs", endpoint_url=endpoint_url, config=config)
         self.broker = broker
+        self.rules = RegistryRules(self.iot)
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
@@ -122,7 +123,7 @@ class FleetProvisioningService:
 
     def refresh_rules(self) -> None:
         with self._rules_lock:
-            rules, revoked = registry_rules(self.iot)
+            rules, revoked = self.rules.refresh()
             self.broker.write_rules(rules, self.broker.crl(revoked))
 
     # Requests ----------------------------------------------------------------------------------
@@ -257,7 +258,10 @@ class FleetProvisioningService:
             response = self.lambda_.invoke(FunctionName=hook["targetArn"], Payload=json.dumps(event).encode())
             answer = json.loads(response["Payload"].read() or b"null")
         except (ClientError, ValueError) as error:
-            raise Rejected(403, "ACCESS_DENIED", f"pre-provisioning hook failed: {error}") from None
+            print(f"fleet-provisioning: the hook could not be invoked: {error}", flush=True)
+            raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook failed") from None
+        if response.get("FunctionError"):
+            print(f"fleet-provisioning: the hook failed: {answer}", flush=True)
         if response.get("FunctionError") or not isinstance(answer, dict) or answer.get("allowProvisioning") is not True:
             raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied by the pre-provisioning hook")
         overrides = answer.get("parameterOverrides", {})

@@ -41,6 +41,14 @@ def main() -> None:
     sys.path.insert(0, code_dir)
     module_name, function_name = handler_name.rsplit(".", 1)
     handler: Any = None
+    init_log = io.StringIO()
+    # Lambda's init phase: imports run once, before (and not counted in) the first invocation's timeout.
+    with contextlib.redirect_stdout(init_log), contextlib.redirect_stderr(init_log):
+        try:
+            handler = getattr(importlib.import_module(module_name), function_name)
+        except Exception:  # noqa: BLE001 - reported by the first invocation, as Lambda reports init errors
+            traceback.print_exc()
+    answers.write(json.dumps({"ready": True, "logs": init_log.getvalue()}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         captured = io.StringIO()

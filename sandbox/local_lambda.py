@@ -25,6 +25,7 @@ from typing import Any
 from moto.awslambda.models import LambdaFunction
 
 WORKERS_PER_FUNCTION = 8
+INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +41,21 @@ class Worker:
             text=True,
             bufsize=1,
         )
+        self.init_logs = ""
+        ready = self._read_line(INIT_TIMEOUT)
+        if ready is None:
+            self.stop()
+            raise RuntimeError(f"the function did not finish its init phase in {INIT_TIMEOUT:.0f} s")
+        self.init_logs = json.loads(ready).get("logs", "")
+
+    def _read_line(self, timeout: float) -> str | None:
+        assert self.process.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self.process.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+        try:
+            return lines.get(timeout=timeout) or None
+        except queue.Empty:
+            return None
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
         """The worker's answer, or None when it did not answer in time (the worker is then gone)."""
@@ -47,16 +63,13 @@ class Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps({"event": event, "requestId": request_id, "timeout": timeout}) + "\n")
         self.process.stdin.flush()
-        answers: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: answers.put(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        try:
-            line = answers.get(timeout=timeout)
-        except queue.Empty:
-            self.stop()
-            return {"timeout": True, "requestId": request_id}
-        if not line:
-            self.stop()
+        if not self.alive():
+            return None
+        line = self._read_line(timeout)
+        if line is None:
+            if self.alive():
+                self.stop()
+                return {"timeout": True, "requestId": request_id}
             return None
         return json.loads(line)
 
@@ -75,6 +88,7 @@ class WorkerPool:
         self.endpoint = endpoint
         self._idle: dict[str, list[Worker]] = {}
         self._lock = threading.Lock()
+        self._extract_lock = threading.Lock()
 
     def _key(self, fn: LambdaFunction) -> str:
         config = json.dumps([fn.function_arn, fn.code_sha_256, fn.handler, fn.environment_vars], sort_keys=True)
@@ -82,6 +96,10 @@ class WorkerPool:
 
     def _code_dir(self, fn: LambdaFunction, key: str) -> Path:
         target = self.code_root / f"{fn.function_name}-{key}"
+        with self._extract_lock:  # the first burst of concurrent invokes extracts the code once
+            return self._extract(fn, target)
+
+    def _extract(self, fn: LambdaFunction, target: Path) -> Path:
         if not target.exists():
             staging = target.with_suffix(".tmp")
             shutil.rmtree(staging, ignore_errors=True)
@@ -115,8 +133,13 @@ class WorkerPool:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             worker = idle.pop() if idle else None
+        init_logs = ""
         if worker is None or not worker.alive():
-            worker = Worker(self._code_dir(fn, key), fn.handler, self._environment(fn))
+            try:
+                worker = Worker(self._code_dir(fn, key), fn.handler, self._environment(fn))
+            except RuntimeError as error:
+                return json.dumps({"errorType": "Runtime.InitError", "errorMessage": str(error)}), True, ""
+            init_logs = worker.init_logs
         answer = worker.invoke(event, float(fn.timeout))
         if answer is None:
             return (
@@ -133,8 +156,8 @@ class WorkerPool:
             else:
                 worker.stop()
         if "error" in answer:
-            return json.dumps(answer["error"]), True, answer["logs"]
-        return answer["payload"], False, answer["logs"]
+            return json.dumps(answer["error"]), True, init_logs + answer["logs"]
+        return answer["payload"], False, init_logs + answer["logs"]
 
     def stop(self) -> None:
         with self._lock:

@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Enroll and provision a fleet of simulated devices with the AWS IoT Device SDK v2.
+
+Each device runs the full flow of scripts/test_provisioning.py (claim connect, certificate,
+RegisterThing, reconnect as the thing, shadow, telemetry) in one of --concurrency worker processes.
+Shows a progress bar, then a table: successes, rejections by code, latency p50/p95/max, devices/s.
+Against real AWS (the stack has an iot_data_endpoint output) it paces RegisterThing to --tps
+(default 10, the documented account rate) and the registry is written with your credentials.
+
+Example: scripts/simulate_fleet.py --devices 200 --concurrency 10 --flow csr --key-type ec
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import boto3
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import test_provisioning as device  # noqa: E402
+
+_TARGET: device.Target | None = None
+
+
+def _init_worker(target: device.Target) -> None:
+    global _TARGET
+    _TARGET = target
+
+
+def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
+    """(outcome, seconds, detail) for one device, in a worker process."""
+    assert _TARGET is not None
+    started = time.monotonic()
+    try:
+        device.provision(argparse.Namespace(**options), _TARGET)
+        return "provisioned", time.monotonic() - started, ""
+    except device.Failure as failure:
+        text = str(failure)
+        code = next((part for part in text.split() if part.isupper() and len(part) > 3), f"exit {failure.code}")
+        return code, time.monotonic() - started, text
+
+
+def outputs_of(stack_dir: Path) -> dict[str, Any]:
+    result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
+                            check=True, timeout=120)  # fmt: skip
+    return {k: v["value"] for k, v in json.loads(result.stdout).items()}
+
+
+def enroll(table: str, devices: list[tuple[str, str]], manufacturer: str) -> None:
+    dynamodb = boto3.resource("dynamodb").Table(table)
+    with dynamodb.batch_writer() as batch:
+        for serial, device_type in devices:
+            batch.put_item(Item={"serialNumber": serial, "deviceType": device_type, "status": "enrolled",
+                                 "manufacturer": manufacturer, "enrolledBy": "simulate_fleet"})  # fmt: skip
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=100, help="how many devices (default 100)")
+    parser.add_argument("--concurrency", type=int, default=10, help="devices in flight at once (default 10)")
+    parser.add_argument("--flow", choices=["keys", "csr"], default="csr", help="certificate flow (default csr)")
+    parser.add_argument("--key-type", choices=["ec", "rsa"], default="ec", help="device key for --flow csr")
+    parser.add_argument("--device-types", help="comma-separated (default: the stack's allowed_device_types)")
+    parser.add_argument("--manufacturer", default="SimCorp")
+    parser.add_argument("--register-only", action="store_true", help="skip the reconnect/shadow/telemetry step")
+    parser.add_argument("--tps", type=float, help="RegisterThing rate limit (default: 10 on AWS, none in the sandbox)")
+    parser.add_argument("--stack-dir", type=Path, help="deployed stack folder (default: the one in cdktf.out)")
+    parser.add_argument("--output-dir", default="devices/simulated", help="credentials folder (files 0600)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+
+    stack_dir = args.stack_dir or next(iter(sorted((ROOT / "cdktf.out" / "stacks").glob("*"))))
+    outputs = outputs_of(stack_dir)
+    on_aws = bool(outputs.get("iot_data_endpoint"))
+    if not on_aws and "AWS_ENDPOINT_URL" not in os.environ:
+        from sandbox.__main__ import environment
+
+        os.environ.update(environment())
+    tps = args.tps if args.tps is not None else (10.0 if on_aws else 0.0)
+    target = device.resolve_target(
+        argparse.Namespace(
+            claim_cert=None,
+            claim_key=None,
+            template_name=None,
+            endpoint=None,
+            port=None,
+            ca=None,
+            stack_dir=stack_dir,
+            output_dir=args.output_dir,
+        )
+    )
+    types = (args.device_types or outputs["allowed_device_types"]).split(",")
+    run = uuid.uuid4().hex[:6].upper()
+    fleet = [(f"SIM-{run}-{i:05d}", types[i % len(types)]) for i in range(args.devices)]
+    enroll(outputs["device_registry_table_name"], fleet, args.manufacturer)
+
+    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []
+    details: list[str] = []
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=args.concurrency, initializer=_init_worker, initargs=(target,)) as pool:
+        futures = []
+        for index, (serial, device_type) in enumerate(fleet):
+            if tps:
+                time.sleep(max(0.0, started + index / tps - time.monotonic()))
+            futures.append(pool.submit(provision_one, {
+                "serial_number": serial, "device_type": device_type, "manufacturer": args.manufacturer,
+                "firmware_version": "v1.0.0", "location": "", "thing_name": "", "csr": args.flow == "csr",
+                "key_type": args.key_type, "output_dir": args.output_dir, "client_id": None, "timeout": 30.0,
+                "skip_device_check": args.register_only,
+            }))  # fmt: skip
+        for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
+            outcome, seconds, detail = future.result()
+            outcomes[outcome] += 1
+            latencies.append(seconds)
+            if detail and len(details) < 5:
+                details.append(detail)
+    elapsed = time.monotonic() - started
+    summary = {
+        "devices": args.devices,
+        "concurrency": args.concurrency,
+        "flow": args.flow if args.flow == "keys" else f"csr/{args.key_type}",
+        "provisioned": outcomes.pop("provisioned", 0),
+        "rejections": dict(outcomes),
+        "p50_s": round(statistics.median(latencies), 3),
+        "p95_s": round(percentile(latencies, 0.95), 3),
+        "max_s": round(max(latencies), 3),
+        "devices_per_s": round(args.devices / elapsed, 1),
+        "wall_s": round(elapsed, 1),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"\n{'devices':>10} {'provisioned':>12} {'rejected':>9} {'p50':>8} {'p95':>8} {'max':>8} {'dev/s':>7}")
+        print(f"{summary['devices']:>10} {summary['provisioned']:>12} {sum(outcomes.values()):>9} "
+              f"{summary['p50_s']:>7.3f}s {summary['p95_s']:>7.3f}s {summary['max_s']:>7.3f}s "
+              f"{summary['devices_per_s']:>7}")  # fmt: skip
+        for code, count in sorted(outcomes.items()):
+            print(f"  rejected {count} x {code}")
+        for detail in details:
+            print(f"  e.g. {detail}")
+    return 0 if summary["provisioned"] == args.devices else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
