@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iot_topic_rule import IotTopicRule, IotTopicRuleCloudwatchLogs
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
-from iot_fleet.acknowledge import acknowledge
+from iot_fleet.log_group import log_group
 from iot_fleet.naming import AccountContext
 
 THING_EVENTS = "$aws/events/thing/#"
@@ -30,35 +29,15 @@ class AuditTrail(Construct):
         account: AccountContext,
     ) -> None:
         super().__init__(scope, id_)
-        self.log_group = CloudwatchLogGroup(
-            self,
-            "logs",
-            name=f"/aws/iot/{prefix}/audit",
-            retention_in_days=log_retention_days,
-            kms_key_id=key.arn,
-        )
-        acknowledge(
-            self.log_group,
-            CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (seed default 30 days).",
+        self.log_group = log_group(
+            self, "logs", name=f"/aws/iot/{prefix}/audit", key=key, retention_days=log_retention_days
         )
         self.role = IamRole(
             self,
             "role",
             name=f"{prefix}-iot-audit-role",
             description="Lets IoT rules write the audit trail and rule errors to their log group",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "iot.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                            "Condition": {"StringEquals": {"aws:SourceAccount": account.account_id}},
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=account.trust_policy("iot.amazonaws.com"),
         )
         IamRolePolicy(
             self,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from cdktf import AssetType, TerraformAsset
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
@@ -20,6 +19,7 @@ from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
 from constructs import Construct
 
 from iot_fleet.acknowledge import acknowledge
+from iot_fleet.log_group import log_group
 from iot_fleet.naming import AccountContext
 
 LAMBDA_SOURCES = Path(__file__).resolve().parents[2] / "lambda"
@@ -71,34 +71,14 @@ class FleetFunction(Construct):
         extra_acknowledgements: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        self.log_group = CloudwatchLogGroup(
-            self,
-            "logs",
-            name=f"/aws/lambda/{function_name}",
-            retention_in_days=log_retention_days,
-            kms_key_id=key.arn,
-        )
-        acknowledge(
-            self.log_group,
-            CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (seed default 30 days).",
+        self.log_group = log_group(
+            self, "logs", name=f"/aws/lambda/{function_name}", key=key, retention_days=log_retention_days
         )
         self.role = IamRole(
             self,
             "role",
             name=f"{function_name}-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                            "Condition": {"StringEquals": {"aws:SourceAccount": account.account_id}},
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=account.trust_policy("lambda.amazonaws.com"),
         )
         logging = {
             "Effect": "Allow",

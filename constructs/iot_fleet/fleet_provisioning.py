@@ -59,19 +59,7 @@ class FleetProvisioning(Construct):
             "role",
             name=f"{prefix}-provisioning-role",
             description="Assumed by AWS IoT to apply the fleet-provisioning template",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "iot.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                            "Condition": {"StringEquals": {"aws:SourceAccount": account.account_id}},
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=account.trust_policy("iot.amazonaws.com"),
         )
         resources = [
             account.arn("iot", "thing/*"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
 from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
@@ -21,6 +23,22 @@ class AccountContext(Construct):
         return (
             f"arn:{self.partition}:{service}:{self.region if region else ''}:"
             f"{self.account_id if account else ''}:{resource}"
+        )
+
+    def trust_policy(self, service: str) -> str:
+        """Assume-role policy for an AWS service principal, confined to this account (confused deputy)."""
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": service},
+                        "Action": "sts:AssumeRole",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": self.account_id}},
+                    }
+                ],
+            }
         )
 
     @property
