@@ -98,7 +98,9 @@ _deploy-hint:
 
 demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result
 	@$(PY) -m sandbox up
+	@echo "deploying the stack into the sandbox with cdktf (about 90 s)..."
 	@$(CDKTF) deploy --auto-approve --skip-provider-lock >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 
 bench: setup ## benchmarks: synth time/memory; sandbox start, deploy and destroy (medians of 3)
