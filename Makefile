@@ -15,6 +15,9 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/.terraformrc.generated
 
 PY := .venv/bin/python
 CDKTF := npx --no-install cdktf
+# The backend (where state lives) follows Target and IOT_SANDBOX_DIR; forget the previous init's
+# backend so switching never stops at "Backend configuration changed" (state itself is untouched).
+FORGET_BACKEND := rm -f cdktf.out/stacks/*/.terraform/terraform.tfstate
 STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
@@ -68,11 +71,13 @@ test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, 
 
 deploy: setup ## cdktf deploy (Target=sandbox, the default, starts the local sandbox first)
 	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
+	@$(FORGET_BACKEND)
 	@$(CDKTF) deploy --auto-approve --skip-provider-lock || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 
 destroy: setup ## cdktf destroy (against the sandbox only while it is up)
 	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
 		echo "sandbox is down: nothing deployed into it survives; nothing to destroy"; exit 0; fi
+	@$(FORGET_BACKEND)
 	@$(CDKTF) destroy --auto-approve --skip-provider-lock
 
 verify: setup ## check the deployed stack against the live system (scripts/verify.py)
@@ -99,6 +104,7 @@ _deploy-hint:
 demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result
 	@$(PY) -m sandbox up
 	@echo "deploying the stack into the sandbox with cdktf (about 90 s)..."
+	@$(FORGET_BACKEND)
 	@$(CDKTF) deploy --auto-approve --skip-provider-lock >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py

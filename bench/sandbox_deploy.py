@@ -56,29 +56,35 @@ def main() -> int:
         env = {
             **os.environ,
             "SandboxEndpoint": f"http://127.0.0.1:{free_port()}",
+            "SandboxMqttPort": str(free_port()),
             "IOT_SANDBOX_DIR": folder,
             "Target": "sandbox",
         }
-        for round_number in range(1, args.rounds + 1):
-            run([sys.executable, "-m", "sandbox", "up"], env)
-            state = json.loads((Path(folder) / "state.json").read_text())
-            idle_mb = group_rss_mb(state["pid"])
-            deploy = run(["make", "--no-print-directory", "deploy"], env)
-            stack = next((ROOT / "cdktf.out" / "stacks").iterdir())
-            listed = subprocess.run(
-                ["terraform", "state", "list"], cwd=stack, env=env, capture_output=True, text=True, check=True
-            ).stdout.split()
-            resources = len([line for line in listed if not line.startswith("data.")])
-            deployed_mb = group_rss_mb(state["pid"])
-            destroy = run(["make", "--no-print-directory", "destroy"], env)
-            run([sys.executable, "-m", "sandbox", "down"], env)
-            row = (state["startup_seconds"], idle_mb, deploy, destroy, resources, deployed_mb)
-            rows.append(row)
-            print(
-                f"round {round_number}: sandbox start {row[0]:.1f} s, {row[1]:.0f} MB idle; "
-                f"make deploy {row[2]:.1f} s ({row[4]} resources, sandbox then {row[5]:.0f} MB); "
-                f"make destroy {row[3]:.1f} s",
-                flush=True,
+        try:
+            for round_number in range(1, args.rounds + 1):
+                run([sys.executable, "-m", "sandbox", "up"], env)
+                state = json.loads((Path(folder) / "state.json").read_text())
+                idle_mb = group_rss_mb(state["pid"])
+                deploy = run(["make", "--no-print-directory", "deploy"], env)
+                stack = next((ROOT / "cdktf.out" / "stacks").iterdir())
+                listed = subprocess.run(
+                    ["terraform", "state", "list"], cwd=stack, env=env, capture_output=True, text=True, check=True
+                ).stdout.split()
+                resources = len([line for line in listed if not line.startswith("data.")])
+                deployed_mb = group_rss_mb(state["pid"])
+                destroy = run(["make", "--no-print-directory", "destroy"], env)
+                run([sys.executable, "-m", "sandbox", "down"], env)
+                row = (state["startup_seconds"], idle_mb, deploy, destroy, resources, deployed_mb)
+                rows.append(row)
+                print(
+                    f"round {round_number}: sandbox start {row[0]:.1f} s, {row[1]:.0f} MB idle; "
+                    f"make deploy {row[2]:.1f} s ({row[4]} resources, sandbox then {row[5]:.0f} MB); "
+                    f"make destroy {row[3]:.1f} s",
+                    flush=True,
+                )
+        finally:
+            subprocess.run(
+                [sys.executable, "-m", "sandbox", "down"], cwd=ROOT, env=env, capture_output=True, check=False
             )
     median = [statistics.median(column) for column in zip(*rows, strict=True)]
     print(
