@@ -59,7 +59,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 class FleetProvisioningService:
-    def __init__(self, endpoint_url: str, region: str, broker: Broker, claim_events: bool = True) -> None:
+    def __init__(self, endpoint_url: str, region: str, broker: Broker) -> None:
         config = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
         session = boto3.session.Session(
             aws_access_key_id="sandbox",

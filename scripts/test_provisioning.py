@@ -134,12 +134,6 @@ def connect(target: Target, cert: str, key: str, client_id: str, timeout: float)
     return client
 
 
-def stop(client: mqtt5.Client) -> None:
-    stopped: Future[None] = Future()
-    client.stop()
-    del stopped
-
-
 def rejection(error: BaseException) -> str:
     if isinstance(error, V2ServiceException) and error.modeled_error is not None:
         modeled = error.modeled_error
