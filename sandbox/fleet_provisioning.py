@@ -160,15 +160,12 @@ class FleetProvisioningService:
 
     def _token(self, certificate: dict[str, Any]) -> str:
         token = secrets.token_urlsafe(48)
-        description = self.iot.describe_certificate(certificateId=certificate["certificateId"])[
-            "certificateDescription"
-        ]
         with self._tokens_lock:
             now = time.time()
             for stale in [t for t, v in self.tokens.items() if v.expires < now]:
                 del self.tokens[stale]
             self.tokens[token] = OwnershipToken(
-                certificate["certificateId"], certificate["certificateArn"], description["certificatePem"],
+                certificate["certificateId"], certificate["certificateArn"], certificate["certificatePem"],
                 now + TOKEN_LIFETIME,
             )  # fmt: skip
         return token
