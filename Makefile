@@ -22,7 +22,7 @@ STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
-.PHONY: help setup synth test unit infra lint scan validate clean demo bench deploy destroy verify outputs \
+.PHONY: help setup synth test unit infra lint scan validate clean demo bench bench-fleet deploy destroy verify outputs \
 	sandbox-up sandbox-down sandbox-status
 
 help: ## list the verbs
@@ -112,6 +112,9 @@ demo: setup ## start the sandbox, deploy, provision devices of every type (and r
 bench: setup ## benchmarks: synth time/memory; sandbox start, deploy and destroy (medians of 3)
 	$(PY) bench/synth.py
 	$(PY) bench/sandbox_deploy.py
+
+bench-fleet: deploy ## provisioning throughput: 1,000 devices at concurrency 1, 10, 50, both flows (about 30 min)
+	$(PY) bench/fleet_throughput.py
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache reports

@@ -2,21 +2,21 @@
 from the deployed IoT policies, a CRL for revoked certificates, and the reply-routing plugin.
 
 Access rules are not written by hand: every ACTIVE certificate gets exactly what its attached IoT
-policies allow (topics, with ${iot:Connection.Thing.ThingName} bound to the thing attached to the
-certificate); everything else is denied. Rules and CRL are regenerated whenever the registry
-changes and mosquitto reloads them on SIGHUP.
+policies allow (client ids and topics, with ${iot:Connection.Thing.ThingName} bound to the thing
+attached to the certificate); everything else is denied. The rules are one file per certificate,
+which the broker plugin reads at each check, so they are in force as soon as they are written. The
+CRL is regenerated when a certificate is revoked and mosquitto reloads it on SIGHUP.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.certificate_authority import CertificateAuthority
+from sandbox.local_account import LocalAccount
 
 SERVICE_ID = "sandbox-fleet-service"
 PLUGIN_SOURCE = Path(__file__).with_name("broker") / "fleet_routing.c"
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
-_TOPIC_ARN = re.compile(r"^arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter)/(.+)$")
+_RESOURCE_ARN = re.compile(r"^arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter|client)/(.+)$")
 
 
 class DataPlaneError(RuntimeError):
@@ -46,46 +47,56 @@ def mqtt_topic(pattern: str) -> str | None:
     return None if "*" in pattern or "?" in pattern else pattern
 
 
-def acl_lines(identity: str, thing: str | None, policies: list[dict[str, Any]]) -> list[str]:
-    """Mosquitto ACL entries for one certificate identity from its policies' Allow statements."""
-    read: set[str] = set()
-    write: set[str] = set()
-    for policy in policies:
-        for statement in policy.get("Statement", []):
-            if statement.get("Effect") != "Allow":
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement.get("Action", [])
+    named = {actions} if isinstance(actions, str) else set(actions)
+    if named & {"iot:*", "*"}:
+        named |= {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
+    return named
+
+
+def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]:
+    """The broker plugin's rules for one certificate, from its policies' Allow statements.
+
+    Lines: "client <pattern>" (iot:Connect on client/<pattern>; fnmatch, as IoT's * and ?),
+    "publish <topic filter>" (iot:Publish on topic/), "receive <topic filter>" (iot:Receive on
+    topic/) and "subscribe <topic filter>" (iot:Subscribe on topicfilter/). Policy variables
+    other than the thing name, and wildcards MQTT cannot express, grant nothing; an action that any
+    Deny statement names is granted nowhere (the broker cannot subtract a Deny: fail closed).
+    """
+    statements = [s for policy in policies for s in policy.get("Statement", [])]
+    denied = set().union(*(_actions(s) for s in statements if s.get("Effect") == "Deny"))
+    rules: set[str] = set()
+    for statement in statements:
+        actions = _actions(statement) - denied
+        if statement.get("Effect") != "Allow" or not actions:
+            continue
+        resources = statement.get("Resource", [])
+        for resource in [resources] if isinstance(resources, str) else resources:
+            match = _RESOURCE_ARN.match(resource)
+            if not match:
                 continue
-            actions = statement.get("Action", [])
-            actions = [actions] if isinstance(actions, str) else actions
-            resources = statement.get("Resource", [])
-            resources = [resources] if isinstance(resources, str) else resources
-            for resource in resources:
-                match = _TOPIC_ARN.match(resource)
-                if not match:
-                    continue
-                kind, pattern = match.groups()
-                if THING_VARIABLE in pattern:
-                    if thing is None:
-                        continue  # a thing-scoped grant means nothing to a certificate with no thing
-                    pattern = pattern.replace(THING_VARIABLE, thing)
-                topic = mqtt_topic(pattern)
-                if topic is None:
-                    continue
-                if kind == "topic" and "iot:Publish" in actions:
-                    write.add(topic)
-                if ("iot:Receive" in actions and kind == "topic") or (
-                    "iot:Subscribe" in actions and kind == "topicfilter"
-                ):
-                    read.add(topic)
-    lines = [f"user {identity}"]
-    lines += [f"topic readwrite {t}" for t in sorted(read & write)]
-    lines += [f"topic read {t}" for t in sorted(read - write)]
-    lines += [f"topic write {t}" for t in sorted(write - read)]
-    return lines
-
-
-def common_name(certificate_pem: str) -> str:
-    certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
-    return str(certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+            kind, pattern = match.groups()
+            if THING_VARIABLE in pattern:
+                if thing is None:
+                    continue  # a thing-scoped grant means nothing to a certificate with no thing
+                pattern = pattern.replace(THING_VARIABLE, thing)
+            if "${" in pattern:
+                continue
+            if kind == "client":
+                if "iot:Connect" in actions:
+                    rules.add(f"client {pattern}")
+                continue
+            topic = mqtt_topic(pattern)
+            if topic is None:
+                continue
+            if kind == "topic" and "iot:Publish" in actions:
+                rules.add(f"publish {topic}")
+            if kind == "topic" and "iot:Receive" in actions:
+                rules.add(f"receive {topic}")
+            if kind == "topicfilter" and "iot:Subscribe" in actions:
+                rules.add(f"subscribe {topic}")
+    return sorted(rules)
 
 
 class Broker:
@@ -96,7 +107,10 @@ class Broker:
         self.port = port
         self.authority = authority
         self.process: subprocess.Popen[bytes] | None = None
-        self._digest = ""
+        self.rules_dir = self.dir / "rules"
+        self._written: dict[str, str] = {}
+        self._crl_written = b""
+        self._crl_reloads_due = 0
 
     @property
     def endpoint(self) -> str:
@@ -121,7 +135,9 @@ class Broker:
             raise DataPlaneError(f"building the reply-routing plugin failed:\n{built.stderr}")
         server_cert, server_key = self.authority.server_certificate()
         self.service_cert, self.service_key = self._service_identity()
-        self.write_rules("", b"")
+        shutil.rmtree(self.rules_dir, ignore_errors=True)
+        self.rules_dir.mkdir(parents=True)
+        self.write_rules({}, b"")
         (self.dir / "mosquitto.conf").write_text(
             "\n".join(
                 [
@@ -133,9 +149,9 @@ class Broker:
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
-                    f"acl_file {self.dir / 'acl'}",
                     f"plugin {plugin}",
                     f"plugin_opt_service_client_id {SERVICE_ID}",
+                    f"plugin_opt_rules_dir {self.rules_dir}",
                     f"listener {self.port} 127.0.0.1",
                     f"cafile {self.authority.ca_file}",
                     f"certfile {server_cert}",
@@ -196,69 +212,108 @@ class Broker:
             )
         return builder.sign(self.authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
-    def write_rules(self, device_rules: str, crl: bytes) -> bool:
-        """Writes the ACL and CRL; returns True (and reloads mosquitto) when they changed."""
-        acl = f"user {SERVICE_ID}\ntopic readwrite fp/#\n\n{device_rules}"
+    def write_identity_rules(self, identity: str, text: str) -> None:
+        """Writes one certificate identity's rules file (in force for its very next check)."""
+        if self._written.get(identity) != text:
+            _replace(self.rules_dir / identity, text.encode())
+            self._written[identity] = text
+
+    def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+        """Writes each certificate identity's rules file that changed, removes those of certificates no
+        longer ACTIVE, and has mosquitto reload the CRL when it changed."""
+        for identity, text in rules.items():
+            self.write_identity_rules(identity, text)
+        for identity in [i for i in self._written if i not in rules]:
+            (self.rules_dir / identity).unlink(missing_ok=True)
+            del self._written[identity]
         crl = crl or self.crl([])
-        digest = hashlib.sha256(acl.encode() + crl).hexdigest()
-        if digest == self._digest:
-            return False
-        for name, data in (("acl", acl.encode()), ("crl.pem", crl)):
-            staging = self.dir / f".{name}.tmp"
-            staging.write_bytes(data)
-            os.replace(staging, self.dir / name)
-        self._digest = digest
-        if self.process and self.process.poll() is None:
+        if crl != self._crl_written:
+            _replace(self.dir / "crl.pem", crl)
+            self._crl_written = crl
+            # mosquitto drops a SIGHUP that arrives while it is reloading: signal on the next round too.
+            self._crl_reloads_due = 2
+        if self._crl_reloads_due and self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGHUP)
-        return True
+            self._crl_reloads_due -= 1
+
+
+def _replace(path: Path, data: bytes) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_bytes(data)
+    os.replace(staging, path)
+
+
+def _parse(pem: str) -> tuple[str, int] | None:
+    """(subject CN, serial) of a certificate: the broker knows a connection by the CN."""
+    try:
+        parsed = x509.load_pem_x509_certificate(pem.encode())
+        return str(parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value), parsed.serial_number
+    except (ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class CertificateAccess:
+    status: str
+    identity: str = ""  # the certificate's subject CN: the broker's user name for its connections
+    rules: str = ""  # ACTIVE: the plugin's rules file
+    serial: int = 0  # REVOKED: for the CRL
 
 
 class RegistryRules:
-    """ACL text for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
+    """Rules for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
 
-    Certificates are described once per status they are seen in (and policy documents once per
-    name), so a refresh costs one listing plus whatever changed, not a call per device.
+    Reads the local AWS's IoT registry in-process (sandbox.local_account). Each certificate is
+    described once per status it is seen in, so a refresh costs one pass over the certificates
+    plus whatever changed, not a lookup per device.
     """
 
-    def __init__(self, iot: Any) -> None:
-        self.iot = iot
-        self._seen: dict[str, tuple[str, str | int]] = {}  # certificate id -> (status, ACL block | serial)
-        self._policies: dict[str, dict[str, Any]] = {}
+    def __init__(self, account: LocalAccount) -> None:
+        self.account = account
+        self._seen: dict[str, CertificateAccess] = {}  # certificate id -> what it may do
 
-    def _describe(self, summary: dict[str, Any]) -> str | int | None:
-        status, arn = summary["status"], summary["certificateArn"]
-        pem = self.iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"][
-            "certificatePem"
-        ]
+    def _describe(self, certificate: Any) -> CertificateAccess | None:
+        status, arn = certificate.status, certificate.arn
+        parsed = _parse(certificate.certificate_pem)
+        if parsed is None:
+            return None  # not a certificate the sandbox CA issued: it cannot connect here anyway
+        identity, serial = parsed
         if status == "REVOKED":
-            return int(x509.load_pem_x509_certificate(pem.encode()).serial_number)
-        attached = self.iot.list_attached_policies(target=arn)["policies"]
+            return CertificateAccess(status, identity, serial=serial)
+        attached = self.account.attached_policy_names(arn)
         if not attached:
             return None  # not usable yet (its policy is attached after creation): look again next time
-        documents = []
-        for policy in attached:
-            name = policy["policyName"]
-            if name not in self._policies:
-                self._policies[name] = json.loads(self.iot.get_policy(policyName=name)["policyDocument"])
-            documents.append(self._policies[name])
-        things = self.iot.list_principal_things(principal=arn)["things"]
-        return "\n".join(acl_lines(common_name(pem), things[0] if things else None, documents))
+        things = self.account.principal_things(arn)
+        return self._active(identity, arn, things[0] if things else None, attached)
 
-    def refresh(self) -> tuple[str, list[int]]:
-        current: dict[str, tuple[str, str | int]] = {}
-        for page in self.iot.get_paginator("list_certificates").paginate(pageSize=250):
-            for summary in page["certificates"]:
-                certificate_id, status = summary["certificateId"], summary["status"]
-                if status not in ("ACTIVE", "REVOKED"):
-                    continue
-                known = self._seen.get(certificate_id)
-                if known is not None and known[0] == status:
-                    current[certificate_id] = known
-                    continue
-                described = self._describe(summary)
-                if described is not None:
-                    current[certificate_id] = (status, described)
+    def _active(self, identity: str, arn: str, thing: str | None, policies: list[str]) -> CertificateAccess:
+        rules = access_rules(thing, [self.account.policy_document(name) for name in policies])
+        return CertificateAccess("ACTIVE", identity, rules="\n".join([f"# {arn}", *rules]) + "\n")
+
+    def grant(self, certificate_id: str, arn: str, pem: str, thing: str, policies: list[str]) -> tuple[str, str]:
+        """(identity, rules) of a certificate just made ACTIVE with this thing and these policies."""
+        parsed = _parse(pem)
+        if parsed is None:
+            raise ValueError("not a certificate the sandbox CA issued")
+        access = self._active(parsed[0], arn, thing, policies)
+        self._seen[certificate_id] = access
+        return access.identity, access.rules
+
+    def refresh(self) -> tuple[dict[str, str], list[int]]:
+        """(rules file text by certificate identity, revoked serials)."""
+        current: dict[str, CertificateAccess] = {}
+        for certificate in self.account.certificates():
+            certificate_id, status = certificate.certificate_id, certificate.status
+            if status not in ("ACTIVE", "REVOKED"):
+                continue
+            known = self._seen.get(certificate_id)
+            if known is not None and known.status == status:
+                current[certificate_id] = known
+                continue
+            described = self._describe(certificate)
+            if described is not None:
+                current[certificate_id] = described
         self._seen = current
-        blocks = [entry for status, entry in current.values() if status == "ACTIVE" and isinstance(entry, str)]
-        revoked = [entry for status, entry in current.values() if status == "REVOKED" and isinstance(entry, int)]
-        return "\n\n".join(sorted(blocks)) + "\n", sorted(revoked)
+        rules = {a.identity: a.rules for a in current.values() if a.status == "ACTIVE"}
+        revoked = sorted(a.serial for a in current.values() if a.status == "REVOKED")
+        return rules, revoked

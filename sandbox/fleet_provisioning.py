@@ -5,7 +5,8 @@ as fp/req/<client id>/<topic>, and the answer goes back to that client only. Ser
 CreateKeysAndCertificate, CreateCertificateFromCsr (sandbox-CA certificates, single-use ownership
 tokens valid 1 h), RegisterThing (the deployed template, its pre-provisioning hook, the template's
 resources, then the thing-created registry event through the topic rules the sandbox supports),
-and shadow get/update. Control-plane work goes through boto3 to the sandbox, like any client.
+and shadow get/update. The registry, functions and shadows are the local AWS's own, reached
+in-process (sandbox.local_account): the service runs inside the local AWS's process.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from awscrt import mqtt
 from awsiot import mqtt_connection_builder
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from sandbox import template_engine
 from sandbox.data_plane import SERVICE_ID, Broker, RegistryRules
+from sandbox.local_account import AwsError, LocalAccount
 
 TOKEN_LIFETIME = 3600.0
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
@@ -59,19 +58,10 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 class FleetProvisioningService:
-    def __init__(self, endpoint_url: str, region: str, broker: Broker) -> None:
-        config = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
-        session = boto3.session.Session(
-            aws_access_key_id="sandbox",
-            aws_secret_access_key="sandbox",  # noqa: S106 - the sandbox accepts any credentials
-            region_name=region,
-        )
-        self.iot = session.client("iot", endpoint_url=endpoint_url, config=config)
-        self.lambda_ = session.client("lambda", endpoint_url=endpoint_url, config=config)
-        self.data = session.client("iot-data", endpoint_url=endpoint_url, config=config)
-        self.logs = session.client("logs", endpoint_url=endpoint_url, config=config)
+    def __init__(self, account: LocalAccount, broker: Broker) -> None:
+        self.account = account
         self.broker = broker
-        self.rules = RegistryRules(self.iot)
+        self.rules = RegistryRules(account)
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
@@ -100,7 +90,9 @@ class FleetProvisioningService:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        subscribed, _ = self.connection.subscribe("fp/req/#", mqtt.QoS.AT_LEAST_ONCE, self._on_request)
+        # QoS 0 on the loopback hop: a PUBACK per request would hold the next answer back behind
+        # Nagle's algorithm until mosquitto's delayed ACK (40 ms a request, measured).
+        subscribed, _ = self.connection.subscribe("fp/req/#", mqtt.QoS.AT_MOST_ONCE, self._on_request)
         subscribed.result(timeout=10)
         threading.Thread(target=self._refresh_loop, name="access-rules", daemon=True).start()
 
@@ -122,9 +114,22 @@ class FleetProvisioningService:
                 print(f"fleet-provisioning: refreshing access rules failed: {error}", flush=True)
 
     def refresh_rules(self) -> None:
+        """Brings the broker's rules up to the whole registry (every ~2 s, and at start)."""
         with self._rules_lock:
             rules, revoked = self.rules.refresh()
             self.broker.write_rules(rules, self.broker.crl(revoked))
+
+    def grant_rules(self, certificate: OwnershipToken, thing: str, policies: list[str]) -> None:
+        """Puts a just-registered certificate's rules in force before the device gets its answer.
+
+        The registration knows the certificate, its thing and its policies, so this costs one rules
+        file, not a pass over the registry (which grows with every device).
+        """
+        with self._rules_lock:
+            identity, rules = self.rules.grant(
+                certificate.certificate_id, certificate.certificate_arn, certificate.certificate_pem, thing, policies
+            )
+            self.broker.write_identity_rules(identity, rules)
 
     # Requests ----------------------------------------------------------------------------------
     def _on_request(self, topic: str, payload: bytes, **_: Any) -> None:
@@ -158,25 +163,27 @@ class FleetProvisioningService:
             return self.shadow(match.group(1), match.group(2), payload)
         return "", {}
 
-    def _token(self, certificate: dict[str, Any]) -> str:
+    def _token(self, certificate: Any) -> str:
         token = secrets.token_urlsafe(48)
         with self._tokens_lock:
             now = time.time()
             for stale in [t for t, v in self.tokens.items() if v.expires < now]:
                 del self.tokens[stale]
             self.tokens[token] = OwnershipToken(
-                certificate["certificateId"], certificate["certificateArn"], certificate["certificatePem"],
-                now + TOKEN_LIFETIME,
-            )  # fmt: skip
+                certificate.certificate_id, certificate.arn, certificate.certificate_pem, now + TOKEN_LIFETIME
+            )
         return token
 
     def create_keys_and_certificate(self) -> dict[str, Any]:
-        created = self.iot.create_keys_and_certificate(setAsActive=False)
+        try:
+            certificate, private_key = self.account.create_keys_and_certificate()
+        except AwsError as error:
+            raise Rejected(error.status, error.code, error.message) from None
         return {
-            "certificateId": created["certificateId"],
-            "certificatePem": created["certificatePem"],
-            "privateKey": created["keyPair"]["PrivateKey"],
-            "certificateOwnershipToken": self._token(created),
+            "certificateId": certificate.certificate_id,
+            "certificatePem": certificate.certificate_pem,
+            "privateKey": private_key,
+            "certificateOwnershipToken": self._token(certificate),
         }
 
     def create_certificate_from_csr(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -184,19 +191,19 @@ class FleetProvisioningService:
         if not isinstance(csr, str) or "CERTIFICATE REQUEST" not in csr:
             raise Rejected(400, "InvalidCsr", "certificateSigningRequest is not a PEM certificate signing request")
         try:
-            created = self.iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
-        except ClientError as error:
-            raise Rejected(400, "InvalidCsr", error.response["Error"].get("Message", "invalid CSR")) from None
+            certificate = self.account.create_certificate_from_csr(csr)
+        except AwsError as error:
+            raise Rejected(400, "InvalidCsr", error.message) from None
         return {
-            "certificateId": created["certificateId"],
-            "certificatePem": created["certificatePem"],
-            "certificateOwnershipToken": self._token(created),
+            "certificateId": certificate.certificate_id,
+            "certificatePem": certificate.certificate_pem,
+            "certificateOwnershipToken": self._token(certificate),
         }
 
     def register_thing(self, template_name: str, client_id: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            template = self.iot.describe_provisioning_template(templateName=template_name)
-        except ClientError:
+            template = self.account.provisioning_template(template_name)
+        except AwsError:
             raise Rejected(404, "ResourceNotFound", f"Template {template_name} not found") from None
         if not template.get("enabled"):
             raise Rejected(400, "InvalidRequest", f"Template {template_name} is disabled")
@@ -234,7 +241,6 @@ class FleetProvisioningService:
         except template_engine.TemplateError as error:
             raise Rejected(400, "InvalidParameters", str(error)) from None
         thing_name, created = self._apply(resources, token)
-        self.refresh_rules()  # the device reconnects as its thing right after this answer
         if created:
             self._thing_created_event(thing_name)
         return {"deviceConfiguration": {k: str(v) for k, v in configuration.items()}, "thingName": thing_name}
@@ -252,14 +258,14 @@ class FleetProvisioningService:
             "parameters": parameters,
         }
         try:
-            response = self.lambda_.invoke(FunctionName=hook["targetArn"], Payload=json.dumps(event).encode())
-            answer = json.loads(response["Payload"].read() or b"null")
-        except (ClientError, ValueError) as error:
+            invocation = self.account.invoke(hook["targetArn"], event)
+        except AwsError as error:
             print(f"fleet-provisioning: the hook could not be invoked: {error}", flush=True)
             raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook failed") from None
-        if response.get("FunctionError"):
+        answer = invocation.payload
+        if invocation.function_error:
             print(f"fleet-provisioning: the hook failed: {answer}", flush=True)
-        if response.get("FunctionError") or not isinstance(answer, dict) or answer.get("allowProvisioning") is not True:
+        if invocation.function_error or not isinstance(answer, dict) or answer.get("allowProvisioning") is not True:
             raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied by the pre-provisioning hook")
         overrides = answer.get("parameterOverrides", {})
         return {k: str(v) for k, v in overrides.items()} if isinstance(overrides, dict) else {}
@@ -274,47 +280,43 @@ class FleetProvisioningService:
         name = thing["ThingName"]
         created = False
         try:
-            arguments: dict[str, Any] = {"thingName": name}
-            if thing.get("ThingTypeName"):
-                arguments["thingTypeName"] = thing["ThingTypeName"]
-            if thing.get("AttributePayload"):
-                arguments["attributePayload"] = {"attributes": thing["AttributePayload"]}
-            try:
-                self.iot.describe_thing(thingName=name)
-            except ClientError:
-                self.iot.create_thing(**arguments)
+            if self.account.thing(name) is None:
+                self.account.create_thing(name, thing.get("ThingTypeName"), thing.get("AttributePayload"))
                 created = True
             for group in thing.get("ThingGroups", []):
-                self.iot.add_thing_to_thing_group(thingGroupName=group, thingName=name)
+                self.account.add_thing_to_thing_group(group, name)
             for policy in policies:
-                self.iot.attach_policy(policyName=policy["PolicyName"], target=token.certificate_arn)
-            self.iot.attach_thing_principal(thingName=name, principal=token.certificate_arn)
-            self.iot.update_certificate(certificateId=token.certificate_id, newStatus="ACTIVE")
-        except ClientError as error:
-            raise Rejected(400, "InvalidParameters", error.response["Error"].get("Message", str(error))) from None
+                self.account.attach_policy(policy["PolicyName"], token.certificate_arn)
+            self.account.attach_thing_principal(name, token.certificate_arn)
+            self.account.update_certificate(token.certificate_id, "ACTIVE")
+            # The device reconnects as its thing right after the answer: its rules must be in force.
+            self.grant_rules(token, name, [policy["PolicyName"] for policy in policies])
+        except AwsError as error:
+            raise Rejected(400, "InvalidParameters", error.message) from None
         return name, created
 
     def _thing_created_event(self, thing_name: str) -> None:
         """Registry event through the topic rules the sandbox supports (SELECT ... FROM '<filter>';
         lambda and cloudwatchLogs actions). Run before the device's answer: more punctual than AWS."""
-        description = self.iot.describe_thing(thingName=thing_name)
+        thing = self.account.thing(thing_name)
+        if thing is None:
+            return
         topic = f"$aws/events/thing/{thing_name}/created"
         event = {
             "eventType": "THING_EVENT",
             "eventId": secrets.token_hex(16),
             "timestamp": int(time.time() * 1000),
             "operation": "CREATED",
-            "accountId": "123456789012",
-            "thingId": description.get("thingId", ""),
+            "accountId": self.account.account_id,
+            "thingId": thing.thing_id,
             "thingName": thing_name,
-            "versionNumber": description.get("version", 1),
-            "thingTypeName": description.get("thingTypeName"),
-            "attributes": description.get("attributes", {}),
+            "versionNumber": thing.version,
+            "thingTypeName": thing.thing_type.thing_type_name if thing.thing_type else None,
+            "attributes": dict(thing.attributes),
         }
-        for summary in self.iot.list_topic_rules()["rules"]:
-            if summary.get("ruleDisabled"):
+        for rule in self.account.topic_rules():
+            if rule.get("ruleDisabled"):
                 continue
-            rule = self.iot.get_topic_rule(ruleName=summary["ruleName"])["rule"]
             match = _RULE_SQL.match(rule.get("sql", ""))
             if not match or not topic_matches(match.group("filter"), topic):
                 continue
@@ -322,21 +324,16 @@ class FleetProvisioningService:
             if "topic()" in match.group("select"):
                 message["topic"] = topic
             for action in rule.get("actions", []):
-                if "lambda" in action:
-                    self.lambda_.invoke(
-                        FunctionName=action["lambda"]["functionArn"], Payload=json.dumps(message).encode()
-                    )
-                if "cloudwatchLogs" in action:
-                    group = action["cloudwatchLogs"]["logGroupName"]
-                    stream = f"rule-{summary['ruleName']}"
-                    try:
-                        self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
-                    except ClientError:
-                        pass
-                    self.logs.put_log_events(
-                        logGroupName=group, logStreamName=stream,
-                        logEvents=[{"timestamp": event["timestamp"], "message": json.dumps(message)}],
-                    )  # fmt: skip
+                try:
+                    if "lambda" in action:
+                        self.account.invoke(action["lambda"]["functionArn"], message)
+                    if "cloudwatchLogs" in action:
+                        self.account.put_log_event(
+                            action["cloudwatchLogs"]["logGroupName"], f"rule-{rule['ruleName']}",
+                            event["timestamp"], json.dumps(message),
+                        )  # fmt: skip
+                except AwsError as error:  # as in AWS, a failing action does not fail the registry change
+                    print(f"fleet-provisioning: rule {rule['ruleName']}: action failed: {error}", flush=True)
 
     def shadow(self, thing_name: str, operation: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         base = f"$aws/things/{thing_name}/shadow/{operation}"
@@ -349,13 +346,12 @@ class FleetProvisioningService:
         )
         try:
             if operation == "get":
-                document = self.data.get_thing_shadow(thingName=thing_name)["payload"].read()
+                document = self.account.get_thing_shadow(thing_name)
             else:
-                document = self.data.update_thing_shadow(thingName=thing_name, payload=payload)["payload"].read()
-        except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
-            return f"{base}/rejected", {"code": status, "message": error.response["Error"].get("Message", ""), **token}
-        return f"{base}/accepted", {**json.loads(document), **token}
+                document = self.account.update_thing_shadow(thing_name, payload.decode(errors="replace"))
+        except AwsError as error:
+            return f"{base}/rejected", {"code": error.status, "message": error.message, **token}
+        return f"{base}/accepted", {**document, **token}
 
 
 def _json(payload: bytes) -> dict[str, Any]:

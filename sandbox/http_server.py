@@ -10,6 +10,7 @@ already completed gets the first attempt's answer again instead of running twice
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -67,9 +68,29 @@ class RetriesAtMostOnce:
                 self._running.pop(invocation).set()
 
 
+class Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with its host -> service lookup remembered.
+
+    moto looks the host up again for every request (listing its own package folder each time, under
+    one global lock): a tenth of the sandbox's CPU when devices provision. The answer depends on
+    the host name alone.
+    """
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one dispatcher per process, kept for its life
+    def get_backend_for_host(self, host: str | None) -> Any:
+        return super().get_backend_for_host(host)
+
+
+class QuietRequestHandler(MotoRequestHandler):
+    """No access-log line per request (werkzeug writes one through a colour filter, under a lock)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
 def serve(port: int) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
-    app = RetriesAtMostOnce(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", port, app, True, request_handler=MotoRequestHandler)
+    app = RetriesAtMostOnce(Dispatcher(create_backend_app))
+    server = make_server("127.0.0.1", port, app, True, request_handler=QuietRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server

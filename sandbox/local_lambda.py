@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import os
-import queue
+import select
 import shutil
 import subprocess
 import sys
@@ -24,7 +24,7 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
-WORKERS_PER_FUNCTION = 8
+WORKERS_PER_FUNCTION = 8  # concurrent executions per function configuration; more invocations wait their turn
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +49,16 @@ class Worker:
         self.init_logs = json.loads(ready).get("logs", "")
 
     def _read_line(self, timeout: float) -> str | None:
+        """The worker's next line, or None when it wrote none within the timeout (or exited).
+
+        The worker writes exactly one line per request and nothing else, so nothing is left in the
+        pipe's read buffer between requests and waiting on the descriptor is exact.
+        """
         assert self.process.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: lines.put(self.process.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
-        try:
-            return lines.get(timeout=timeout) or None
-        except queue.Empty:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
             return None
+        return self.process.stdout.readline() or None
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
         """The worker's answer, or None when it did not answer in time (the worker is then gone)."""
@@ -87,6 +90,7 @@ class WorkerPool:
         self.code_root = state_dir / "lambda"
         self.endpoint = endpoint
         self._idle: dict[str, list[Worker]] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
 
@@ -128,8 +132,19 @@ class WorkerPool:
         }
 
     def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
-        """(payload, errored, logs), as moto's own invoke returns them."""
+        """(payload, errored, logs), as moto's own invoke returns them.
+
+        At most WORKERS_PER_FUNCTION run at once; a burst beyond that waits for a warm worker
+        instead of starting (and then discarding) one process per extra invocation, which on a
+        2-core machine cost more than it served.
+        """
         key = self._key(fn)
+        with self._lock:
+            slots = self._slots.setdefault(key, threading.BoundedSemaphore(WORKERS_PER_FUNCTION))
+        with slots:
+            return self._invoke(fn, key, event)
+
+    def _invoke(self, fn: LambdaFunction, key: str, event: Any) -> tuple[str, bool, str]:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             worker = idle.pop() if idle else None

@@ -6,6 +6,7 @@ Run by ``python -m sandbox up``; not meant to be started by hand.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import threading
@@ -26,8 +27,10 @@ def main() -> None:
         local_lambda,
         moto_atomic_dynamodb_writes,
         moto_idempotent_lambda_permissions,
+        moto_indexed_iot_lookups,
         moto_iot_certificates_from_sandbox_ca,
         moto_missing_iot_apis,
+        moto_thread_safe_iot_registry,
     )
     from sandbox.certificate_authority import CertificateAuthority
 
@@ -37,6 +40,8 @@ def main() -> None:
     moto_iot_certificates_from_sandbox_ca.install(authority)
     moto_atomic_dynamodb_writes.install()
     moto_idempotent_lambda_permissions.install()
+    moto_indexed_iot_lookups.install()
+    moto_thread_safe_iot_registry.install()
     pool = local_lambda.WorkerPool(args.state_dir, endpoint)
     local_lambda.install(pool)
 
@@ -45,12 +50,18 @@ def main() -> None:
     server = serve(args.port)
     from sandbox.data_plane import Broker
     from sandbox.fleet_provisioning import FleetProvisioningService
+    from sandbox.local_account import LocalAccount
 
     broker = Broker(args.state_dir, args.mqtt_port, authority)
     broker.prepare()
     broker.start()
-    service = FleetProvisioningService(endpoint, args.region, broker)
+    service = FleetProvisioningService(LocalAccount(args.region), broker)
     service.start()
+    # The local AWS keeps every resource in memory; with thousands of devices registered, the
+    # collector's walks over that heap showed up in every profile of a fleet run. Collect young
+    # garbage less often, and never rescan what start-up made (moto's modules and models).
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

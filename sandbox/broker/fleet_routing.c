@@ -1,5 +1,5 @@
 /*
- * Reply routing for the sandbox's IoT data plane (mosquitto 2.0 plugin, API v5).
+ * Reply routing and access checks for the sandbox's IoT data plane (mosquitto 2.0 plugin, API v5).
  *
  * AWS IoT answers a device's $aws/... request on the same connection only. A plain broker fans
  * the answer out to every subscriber, so devices sharing the claim certificate would see (and
@@ -9,7 +9,14 @@
  *   - delivers the service's fp/resp/<client id>/<topic> only to that client, on <topic>, and
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
+ *
+ * Access checks: what a certificate may do is what its IoT policies allow, written by the sandbox
+ * as one file per certificate identity in "rules_dir" (lines "client <pattern>", "publish <filter>",
+ * "receive <filter>", "subscribe <filter>"). The file is read at each check, so a registration is in force the moment the
+ * sandbox has written it (a reload signal can be lost while mosquitto is reloading; a file cannot).
+ * No file, a client id no "client" line allows, or no matching rule: denied.
  */
+#include <fnmatch.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +30,7 @@
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char service_id[128] = "sandbox-fleet-service";
+static char rules_dir[1024] = "";
 
 static bool starts_with(const char *text, const char *prefix)
 {
@@ -80,6 +88,84 @@ static int on_message(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* One topic level: its length, and where the next starts (NULL after the last). */
+static size_t level(const char *text, const char **next)
+{
+	const char *slash = strchr(text, '/');
+	*next = slash ? slash + 1 : NULL;
+	return slash ? (size_t)(slash - text) : strlen(text);
+}
+
+/* True when every topic the filter (or plain topic) can name is matched by the rule (exported for tests). */
+bool rule_covers(const char *rule, const char *filter)
+{
+	if (filter[0] == '$' && (rule[0] == '+' || rule[0] == '#')) return false; /* MQTT: wildcards skip $ topics */
+	while (true) {
+		const char *rule_next, *filter_next;
+		size_t rule_length = level(rule, &rule_next);
+		size_t filter_length = level(filter, &filter_next);
+
+		if (rule_length == 1 && rule[0] == '#') return true;
+		if (filter_length == 1 && (filter[0] == '#' || filter[0] == '+')) {
+			if (!(rule_length == 1 && rule[0] == '+' && filter[0] == '+')) return false;
+		} else if (!(rule_length == 1 && rule[0] == '+')) {
+			if (rule_length != filter_length || strncmp(rule, filter, rule_length) != 0) return false;
+		}
+		if (!rule_next && !filter_next) return true;
+		if (!filter_next) return strcmp(rule_next, "#") == 0; /* "a/#" also matches "a" */
+		if (!rule_next) return false;
+		rule = rule_next;
+		filter = filter_next;
+	}
+}
+
+static bool safe_identity(const char *identity)
+{
+	if (!identity[0] || identity[0] == '.') return false;
+	for (const char *c = identity; *c; c++) {
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+				*c == '_' || *c == '.')) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *check = event_data;
+	const char *identity = mosquitto_client_username(check->client);
+	const char *client_id = mosquitto_client_id(check->client);
+	char path[1400], line[1024];
+	bool client_allowed = false, topic_allowed = false;
+	FILE *rules;
+
+	(void)event;
+	(void)userdata;
+	if (!check->topic) return MOSQ_ERR_ACL_DENIED;
+	if (is_service(check->client)) return starts_with(check->topic, "fp/") ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+	if (check->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
+	if (!identity || !client_id || !rules_dir[0] || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED;
+	snprintf(path, sizeof(path), "%s/%s", rules_dir, identity);
+	rules = fopen(path, "r");
+	if (!rules) return MOSQ_ERR_ACL_DENIED;
+	while (fgets(line, sizeof(line), rules)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (starts_with(line, "client ")) {
+			client_allowed = client_allowed || fnmatch(line + 7, client_id, FNM_NOESCAPE) == 0;
+		} else if (starts_with(line, "publish ")) {
+			topic_allowed = topic_allowed || (check->access == MOSQ_ACL_WRITE && rule_covers(line + 8, check->topic));
+		} else if (starts_with(line, "receive ")) {
+			topic_allowed = topic_allowed || (check->access == MOSQ_ACL_READ && rule_covers(line + 8, check->topic));
+		} else if (starts_with(line, "subscribe ")) {
+			topic_allowed = topic_allowed ||
+					(check->access == MOSQ_ACL_SUBSCRIBE && rule_covers(line + 10, check->topic));
+		}
+	}
+	fclose(rules);
+	return client_allowed && topic_allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
 {
 	for (int i = 0; i < supported_version_count; i++) {
@@ -96,7 +182,12 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	for (int i = 0; i < option_count; i++) {
 		if (strcmp(options[i].key, "service_client_id") == 0) {
 			snprintf(service_id, sizeof(service_id), "%s", options[i].value);
+		} else if (strcmp(options[i].key, "rules_dir") == 0) {
+			snprintf(rules_dir, sizeof(rules_dir), "%s", options[i].value);
 		}
+	}
+	if (mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS) {
+		return MOSQ_ERR_UNKNOWN;
 	}
 	return mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL);
 }
@@ -106,5 +197,6 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	(void)userdata;
 	(void)options;
 	(void)option_count;
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	return mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
 }

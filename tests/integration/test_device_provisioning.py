@@ -161,10 +161,10 @@ def test_replayed_serial_is_refused_after_it_provisioned(fleet: Fleet) -> None:
     assert fleet.footprint() == before
 
 
-def claim_identity(fleet: Fleet) -> tuple[mqtt5.Client, iotidentity.IotIdentityClientV2]:
+def claim_identity(fleet: Fleet) -> tuple[device.Connection, iotidentity.IotIdentityClientV2]:
     client = device.connect(fleet.target, fleet.target.claim_cert, fleet.target.claim_key, "claim-raw-test", 15)
     options = mqtt_request_response.ClientOptions(4, 2, operation_timeout_in_seconds=15)
-    return client, iotidentity.IotIdentityClientV2(client, options)
+    return client, iotidentity.IotIdentityClientV2(client.client, options)
 
 
 def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fleet: Fleet) -> None:
@@ -179,10 +179,11 @@ def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fle
                 template_name=template, certificate_ownership_token=created.certificate_ownership_token,
                 parameters=parameters))  # fmt: skip
 
-        # Another template's topic is outside the claim policy: refused at the broker, as AWS refuses it.
+        # Another template's topics are outside the claim policy: the SDK's subscription to its answers
+        # is refused at the broker (SUBACK "not authorized"), as AWS refuses it; nothing is sent.
         with pytest.raises(Exception) as elsewhere:
             register("SomeOtherTemplate").result(15)
-        assert "PUBLISH_FAILURE" in device.rejection(elsewhere.value)
+        assert "SUBSCRIBE_FAILURE" in device.rejection(elsewhere.value)
         register(fleet.target.template_name).result(15)
         before = fleet.footprint()
         with pytest.raises(Exception) as reused:
@@ -190,7 +191,7 @@ def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fle
         assert "400 InvalidCertificateOwnershipToken" in device.rejection(reused.value)
         assert fleet.footprint() == before
     finally:
-        client.stop()
+        client.close()
 
 
 def test_twenty_concurrent_devices_with_one_serial_provision_exactly_once(fleet: Fleet) -> None:
@@ -211,9 +212,14 @@ def test_twenty_concurrent_devices_with_one_serial_provision_exactly_once(fleet:
     assert fleet.registry("SN-RACE-1")["status"] == "provisioned"
 
 
-def publish(client: mqtt5.Client, topic: str) -> Any:
+def publish(connection: device.Connection, topic: str) -> Any:
     packet = mqtt5.PublishPacket(topic=topic, payload=b"{}", qos=mqtt5.QoS.AT_LEAST_ONCE)
-    return client.publish(packet).result(10).puback.reason_code
+    return connection.client.publish(packet).result(10).puback.reason_code
+
+
+def subscribe(connection: device.Connection, topic_filter: str) -> Any:
+    packet = mqtt5.SubscribePacket([mqtt5.Subscription(topic_filter, mqtt5.QoS.AT_LEAST_ONCE)])
+    return connection.client.subscribe(packet).result(10).reason_codes[0]
 
 
 def test_claim_and_device_certificates_reach_only_their_own_topics(fleet: Fleet) -> None:
@@ -222,13 +228,14 @@ def test_claim_and_device_certificates_reach_only_their_own_topics(fleet: Fleet)
     a = fleet.provision("SN-ACL-A", "humidity-sensor", skip_device_check=True)
     fleet.provision("SN-ACL-B", "humidity-sensor", skip_device_check=True)
     denied = mqtt5.PubackReasonCode.NOT_AUTHORIZED
+    not_authorized = mqtt5.SubackReasonCode.NOT_AUTHORIZED
 
     claim = device.connect(fleet.target, fleet.target.claim_cert, fleet.target.claim_key, "claim-acl", 15)
     try:
         assert publish(claim, "devices/humidity-sensor-SN-ACL-A/telemetry") == denied
         assert publish(claim, "$aws/things/humidity-sensor-SN-ACL-A/shadow/get") == denied
     finally:
-        claim.stop()
+        claim.close()
     thing_a = a["thingName"]
     client = device.connect(fleet.target, a["certificateFile"], a["privateKeyFile"], thing_a, 15)
     try:
@@ -236,8 +243,28 @@ def test_claim_and_device_certificates_reach_only_their_own_topics(fleet: Fleet)
         assert publish(client, "devices/humidity-sensor-SN-ACL-B/telemetry") == denied
         assert publish(client, "$aws/things/humidity-sensor-SN-ACL-B/shadow/update") == denied
         assert publish(client, "$aws/certificates/create/json") == denied
+        assert subscribe(client, f"$aws/things/{thing_a}/shadow/get/accepted") == mqtt5.SubackReasonCode.GRANTED_QOS_1
+        assert subscribe(client, "$aws/things/humidity-sensor-SN-ACL-B/shadow/get/accepted") == not_authorized
+        assert subscribe(client, "$aws/things/+/shadow/get/accepted") == not_authorized  # wider than its grant
+        assert subscribe(client, "#") == not_authorized
     finally:
-        client.stop()
+        client.close()
+
+
+def test_a_device_certificate_is_bound_to_its_thing_name_as_client_id(fleet: Fleet) -> None:
+    """The device policy allows iot:Connect only on client/<its thing name>: with any other client id
+    (including another device's) the certificate can do nothing."""
+    fleet.enroll("SN-CLIENTID-A", "temperature-sensor")
+    a = fleet.provision("SN-CLIENTID-A", "temperature-sensor", skip_device_check=True)
+    for client_id in ("temperature-sensor-SN-SOMEONE-ELSE", "not-a-thing"):
+        impostor = device.connect(fleet.target, a["certificateFile"], a["privateKeyFile"], client_id, 15)
+        try:
+            assert publish(impostor, f"devices/{a['thingName']}/telemetry") == mqtt5.PubackReasonCode.NOT_AUTHORIZED
+            assert subscribe(impostor, f"$aws/things/{a['thingName']}/shadow/get/accepted") == (
+                mqtt5.SubackReasonCode.NOT_AUTHORIZED
+            )
+        finally:
+            impostor.close()
 
 
 def test_revoked_certificate_cannot_connect(fleet: Fleet) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.iot.exceptions import ResourceNotFoundException
+from moto.iot.models import iot_backends
 
-from sandbox import local_lambda, moto_missing_iot_apis
+from sandbox import (
+    local_lambda,
+    moto_indexed_iot_lookups,
+    moto_missing_iot_apis,
+    moto_thread_safe_iot_registry,
+)
 
 moto_missing_iot_apis.install()
 BODY = json.dumps({"Parameters": {}, "Resources": {}})
@@ -244,3 +252,45 @@ def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_runn
     call("/rules/r", "id-4", method="GET")
     call("/rules/r", "id-4", method="GET")
     assert calls.count("/rules/r") == 4  # reads are never replayed
+
+
+def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_threads(iot: Any) -> None:
+    """Things and certificates are found by key (same answers as moto's scan), and registry calls from
+    many threads (HTTP requests and the in-process fleet service at once) no longer trip over each other."""
+    moto_indexed_iot_lookups.install()
+    moto_thread_safe_iot_registry.install()
+    backend = iot_backends["123456789012"]["us-east-1"]
+    iot.create_thing_type(thingTypeName="sensor")
+    iot.create_thing(thingName="dev-1", thingTypeName="sensor", attributePayload={"attributes": {"a": "1"}})
+    created = iot.create_keys_and_certificate(setAsActive=True)
+
+    assert backend.describe_thing("dev-1").thing_type.thing_type_name == "sensor"
+    assert backend.describe_certificate(created["certificateId"]).arn == created["certificateArn"]
+    assert backend._get_principal(created["certificateArn"]).certificate_id == created["certificateId"]
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        iot.describe_thing(thingName="dev-2")
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        iot.describe_certificate(certificateId="0" * 64)
+
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        for n in range(1500):
+            backend.create_thing(f"race-{n}", "", None)
+
+    def look_up_a_missing_thing() -> None:  # not found by key, so moto scans every thing
+        for _ in range(200):
+            try:
+                backend.describe_thing("never-created")
+            except ResourceNotFoundException:
+                pass
+            except RuntimeError as error:  # "OrderedDict mutated during iteration" without the lock
+                errors.append(error)
+
+    threads = [threading.Thread(target=create)] + [threading.Thread(target=look_up_a_missing_thing) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert len(backend.things) == 1501

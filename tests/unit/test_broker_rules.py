@@ -1,0 +1,120 @@
+"""What the sandbox broker lets a certificate do: derived from its IoT policies, matched as AWS IoT matches.
+
+The rules are generated from the very policy documents the stack deploys (iot_fleet.documents), and
+the topic matching is the broker plugin's own C function, built here with gcc and called directly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iot_fleet import documents
+from iot_fleet.device_catalogue import load_catalogue
+from sandbox.data_plane import PLUGIN_SOURCE, access_rules
+
+ARN = "arn:aws:iot:us-east-1:123456789012:"
+THING = "gateway-SN-1"
+
+
+def test_claim_certificate_may_use_only_the_provisioning_topics_of_its_template() -> None:
+    rules = access_rules(None, [documents.claim_policy("Fleet", ARN)])
+
+    topics = ["$aws/certificates/create/#", "$aws/certificates/create-from-csr/#",
+              "$aws/provisioning-templates/Fleet/provision/#"]  # fmt: skip
+    expected = {"client *"} | {f"{verb} {t}" for verb in ("publish", "receive", "subscribe") for t in topics}
+    assert set(rules) == expected
+
+
+def test_device_certificate_is_confined_to_its_own_thing_and_client_id() -> None:
+    gateway = load_catalogue()["gateway"]
+    rules = access_rules(THING, [documents.device_policy(gateway, ARN)])
+
+    assert "client gateway-SN-1" in rules
+    assert [r for r in rules if r.startswith("client ")] == ["client gateway-SN-1"]
+    assert "subscribe $aws/things/gateway-SN-1/shadow/get/#" in rules
+    assert all(THING in rule for rule in rules), rules
+    assert {r.split()[0] for r in rules} == {"client", "publish", "receive", "subscribe"}
+
+
+def test_thing_scoped_grants_mean_nothing_without_an_attached_thing() -> None:
+    gateway = load_catalogue()["gateway"]
+    assert access_rules(None, [documents.device_policy(gateway, ARN)]) == []
+
+
+def test_what_the_broker_cannot_express_is_not_granted() -> None:
+    grants = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}client/*"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": [
+                f"{ARN}topic/a/${{iot:ClientId}}/x",  # a policy variable the sandbox does not bind
+                f"{ARN}topic/a/*/x",  # a wildcard inside a level
+                f"{ARN}topic/b/*",
+            ]},
+            {"Effect": "Allow", "Action": "iot:*", "Resource": f"{ARN}topic/c"},
+        ],
+    }  # fmt: skip
+    assert access_rules(None, [grants]) == ["client *", "publish b/#", "publish c", "receive c"]
+
+
+def test_an_action_any_deny_names_is_granted_nowhere() -> None:
+    """IoT subtracts a Deny from the Allows; the broker's rules cannot, so the action is refused."""
+    allow = {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": f"{ARN}topic/t/*"}
+    deny = {"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{ARN}topic/t/secret"}
+    assert access_rules(None, [{"Statement": [allow]}, {"Statement": [deny]}]) == ["receive t/#"]
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if not shutil.which("gcc") or not Path("/usr/include/mosquitto_broker.h").exists():
+        pytest.fail("gcc and mosquitto-dev are needed (make setup installs them)")
+    folder = tmp_path_factory.mktemp("plugin")
+    # The broker provides these to the plugin at run time; outside it, inert stand-ins let it load.
+    (folder / "broker.c").write_text("\n".join(
+        f"{kind} {name}(void) {{ return 0; }}" for kind, name in (
+            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_username"),
+            ("int", "mosquitto_broker_publish_copy"), ("void *", "mosquitto_malloc"), ("int", "mosquitto_free"),
+            ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"))))  # fmt: skip
+    library = folder / "fleet_routing.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(PLUGIN_SOURCE), str(folder / "broker.c")],
+                   check=True)  # fmt: skip
+    loaded = ctypes.CDLL(str(library))
+    loaded.rule_covers.restype = ctypes.c_bool
+    loaded.rule_covers.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    return lambda rule, topic: bool(loaded.rule_covers(rule.encode(), topic.encode()))
+
+
+@pytest.mark.parametrize(
+    ("rule", "topic", "covered"),
+    [
+        ("devices/d1/telemetry", "devices/d1/telemetry", True),
+        ("devices/d1/telemetry", "devices/d2/telemetry", False),
+        ("devices/d1/telemetry", "devices/d1/telemetry/x", False),
+        ("devices/d1/#", "devices/d1", True),  # MQTT: a/# matches a
+        ("devices/d1/#", "devices/d1/a/b", True),
+        ("devices/d1/#", "devices/d10/a", False),
+        ("devices/+/telemetry", "devices/d1/telemetry", True),
+        ("devices/+/telemetry", "devices/d1/x/telemetry", False),
+        # Subscriptions: a filter is allowed only when every topic it can match is.
+        ("devices/d1/#", "devices/d1/+", True),
+        ("devices/d1/#", "devices/d1/#", True),
+        ("devices/d1/telemetry", "devices/+/telemetry", False),
+        ("devices/+/telemetry", "devices/+/telemetry", True),
+        ("devices/+/telemetry", "devices/#", False),
+        ("devices/d1/#", "#", False),
+        # Wildcards never match $ topics from the first level (MQTT 4.7.2).
+        ("#", "$aws/things/d1/shadow/get", False),
+        ("+/things/d1/shadow/get", "$aws/things/d1/shadow/get", False),
+        ("$aws/things/d1/shadow/#", "$aws/things/d1/shadow/get", True),
+    ],
+)
+def test_broker_plugin_matches_topics_and_filters_as_mqtt_does(
+    plugin: Any, rule: str, topic: str, covered: bool
+) -> None:
+    assert plugin(rule, topic) is covered
