@@ -10,6 +10,7 @@ CRL is regenerated when a certificate is revoked and mosquitto reloads it on SIG
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import os
 import re
@@ -39,7 +40,13 @@ class DataPlaneError(RuntimeError):
 
 
 def mqtt_topic(pattern: str) -> str | None:
-    """An IoT policy topic pattern as a mosquitto ACL topic (None when it cannot be expressed)."""
+    """An IoT policy topic pattern as an MQTT filter for the broker (None when it cannot be expressed).
+
+    In a policy `+` and `#` are plain characters, not MQTT wildcards: a pattern holding one grants
+    nothing here rather than more than AWS would.
+    """
+    if "+" in pattern or "#" in pattern:
+        return None
     if pattern.endswith("/*"):
         pattern = pattern[:-2] + "/#"
     elif pattern == "*":
@@ -47,12 +54,22 @@ def mqtt_topic(pattern: str) -> str | None:
     return None if "*" in pattern or "?" in pattern else pattern
 
 
+MQTT_ACTIONS = ("iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe")
+THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule; nothing else can reach a rules file
+_SATISFIED_BY_AN_ATTACHED_THING = {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+
+
+def _named(statement: dict[str, Any], key: str) -> set[str]:
+    """The MQTT actions a statement's Action (or NotAction) names: case-insensitive, wildcards as IoT's."""
+    names = statement.get(key, [])
+    patterns = [names] if isinstance(names, str) else list(names)
+    return {a for a in MQTT_ACTIONS for p in patterns if fnmatch.fnmatchcase(a.lower(), str(p).lower())}
+
+
 def _actions(statement: dict[str, Any]) -> set[str]:
-    actions = statement.get("Action", [])
-    named = {actions} if isinstance(actions, str) else set(actions)
-    if named & {"iot:*", "*"}:
-        named |= {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
-    return named
+    """The MQTT actions a statement covers; a NotAction statement covers all of them (fail closed for a
+    Deny; an Allow written with NotAction grants nothing here, see access_rules)."""
+    return set(MQTT_ACTIONS) if "NotAction" in statement else _named(statement, "Action")
 
 
 def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]:
@@ -61,16 +78,23 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
     Lines: "client <pattern>" (iot:Connect on client/<pattern>; fnmatch, as IoT's * and ?),
     "publish <topic filter>" (iot:Publish on topic/), "receive <topic filter>" (iot:Receive on
     topic/) and "subscribe <topic filter>" (iot:Subscribe on topicfilter/). Policy variables
-    other than the thing name, and wildcards MQTT cannot express, grant nothing; an action that any
-    Deny statement names is granted nowhere (the broker cannot subtract a Deny: fail closed).
+    other than the thing name, wildcards MQTT cannot express, Allow statements with NotAction or
+    with a condition other than "a thing is attached", and a thing name AWS would refuse grant
+    nothing; an action that any Deny names (NotAction: every action) is granted nowhere, since the
+    broker cannot subtract a Deny (fail closed).
     """
+    if thing is not None and not THING_NAME.match(thing):
+        thing = None  # a name AWS would never accept must not become part of a rule
     statements = [s for policy in policies for s in policy.get("Statement", [])]
     denied = set().union(*(_actions(s) for s in statements if s.get("Effect") == "Deny"))
     rules: set[str] = set()
     for statement in statements:
         actions = _actions(statement) - denied
-        if statement.get("Effect") != "Allow" or not actions:
+        if statement.get("Effect") != "Allow" or "NotAction" in statement or not actions:
             continue
+        condition = statement.get("Condition")
+        if condition and not (condition == _SATISFIED_BY_AN_ATTACHED_THING and thing is not None):
+            continue  # a condition the broker cannot evaluate grants nothing
         resources = statement.get("Resource", [])
         for resource in [resources] if isinstance(resources, str) else resources:
             match = _RESOURCE_ARN.match(resource)

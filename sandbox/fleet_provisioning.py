@@ -215,8 +215,8 @@ class FleetProvisioningService:
             del self.tokens[token_text]  # single use: a replay is refused even while this one runs
         try:
             return self._register(template, client_id, token, request)
-        except Rejected:
-            with self._tokens_lock:  # a refused attempt does not use the token up
+        except Exception:
+            with self._tokens_lock:  # a refused or failed attempt does not use the token up
                 self.tokens[token_text] = token
             raise
 
@@ -351,6 +351,8 @@ class FleetProvisioningService:
                 document = self.account.update_thing_shadow(thing_name, payload.decode(errors="replace"))
         except AwsError as error:
             return f"{base}/rejected", {"code": error.status, "message": error.message, **token}
+        except Exception as error:  # noqa: BLE001 - the device still gets a shadow-shaped answer
+            return f"{base}/rejected", {"code": 500, "message": f"InternalFailure: {error}"[:300], **token}
         return f"{base}/accepted", {**document, **token}
 
 

@@ -12,6 +12,7 @@ functions themselves) still use the HTTP endpoint, like any AWS client.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ from moto.logs.models import logs_backends
 from sandbox import moto_missing_iot_apis
 from sandbox.moto_thread_safe_iot_registry import REGISTRY_LOCK
 
-DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
+DEFAULT_ACCOUNT = "123456789012"
+THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # moto's default account: what the sandbox's credentials map to
 
 
 class AwsError(Exception):
@@ -78,7 +80,7 @@ class LocalAccount:
             raise AwsError(400, "InvalidRequestException", f"The CSR cannot be read: {error}") from None
 
     def provisioning_template(self, name: str) -> dict[str, Any]:
-        with REGISTRY_LOCK:
+        with moto_missing_iot_apis.TEMPLATES_LOCK:  # the lock template changes are made under
             return dict(self._call(moto_missing_iot_apis.template, self.iot, name).describe())
 
     def thing(self, name: str) -> Any | None:
@@ -90,6 +92,8 @@ class LocalAccount:
             raise
 
     def create_thing(self, name: str, thing_type: str | None, attributes: dict[str, str] | None) -> Any:
+        if not THING_NAME.match(name):  # AWS's rule, which moto does not check
+            raise AwsError(400, "InvalidRequestException", f"Thing name {name!r} is not valid: [a-zA-Z0-9:_-]{{1,128}}")
         payload = {"attributes": attributes} if attributes else None
         return self._call(self.iot.create_thing, name, thing_type or "", payload)
 
@@ -139,12 +143,16 @@ class LocalAccount:
 
     # IoT device shadow ----------------------------------------------------------------------------
     def get_thing_shadow(self, thing: str) -> dict[str, Any]:
+        """The shadow document as of now (a copy: moto merges later updates into its own dicts)."""
         backend = iotdata_backends[self.account_id][self.region]
-        return dict(self._call(backend.get_thing_shadow, thing, None).to_dict())
+        with REGISTRY_LOCK:
+            return dict(json.loads(json.dumps(self._call(backend.get_thing_shadow, thing, None).to_dict())))
 
     def update_thing_shadow(self, thing: str, payload: str) -> dict[str, Any]:
         backend = iotdata_backends[self.account_id][self.region]
-        return dict(self._call(backend.update_thing_shadow, thing, payload, None).to_response_dict())
+        with REGISTRY_LOCK:
+            shadow = self._call(backend.update_thing_shadow, thing, payload, None)
+            return dict(json.loads(json.dumps(shadow.to_response_dict())))
 
     # CloudWatch Logs ------------------------------------------------------------------------------
     def put_log_event(self, group: str, stream: str, timestamp_ms: int, message: str) -> None:

@@ -38,7 +38,7 @@ EVENT_TYPES = (
     "THING", "THING_GROUP", "THING_TYPE", "THING_GROUP_MEMBERSHIP", "THING_GROUP_HIERARCHY",
     "THING_TYPE_ASSOCIATION", "JOB", "JOB_EXECUTION", "POLICY", "CERTIFICATE", "CA_CERTIFICATE",
 )  # fmt: skip
-_LOCK = threading.RLock()
+TEMPLATES_LOCK = _LOCK = threading.RLock()  # held while templates change; readers take it too
 
 
 def _now() -> datetime:

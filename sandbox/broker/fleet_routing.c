@@ -105,7 +105,7 @@ bool rule_covers(const char *rule, const char *filter)
 		size_t rule_length = level(rule, &rule_next);
 		size_t filter_length = level(filter, &filter_next);
 
-		if (rule_length == 1 && rule[0] == '#') return true;
+		if (rule_length == 1 && rule[0] == '#') return !rule_next; /* '#' is a wildcard only as the last level */
 		if (filter_length == 1 && (filter[0] == '#' || filter[0] == '+')) {
 			if (!(rule_length == 1 && rule[0] == '+' && filter[0] == '+')) return false;
 		} else if (!(rule_length == 1 && rule[0] == '+')) {
@@ -146,10 +146,16 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	if (is_service(check->client)) return starts_with(check->topic, "fp/") ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 	if (check->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
 	if (!identity || !client_id || !rules_dir[0] || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED;
-	snprintf(path, sizeof(path), "%s/%s", rules_dir, identity);
+	/* A client id with a topic separator or wildcard cannot be routed (fp/req/<client id>/...): refuse it. */
+	if (client_id[0] == '\0' || strpbrk(client_id, "/+#")) return MOSQ_ERR_ACL_DENIED;
+	if (snprintf(path, sizeof(path), "%s/%s", rules_dir, identity) >= (int)sizeof(path)) return MOSQ_ERR_ACL_DENIED;
 	rules = fopen(path, "r");
 	if (!rules) return MOSQ_ERR_ACL_DENIED;
 	while (fgets(line, sizeof(line), rules)) {
+		if (!strchr(line, '\n') && !feof(rules)) { /* a line longer than the buffer: trust nothing */
+			fclose(rules);
+			return MOSQ_ERR_ACL_DENIED;
+		}
 		line[strcspn(line, "\r\n")] = '\0';
 		if (starts_with(line, "client ")) {
 			client_allowed = client_allowed || fnmatch(line + 7, client_id, FNM_NOESCAPE) == 0;

@@ -236,6 +236,13 @@ def test_claim_and_device_certificates_reach_only_their_own_topics(fleet: Fleet)
         assert publish(claim, "$aws/things/humidity-sensor-SN-ACL-A/shadow/get") == denied
     finally:
         claim.close()
+    # A client id the broker cannot route replies to could forge answers to other claim devices.
+    unroutable = device.connect(fleet.target, fleet.target.claim_cert, fleet.target.claim_key, "claim/a", 15)
+    try:
+        assert publish(unroutable, "$aws/certificates/create/json/accepted") == denied
+        assert publish(unroutable, "$aws/certificates/create/json") == denied
+    finally:
+        unroutable.close()
     thing_a = a["thingName"]
     client = device.connect(fleet.target, a["certificateFile"], a["privateKeyFile"], thing_a, 15)
     try:

@@ -68,6 +68,28 @@ def test_an_action_any_deny_names_is_granted_nowhere() -> None:
     allow = {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": f"{ARN}topic/t/*"}
     deny = {"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{ARN}topic/t/secret"}
     assert access_rules(None, [{"Statement": [allow]}, {"Statement": [deny]}]) == ["receive t/#"]
+    for spelled in ("iot:publish", "iot:Pub*", "IOT:*"):  # IoT matches actions case-insensitively, with wildcards
+        deny = {"Effect": "Deny", "Action": spelled, "Resource": f"{ARN}topic/t/secret"}
+        assert "publish t/#" not in access_rules(None, [{"Statement": [allow, deny]}]), spelled
+    not_action = {"Effect": "Deny", "NotAction": "iot:Connect", "Resource": "*"}
+    assert access_rules(None, [{"Statement": [allow, not_action]}]) == []
+
+
+def test_grants_the_broker_cannot_evaluate_grant_nothing() -> None:
+    topic = f"{ARN}topic/t"
+    statements = [
+        {"Effect": "Allow", "NotAction": "iot:Connect", "Resource": topic},
+        {"Effect": "Allow", "Action": "iot:Publish", "Resource": topic,
+         "Condition": {"StringEquals": {"iot:ClientId": "x"}}},
+        {"Effect": "Allow", "Action": "iot:Publish", "Resource": [f"{ARN}topic/a/+/b", f"{ARN}topic/a/#"]},
+    ]  # fmt: skip
+    assert access_rules("dev-1", [{"Statement": statements}]) == []
+
+
+@pytest.mark.parametrize("name", ["x\nreceive $aws/#", "a/#", "+", "dev*", "a b"])
+def test_a_thing_name_aws_would_refuse_never_becomes_part_of_a_rule(name: str) -> None:
+    gateway = load_catalogue()["gateway"]
+    assert access_rules(name, [documents.device_policy(gateway, ARN)]) == []
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +130,10 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
         ("devices/+/telemetry", "devices/+/telemetry", True),
         ("devices/+/telemetry", "devices/#", False),
         ("devices/d1/#", "#", False),
+        # '#' is a wildcard only as the last level; elsewhere it matches nothing.
+        ("devices/#/telemetry", "devices/victim/commands", False),
+        ("$aws/things/#/shadow/get", "$aws/things/victim/shadow/update/accepted", False),
+        ("#", "devices/d1/telemetry", True),
         # Wildcards never match $ topics from the first level (MQTT 4.7.2).
         ("#", "$aws/things/d1/shadow/get", False),
         ("+/things/d1/shadow/get", "$aws/things/d1/shadow/get", False),

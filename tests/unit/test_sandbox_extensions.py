@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -273,10 +274,19 @@ def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_
         iot.describe_certificate(certificateId="0" * 64)
 
     errors: list[BaseException] = []
+    iot.create_thing_group(thingGroupName="fleet")
 
     def create() -> None:
         for n in range(1500):
             backend.create_thing(f"race-{n}", "", None)
+            backend.add_thing_to_thing_group("fleet", None, f"race-{n}", None)
+
+    def list_the_group() -> None:  # moto's HTTP layer walks the listing after the call returns
+        for _ in range(300):
+            try:
+                [thing.thing_name for thing in backend.list_things_in_thing_group("fleet")]
+            except RuntimeError as error:
+                errors.append(error)
 
     def look_up_a_missing_thing() -> None:  # not found by key, so moto scans every thing
         for _ in range(200):
@@ -287,10 +297,16 @@ def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_
             except RuntimeError as error:  # "OrderedDict mutated during iteration" without the lock
                 errors.append(error)
 
-    threads = [threading.Thread(target=create)] + [threading.Thread(target=look_up_a_missing_thing) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    threads = [threading.Thread(target=create), threading.Thread(target=list_the_group)]
+    threads += [threading.Thread(target=look_up_a_missing_thing) for _ in range(3)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so an unlocked walk is caught mid-way
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
     assert errors == []
     assert len(backend.things) == 1501
