@@ -4,10 +4,12 @@
 For each flow (CSR with an EC key the device keeps; CreateKeysAndCertificate, where the service
 makes an RSA-2048 key as AWS does) and each concurrency, provisions --devices fresh devices (full
 flow: claim connect, certificate, RegisterThing, reconnect as the thing, shadow read, telemetry)
-and prints devices/s, p50/p95/max latency and errors, plus the CPU each part of the system used
+and prints devices/s, p50/p95/max latency and errors (steady state: each row is preceded by an
+unmeasured warm-up round, so Lambda cold starts are not in it), plus the CPU each part used
 per device (the simulator's figure includes its start-up: reading the stack's outputs, enrolling
 the fleet, starting its worker processes). Needs the stack deployed into a running sandbox
-(`make deploy`). It measures; it asserts nothing. Usage: .venv/bin/python bench/fleet_throughput.py [--devices 1000]
+(`make deploy`). It measures; it asserts nothing.
+Usage: .venv/bin/python bench/fleet_throughput.py [--devices 1000] [--concurrency 1,10,50] [--warm-up 2]
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated (default 1,10,50)")
     parser.add_argument("--flows", default="csr/ec,keys/rsa", help=f"comma-separated of {', '.join(FLOWS)}")
+    parser.add_argument("--warm-up", type=int, default=2, metavar="K",
+                        help="before each row, provision K x concurrency devices unmeasured, so the sandbox's "
+                             "Lambda workers are warm (steady state; default 2, 0 to measure cold starts)")  # fmt: skip
     args = parser.parse_args()
     state = SandboxState.load()
     if state is None:
@@ -69,6 +74,12 @@ def main() -> int:
           f" {'max s':>7}   CPU ms per device")  # fmt: skip
     for flow in args.flows.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
+            if args.warm_up:
+                subprocess.run(
+                    [sys.executable, "scripts/simulate_fleet.py", "--devices", str(args.warm_up * concurrency),
+                     "--concurrency", str(concurrency), "--json", *FLOWS[flow]],
+                    cwd=ROOT, capture_output=True, text=True, check=False,
+                )  # fmt: skip
             before, children_before = cpu_by_process(state.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
             result = subprocess.run(
                 [sys.executable, "scripts/simulate_fleet.py", "--devices", str(args.devices), "--concurrency",
