@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.certificate_authority import CertificateAuthority
-from sandbox.local_account import LocalAccount
+from sandbox.local_account import THING_NAME, LocalAccount
 
 SERVICE_ID = "sandbox-fleet-service"
 PLUGIN_SOURCE = Path(__file__).with_name("broker") / "fleet_routing.c"
@@ -55,7 +55,6 @@ def mqtt_topic(pattern: str) -> str | None:
 
 
 MQTT_ACTIONS = ("iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe")
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule; nothing else can reach a rules file
 _SATISFIED_BY_AN_ATTACHED_THING = {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
 
 
@@ -84,7 +83,7 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
     broker cannot subtract a Deny (fail closed).
     """
     if thing is not None and not THING_NAME.match(thing):
-        thing = None  # a name AWS would never accept must not become part of a rule
+        thing = None  # a name AWS would never accept (THING_NAME) must not become part of a rule
     statements = [s for policy in policies for s in policy.get("Statement", [])]
     denied = set().union(*(_actions(s) for s in statements if s.get("Effect") == "Deny"))
     rules: set[str] = set()

@@ -25,8 +25,8 @@ from moto.logs.models import logs_backends
 from sandbox import moto_missing_iot_apis
 from sandbox.moto_thread_safe_iot_registry import REGISTRY_LOCK
 
-DEFAULT_ACCOUNT = "123456789012"
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # moto's default account: what the sandbox's credentials map to
+DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
+THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule for thing names, which moto does not check
 
 
 class AwsError(Exception):
