@@ -3,28 +3,32 @@
 moto finds a thing by name, and a certificate by id or ARN, by scanning every one it holds, although
 it stores them keyed by ARN and id. A sandbox that has provisioned a few thousand devices then spends
 more time scanning than serving (each registration looks things and certificates up several times).
-These lookups go straight to the key and fall back to moto's own scan, so answers are unchanged.
-Delete when moto indexes them itself.
+These lookups go straight to the key. moto stores every thing under its ARN (built from its name)
+and every certificate under its id, so a miss there is a miss: a thing that does not exist yet (each
+registration asks before creating one) is answered without a scan. Certificates and principals
+still fall back to moto's scan on a miss. Delete when moto indexes them itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from moto.iot.exceptions import ResourceNotFoundException
 from moto.iot.models import IoTBackend
 
 
 def install() -> None:
     if IoTBackend.__dict__.get("_sandbox_indexed", False):
         return
-    scan_thing = IoTBackend.describe_thing
     scan_certificate = IoTBackend.describe_certificate
     scan_principal = IoTBackend._get_principal
 
     def describe_thing(self: IoTBackend, thing_name: str) -> Any:
         arn = f"arn:{self.partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
         thing = self.things.get(arn)
-        return thing if thing is not None and thing.thing_name == thing_name else scan_thing(self, thing_name)
+        if thing is None or thing.thing_name != thing_name:
+            raise ResourceNotFoundException()  # what moto's scan raises when nothing matches
+        return thing
 
     def describe_certificate(self: IoTBackend, certificate_id: str) -> Any:
         certificate = self.certificates.get(certificate_id)

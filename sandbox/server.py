@@ -30,6 +30,7 @@ def main() -> None:
         moto_indexed_iot_lookups,
         moto_iot_certificates_from_sandbox_ca,
         moto_missing_iot_apis,
+        moto_parsed_update_expressions,
         moto_thread_safe_iot_registry,
     )
     from sandbox.certificate_authority import CertificateAuthority
@@ -39,6 +40,7 @@ def main() -> None:
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
     moto_iot_certificates_from_sandbox_ca.install(authority)
     moto_atomic_dynamodb_writes.install()
+    moto_parsed_update_expressions.install()
     moto_idempotent_lambda_permissions.install()
     moto_indexed_iot_lookups.install()
     moto_thread_safe_iot_registry.install()

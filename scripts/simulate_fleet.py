@@ -34,12 +34,14 @@ sys.path.insert(0, str(ROOT))
 from scripts import test_provisioning as device  # noqa: E402
 
 _TARGET: device.Target | None = None
+_CLAIM_CONTEXT: Any = None  # the claim certificate, loaded once per worker process
 
 
 def _init_worker(target: device.Target) -> None:
-    global _TARGET
+    global _TARGET, _CLAIM_CONTEXT
     _TARGET = target
     device.trust_only(target.ca_file)
+    _CLAIM_CONTEXT = device.tls_context(target, target.claim_cert, target.claim_key)
 
 
 def _ready(_: int) -> bool:
@@ -52,7 +54,7 @@ def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
     assert _TARGET is not None
     started = time.monotonic()
     try:
-        device.provision(argparse.Namespace(**options), _TARGET)
+        device.provision(argparse.Namespace(**options), _TARGET, _CLAIM_CONTEXT)
         return "provisioned", time.monotonic() - started, ""
     except device.Failure as failure:
         text = str(failure)

@@ -22,6 +22,7 @@ from sandbox import (
     local_lambda,
     moto_indexed_iot_lookups,
     moto_missing_iot_apis,
+    moto_parsed_update_expressions,
     moto_thread_safe_iot_registry,
 )
 
@@ -288,7 +289,7 @@ def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_
             except RuntimeError as error:
                 errors.append(error)
 
-    def look_up_a_missing_thing() -> None:  # not found by key, so moto scans every thing
+    def look_up_a_missing_thing() -> None:  # answered from the key alone, while things are added
         for _ in range(200):
             try:
                 backend.describe_thing("never-created")
@@ -310,3 +311,78 @@ def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_
         sys.setswitchinterval(interval)
     assert errors == []
     assert len(backend.things) == 1501
+
+
+def test_update_expressions_parsed_once_still_apply_each_calls_own_values() -> None:
+    """Calls with the same UpdateExpression text share one parse; each still writes its own values."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    moto_parsed_update_expressions.install()
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        )  # fmt: skip
+
+        def update(key: str, status: str, expression: str = "SET #s = :s, n = if_not_exists(n, :n)") -> None:
+            dynamodb.update_item(
+                TableName="t", Key={"k": {"S": key}}, UpdateExpression=expression,
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status}, ":n": {"S": key}},
+                ConditionExpression="attribute_not_exists(k) OR #s <> :s",
+            )  # fmt: skip
+
+        hits = UpdateExpressionParser.make.cache_info().hits
+        for key, status in (("a", "one"), ("b", "two"), ("a", "three")):
+            update(key, status)
+        items = {i["k"]["S"]: (i["status"]["S"], i["n"]["S"]) for i in dynamodb.scan(TableName="t")["Items"]}
+        assert items == {"a": ("three", "a"), "b": ("two", "b")}
+        assert UpdateExpressionParser.make.cache_info().hits - hits >= 5  # one parse served all three calls
+        with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+            update("b", "two")
+        for _ in range(2):  # a text that does not parse is refused every time
+            with pytest.raises(ClientError, match="ValidationException"):
+                update("a", "x", expression="SET = :s")
+
+
+def test_the_http_front_keeps_connections_open_and_answers_each_request_whole() -> None:
+    """Several requests on one connection (a Lambda function's boto3 client does this), each read to
+    its end: fixed-length and chunked bodies, HEAD, an application error, and `Connection: close`."""
+    import http.client
+
+    from werkzeug.serving import make_server
+
+    from sandbox.http_server import KeepAliveRequestHandler
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read()
+        if environ["PATH_INFO"] == "/fail":
+            raise RuntimeError("boom")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "999")])
+        return [f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} ".encode(), body]
+
+    server = make_server("127.0.0.1", 0, app, True, request_handler=KeepAliveRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+        def request(method: str, path: str, body: Any = None, **headers: str) -> tuple[int, bytes, Any]:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read(), response
+
+        assert request("POST", "/a", b'{"x": 1}')[:2] == (200, b'POST /a {"x": 1}')
+        local_port = connection.sock.getsockname()[1]
+        chunked = iter([b"chunk-1 ", b"chunk-2"])  # http.client sends an iterable with Transfer-Encoding: chunked
+        assert request("POST", "/b", chunked)[:2] == (200, b"POST /b chunk-1 chunk-2")
+        status, body, response = request("HEAD", "/c")
+        assert (status, body, response.getheader("Content-Length")) == (200, b"", "999")
+        assert request("POST", "/fail", b"{}")[0] == 500
+        assert request("GET", "/d")[:2] == (200, b"GET /d ")
+        assert connection.sock.getsockname()[1] == local_port  # all of them on the first connection
+        status, body, response = request("GET", "/e", Connection="close")
+        assert (status, body, response.getheader("Connection")) == (200, b"GET /e ", "close")
+        assert response.will_close
+    finally:
+        server.shutdown()
