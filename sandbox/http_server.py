@@ -85,6 +85,15 @@ class Dispatcher(DomainDispatcherApplication):
         return super().get_backend_for_host(host)
 
 
+MAX_BODY = 100 * 1024 * 1024  # above any AWS request body (a Lambda zip uploaded directly is at most 50 MB)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
 class KeepAliveRequestHandler(MotoRequestHandler):
     """HTTP/1.1 with persistent connections, each answer sent in one write, no access log.
 
@@ -93,7 +102,9 @@ class KeepAliveRequestHandler(MotoRequestHandler):
     of the local AWS's CPU while devices provision). Here the request body is read to its end
     before the application runs, so the next request on the connection starts clean, and the
     answer goes out with its Content-Length and TCP_NODELAY (no Nagle / delayed-ACK stall). A
-    client that asks for `Connection: close`, or speaks HTTP/1.0, still gets its connection closed.
+    client that asks for `Connection: close`, or speaks HTTP/1.0, gets its connection closed; a
+    request whose body cannot be framed unambiguously (two Content-Lengths, Content-Length with
+    Transfer-Encoding) or is larger than MAX_BODY is refused and its connection closed.
     """
 
     protocol_version = "HTTP/1.1"
@@ -108,15 +119,17 @@ class KeepAliveRequestHandler(MotoRequestHandler):
 
     def run_wsgi(self) -> None:
         self.environ = environ = self.make_environ()
+        if self.request_version != "HTTP/1.1":
+            self.close_connection = True
         try:
             body = self._read_body(environ)
-        except (OSError, ValueError):
+        except _Refused as refused:
             self.close_connection = True
-            self._answer(400, "Bad Request", [("Content-Type", "text/plain")], b"unreadable request body")
+            self._answer(refused.code, refused.reason, [("Content-Type", "text/plain")], str(refused).encode())
             return
         environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ.pop("wsgi.input_terminated", None)
+        if environ.pop("wsgi.input_terminated", None):
+            environ["CONTENT_LENGTH"] = str(len(body))  # was chunked: now a body of known length
         try:
             status, headers, data = _call(self.server.app, environ)
         except Exception:  # noqa: BLE001 - the client gets a 500, the log the traceback
@@ -126,14 +139,28 @@ class KeepAliveRequestHandler(MotoRequestHandler):
         self._answer(int(code), reason, headers, data)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
-        if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's DechunkedInput reads to the last chunk
-            return bytes(environ["wsgi.input"].read())
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1 or (lengths and "Transfer-Encoding" in self.headers):
+            raise _Refused(400, "Bad Request", "ambiguous request framing (Content-Length)")
+        try:
+            if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's DechunkedInput reads to the last chunk
+                pieces, total = [], 0
+                while piece := environ["wsgi.input"].read(65536):
+                    total += len(piece)
+                    if total > MAX_BODY:
+                        raise _Refused(413, "Request Entity Too Large", f"request body over {MAX_BODY} bytes")
+                    pieces.append(piece)
+                return b"".join(pieces)
+            length = int(lengths[0]) if lengths else 0
+        except (OSError, ValueError):
+            raise _Refused(400, "Bad Request", "unreadable request body") from None
         if length < 0:
-            raise ValueError("negative Content-Length")
+            raise _Refused(400, "Bad Request", "negative Content-Length")
+        if length > MAX_BODY:
+            raise _Refused(413, "Request Entity Too Large", f"request body over {MAX_BODY} bytes")
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
-            raise OSError("the connection closed inside the request body")
+            raise _Refused(400, "Bad Request", "the connection closed inside the request body")
         return body
 
     def _answer(self, code: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:

@@ -35,13 +35,17 @@ from scripts import test_provisioning as device  # noqa: E402
 
 _TARGET: device.Target | None = None
 _CLAIM_CONTEXT: Any = None  # the claim certificate, loaded once per worker process
+_CLAIM_ERROR = ""  # why it could not be loaded: each device then reports it as a failed claim connection
 
 
 def _init_worker(target: device.Target) -> None:
-    global _TARGET, _CLAIM_CONTEXT
+    global _TARGET, _CLAIM_CONTEXT, _CLAIM_ERROR
     _TARGET = target
     device.trust_only(target.ca_file)
-    _CLAIM_CONTEXT = device.tls_context(target, target.claim_cert, target.claim_key)
+    try:
+        _CLAIM_CONTEXT = device.tls_context(target, target.claim_cert, target.claim_key)
+    except Exception as error:  # noqa: BLE001 - reported per device, as a connection failure would be
+        _CLAIM_ERROR = f"the claim certificate and key cannot be loaded: {error}"
 
 
 def _ready(_: int) -> bool:
@@ -54,6 +58,8 @@ def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
     assert _TARGET is not None
     started = time.monotonic()
     try:
+        if _CLAIM_ERROR:
+            raise device.Failure(device.CLAIM_CONNECT, _CLAIM_ERROR)
         device.provision(argparse.Namespace(**options), _TARGET, _CLAIM_CONTEXT)
         return "provisioned", time.monotonic() - started, ""
     except device.Failure as failure:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from awscrt import io, mqtt5, mqtt_request_response  # noqa: E402
 from awsiot import V2ServiceException, iotidentity, iotshadow, mqtt5_client_builder  # noqa: E402
+from awsiot._iot_metrics import _build_sdk_metrics  # noqa: E402 - what the SDK's builder sends
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
@@ -146,6 +147,8 @@ def tls_context(target: Target, cert: str, key: str) -> io.ClientTlsContext:
     options = io.TlsContextOptions.create_client_with_mtls_from_path(cert, key)
     if target.ca_file:
         options.override_default_trust_store_from_path(None, target.ca_file)
+    if target.port == 443 and io.is_alpn_available():
+        options.alpn_list = ["x-amzn-mqtt-ca"]  # MQTT over 443 to AWS IoT, as the SDK's builder sets it
     return io.ClientTlsContext(options)
 
 
@@ -160,6 +163,8 @@ def connect(
     simulator shares one claim certificate among all its devices, so it loads it once per process;
     every connection still makes its own full handshake.
     """
+    if len(client_id.encode()) > 128:  # AWS IoT's limit; the SDK checks it only with its IoT Core defaults
+        raise ValueError(f"the client id {client_id[:32]}... is longer than the 128 bytes AWS IoT accepts")
     connected: Future[None] = Future()
     stopped = threading.Event()
 
@@ -190,9 +195,9 @@ def connect(
         client = mqtt5.Client(
             mqtt5.ClientOptions(
                 host_name=target.endpoint, port=target.port, tls_ctx=context,
-                connect_options=mqtt5.ConnectPacket(client_id=client_id, keep_alive_interval_sec=1200),
+                connect_options=mqtt5.ConnectPacket(client_id=client_id, username="", keep_alive_interval_sec=1200),
                 extended_validation_and_flow_control_options=flow_control,
-                disable_metrics=not sdk_metrics,
+                disable_metrics=not sdk_metrics, metrics=_build_sdk_metrics() if sdk_metrics else None,
                 on_lifecycle_event_connection_success_fn=on_success,
                 on_lifecycle_event_connection_failure_fn=on_failure,
                 on_lifecycle_event_stopped_fn=lambda _: stopped.set(),

@@ -283,3 +283,25 @@ def test_revoked_certificate_cannot_connect(fleet: Fleet) -> None:
 
     with pytest.raises(Exception):  # noqa: B017 - the SDK reports a refused TLS handshake in several ways
         device.connect(fleet.target, result["certificateFile"], result["privateKeyFile"], result["thingName"], 10)
+
+
+def test_the_fleet_simulator_provisions_a_small_fleet_through_the_sandbox(fleet: Fleet, tmp_path: Path) -> None:
+    """scripts/simulate_fleet.py as a user runs it against the sandbox: worker processes that load the
+    claim certificate once, the SDK's IoT Core pacing off, the full flow for every device."""
+    result = fleet.deployment.run(
+        sys.executable, "scripts/simulate_fleet.py", "--devices", "6", "--concurrency", "3", "--json",
+        "--stack-dir", str(fleet.deployment.stack_dir), "--output-dir", str(tmp_path), timeout=300,
+    )  # fmt: skip
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (result.returncode, summary["provisioned"], summary["rejections"]) == (0, 6, {}), summary["examples"]
+
+    simulated = [
+        item
+        for item in fleet.dynamodb.scan(TableName=fleet.table)["Items"]
+        if item.get("enrolledBy", {}).get("S") == "simulate_fleet"
+    ]
+    assert len(simulated) == 6
+    for item in simulated:
+        assert item["status"]["S"] == "provisioned"
+        thing = fleet.iot.describe_thing(thingName=item["thingName"]["S"])
+        assert thing["attributes"]["serialNumber"] == item["serialNumber"]["S"]
