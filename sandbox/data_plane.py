@@ -235,6 +235,11 @@ class Broker:
             )
         return builder.sign(self.authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def reload_pending(self) -> bool:
+        """A CRL change still owes mosquitto a reload signal (see write_rules)."""
+        return self._crl_reloads_due > 0
+
     def write_identity_rules(self, identity: str, text: str) -> None:
         """Writes one certificate identity's rules file (in force for its very next check)."""
         if self._written.get(identity) != text:

@@ -25,9 +25,10 @@ from awsiot import mqtt_connection_builder
 
 from sandbox import template_engine
 from sandbox.data_plane import SERVICE_ID, Broker, RegistryRules
-from sandbox.local_account import AwsError, LocalAccount
+from sandbox.local_account import AwsError, LocalAccount, RegistryWrites
 
 TOKEN_LIFETIME = 3600.0
+FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
 _RULE_SQL = re.compile(r"^\s*SELECT\s+(?P<select>.+?)\s+FROM\s+'(?P<filter>[^']+)'\s*$", re.IGNORECASE | re.DOTALL)
@@ -65,6 +66,7 @@ class FleetProvisioningService:
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
+        self._passed_writes, self._last_pass = -1, 0.0  # no pass yet
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
         self._stopping = threading.Event()
         self.connection: mqtt.Connection | None = None
@@ -113,11 +115,18 @@ class FleetProvisioningService:
             except Exception as error:  # noqa: BLE001 - keep serving; the next round retries
                 print(f"fleet-provisioning: refreshing access rules failed: {error}", flush=True)
 
-    def refresh_rules(self) -> None:
-        """Brings the broker's rules up to the whole registry (every ~2 s, and at start)."""
+    def refresh_rules(self, force: bool = False) -> None:
+        """Brings the broker's rules up to the whole registry: every ~2 s when IoT was changed over
+        HTTP (revocations, policy changes, deletions), and at least every FULL_PASS_SECONDS anyway.
+        Registrations need no pass: each puts its own certificate's rules in force (grant_rules)."""
         with self._rules_lock:
+            writes = RegistryWrites.count()  # read first: a change during the pass triggers the next one
+            due = time.monotonic() - self._last_pass >= FULL_PASS_SECONDS
+            if not (force or due or writes != self._passed_writes or self.broker.reload_pending):
+                return
             rules, revoked = self.rules.refresh()
             self.broker.write_rules(rules, self.broker.crl(revoked))
+            self._passed_writes, self._last_pass = writes, time.monotonic()
 
     def grant_rules(self, certificate: OwnershipToken, thing: str, policies: list[str]) -> None:
         """Puts a just-registered certificate's rules in force before the device gets its answer.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,42 @@ from sandbox.moto_thread_safe_iot_registry import REGISTRY_LOCK
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
 THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule for thing names, which moto does not check
+
+
+class RegistryWrites:
+    """Counts the IoT write requests the local AWS has served over HTTP: registry changes made by
+    Terraform, operators' tools or functions, not by the fleet-provisioning service in-process.
+
+    The broker's access rules follow the registry by a pass over every certificate; with thousands
+    of devices that pass is worth running only when something outside the service changed.
+    """
+
+    _lock = threading.Lock()
+    _count = 0
+
+    @classmethod
+    def count(cls) -> int:
+        with cls._lock:
+            return cls._count
+
+    @classmethod
+    def install(cls) -> None:
+        from moto.iot.responses import IoTResponse
+
+        if IoTResponse.__dict__.get("_sandbox_counted", False):
+            return
+        call_action = IoTResponse.call_action
+
+        def counted(self: IoTResponse) -> Any:
+            try:
+                return call_action(self)
+            finally:
+                if self.method not in ("GET", "HEAD"):  # IoT's REST API reads with GET
+                    with cls._lock:
+                        cls._count += 1
+
+        IoTResponse.call_action = counted
+        IoTResponse._sandbox_counted = True
 
 
 class AwsError(Exception):

@@ -52,11 +52,12 @@ def main() -> None:
     server = serve(args.port)
     from sandbox.data_plane import Broker
     from sandbox.fleet_provisioning import FleetProvisioningService
-    from sandbox.local_account import LocalAccount
+    from sandbox.local_account import LocalAccount, RegistryWrites
 
     broker = Broker(args.state_dir, args.mqtt_port, authority)
     broker.prepare()
     broker.start()
+    RegistryWrites.install()
     service = FleetProvisioningService(LocalAccount(args.region), broker)
     service.start()
     # The local AWS keeps every resource in memory; with thousands of devices registered, the

@@ -408,3 +408,53 @@ def test_the_http_front_keeps_connections_open_and_answers_each_request_whole() 
         assert raw(post + b"Content-Length: 100000000000000\r\n\r\nabc").startswith(b"HTTP/1.1 413")
     finally:
         server.shutdown()
+
+
+def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_round(iot: Any) -> None:
+    """The pass over every certificate runs when IoT was written over HTTP (a revocation, a policy
+    change), when a CRL reload is still owed, or when forced; not every round while devices register
+    in-process (each registration puts its own rules in force)."""
+    from sandbox import fleet_provisioning
+    from sandbox.local_account import LocalAccount, RegistryWrites
+
+    RegistryWrites.install()
+
+    class Broker:
+        reload_pending = False
+
+        def crl(self, revoked: list[int]) -> bytes:
+            return b""
+
+        def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+            return
+
+    class Rules:
+        passes = 0
+
+        def refresh(self) -> tuple[dict[str, str], list[int]]:
+            self.passes += 1
+            return {}, []
+
+    broker, rules = Broker(), Rules()
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), broker)  # type: ignore[arg-type]
+    service.rules = rules  # type: ignore[assignment]
+    try:
+        service.refresh_rules()  # the first round always looks
+        service.refresh_rules()
+        iot.list_things()  # a read changes nothing
+        service.refresh_rules()
+        assert rules.passes == 1
+        iot.create_thing(thingName="made-over-http")
+        service.refresh_rules()
+        service.refresh_rules()
+        assert rules.passes == 2
+        broker.reload_pending = True  # mosquitto still owes a CRL reload
+        service.refresh_rules()
+        assert rules.passes == 3
+        broker.reload_pending = False
+        service.refresh_rules(force=True)
+        service._last_pass -= fleet_provisioning.FULL_PASS_SECONDS  # a minute without a pass
+        service.refresh_rules()
+        assert rules.passes == 5
+    finally:
+        service.stop()
