@@ -113,7 +113,7 @@ bench: setup ## benchmarks: synth time/memory; sandbox start, deploy and destroy
 	$(PY) bench/synth.py
 	$(PY) bench/sandbox_deploy.py
 
-bench-fleet: deploy ## provisioning throughput: 1,000 devices at concurrency 1, 10, 50, both flows (about 30 min)
+bench-fleet: deploy ## provisioning throughput: 1,000 devices at concurrency 1, 10, 50, both flows (about 15 min)
 	$(PY) bench/fleet_throughput.py
 
 clean: ## remove build outputs (keeps .venv and node_modules)
