@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--register-only", action="store_true", help="skip the reconnect/shadow/telemetry step")
     parser.add_argument("--tps", type=float, help="RegisterThing rate limit (default: 10 on AWS, none in the sandbox)")
     parser.add_argument("--stack-dir", type=Path, help="deployed stack folder (default: the one in cdktf.out)")
-    parser.add_argument("--output-dir", default="devices/simulated", help="credentials folder (files 0600)")
+    parser.add_argument("--output-dir", default="devices/simulated",
+                        help="credentials go to a folder per run in here, run-<id>/ (files 0600)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     types = (args.device_types or outputs["allowed_device_types"]).split(",")
     run = uuid.uuid4().hex[:6].upper()
+    # One folder per run: a folder that gathered every run's credentials (tens of thousands of
+    # files) measurably slowed the whole machine's provisioning, broker and local AWS included.
+    credentials = Path(args.output_dir) / f"run-{run}"
     fleet = [(f"SIM-{run}-{i:05d}", types[i % len(types)]) for i in range(args.devices)]
     enroll(outputs["device_registry_table_name"], fleet, args.manufacturer)
 
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             futures.append(pool.submit(provision_one, {
                 "serial_number": serial, "device_type": device_type, "manufacturer": args.manufacturer,
                 "firmware_version": "v1.0.0", "location": "", "thing_name": "", "csr": args.flow == "csr",
-                "key_type": args.key_type, "output_dir": args.output_dir, "client_id": None, "timeout": 30.0,
+                "key_type": args.key_type, "output_dir": str(credentials), "client_id": None, "timeout": 30.0,
                 "skip_device_check": args.register_only, "sdk_metrics": False,
             }))  # fmt: skip
         for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_s": round(max(latencies), 3),
         "devices_per_s": round(args.devices / elapsed, 1),
         "wall_s": round(elapsed, 1),
+        "credentials": str(credentials),
         "examples": details,
     }
     if args.json:
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  rejected {count} x {code}")
         for detail in details:
             print(f"  e.g. {detail}")
+        print(f"  credentials of the provisioned devices: {credentials}/ (0600)")
     return 0 if summary["provisioned"] == args.devices else 1
 
 
