@@ -15,13 +15,11 @@ Usage: .venv/bin/python bench/fleet_throughput.py [--devices 1000] [--concurrenc
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,23 +50,6 @@ def cpu_by_process(sandbox_pid: int) -> dict[int, tuple[str, float]]:
     return processes
 
 
-def reference_seconds() -> float:
-    """CPU seconds of a fixed single-threaded workload: how fast the machine is right now.
-
-    On these shared 2-core machines the same work has taken up to 60% longer from one minute to the
-    next (with no steal time reported), and every part of a fleet run slowed with it: read each
-    row's devices/s together with this figure.
-    """
-    started = time.process_time()
-    block = b"x" * 1024
-    for _ in range(75_000):
-        block = hashlib.sha256(block).digest() * 32
-    total = 0
-    for i in range(750_000):
-        total += i * i
-    return time.process_time() - started
-
-
 def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
     """CPU seconds by part between two snapshots (a Lambda worker that exited in between is not counted)."""
     parts: dict[str, float] = {}
@@ -90,7 +71,7 @@ def main() -> int:
     if state is None:
         sys.exit("the sandbox is not running: `make deploy` first")
     print(f"{'flow':>9} {'conc':>5} {'devices':>8} {'ok':>6} {'errors':>7} {'dev/s':>7} {'p50 s':>7} {'p95 s':>7}"
-          f" {'max s':>7} {'ref s':>6}   CPU ms per device   (ref s: reference_seconds() before the row)")  # fmt: skip
+          f" {'max s':>7}   CPU ms per device")  # fmt: skip
     for flow in args.flows.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             if args.warm_up:
@@ -99,7 +80,6 @@ def main() -> int:
                      "--concurrency", str(concurrency), "--json", *FLOWS[flow]],
                     cwd=ROOT, capture_output=True, text=True, check=False,
                 )  # fmt: skip
-            reference = reference_seconds()
             before, children_before = cpu_by_process(state.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
             result = subprocess.run(
                 [sys.executable, "scripts/simulate_fleet.py", "--devices", str(args.devices), "--concurrency",
@@ -120,7 +100,7 @@ def main() -> int:
             errors = args.devices - summary["provisioned"]
             print(f"{flow:>9} {concurrency:>5} {args.devices:>8} {summary['provisioned']:>6} {errors:>7} "
                   f"{summary['devices_per_s']:>7} {summary['p50_s']:>7} {summary['p95_s']:>7} {summary['max_s']:>7}"
-                  f" {reference:>6.2f}   {per_device}", flush=True)  # fmt: skip
+                  f"   {per_device}", flush=True)  # fmt: skip
             if errors:
                 print(f"           rejections: {summary['rejections']}; e.g. {summary['examples'][:2]}", flush=True)
     return 0
