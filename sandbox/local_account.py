@@ -58,7 +58,7 @@ class RegistryWrites:
             try:
                 return call_action(self)
             finally:
-                if self.method not in ("GET", "HEAD"):  # IoT's REST API reads with GET
+                if self.method not in ("GET", "HEAD"):  # IoT reads with GET (a POST read costs one spare pass)
                     with cls._lock:
                         cls._count += 1
 
