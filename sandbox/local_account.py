@@ -117,7 +117,7 @@ class LocalAccount:
             raise AwsError(400, "InvalidRequestException", f"The CSR cannot be read: {error}") from None
 
     def provisioning_template(self, name: str) -> dict[str, Any]:
-        with moto_missing_iot_apis.TEMPLATES_LOCK:  # the lock template changes are made under
+        with moto_missing_iot_apis.LOCK:  # the lock template changes are made under
             return dict(self._call(moto_missing_iot_apis.template, self.iot, name).describe())
 
     def thing(self, name: str) -> Any | None:

@@ -38,7 +38,7 @@ EVENT_TYPES = (
     "THING", "THING_GROUP", "THING_TYPE", "THING_GROUP_MEMBERSHIP", "THING_GROUP_HIERARCHY",
     "THING_TYPE_ASSOCIATION", "JOB", "JOB_EXECUTION", "POLICY", "CERTIFICATE", "CA_CERTIFICATE",
 )  # fmt: skip
-TEMPLATES_LOCK = _LOCK = threading.RLock()  # held while templates change; readers take it too
+LOCK = threading.RLock()  # guards what this module adds (templates, tags, settings); readers take it too
 
 
 def _now() -> datetime:
@@ -104,7 +104,7 @@ class IotExtras:
 
 
 def extras(backend: IoTBackend) -> IotExtras:
-    with _LOCK:
+    with LOCK:
         if not hasattr(backend, "_sandbox_extras"):
             backend._sandbox_extras = IotExtras()
         return backend._sandbox_extras
@@ -171,7 +171,7 @@ class MissingIotApis:
             raise InvalidRequestException("provisioningRoleArn is required")
         kind = self._get_param("type") or "FLEET_PROVISIONING"
         hook = self._check_hook(self._get_param("preProvisioningHook"), kind)
-        with _LOCK:
+        with LOCK:
             if name in extras(backend).templates:
                 raise ResourceAlreadyExistsException(f"Template {name} already exists", name, _arn(backend, name))
             created = ProvisioningTemplate(
@@ -225,7 +225,7 @@ class MissingIotApis:
 
     def update_provisioning_template(self: Any) -> ActionResult:
         found = template(self.iot_backend, self._get_param("templateName"))
-        with _LOCK:
+        with LOCK:
             if self._get_param("description") is not None:
                 found.description = self._get_param("description")
             if self._get_param("enabled") is not None:
@@ -248,7 +248,7 @@ class MissingIotApis:
     def delete_provisioning_template(self: Any) -> ActionResult:
         backend = self.iot_backend
         found = template(backend, self._get_param("templateName"))
-        with _LOCK:
+        with LOCK:
             del extras(backend).templates[found.name]
             extras(backend).tags.pop(found.arn, None)
         return EmptyResult()
@@ -256,7 +256,7 @@ class MissingIotApis:
     def create_provisioning_template_version(self: Any) -> ActionResult:
         found = template(self.iot_backend, self._get_param("templateName"))
         body = _check_body(self._get_param("templateBody"))
-        with _LOCK:
+        with LOCK:
             if len(found.versions) >= TEMPLATE_VERSIONS_MAX:
                 raise VersionsLimitExceededException(found.name)
             version = TemplateVersion(max(v.version_id for v in found.versions) + 1, body, _now())
@@ -290,7 +290,7 @@ class MissingIotApis:
     def delete_provisioning_template_version(self: Any) -> ActionResult:
         found = template(self.iot_backend, self._get_param("templateName"))
         version_id = int(self._get_param("versionId"))
-        with _LOCK:
+        with LOCK:
             version = next((v for v in found.versions if v.version_id == version_id), None)
             if version is None:
                 raise ResourceNotFoundException(f"Version {version_id} does not exist")
@@ -341,7 +341,7 @@ def _capture_tags(method: str, resource: str, name_param: str) -> None:
         if header:
             tags.update(dict(parse_qsl(header)))
         arn = _arn(self.iot_backend, f"{resource}/{self._get_param(name_param)}")
-        with _LOCK:
+        with LOCK:
             extras(self.iot_backend).tags[arn] = tags
         return result
 
