@@ -24,6 +24,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from sandbox.dynamodb_fast_path import DynamoDBFastPath
+
 REMEMBERED = 4096
 
 
@@ -218,7 +220,7 @@ def remember_action_methods() -> None:
 def serve(port: int) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
     remember_action_methods()
-    app = RetriesAtMostOnce(Dispatcher(create_backend_app))
+    app = RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server

@@ -13,7 +13,7 @@ from typing import Any
 from moto.dynamodb.models import DynamoDBBackend
 
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
-_LOCK = threading.RLock()
+LOCK = threading.RLock()  # also taken by sandbox.dynamodb_fast_path for its writes
 
 
 def install() -> None:
@@ -24,7 +24,7 @@ def install() -> None:
 
         @functools.wraps(original)
         def atomic(self: DynamoDBBackend, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with _LOCK:
+            with LOCK:
                 return __original(self, *args, **kwargs)
 
         setattr(DynamoDBBackend, name, atomic)
