@@ -11,9 +11,11 @@ tables, under the same write lock, with the same answer moto gives (the differen
 tests/unit/test_dynamodb_fast_path.py hold it to that). Everything else goes to moto unchanged:
 any parameter outside the handled set, an update that is not `SET name = :value` /
 `SET name = if_not_exists(name, :value)`, a key that does not match the schema, a value of a
-type other than S, N, BOOL or NULL, an empty string, an item that does not exist yet, a table with
-a stream, an unused or missing placeholder, and every failure (a condition that does not hold
-included) — moto then makes the error, so errors have one source. Nothing is written before the
+type other than S, N, BOOL or NULL, an empty string, binary data anywhere in the item, an item
+that does not exist yet, a table with a stream, an unused or missing placeholder, a body that is
+not plain UTF-8 JSON, and every failure (a condition that does not hold, a table key named in the
+update, an index key given the wrong type or an empty value, an item growing past moto's size
+limit) — moto then makes the error, so errors have one source. Nothing is written before the
 request is known to succeed.
 """
 
@@ -98,6 +100,7 @@ class DynamoDBFastPath:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.answered = 0
+        moto_atomic_dynamodb_writes.install()  # moto's writes take the lock this layer's writes take
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -105,6 +108,7 @@ class DynamoDBFastPath:
             target in ("DynamoDB_20120810.GetItem", "DynamoDB_20120810.UpdateItem")
             and environ.get("REQUEST_METHOD") == "POST"
             and environ.get("PATH_INFO") == "/"
+            and not environ.get("QUERY_STRING")  # moto reads a region from anywhere in the URL
             and not environ.get("HTTP_CONTENT_ENCODING")
             and "HTTP_X_MOTO_ACCOUNT_ID" not in environ
             and "MOTO_ACCOUNT_ID" not in os.environ
@@ -127,33 +131,34 @@ class DynamoDBFastPath:
 
     def _answer(self, action: str, environ: dict[str, Any], body: bytes) -> bytes:
         try:
-            request = json.loads(body)
+            text = body.decode("utf-8")  # what moto accepts; json.loads(bytes) would also take UTF-16
+            request = json.loads(text) if not text.startswith("\ufeff") else None
         except ValueError:
             raise Declined from None
         if not isinstance(request, dict) or request.get("ReturnConsumedCapacity", "NONE") != "NONE":
             raise Declined
+        name = request.get("TableName")
         backend = _backend(environ)
-        table = backend.tables.get(request.get("TableName"))
-        if table is None:
+        if not isinstance(name, str) or backend.tables.get(name) is None:
             raise Declined
         if action == "GetItem":
             if not request.keys() <= GET_ITEM_PARAMETERS or not isinstance(request.get("ConsistentRead", False), bool):
                 raise Declined
-            item = table.get_item(*_key(table, request.get("Key")))
-            return json.dumps({"Item": item.to_json()["Attributes"]} if item else {}).encode()
-        if not request.keys() <= UPDATE_ITEM_PARAMETERS or table.stream_shard is not None:
+            table = backend.tables[name]
+            key = _key(table, request.get("Key"))
+            with moto_atomic_dynamodb_writes.LOCK:  # no write changes the item while it is read out
+                item = table.get_item(*key)
+                if item is not None and _has_binary(item.attrs.values()):
+                    raise Declined
+                return json.dumps({"Item": item.to_json()["Attributes"]} if item else {}).encode()
+        if not request.keys() <= UPDATE_ITEM_PARAMETERS:
             raise Declined
         return_values = request.get("ReturnValues", "NONE")
         if return_values not in ("NONE", "ALL_NEW"):
             raise Declined
         if request.get("ReturnValuesOnConditionCheckFailure", "NONE") not in ("NONE", "ALL_OLD"):
             raise Declined
-        attributes = _update(table, request)
-        answer: dict[str, Any] = {}
-        if return_values == "ALL_NEW":
-            answer["Attributes"] = attributes
-        answer["ConsumedCapacity"] = {"TableName": table.name, "CapacityUnits": UPDATE_CAPACITY}
-        return json.dumps(answer).encode()
+        return _update(backend, name, request, return_values == "ALL_NEW")
 
 
 def _backend(environ: dict[str, Any]) -> Any:
@@ -163,10 +168,11 @@ def _backend(environ: dict[str, Any]) -> Any:
         environ.get("HTTP_HOST", "")
     ):
         raise Declined
-    agent = DynamoHandler.region_from_useragent_regex.search(environ.get("HTTP_USER_AGENT", ""))
-    scope = authorization.split(",")[0].split("/")  # Credential=<key>/<date>/<region>/<service>/aws4_request
-    if len(scope) < 4 or scope[3] != "dynamodb":
+    # Parsed as moto's dispatcher parses it: Credential=<key>/<date>/<region>/<service>/aws4_request
+    scope = authorization.split(",")[0].split()[1].split("/")
+    if len(scope) != 5 or scope[3] != "dynamodb":
         raise Declined  # moto routes by the signed service: not ours to answer
+    agent = DynamoHandler.region_from_useragent_regex.search(environ.get("HTTP_USER_AGENT", ""))
     region = agent.group(1) if agent else scope[2]
     key = DynamoHandler.access_key_regex.search(authorization)
     access_key = key.group(1) if key else "AKIAEXAMPLE"
@@ -211,8 +217,21 @@ def _existing(attrs: dict[str, Any], source: str, target: str) -> Any:
     return attrs[source] if source == target else copy.deepcopy(attrs[source])
 
 
-def _update(table: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """Applies the update if it is plain and its condition holds; the item's attributes after it."""
+def _has_binary(values: Iterable[DynamoType]) -> bool:
+    """Whether B or BS data is anywhere in these values (moto's serializer encodes it; not here)."""
+    for value in values:
+        if value.type in ("B", "BS"):
+            return True
+        if value.type == "M" and _has_binary(value.value.values()):
+            return True
+        if value.type == "L" and _has_binary(value.value):
+            return True
+    return False
+
+
+def _update(backend: Any, table_name: str, request: dict[str, Any], all_new: bool) -> bytes:
+    """Applies the update if it is plain and succeeds; the answer (the item after it, if asked)."""
+    table = backend.tables[table_name]
     plan = update_plan(request.get("UpdateExpression") or "")
     if plan is None:
         raise Declined
@@ -221,6 +240,8 @@ def _update(table: Any, request: dict[str, Any]) -> dict[str, Any]:
     if names == {} or values == {} or not isinstance(names or {}, dict) or not isinstance(values or {}, dict):
         raise Declined
     names, values = names or {}, values or {}
+    if not all(isinstance(name, str) and name for name in names.values()):
+        raise Declined
     for value in values.values():
         if not isinstance(value, dict) or len(value) != 1 or not _plain_value(*next(iter(value.items()))):
             raise Declined
@@ -234,8 +255,9 @@ def _update(table: Any, request: dict[str, Any]) -> dict[str, Any]:
 
     assignments = [(resolve(target), source and resolve(source), value) for target, source, value in plan]
     targets = [target for target, _, _ in assignments]
-    if len(set(targets)) != len(targets) or set(targets) & {table.hash_key_attr, table.range_key_attr}:
-        raise Declined
+    paths = set(targets) | {source for _, source, _ in assignments if source}
+    if len(set(targets)) != len(targets) or paths & {table.hash_key_attr, table.range_key_attr}:
+        raise Declined  # overlapping paths, or a table key named anywhere in the update: moto refuses
     if any(value not in values for _, _, value in assignments):
         raise Declined
     used_names = {token for action in plan for token in action[:2] if token and token.startswith("#")}
@@ -250,26 +272,49 @@ def _update(table: Any, request: dict[str, Any]) -> dict[str, Any]:
     used_values.update(parser.expr_attr_values_found)
     if not (names.keys() <= used_names and values.keys() <= used_values):
         raise Declined  # moto refuses unused placeholders (missing ones made the parses fail above)
-
     hash_key, range_key = _key(table, request.get("Key"))
+    declared = {d["AttributeName"]: d["AttributeType"] for d in table.attr}
+    index_keys = set(table.attribute_keys)
+
     with moto_atomic_dynamodb_writes.LOCK:
+        if backend.tables.get(table_name) is not table or table.stream_shard is not None:
+            raise Declined
         item = table.get_item(hash_key, range_key)
-        if item is None:
-            raise Declined  # the update would create the item: moto's path
+        if item is None or _has_binary(item.attrs.values()):
+            raise Declined  # an update that creates the item, or binary data: moto's path
+        attrs = item.attrs
         try:
             holds = condition is None or check.expr(item)
         except Exception:  # noqa: BLE001
             raise Declined from None
         if not holds:
             raise Declined  # moto answers ConditionalCheckFailedException (with the item, if asked)
-        attrs = item.attrs
         new = {
             target: _existing(attrs, source, target) if source and source in attrs else DynamoType(values[value])
             for target, source, value in assignments
         }
-        size = item.size() - sum(bytesize(k) + attrs[k].size() for k in new if k in attrs)
-        if size + sum(bytesize(k) + v.size() for k, v in new.items()) > MAX_ITEM_BYTES:
-            raise Declined
+        size = item.size()
         for name, value in new.items():
-            dict.__setitem__(attrs, name, value)  # size checked above, for the whole update at once
-        return item.to_json()["Attributes"]  # as this update left it, whatever the next one does
+            if name in declared and declared[name] != value.type:
+                raise Declined  # an index key of another type: moto refuses
+            if name in index_keys and value.type in ("S", "B") and not value.value:
+                raise Declined  # an empty index key: moto refuses
+            # moto's item-size rule, action by action: the item as it is plus the new entry
+            entry = bytesize(name) + value.size()
+            if size + entry > MAX_ITEM_BYTES:
+                raise Declined
+            size += entry - (bytesize(name) + attrs[name].size() if name in attrs else 0)
+        before = {name: attrs[name] for name in new if name in attrs}
+        for name, value in new.items():
+            dict.__setitem__(attrs, name, value)  # checked above, for the whole update at once
+        try:
+            answer: dict[str, Any] = {"Attributes": item.to_json()["Attributes"]} if all_new else {}
+            answer["ConsumedCapacity"] = {"TableName": table.name, "CapacityUnits": UPDATE_CAPACITY}
+            return json.dumps(answer).encode()  # as this update left the item, whatever the next one does
+        except Exception:  # noqa: BLE001 - not expected; if it happens, leave the item as it was
+            restored = {
+                name: before.get(name, value) for name, value in attrs.items() if name in before or name not in new
+            }
+            dict.clear(attrs)
+            dict.update(attrs, restored)
+            raise Declined from None

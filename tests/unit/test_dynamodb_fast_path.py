@@ -27,8 +27,14 @@ FAST, MOTO = "eu-west-1", "eu-west-2"
 SERIAL = "SN-0001"
 ENROLLED = {
     "serialNumber": {"S": SERIAL}, "status": {"S": "enrolled"}, "deviceType": {"S": "sensor"},
-    "manufacturer": {"S": "Acme"}, "count": {"N": "1.50"}, "note": {"S": "café ☕"},
+    "manufacturer": {"S": "Acme"}, "count": {"N": "1.50"}, "note": {"S": "café ☕"}, "blank": {"S": ""},
 }  # fmt: skip
+BINARY = {"serialNumber": {"S": "SN-BIN"}, "blob": {"B": "AP8="}, "nested": {"M": {"b": {"BS": ["AP8="]}}}}
+BIG = {"serialNumber": {"S": "SN-BIG"}, "big": {"S": "x" * 250_000}}
+AUTHORIZATION = (
+    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261127/{region}/dynamodb/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=0"
+)
 # The provisioning hook's claim, as it sends it (lambda/provisioning_hook).
 HOOK_CLAIM = {
     "TableName": "registry",
@@ -100,10 +106,14 @@ class Twins:
         self.fast_path = DynamoDBFastPath(Dispatcher(create_backend_app))
         self.clients = {FAST: Client(self.fast_path), MOTO: Client(Dispatcher(create_backend_app))}
         for region in (FAST, MOTO):
-            self.call(region, "CreateTable", {
+            self.call(region, "CreateTable", {  # as the stack's device registry: status and type indexed
                 "TableName": "registry", "BillingMode": "PAY_PER_REQUEST",
                 "KeySchema": [{"AttributeName": "serialNumber", "KeyType": "HASH"}],
-                "AttributeDefinitions": [{"AttributeName": "serialNumber", "AttributeType": "S"}],
+                "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"}
+                                         for name in ("serialNumber", "deviceType", "status")],
+                "GlobalSecondaryIndexes": [
+                    {"IndexName": f"{name}-index", "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
+                     "Projection": {"ProjectionType": "ALL"}} for name in ("deviceType", "status")],
             })  # fmt: skip
             self.call(region, "CreateTable", {
                 "TableName": "ranged", "BillingMode": "PAY_PER_REQUEST",
@@ -111,32 +121,38 @@ class Twins:
                 "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"},
                                          {"AttributeName": "r", "AttributeType": "N"}],
             })  # fmt: skip
-            self.call(region, "PutItem", {"TableName": "registry", "Item": ENROLLED})
+            for item in (ENROLLED, BINARY, BIG):
+                self.call(region, "PutItem", {"TableName": "registry", "Item": item})
             self.call(region, "PutItem", {"TableName": "ranged", "Item": {"k": {"S": "a"}, "r": {"N": "1"}}})
 
-    def call(self, region: str, action: str, request: Any) -> tuple[int, Any, Any]:
-        response = self.clients[region].post(
-            "/",
-            data=json.dumps(request),
-            headers={
-                "X-Amz-Target": f"DynamoDB_20120810.{action}",
-                "Content-Type": "application/x-amz-json-1.0",
-                "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261127/{region}/dynamodb/"
-                "aws4_request, SignedHeaders=host;x-amz-date, Signature=0",
-            },
-        )
-        body = response.get_data()
-        assert response.headers["x-amz-crc32"] == str(binascii.crc32(body))  # botocore checks it
-        return response.status_code, json.loads(body), response.headers
+    def call(
+        self, region: str, action: str, request: Any, body: bytes | None = None, path: str = "/",
+        authorization: str = AUTHORIZATION,
+    ) -> tuple[int, Any, Any]:  # fmt: skip
+        """Status, body (parsed if JSON) and headers; a crash of moto counts as a 500 naming its error."""
+        try:
+            response = self.clients[region].post(path, data=json.dumps(request) if body is None else body, headers={
+                "X-Amz-Target": f"DynamoDB_20120810.{action}", "Content-Type": "application/x-amz-json-1.0",
+                "Authorization": authorization.format(region=region),
+            })  # fmt: skip
+        except Exception as crash:  # noqa: BLE001 - the werkzeug test client re-raises what the app raised
+            return 500, type(crash).__name__, {}
+        data = response.get_data()
+        if "x-amz-crc32" in response.headers:
+            assert response.headers["x-amz-crc32"] == str(binascii.crc32(data))  # botocore checks it
+        try:
+            return response.status_code, json.loads(data), response.headers
+        except ValueError:
+            return response.status_code, data, response.headers
 
-    def both(self, action: str, request: Any) -> tuple[int, Any, bool]:
+    def both(self, action: str, request: Any, **transport: Any) -> tuple[int, Any, bool]:
         """Runs the request on both; returns moto's answer and whether the fast path answered."""
         answered = self.fast_path.answered
-        fast = self.call(FAST, action, request)
+        fast = self.call(FAST, action, request, **transport)
         fast_answered = self.fast_path.answered > answered
-        alone = self.call(MOTO, action, request)
+        alone = self.call(MOTO, action, request, **transport)
         assert fast[:2] == alone[:2]
-        assert fast[2]["Content-Type"] == alone[2]["Content-Type"]
+        assert fast[2].get("Content-Type") == alone[2].get("Content-Type")
         for table in ("registry", "ranged"):
             assert self.items(FAST, table) == self.items(MOTO, table)
         return alone[0], alone[1], fast_answered
@@ -211,6 +227,20 @@ def test_refusals_come_from_moto_and_change_nothing(twins: Twins) -> None:
             True,
         ),
         (plain_set("SET a = :a", a={"S": "x"}) | {"TableName": "ranged", "Key": {"k": {"S": "a"}}}, False),
+        (plain_set("SET deviceType = :a", a={"S": "gateway"}), True),  # an index key, right type
+        (plain_set("SET deviceType = :a", a={"N": "5"}), False),  # an index key of another type: moto refuses
+        (plain_set("SET deviceType = if_not_exists(#c, :a)", names={"#c": "count"}, a={"S": "x"}), False),  # N
+        (plain_set("SET deviceType = if_not_exists(blank, :a)", a={"S": "x"}), False),  # empty index key
+        (plain_set("SET a = if_not_exists(serialNumber, :a)", a={"S": "x"}), False),  # the table key named
+        (plain_set("SET #a = :a", names={"#a": 5}, a={"S": "x"}), False),  # type: ignore[dict-item]
+        (plain_set("SET #a = :a", names={"#a": ""}, a={"S": "x"}), False),
+        (plain_set("SET a = :a", a={"S": "x"}) | {"Key": {"serialNumber": {"S": "SN-BIN"}}}, False),  # binary
+        (plain_set("SET big = :a", a={"S": "y" * 250_000}) | {"Key": {"serialNumber": {"S": "SN-BIG"}}}, False),
+        (
+            plain_set("SET big = if_not_exists(big, :a)", a={"S": "y"}) | {"Key": {"serialNumber": {"S": "SN-BIG"}}},
+            False,
+        ),  # moto's size rule counts the value being replaced too
+        (plain_set("SET small = :a", a={"S": "y"}) | {"Key": {"serialNumber": {"S": "SN-BIG"}}}, True),
     ],
 )
 def test_update_item_answers_as_moto_whichever_path_answers(twins: Twins, request_: Any, answered: bool) -> None:
@@ -229,10 +259,26 @@ def test_update_item_answers_as_moto_whichever_path_answers(twins: Twins, reques
         ({"TableName": "registry", "Key": {"other": {"S": SERIAL}}}, False),
         ({"TableName": "missing", "Key": {"serialNumber": {"S": SERIAL}}}, False),
         ({"TableName": "ranged", "Key": {"k": {"S": "a"}}}, False),
+        ({"TableName": "registry", "Key": {"serialNumber": {"S": "SN-BIN"}}}, False),  # binary: moto encodes it
+        ({"TableName": "registry", "Key": {"serialNumber": {"S": "SN-BIG"}}}, True),
     ],
 )
 def test_get_item_answers_as_moto_whichever_path_answers(twins: Twins, request_: Any, answered: bool) -> None:
     assert twins.both("GetItem", request_)[2] is answered
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        {"path": "/?u=https://dynamodb.us-west-2.amazonaws.com"},  # moto takes the region from the URL
+        {"authorization": AUTHORIZATION.replace("/aws4_request", "")},  # moto routes it elsewhere
+        {"authorization": AUTHORIZATION.replace("/dynamodb/", "/s3/")},
+        {"body": json.dumps(HOOK_CLAIM).encode("utf-16")},  # moto reads UTF-8 only
+        {"body": b"\xef\xbb\xbf" + json.dumps(HOOK_CLAIM).encode()},
+    ],
+)
+def test_requests_moto_would_route_or_read_differently_are_left_to_moto(twins: Twins, transport: Any) -> None:
+    assert twins.both("UpdateItem", HOOK_CLAIM, **transport)[2] is False
 
 
 def test_concurrent_claims_of_one_serial_through_the_fast_path_let_exactly_one_through(
