@@ -32,8 +32,9 @@ setup: .venv/.synced node_modules/.installed .terraformrc.generated .broker-inst
 
 # The sandbox's MQTT broker and its plugin headers, from Debian's packages.
 .broker-installed:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || [ ! -f /usr/include/mosquitto_broker.h ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-dev gcc >/dev/null; fi
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || [ ! -f /usr/include/mosquitto_broker.h ] \
+		|| [ ! -f /usr/include/openssl/x509.h ] || ! command -v gcc >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-dev libssl-dev gcc >/dev/null; fi
 	@touch $@
 
 .venv/.synced: Pipfile.lock

@@ -146,12 +146,12 @@ class Broker:
             raise DataPlaneError(
                 "mosquitto is not installed: run `make setup` (apt-get install mosquitto mosquitto-dev)"
             )
-        if not Path("/usr/include/mosquitto_broker.h").exists():
-            raise DataPlaneError("mosquitto's plugin headers are missing: apt-get install mosquitto-dev")
+        if not Path("/usr/include/mosquitto_broker.h").exists() or not Path("/usr/include/openssl/x509.h").exists():
+            raise DataPlaneError("the broker plugin's headers are missing: apt-get install mosquitto-dev libssl-dev")
         self.dir.mkdir(parents=True, exist_ok=True)
         plugin = self.dir / "fleet_routing.so"
         built = subprocess.run(
-            ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(plugin), str(PLUGIN_SOURCE)],
+            ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(plugin), str(PLUGIN_SOURCE), "-lcrypto"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if built.returncode != 0:
@@ -181,7 +181,9 @@ class Broker:
                     f"keyfile {server_key}",
                     f"crlfile {self.dir / 'crl.pem'}",
                     "require_certificate true",
-                    "use_identity_as_username true",
+                    # No use_identity_as_username: with it mosquitto asks no plugin at CONNECT, so a
+                    # certificate could take over any client id's session. The plugin reads the
+                    # identity from the connection's certificate instead.
                     "set_tcp_nodelay true",
                     "",
                 ]

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +155,10 @@ def tls_context(target: Target, cert: str, key: str) -> io.ClientTlsContext:
 
 def connect(
     target: Target, cert: str, key: str, client_id: str, timeout: float, sdk_metrics: bool = True,
-    context: io.ClientTlsContext | None = None,
+    context: io.ClientTlsContext | None = None, on_disconnection: Callable[[Any], None] | None = None,
 ) -> Connection:  # fmt: skip
     """Connects with the SDK's mTLS builder, or with `context` (from `tls_context`) for this certificate.
+    `on_disconnection` is called with the SDK's event each time the connection drops.
 
     Loading a certificate and key into a TLS context costs a private-key signature (the TLS library
     checks that they match): for an RSA claim key, a quarter of a simulated device's CPU. A fleet
@@ -189,6 +191,7 @@ def connect(
             endpoint=target.endpoint, port=target.port, cert_filepath=cert, pri_key_filepath=key, client_id=client_id,
             on_lifecycle_connection_success=on_success, on_lifecycle_connection_failure=on_failure,
             on_lifecycle_stopped=lambda _: stopped.set(), enable_metrics_collection=sdk_metrics,
+            on_lifecycle_disconnection=on_disconnection,
             extended_validation_and_flow_control_options=flow_control, **options,
         )  # fmt: skip
     else:  # what the builder configures for a direct mTLS connection, with the given context
@@ -201,6 +204,7 @@ def connect(
                 on_lifecycle_event_connection_success_fn=on_success,
                 on_lifecycle_event_connection_failure_fn=on_failure,
                 on_lifecycle_event_stopped_fn=lambda _: stopped.set(),
+                on_lifecycle_event_disconnection_fn=on_disconnection,
             )
         )  # fmt: skip
     connection = Connection(client, stopped)

@@ -10,11 +10,17 @@
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
  *
+ * A certificate's identity is its subject CN, read from the certificate of the connection itself
+ * (not the MQTT user name, which a client chooses).
+ *
  * Access checks: what a certificate may do is what its IoT policies allow, written by the sandbox
  * as one file per certificate identity in "rules_dir" (lines "client <pattern>", "publish <filter>",
  * "receive <filter>", "subscribe <filter>"). The file is read at each check, so a registration is in force the moment the
  * sandbox has written it (a reload signal can be lost while mosquitto is reloading; a file cannot).
- * No file, a client id no "client" line allows, or no matching rule: denied.
+ * No file, a client id no "client" line allows, or no matching rule: denied. The "client" lines are
+ * also checked at CONNECT (iot:Connect), before mosquitto hands the client id's session to the new
+ * connection: a certificate cannot take over a session its policies do not grant (as in AWS IoT,
+ * where a refused CONNECT leaves the connected client alone).
  */
 #include <fnmatch.h>
 #include <stdbool.h>
@@ -24,6 +30,7 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <openssl/x509.h>
 
 #define REQUEST_PREFIX "fp/req/"
 #define RESPONSE_PREFIX "fp/resp/"
@@ -37,11 +44,24 @@ static bool starts_with(const char *text, const char *prefix)
 	return strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
+/* The subject CN of the client's certificate (false without one, or when it does not fit). */
+static bool identity_of(struct mosquitto *client, char *identity, size_t size)
+{
+	X509 *certificate = mosquitto_client_certificate(client);
+	int length;
+
+	if (!certificate) return false;
+	length = X509_NAME_get_text_by_NID(X509_get_subject_name(certificate), NID_commonName, identity, (int)size);
+	X509_free(certificate);
+	return length > 0 && (size_t)length < size;
+}
+
 static bool is_service(struct mosquitto *client)
 {
 	const char *id = mosquitto_client_id(client);
-	const char *user = mosquitto_client_username(client);
-	return id && user && strcmp(id, service_id) == 0 && strcmp(user, service_id) == 0;
+	char identity[256];
+	return id && strcmp(id, service_id) == 0 && identity_of(client, identity, sizeof(identity)) &&
+			strcmp(identity, service_id) == 0;
 }
 
 static int answer(struct mosquitto_evt_message *message)
@@ -131,45 +151,70 @@ static bool safe_identity(const char *identity)
 	return true;
 }
 
+/* Whether the identity's rules allow this client id and, unless topic is NULL (CONNECT), this access. */
+static bool allowed(const char *identity, const char *client_id, int access, const char *topic)
+{
+	char path[1400], line[1024];
+	bool client_allowed = false, topic_allowed = topic == NULL;
+	FILE *rules;
+
+	if (!rules_dir[0] || !safe_identity(identity)) return false;
+	if (snprintf(path, sizeof(path), "%s/%s", rules_dir, identity) >= (int)sizeof(path)) return false;
+	rules = fopen(path, "r");
+	if (!rules) return false;
+	while (fgets(line, sizeof(line), rules)) {
+		if (!strchr(line, '\n') && !feof(rules)) { /* a line longer than the buffer: trust nothing */
+			fclose(rules);
+			return false;
+		}
+		line[strcspn(line, "\r\n")] = '\0';
+		if (starts_with(line, "client ")) {
+			client_allowed = client_allowed || fnmatch(line + 7, client_id, FNM_NOESCAPE) == 0;
+		} else if (!topic) {
+			continue;
+		} else if (starts_with(line, "publish ")) {
+			topic_allowed = topic_allowed || (access == MOSQ_ACL_WRITE && rule_covers(line + 8, topic));
+		} else if (starts_with(line, "receive ")) {
+			topic_allowed = topic_allowed || (access == MOSQ_ACL_READ && rule_covers(line + 8, topic));
+		} else if (starts_with(line, "subscribe ")) {
+			topic_allowed = topic_allowed || (access == MOSQ_ACL_SUBSCRIBE && rule_covers(line + 10, topic));
+		}
+	}
+	fclose(rules);
+	return client_allowed && topic_allowed;
+}
+
+/* CONNECT (mosquitto asks this before it looks for the client id's existing session). */
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *auth = event_data;
+	const char *client_id = mosquitto_client_id(auth->client);
+	char identity[256];
+
+	(void)event;
+	(void)userdata;
+	if (!client_id || !identity_of(auth->client, identity, sizeof(identity))) return MOSQ_ERR_AUTH;
+	if (strcmp(identity, service_id) == 0 || strcmp(client_id, service_id) == 0) {
+		return is_service(auth->client) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+	}
+	return allowed(identity, client_id, 0, NULL) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *check = event_data;
-	const char *identity = mosquitto_client_username(check->client);
 	const char *client_id = mosquitto_client_id(check->client);
-	char path[1400], line[1024];
-	bool client_allowed = false, topic_allowed = false;
-	FILE *rules;
+	char identity[256];
 
 	(void)event;
 	(void)userdata;
 	if (!check->topic) return MOSQ_ERR_ACL_DENIED;
 	if (is_service(check->client)) return starts_with(check->topic, "fp/") ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 	if (check->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
-	if (!identity || !client_id || !rules_dir[0] || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED;
+	if (!client_id || !identity_of(check->client, identity, sizeof(identity))) return MOSQ_ERR_ACL_DENIED;
 	/* A client id with a topic separator or wildcard cannot be routed (fp/req/<client id>/...): refuse it. */
 	if (client_id[0] == '\0' || strpbrk(client_id, "/+#")) return MOSQ_ERR_ACL_DENIED;
-	if (snprintf(path, sizeof(path), "%s/%s", rules_dir, identity) >= (int)sizeof(path)) return MOSQ_ERR_ACL_DENIED;
-	rules = fopen(path, "r");
-	if (!rules) return MOSQ_ERR_ACL_DENIED;
-	while (fgets(line, sizeof(line), rules)) {
-		if (!strchr(line, '\n') && !feof(rules)) { /* a line longer than the buffer: trust nothing */
-			fclose(rules);
-			return MOSQ_ERR_ACL_DENIED;
-		}
-		line[strcspn(line, "\r\n")] = '\0';
-		if (starts_with(line, "client ")) {
-			client_allowed = client_allowed || fnmatch(line + 7, client_id, FNM_NOESCAPE) == 0;
-		} else if (starts_with(line, "publish ")) {
-			topic_allowed = topic_allowed || (check->access == MOSQ_ACL_WRITE && rule_covers(line + 8, check->topic));
-		} else if (starts_with(line, "receive ")) {
-			topic_allowed = topic_allowed || (check->access == MOSQ_ACL_READ && rule_covers(line + 8, check->topic));
-		} else if (starts_with(line, "subscribe ")) {
-			topic_allowed = topic_allowed ||
-					(check->access == MOSQ_ACL_SUBSCRIBE && rule_covers(line + 10, check->topic));
-		}
-	}
-	fclose(rules);
-	return client_allowed && topic_allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+	return allowed(identity, client_id, check->access, check->topic) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -192,7 +237,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 			snprintf(rules_dir, sizeof(rules_dir), "%s", options[i].value);
 		}
 	}
-	if (mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS) {
+	if (mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS ||
+			mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS) {
 		return MOSQ_ERR_UNKNOWN;
 	}
 	return mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL);
@@ -204,5 +250,6 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	(void)options;
 	(void)option_count;
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	return mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
 }

@@ -100,12 +100,12 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # The broker provides these to the plugin at run time; outside it, inert stand-ins let it load.
     (folder / "broker.c").write_text("\n".join(
         f"{kind} {name}(void) {{ return 0; }}" for kind, name in (
-            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_username"),
+            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_certificate"),
             ("int", "mosquitto_broker_publish_copy"), ("void *", "mosquitto_malloc"), ("int", "mosquitto_free"),
             ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"))))  # fmt: skip
     library = folder / "fleet_routing.so"
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(PLUGIN_SOURCE), str(folder / "broker.c")],
-                   check=True)  # fmt: skip
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(PLUGIN_SOURCE), str(folder / "broker.c"),
+                    "-lcrypto"], check=True)  # fmt: skip
     loaded = ctypes.CDLL(str(library))
     loaded.rule_covers.restype = ctypes.c_bool
     loaded.rule_covers.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
