@@ -294,8 +294,9 @@ class RegistryRules:
     """Rules for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
 
     Reads the local AWS's IoT registry in-process (sandbox.local_account). Each certificate is
-    described once per status it is seen in, so a refresh costs one pass over the certificates
-    plus whatever changed, not a lookup per device.
+    described once per status it is seen in (and again after a policy or thing-principal change:
+    refresh(forget=True)), so a refresh costs one pass over the certificates plus whatever changed,
+    not a lookup per device.
     """
 
     def __init__(self, account: LocalAccount) -> None:
@@ -329,8 +330,11 @@ class RegistryRules:
         self._seen[certificate_id] = access
         return access.identity, access.rules
 
-    def refresh(self) -> tuple[dict[str, str], list[int]]:
-        """(rules file text by certificate identity, revoked serials)."""
+    def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
+        """(rules file text by certificate identity, revoked serials). `forget`: describe every ACTIVE
+        certificate again (its policies or thing may have changed; its status did not)."""
+        if forget:
+            self._seen = {k: v for k, v in self._seen.items() if v.status != "ACTIVE"}
         current: dict[str, CertificateAccess] = {}
         for certificate in self.account.certificates():
             certificate_id, status = certificate.certificate_id, certificate.status

@@ -66,7 +66,7 @@ class FleetProvisioningService:
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
-        self._passed_writes, self._last_pass = -1, 0.0  # no pass yet
+        self._passed_writes, self._passed_access, self._last_pass = -1, 0, 0.0  # no pass yet
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
         self._stopping = threading.Event()
         self.connection: mqtt.Connection | None = None
@@ -120,13 +120,15 @@ class FleetProvisioningService:
         HTTP (revocations, policy changes, deletions), and at least every FULL_PASS_SECONDS anyway.
         Registrations need no pass: each puts its own certificate's rules in force (grant_rules)."""
         with self._rules_lock:
-            writes = RegistryWrites.count()  # read first: a change during the pass triggers the next one
+            # Read first: a change during the pass triggers the next one.
+            writes, access = RegistryWrites.count(), RegistryWrites.access_changes()
             due = time.monotonic() - self._last_pass >= FULL_PASS_SECONDS
             if not (force or due or writes != self._passed_writes or self.broker.reload_pending):
                 return
-            rules, revoked = self.rules.refresh()
+            # A policy or principal change can change any certificate's rules: describe them all again.
+            rules, revoked = self.rules.refresh(forget=access != self._passed_access)
             self.broker.write_rules(rules, self.broker.crl(revoked))
-            self._passed_writes, self._last_pass = writes, time.monotonic()
+            self._passed_writes, self._passed_access, self._last_pass = writes, access, time.monotonic()
 
     def grant_rules(self, certificate: OwnershipToken, thing: str, policies: list[str]) -> None:
         """Puts a just-registered certificate's rules in force before the device gets its answer.

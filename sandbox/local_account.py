@@ -38,13 +38,26 @@ class RegistryWrites:
     of devices that pass is worth running only when something outside the service changed.
     """
 
+    # Writes that change what a certificate may do without changing the certificate itself.
+    ACCESS_ACTIONS = frozenset({
+        "AttachPolicy", "DetachPolicy", "AttachPrincipalPolicy", "DetachPrincipalPolicy", "CreatePolicyVersion",
+        "SetDefaultPolicyVersion", "DeletePolicyVersion", "DeletePolicy", "AttachThingPrincipal",
+        "DetachThingPrincipal", "DeleteThing",
+    })  # fmt: skip
     _lock = threading.Lock()
     _count = 0
+    _access_changes = 0
 
     @classmethod
     def count(cls) -> int:
         with cls._lock:
             return cls._count
+
+    @classmethod
+    def access_changes(cls) -> int:
+        """How many of the writes were policy or thing-principal changes (ACCESS_ACTIONS)."""
+        with cls._lock:
+            return cls._access_changes
 
     @classmethod
     def install(cls) -> None:
@@ -59,8 +72,10 @@ class RegistryWrites:
                 return call_action(self)
             finally:
                 if self.method not in ("GET", "HEAD"):  # IoT reads with GET (a POST read costs one spare pass)
+                    access = self._get_action() in cls.ACCESS_ACTIONS
                     with cls._lock:
                         cls._count += 1
+                        cls._access_changes += access
 
         IoTResponse.call_action = counted
         IoTResponse._sandbox_counted = True

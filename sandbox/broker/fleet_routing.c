@@ -44,7 +44,8 @@ static bool starts_with(const char *text, const char *prefix)
 	return strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
-/* The subject CN of the client's certificate (false without one, or when it does not fit). */
+/* The subject CN of the client's certificate (false without one, or when it does not fit whole:
+ * OpenSSL truncates to the buffer, and a truncated name could be another certificate's). */
 static bool identity_of(struct mosquitto *client, char *identity, size_t size)
 {
 	X509 *certificate = mosquitto_client_certificate(client);
@@ -53,7 +54,7 @@ static bool identity_of(struct mosquitto *client, char *identity, size_t size)
 	if (!certificate) return false;
 	length = X509_NAME_get_text_by_NID(X509_get_subject_name(certificate), NID_commonName, identity, (int)size);
 	X509_free(certificate);
-	return length > 0 && (size_t)length < size;
+	return length > 0 && (size_t)length < size - 1 && strlen(identity) == (size_t)length;
 }
 
 static bool is_service(struct mosquitto *client)

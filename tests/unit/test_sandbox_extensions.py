@@ -431,7 +431,7 @@ def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_
     class Rules:
         passes = 0
 
-        def refresh(self) -> tuple[dict[str, str], list[int]]:
+        def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
             self.passes += 1
             return {}, []
 
@@ -456,5 +456,55 @@ def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_
         service._last_pass -= fleet_provisioning.FULL_PASS_SECONDS  # a minute without a pass
         service.refresh_rules()
         assert rules.passes == 5
+    finally:
+        service.stop()
+
+
+def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(iot: Any) -> None:
+    """A new default version of a policy (what `cdktf deploy` of a changed policy does) changes the
+    rules of every certificate it is attached to at the next pass, as AWS applies it to connected
+    devices; a write that is not about access leaves the described certificates as they were."""
+    from sandbox import fleet_provisioning
+    from sandbox.local_account import LocalAccount, RegistryWrites
+
+    RegistryWrites.install()
+
+    def policy(topic: str) -> str:
+        return json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/*"},
+            {"Effect": "Allow", "Action": "iot:Publish",
+             "Resource": f"arn:aws:iot:us-east-1:123456789012:topic/{topic}"}]})  # fmt: skip
+
+    class Broker:
+        reload_pending = False
+
+        def __init__(self) -> None:
+            self.written: dict[str, str] = {}
+
+        def crl(self, revoked: list[int]) -> bytes:
+            return b""
+
+        def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+            self.written = rules
+
+    iot.create_policy(policyName="device", policyDocument=policy("telemetry/v1"))
+    certificate = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_policy(policyName="device", target=certificate["certificateArn"])
+    broker = Broker()
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), broker)  # type: ignore[arg-type]
+    try:
+        service.refresh_rules()
+        (rules,) = broker.written.values()
+        assert "publish telemetry/v1" in rules.splitlines()
+        iot.create_thing(thingName="unrelated")  # not about access: the certificate stays described
+        service.refresh_rules()
+        assert list(broker.written.values()) == [rules]
+        iot.create_policy_version(policyName="device", policyDocument=policy("telemetry/v2"), setAsDefault=True)
+        service.refresh_rules()
+        (rules,) = broker.written.values()
+        assert "publish telemetry/v2" in rules.splitlines() and "publish telemetry/v1" not in rules.splitlines()
+        iot.detach_policy(policyName="device", target=certificate["certificateArn"])
+        service.refresh_rules()
+        assert broker.written == {}  # no policy: the certificate may do nothing
     finally:
         service.stop()
