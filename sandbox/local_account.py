@@ -72,7 +72,10 @@ class RegistryWrites:
                 return call_action(self)
             finally:
                 if self.method not in ("GET", "HEAD"):  # IoT reads with GET (a POST read costs one spare pass)
-                    access = self._get_action() in cls.ACCESS_ACTIONS
+                    try:
+                        access = self._get_action() in cls.ACCESS_ACTIONS
+                    except Exception:  # noqa: BLE001 - unknown action: assume access changed (re-describe)
+                        access = True
                     with cls._lock:
                         cls._count += 1
                         cls._access_changes += access
