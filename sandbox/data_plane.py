@@ -182,8 +182,8 @@ class Broker:
                     f"crlfile {self.dir / 'crl.pem'}",
                     "require_certificate true",
                     # No use_identity_as_username: with it mosquitto asks no plugin at CONNECT, so a
-                    # certificate could take over any client id's session. The plugin reads the
-                    # identity from the connection's certificate instead.
+                    # certificate could take over any client id's session. The plugin checks the
+                    # client id at CONNECT and sets the certificate's identity as the user name.
                     "set_tcp_nodelay true",
                     "",
                 ]

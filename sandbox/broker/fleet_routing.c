@@ -10,8 +10,10 @@
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
  *
- * A certificate's identity is its subject CN, read from the certificate of the connection itself
- * (not the MQTT user name, which a client chooses).
+ * A certificate's identity is its subject CN. At CONNECT the plugin reads it from the connection's
+ * certificate and makes it the client's MQTT user name, whatever user name the client sent (or
+ * refuses the CONNECT); later checks read the user name, which outlives the TLS session (mosquitto
+ * checks a client's will and its offline session's queued messages after the socket is closed).
  *
  * Access checks: what a certificate may do is what its IoT policies allow, written by the sandbox
  * as one file per certificate identity in "rules_dir" (lines "client <pattern>", "publish <filter>",
@@ -57,12 +59,12 @@ static bool identity_of(struct mosquitto *client, char *identity, size_t size)
 	return length > 0 && (size_t)length < size - 1 && strlen(identity) == (size_t)length;
 }
 
+/* The user name is the certificate's identity, set at CONNECT (on_basic_auth). */
 static bool is_service(struct mosquitto *client)
 {
 	const char *id = mosquitto_client_id(client);
-	char identity[256];
-	return id && strcmp(id, service_id) == 0 && identity_of(client, identity, sizeof(identity)) &&
-			strcmp(identity, service_id) == 0;
+	const char *user = mosquitto_client_username(client);
+	return id && user && strcmp(id, service_id) == 0 && strcmp(user, service_id) == 0;
 }
 
 static int answer(struct mosquitto_evt_message *message)
@@ -185,34 +187,39 @@ static bool allowed(const char *identity, const char *client_id, int access, con
 	return client_allowed && topic_allowed;
 }
 
-/* CONNECT (mosquitto asks this before it looks for the client id's existing session). */
+/* CONNECT (mosquitto asks this before it looks for the client id's existing session): the client id
+ * must be one the certificate's rules allow; the certificate's identity becomes the user name. */
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *auth = event_data;
 	const char *client_id = mosquitto_client_id(auth->client);
 	char identity[256];
+	bool accepted;
 
 	(void)event;
 	(void)userdata;
 	if (!client_id || !identity_of(auth->client, identity, sizeof(identity))) return MOSQ_ERR_AUTH;
 	if (strcmp(identity, service_id) == 0 || strcmp(client_id, service_id) == 0) {
-		return is_service(auth->client) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+		accepted = strcmp(identity, service_id) == 0 && strcmp(client_id, service_id) == 0;
+	} else {
+		accepted = allowed(identity, client_id, 0, NULL);
 	}
-	return allowed(identity, client_id, 0, NULL) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+	if (!accepted || mosquitto_set_username(auth->client, identity) != MOSQ_ERR_SUCCESS) return MOSQ_ERR_AUTH;
+	return MOSQ_ERR_SUCCESS;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *check = event_data;
 	const char *client_id = mosquitto_client_id(check->client);
-	char identity[256];
+	const char *identity = mosquitto_client_username(check->client);
 
 	(void)event;
 	(void)userdata;
 	if (!check->topic) return MOSQ_ERR_ACL_DENIED;
 	if (is_service(check->client)) return starts_with(check->topic, "fp/") ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 	if (check->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
-	if (!client_id || !identity_of(check->client, identity, sizeof(identity))) return MOSQ_ERR_ACL_DENIED;
+	if (!client_id || !identity) return MOSQ_ERR_ACL_DENIED;
 	/* A client id with a topic separator or wildcard cannot be routed (fp/req/<client id>/...): refuse it. */
 	if (client_id[0] == '\0' || strpbrk(client_id, "/+#")) return MOSQ_ERR_ACL_DENIED;
 	return allowed(identity, client_id, check->access, check->topic) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;

@@ -100,7 +100,8 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # The broker provides these to the plugin at run time; outside it, inert stand-ins let it load.
     (folder / "broker.c").write_text("\n".join(
         f"{kind} {name}(void) {{ return 0; }}" for kind, name in (
-            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_certificate"),
+            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_username"),
+            ("void *", "mosquitto_client_certificate"), ("int", "mosquitto_set_username"),
             ("int", "mosquitto_broker_publish_copy"), ("void *", "mosquitto_malloc"), ("int", "mosquitto_free"),
             ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"))))  # fmt: skip
     library = folder / "fleet_routing.so"
