@@ -47,7 +47,6 @@ UPDATE_ITEM_PARAMETERS = frozenset({
     "TableName", "Key", "UpdateExpression", "ConditionExpression", "ExpressionAttributeNames",
     "ExpressionAttributeValues", "ReturnValues", "ReturnValuesOnConditionCheckFailure", "ReturnConsumedCapacity",
 })  # fmt: skip
-VALUE_TYPES = frozenset({"S", "N", "BOOL", "NULL"})
 MAX_ITEM_BYTES = 405000  # moto's LimitedSizeDict limit: above it moto raises, so moto must answer
 UPDATE_CAPACITY = 0.5  # what moto's UpdateItem reports as ConsumedCapacity, asked for or not
 
@@ -181,13 +180,18 @@ def _backend(environ: dict[str, Any]) -> Any:
     return dynamodb_backends[account][region]
 
 
+def _declared_types(table: Any) -> dict[str, str]:
+    """The type of each attribute the table declares (its keys and its indexes' keys)."""
+    return {d["AttributeName"]: d["AttributeType"] for d in table.attr}
+
+
 def _key(table: Any, key: Any) -> tuple[DynamoType, DynamoType | None]:
     """The key's hash and range values, when the key names exactly the table's key attributes with
     non-empty values of their declared types."""
     wanted = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
     if not isinstance(key, dict) or sorted(key) != sorted(wanted):
         raise Declined
-    types = {d["AttributeName"]: d["AttributeType"] for d in table.attr}
+    types = _declared_types(table)
     values = []
     for name in wanted:
         value = key[name]
@@ -273,7 +277,7 @@ def _update(backend: Any, table_name: str, request: dict[str, Any], all_new: boo
     if not (names.keys() <= used_names and values.keys() <= used_values):
         raise Declined  # moto refuses unused placeholders (missing ones made the parses fail above)
     hash_key, range_key = _key(table, request.get("Key"))
-    declared = {d["AttributeName"]: d["AttributeType"] for d in table.attr}
+    declared = _declared_types(table)
     index_keys = set(table.attribute_keys)
 
     with moto_atomic_dynamodb_writes.LOCK:
