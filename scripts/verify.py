@@ -26,8 +26,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 ROOT = Path(__file__).resolve().parents[1]
-# The seed's "Test Lambda function" payload.
-SEED_TEST_PAYLOAD = {"parameters": {"SerialNumber": "TEST123", "DeviceType": "temperature-sensor",
+# The recipe's "Test Lambda function" payload.
+SAMPLE_HOOK_PAYLOAD = {"parameters": {"SerialNumber": "TEST123", "DeviceType": "temperature-sensor",
                                     "Manufacturer": "TestCorp"}}  # fmt: skip
 
 
@@ -91,7 +91,7 @@ class Verifier:
 
     def hook(self) -> str | None:
         response = self.lambda_.invoke(
-            FunctionName=self.out["provisioning_hook_function_name"], Payload=json.dumps(SEED_TEST_PAYLOAD).encode()
+            FunctionName=self.out["provisioning_hook_function_name"], Payload=json.dumps(SAMPLE_HOOK_PAYLOAD).encode()
         )
         answer = json.loads(response["Payload"].read())
         if response.get("FunctionError"):
@@ -142,7 +142,7 @@ class Verifier:
     def run(self) -> int:
         self.check(f"provisioning template {self.out['provisioning_template_name']} enabled, hook set", self.template)
         self.check(f"registry table {self.out['device_registry_table_name']} ACTIVE with its indexes", self.table)
-        self.check("hook answers the seed's test payload in the AWS shape", self.hook)
+        self.check("hook answers the recipe's sample payload in the AWS shape", self.hook)
         self.check(f"thing groups under {self.out['thing_group_root_name']}", self.groups)
         self.check("an IoT policy per device type, scoped to the thing", self.policies)
         self.check("claim certificate ACTIVE with only the claim policy", self.claim)

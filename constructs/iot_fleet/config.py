@@ -1,4 +1,4 @@
-"""Stack configuration: the seed's parameters, read from cdktf.json context and the environment.
+"""Stack configuration: the parameters the recipe documents, read from cdktf.json context and the environment.
 
 Every value is validated once, here, so a wrong value fails synth with one line that names the
 parameter and what it accepts. Pure Python (no cdktf import) so it is unit-tested in milliseconds.
@@ -165,8 +165,8 @@ class StackConfig:
     @property
     def suffix(self) -> str:
         """Stable across synths, unique per project/environment/region (no random provider offline)."""
-        seed = f"{self.project_name}/{self.environment}/{self.aws_region}".encode()
-        return hashlib.sha256(seed).hexdigest()[:8]
+        identity = f"{self.project_name}/{self.environment}/{self.aws_region}".encode()
+        return hashlib.sha256(identity).hexdigest()[:8]
 
     @property
     def table_name(self) -> str:

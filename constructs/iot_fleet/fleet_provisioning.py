@@ -72,7 +72,7 @@ class FleetProvisioning(Construct):
         self.role_policy = IamRolePolicy(
             self,
             "policy",
-            name="provisioning-policy",  # the seed's troubleshooting command reads it by this name
+            name="provisioning-policy",  # the recipe's troubleshooting command reads it by this name
             role=self.role.id,
             policy=json.dumps(
                 {

@@ -11,5 +11,5 @@ from iot_fleet.acknowledge import acknowledge
 
 def log_group(scope: Construct, id_: str, *, name: str, key: KmsKey, retention_days: int) -> CloudwatchLogGroup:
     group = CloudwatchLogGroup(scope, id_, name=name, retention_in_days=retention_days, kms_key_id=key.arn)
-    acknowledge(group, CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (seed default 30 days).")
+    acknowledge(group, CKV_AWS_338="Retention is the operator's LogRetentionDays parameter (default 30 days).")
     return group

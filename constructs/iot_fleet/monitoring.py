@@ -1,4 +1,4 @@
-"""Alerts and the dashboard (MonitoringEnabled): the seed's default alerts into an encrypted SNS topic."""
+"""Alerts and the dashboard (MonitoringEnabled): the recipe's default alerts into an encrypted SNS topic."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from tests.infra.conftest import Synth
 
 pytestmark = pytest.mark.infra
 
-SEED_OUTPUTS = [
+RECIPE_OUTPUTS = [
     "provisioning_template_name",
     "provisioning_template_arn",
     "device_registry_table_name",
@@ -219,16 +219,16 @@ def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -
     )
 
 
-def test_seed_outputs_exist_at_stack_level_with_descriptions(synth: Synth, variant: Synth) -> None:
-    outputs = variant.stack["output"]  # the AWS target: every seed output, the data endpoint included
-    for name in SEED_OUTPUTS:
+def test_recipe_outputs_exist_at_stack_level_with_descriptions(synth: Synth, variant: Synth) -> None:
+    outputs = variant.stack["output"]  # the AWS target: every recipe output, the data endpoint included
+    for name in RECIPE_OUTPUTS:
         assert name in outputs, name
         assert outputs[name].get("description"), name
     assert outputs["claim_private_key"]["sensitive"] is True
     assert outputs["claim_certificate_pem"]["sensitive"] is True  # the provider marks it; plan refuses otherwise
     assert outputs["provisioning_template_name"]["value"].startswith("${aws_iot_provisioning_template.")
     # The sandbox target (the default) leaves out only the data endpoint: the sandbox knows its broker.
-    assert set(SEED_OUTPUTS) - set(synth.stack["output"]) == {"iot_data_endpoint"}
+    assert set(RECIPE_OUTPUTS) - set(synth.stack["output"]) == {"iot_data_endpoint"}
 
 
 def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_beside_it(
@@ -295,7 +295,7 @@ def test_every_checkov_acknowledgement_carries_a_reason(synth: Synth) -> None:
                 assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]) and len(skip["comment"]) > 20
 
 
-def test_monitoring_raises_the_seed_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
+def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
     alarms = {a["alarm_name"]: a for a in synth.resources("aws_cloudwatch_metric_alarm").values()}
     prefix = synth.config.prefix
     failures = alarms[f"{prefix}-provisioning-failures"]

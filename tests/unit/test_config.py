@@ -1,4 +1,4 @@
-"""Configuration as an operator meets it: seed defaults, env overrides, and one-line refusals."""
+"""Configuration as an operator meets it: the recipe's defaults, env overrides, and one-line refusals."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = read_context(ROOT / "cdktf.json")
 
 
-def test_cdktf_json_context_holds_every_parameter_with_the_seed_defaults() -> None:
+def test_cdktf_json_context_holds_every_parameter_with_the_recipe_defaults() -> None:
     assert set(CONTEXT) == set(PARAMETERS)
     config = load_config(CONTEXT, environ={}, base_dir=ROOT)
     assert config == StackConfig()
@@ -121,7 +121,7 @@ def test_bad_catalogue_entry_is_refused_naming_the_catalogue(tmp_path: Path, ent
         load_config(CONTEXT, environ={"DeviceTypeCatalogue": str(catalogue)}, base_dir=ROOT)
 
 
-def test_seed_catalogue_gives_each_type_its_initial_shadow() -> None:
+def test_default_catalogue_gives_each_type_its_initial_shadow() -> None:
     types = StackConfig().device_types
     assert dict(types["temperature-sensor"].initial_shadow) == {
         "samplingRate": 30,
