@@ -22,20 +22,19 @@ STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
-.PHONY: help setup synth test unit infra lint scan validate clean demo bench bench-fleet deploy destroy verify outputs \
+.PHONY: help setup system-packages synth test unit infra integration lint scan validate clean demo bench bench-fleet deploy destroy verify outputs \
 	sandbox-up sandbox-down sandbox-status
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: .venv/.synced node_modules/.installed .terraformrc.generated .broker-installed ## install everything (idempotent)
+setup: system-packages .venv/.synced node_modules/.installed .terraformrc.generated ## install everything (idempotent)
+	@$(PY) -m sandbox build
 
-# The sandbox's MQTT broker and its plugin headers, from Debian's packages.
-.broker-installed:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || [ ! -f /usr/include/mosquitto_broker.h ] \
-		|| [ ! -f /usr/include/openssl/x509.h ] || ! command -v gcc >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-dev libssl-dev gcc >/dev/null; fi
-	@touch $@
+# Debian packages the sandbox builds and runs with, checked by their files at every setup (a stamp
+# would hide a package removed since); as root it installs what is missing, else prints the command.
+system-packages:
+	@bash scripts/system-packages.sh
 
 .venv/.synced: Pipfile.lock
 	@command -v pipenv >/dev/null || python3 -m pip install --quiet pipenv
@@ -66,6 +65,12 @@ scan: synth ## checkov on the synthesized JSON; failures must be acknowledged on
 
 unit: setup ## fast tests: pure logic and Lambda code (moto in-process, no cdktf)
 	$(PY) -m pytest tests/unit -q
+
+infra: setup ## one synth: template, wiring, outputs, terraform validate, checkov (tests marked infra)
+	$(PY) -m pytest -q -m infra
+
+integration: setup ## the sandbox, real terraform and the device SDK (tests marked integration; minutes)
+	$(PY) -m pytest -q -m integration
 
 test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, checkov, sandbox deploy)
 	$(PY) -m pytest -q
@@ -98,8 +103,9 @@ sandbox-status: ## is the sandbox up?
 
 _deploy-hint:
 	@echo
-	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
-		echo "deploy failed: the sandbox is not answering. Start it with 'make sandbox-up', then 'make deploy'."; \
+	@if [ "$(TARGET)" = sandbox ] && ! status=$$($(PY) -m sandbox status); then \
+		echo "deploy failed: the sandbox is not answering: $$(echo "$$status" | head -1 | sed 's/^sandbox: down: //')"; \
+		echo "Fix that, then run 'make deploy' again (it starts the sandbox first)."; \
 	else echo "deploy failed: see Terraform's error above; 'make deploy' is safe to run again."; fi
 
 demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result

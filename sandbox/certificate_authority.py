@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +25,12 @@ def certificate_id(certificate_pem: str) -> str:
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
+def write_private(path: Path, data: bytes) -> None:
+    """Writes a key file that is 0600 from the moment it exists (whatever the umask), never briefly wider."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        os.fchmod(descriptor, 0o600)  # an existing file keeps its mode at open: narrow it before writing
+        file.write(data)
 
 
 @dataclass
@@ -70,7 +74,7 @@ class CertificateAuthority:
             )
             .sign(key, hashes.SHA256())
         )  # fmt: skip
-        _write_private(
+        write_private(
             key_file,
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()),
@@ -116,7 +120,7 @@ class CertificateAuthority:
         if not (cert_file.exists() and key_file.exists()):
             key = ec.generate_private_key(ec.SECP256R1())
             cert_file.write_text(self.issue(key.public_key(), "localhost", server_names=("127.0.0.1", "localhost")))
-            _write_private(
+            write_private(
                 key_file,
                 key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()),

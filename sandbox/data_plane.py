@@ -26,11 +26,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sandbox.certificate_authority import CertificateAuthority
+from sandbox.certificate_authority import CertificateAuthority, write_private
 from sandbox.local_account import THING_NAME, LocalAccount
 
 SERVICE_ID = "sandbox-fleet-service"
-PLUGIN_SOURCE = Path(__file__).with_name("broker") / "fleet_routing.c"
+PROBE_ID = "sandbox-probe"  # `sandbox up` connects with it: no rules, so a working broker refuses it at CONNECT
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
 _RESOURCE_ARN = re.compile(r"^arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter|client)/(.+)$")
 
@@ -125,10 +125,11 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
 class Broker:
     """Prepares, runs and reloads mosquitto for the sandbox."""
 
-    def __init__(self, state_dir: Path, port: int, authority: CertificateAuthority) -> None:
+    def __init__(self, state_dir: Path, port: int, authority: CertificateAuthority, plugin: Path) -> None:
         self.dir = state_dir / "broker"
         self.port = port
         self.authority = authority
+        self.built_plugin = plugin
         self.process: subprocess.Popen[bytes] | None = None
         self.rules_dir = self.dir / "rules"
         self._written: dict[str, str] = {}
@@ -144,20 +145,17 @@ class Broker:
         self.binary = mosquitto
         if not Path(mosquitto).exists():
             raise DataPlaneError(
-                "mosquitto is not installed: run `make setup` (apt-get install mosquitto mosquitto-dev)"
+                "mosquitto is not installed: run `make setup` (as root it installs Debian's mosquitto)"
             )
-        if not Path("/usr/include/mosquitto_broker.h").exists() or not Path("/usr/include/openssl/x509.h").exists():
-            raise DataPlaneError("the broker plugin's headers are missing: apt-get install mosquitto-dev libssl-dev")
+        if not self.built_plugin.exists():
+            raise DataPlaneError(f"the broker plugin {self.built_plugin} is missing: run `python -m sandbox build`")
         self.dir.mkdir(parents=True, exist_ok=True)
+        # This sandbox's own copy: a later build for another sandbox never replaces the file it runs.
         plugin = self.dir / "fleet_routing.so"
-        built = subprocess.run(
-            ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(plugin), str(PLUGIN_SOURCE), "-lcrypto"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if built.returncode != 0:
-            raise DataPlaneError(f"building the reply-routing plugin failed:\n{built.stderr}")
+        shutil.copyfile(self.built_plugin, plugin)
         server_cert, server_key = self.authority.server_certificate()
-        self.service_cert, self.service_key = self._service_identity()
+        self.service_cert, self.service_key = self.identity(SERVICE_ID)
+        self.probe_cert, self.probe_key = self.identity(PROBE_ID)
         shutil.rmtree(self.rules_dir, ignore_errors=True)
         self.rules_dir.mkdir(parents=True)
         self.write_rules({}, b"")
@@ -190,23 +188,35 @@ class Broker:
             )
         )
 
-    def _service_identity(self) -> tuple[Path, Path]:
-        cert, key_file = self.dir / "service.pem", self.dir / "service.key"
+    def identity(self, name: str) -> tuple[Path, Path]:
+        """A certificate (subject CN `name`) and key from the sandbox CA for the sandbox's own clients."""
+        cert, key_file = self.dir / f"{name}.pem", self.dir / f"{name}.key"
         if not (cert.exists() and key_file.exists()):
             key = ec.generate_private_key(ec.SECP256R1())
-            cert.write_text(self.authority.issue(key.public_key(), SERVICE_ID))
-            key_file.write_bytes(
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
-            )  # fmt: skip
-            key_file.chmod(0o600)
+            write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))  # fmt: skip
+            cert.write_text(self.authority.issue(key.public_key(), name))
         return cert, key_file
 
     def start(self) -> None:
+        self._stderr = self.dir / "mosquitto.err"
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL, stderr=(self.dir / "mosquitto.err").open("ab"),
+            stdout=subprocess.DEVNULL, stderr=self._stderr.open("ab"),
         )  # fmt: skip
+
+    def failure(self) -> str | None:
+        """Why the broker is not running (None while it runs), with the last lines it wrote."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        said = [
+            line
+            for log in (self._stderr, self.dir / "mosquitto.log")
+            if log.exists()
+            for line in log.read_text(errors="replace").splitlines()[-5:]
+            if line.strip()
+        ]
+        return f"mosquitto exited with code {self.process.returncode}" + (": " + " | ".join(said) if said else "")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

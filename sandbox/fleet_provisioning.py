@@ -24,7 +24,7 @@ from awscrt import mqtt
 from awsiot import mqtt_connection_builder
 
 from sandbox import template_engine
-from sandbox.data_plane import SERVICE_ID, Broker, RegistryRules
+from sandbox.data_plane import SERVICE_ID, Broker, DataPlaneError, RegistryRules
 from sandbox.local_account import AwsError, LocalAccount, RegistryWrites
 
 TOKEN_LIFETIME = 3600.0
@@ -70,6 +70,12 @@ class FleetProvisioningService:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
         self._stopping = threading.Event()
         self.connection: mqtt.Connection | None = None
+        self._connected = threading.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker now (it reconnects by itself after an interruption)."""
+        return self._connected.is_set()
 
     # Lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -82,16 +88,22 @@ class FleetProvisioningService:
             client_id=SERVICE_ID,
             clean_session=True,
             keep_alive_secs=30,
+            on_connection_interrupted=lambda *_, **__: self._connected.clear(),
+            on_connection_resumed=lambda *_, **__: self._connected.set(),
         )
         deadline = time.monotonic() + 20
         while True:
             try:
                 self.connection.connect().result(timeout=5)
                 break
-            except Exception:
+            except Exception as error:  # noqa: BLE001 - the broker may still be starting: try again
+                failure = self.broker.failure()
+                if failure:
+                    raise DataPlaneError(f"the broker did not start: {failure}") from None
                 if time.monotonic() > deadline:
-                    raise
+                    raise DataPlaneError(f"the fleet service cannot connect to the broker: {error}") from None
                 time.sleep(0.2)
+        self._connected.set()
         # QoS 0 on the loopback hop: a PUBACK per request would hold the next answer back behind
         # Nagle's algorithm until mosquitto's delayed ACK (40 ms a request, measured).
         subscribed, _ = self.connection.subscribe("fp/req/#", mqtt.QoS.AT_MOST_ONCE, self._on_request)

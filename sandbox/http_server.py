@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import threading
 import traceback
 from collections import OrderedDict
@@ -217,10 +218,27 @@ def remember_action_methods() -> None:
     moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(lambda cls: frozenset(list_methods(cls)))
 
 
-def serve(port: int) -> BaseWSGIServer:
+HEALTH_PATH = "/_sandbox/health"
+
+
+class HealthEndpoint:
+    """Answers GET /_sandbox/health with the sandbox's own report (what `sandbox up` and `status` wait
+    for); every other request goes to the local AWS."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], report: Callable[[], dict[str, Any]]) -> None:
+        self.app, self.report = app, report
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != HEALTH_PATH:
+            return self.app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(self.report()).encode()]
+
+
+def serve(port: int, report: Callable[[], dict[str, Any]]) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
     remember_action_methods()
-    app = RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))
+    app = HealthEndpoint(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app))), report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server

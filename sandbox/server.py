@@ -1,6 +1,11 @@
-"""The sandbox's local AWS process: moto server plus the extensions that stand in for what it lacks.
+"""The sandbox's local AWS process: moto server plus the extensions that stand in for what it lacks,
+the MQTT broker and the fleet-provisioning service.
 
-Run by ``python -m sandbox up``; not meant to be started by hand.
+Run by ``python -m sandbox up``; not meant to be started by hand. It answers
+``GET /_sandbox/health`` with each part's state and ``"ready": true`` only once the broker listens
+and the fleet-provisioning service is connected and subscribed; a part that cannot start ends the
+process with one ``sandbox: error: ...`` line (the last error in its log, which `up` and the
+hints quote).
 """
 
 from __future__ import annotations
@@ -9,10 +14,31 @@ import argparse
 import gc
 import os
 import signal
+import sys
 import threading
+import traceback
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # before moto is imported
+
+
+class Health:
+    """What the health endpoint reports: each part's state, and whether the whole is ready."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, str] = {"local AWS": "starting", "broker": "starting", "fleet service": "starting"}
+        self.ready = False
+        self.broker: Any = None
+        self.service: Any = None
+
+    def report(self) -> dict[str, Any]:
+        parts = dict(self.parts)
+        if self.broker is not None:
+            parts["broker"] = self.broker.failure() or parts["broker"]
+        if self.service is not None and self.ready and not self.service.connected:
+            parts["fleet service"] = "disconnected from the broker"
+        return {"ready": self.ready and all(state in ("up", "subscribed") for state in parts.values()), "parts": parts}
 
 
 def main() -> None:
@@ -20,9 +46,38 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--mqtt-port", type=int, required=True)
+    parser.add_argument("--plugin", type=Path, required=True, help="the built broker plugin (sandbox.broker.plugin)")
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
 
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    from sandbox.data_plane import DataPlaneError
+
+    health = Health()
+    started: list[Any] = []  # what to stop, in reverse order
+    try:
+        run(args, health, started)
+        print(f"sandbox: local AWS on http://127.0.0.1:{args.port}, MQTT (mTLS) on 127.0.0.1:{args.mqtt_port}",
+              flush=True)  # fmt: skip
+        stopping.wait()
+    except Exception as error:  # noqa: BLE001 - reported as the log's last error, then the process ends
+        if not isinstance(error, DataPlaneError):  # an expected failure says what to do; others show where
+            traceback.print_exc()
+        print(f"sandbox: error: {error}".replace("\n", "\n    "), flush=True)
+        code = 1
+    else:
+        code = 0
+    for part in reversed(started):
+        try:
+            part()
+        except Exception:  # noqa: BLE001 - stopping the rest anyway
+            traceback.print_exc()
+    sys.exit(code)
+
+
+def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     from sandbox import (
         local_lambda,
         moto_atomic_dynamodb_writes,
@@ -46,34 +101,35 @@ def main() -> None:
     moto_thread_safe_iot_registry.install()
     pool = local_lambda.WorkerPool(args.state_dir, endpoint)
     local_lambda.install(pool)
+    started.append(pool.stop)
 
     from sandbox.http_server import serve
 
-    server = serve(args.port)
+    server = serve(args.port, health.report)
+    started.append(server.shutdown)
+    health.parts["local AWS"] = "up"
     from sandbox.data_plane import Broker
     from sandbox.fleet_provisioning import FleetProvisioningService
     from sandbox.local_account import LocalAccount, RegistryWrites
 
-    broker = Broker(args.state_dir, args.mqtt_port, authority)
+    broker = Broker(args.state_dir, args.mqtt_port, authority, args.plugin)
     broker.prepare()
     broker.start()
+    started.append(broker.stop)
+    health.broker = broker
+    health.parts["broker"] = "up"
     RegistryWrites.install()
     service = FleetProvisioningService(LocalAccount(args.region), broker)
+    started.append(service.stop)
     service.start()
+    health.service = service
+    health.parts["fleet service"] = "subscribed"
+    health.ready = True
     # The local AWS keeps every resource in memory; with thousands of devices registered, the
     # collector's walks over that heap showed up in every profile of a fleet run. Collect young
     # garbage less often, and never rescan what start-up made (moto's modules and models).
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
-    print(f"sandbox: local AWS on {endpoint}, MQTT (mTLS) on 127.0.0.1:{args.mqtt_port}", flush=True)
-    stopping.wait()
-    service.stop()
-    broker.stop()
-    pool.stop()
-    server.shutdown()
 
 
 if __name__ == "__main__":

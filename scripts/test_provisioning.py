@@ -106,7 +106,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
     return Target(
         endpoint=args.endpoint or outputs.get("iot_data_endpoint") or (sandbox.mqtt_endpoint if sandbox else ""),
         port=args.port or (sandbox.mqtt_port if sandbox else 8883),
-        ca_file=args.ca or (sandbox.ca_file if sandbox else ""),
+        ca_file="" if getattr(args, "system_trust", False) else args.ca or (sandbox.ca_file if sandbox else ""),
         template_name=args.template_name or outputs["provisioning_template_name"],
         claim_cert=claim_cert,
         claim_key=claim_key,
@@ -349,6 +349,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="MQTT endpoint (default: iot_data_endpoint output, or the sandbox)")
     p.add_argument("--port", type=int, help="MQTT port (default 8883, or the sandbox's)")
     p.add_argument("--ca", help="CA bundle for the endpoint (default: system trust, or the sandbox CA)")
+    p.add_argument(
+        "--system-trust", action="store_true",
+        help="trust only the system store, as AWS's SDK samples do (sandbox: `python -m sandbox trust` first)",
+    )  # fmt: skip
     p.add_argument("--claim-cert", help="claim certificate PEM file (default: from the stack outputs)")
     p.add_argument("--claim-key", help="claim private key file (default: from the stack outputs)")
     p.add_argument("--template-name", help="provisioning template (default: from the stack outputs)")

@@ -16,3 +16,6 @@ SUMMARY: list[str] = []
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in SUMMARY:
         terminalreporter.write_line(line)
+    seed = terminalreporter.config.getoption("randomly_seed", None)
+    if seed is not None:  # tests run in random order (pytest-randomly): this order again with the seed
+        terminalreporter.write_line(f"test order: random; to repeat it: pytest --randomly-seed={seed}")

@@ -6,6 +6,7 @@ it never touches a sandbox or deployment of the developer's own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,6 @@ class Deployment:
     out_dir: Path
     sandbox_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
-    destroyed: bool = False
 
     @property
     def stack_dir(self) -> Path:
@@ -82,9 +82,8 @@ class Deployment:
         return json.loads((self.sandbox_dir / "state.json").read_text())  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    base = tmp_path_factory.mktemp("sandbox-session")
+def sandbox_env(base: Path) -> dict[str, str]:
+    """The environment of a sandbox of its own in `base`: free loopback ports, its own folder, no AWS."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
@@ -111,7 +110,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         subprocess.run(["bash", str(ROOT / "scripts/terraform-cli-config.sh"), str(config)], check=True,
                        capture_output=True)  # fmt: skip
         env["TF_CLI_CONFIG_FILE"] = str(config)
-    deployment = Deployment(env=env, out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
+    return env
+
+
+@contextlib.contextmanager
+def deployed(base: Path) -> Iterator[Deployment]:
+    """A sandbox of its own with the stack deployed into it, stopped on the way out whatever the tests
+    did with it in between (stopping forgets everything deployed into it)."""
+    deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
     up = deployment.sandbox("up")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -123,30 +129,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
         yield deployment
     finally:
-        if not deployment.destroyed and (deployment.sandbox_dir / "state.json").exists():
-            deployment.cdktf("destroy")
         deployment.sandbox("down")
 
 
-def decommission_devices(deployment: Deployment) -> int:
-    """Removes what devices provisioned for themselves (things, certificates): Terraform never
-    created those, so `cdktf destroy` would leave them and could not delete policies still attached."""
-    iot = deployment.client("iot")
-    removed = 0
-    for thing in iot.list_things()["things"]:
-        name = thing["thingName"]
-        for principal in iot.list_thing_principals(thingName=name)["principals"]:
-            iot.detach_thing_principal(thingName=name, principal=principal)
-            for policy in iot.list_attached_policies(target=principal)["policies"]:
-                iot.detach_policy(policyName=policy["policyName"], target=principal)
-            certificate_id = principal.rsplit("/", 1)[1]
-            iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
-            iot.delete_certificate(certificateId=certificate_id, forceDelete=True)
-        iot.delete_thing(thingName=name)
-        removed += 1
-    claim = {c["certificateArn"] for c in iot.list_certificates()["certificates"]
-             if iot.list_attached_policies(target=c["certificateArn"])["policies"]}  # fmt: skip
-    for certificate in iot.list_certificates()["certificates"]:  # created but never registered
-        if certificate["certificateArn"] not in claim and certificate["status"] != "ACTIVE":
-            iot.delete_certificate(certificateId=certificate["certificateId"], forceDelete=True)
-    return removed
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The stack deployed into a sandbox shared by the session's tests (each test leaves it usable)."""
+    with deployed(tmp_path_factory.mktemp("sandbox-session")) as shared:
+        yield shared

@@ -4,6 +4,7 @@ sandbox stack: what a device receives, and what the registry, things and shadows
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class Fleet:
         values = {"serial_number": serial, "device_type": device_type, "manufacturer": "AcmeIoT",
                   "firmware_version": "v1.2.3", "location": "plant-1", "thing_name": "", "csr": False,
                   "key_type": "ec", "output_dir": str(self.folder), "client_id": None, "timeout": 15.0,
-                  "skip_device_check": False, **extra}  # fmt: skip
+                  "skip_device_check": False, "system_trust": False, **extra}  # fmt: skip
         return type("Args", (), values)()
 
     def provision(self, serial: str, device_type: str, **extra: Any) -> dict[str, Any]:
@@ -77,6 +78,7 @@ class Fleet:
                 command += [flag, value]
         command += ["--csr"] if args.csr else []
         command += ["--skip-device-check"] if args.skip_device_check else []
+        command += ["--system-trust"] if args.system_trust else []
         result = self.deployment.run(*command, timeout=120)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
         answer = json.loads(lines[-1]) if lines else {"error": result.stderr[-500:], "exitCode": result.returncode}
@@ -322,3 +324,35 @@ def test_the_fleet_simulator_provisions_a_small_fleet_through_the_sandbox(fleet:
         assert item["status"]["S"] == "provisioned"
         thing = fleet.iot.describe_thing(thingName=item["thingName"]["S"])
         assert thing["attributes"]["serialNumber"] == item["serialNumber"]["S"]
+
+
+def test_a_client_trusting_only_the_system_store_provisions_once_the_sandbox_ca_is_trusted(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """AWS's SDK samples build their connection without a CA file: they trust the system store only.
+    `python -m sandbox trust` puts the sandbox CA there; `untrust` takes it out again (here in a
+    finalizer too, so a failing test leaves no CA behind)."""
+    if os.geteuid() != 0:
+        pytest.skip("changes the system trust store: runs as root, as CI does")
+    for serial in ("SN-SYSTRUST-1", "SN-SYSTRUST-2", "SN-SYSTRUST-3"):
+        fleet.enroll(serial, "gateway")
+    deployment = fleet.deployment
+    deployment.env = {k: v for k, v in deployment.env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+    with pytest.raises(device.Failure) as untrusted:
+        fleet.provision("SN-SYSTRUST-1", "gateway", system_trust=True)
+    assert untrusted.value.code == device.CLAIM_CONNECT
+
+    request.addfinalizer(lambda: deployment.sandbox("untrust"))
+    trusted = deployment.sandbox("trust")
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    result = fleet.provision("SN-SYSTRUST-2", "gateway", system_trust=True)  # claim, register, reconnect, publish
+    assert result["thingName"] == "gateway-SN-SYSTRUST-2"
+    assert result["telemetryTopic"] == "devices/gateway-SN-SYSTRUST-2/telemetry"
+
+    removed = deployment.sandbox("untrust")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    with pytest.raises(device.Failure) as untrusted_again:
+        fleet.provision("SN-SYSTRUST-3", "gateway", system_trust=True)
+    assert untrusted_again.value.code == device.CLAIM_CONNECT
+    assert fleet.registry("SN-SYSTRUST-3")["status"] == "enrolled"

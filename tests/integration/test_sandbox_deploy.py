@@ -1,6 +1,7 @@
 """The stack deployed into the local sandbox with real terraform, as a user deploys, verifies and destroys it.
 
-Tests run in file order: the last ones destroy the stack and stop the sandbox.
+Most tests share the session's deployment; the destroy tests destroy a deployment of their own, so
+the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import SUMMARY
-from tests.integration.conftest import ROOT, Deployment, decommission_devices
+from tests.integration.conftest import ROOT, Deployment, deployed
 
 pytestmark = pytest.mark.integration
 
-SEED_OUTPUTS = [
+SCRIPTED_OUTPUTS = [
     "provisioning_template_name", "device_registry_table_name", "provisioning_hook_function_name",
     "provisioning_role_name", "claim_certificate_id", "claim_certificate_arn", "claim_certificate_pem",
 ]  # fmt: skip
@@ -56,8 +59,8 @@ def test_verify_passes_against_the_deployed_sandbox_stack(deployment: Deployment
     assert "verify: 7 passed, 0 failed" in result.stdout
 
 
-@pytest.mark.parametrize("name", SEED_OUTPUTS)
-def test_seed_output_names_print_values_with_terraform_output_raw(deployment: Deployment, name: str) -> None:
+@pytest.mark.parametrize("name", SCRIPTED_OUTPUTS)
+def test_scripted_output_names_print_values_with_terraform_output_raw(deployment: Deployment, name: str) -> None:
     result = deployment.run("terraform", "output", "-raw", name, cwd=deployment.stack_dir, timeout=120)
 
     assert result.returncode == 0, result.stderr
@@ -125,27 +128,44 @@ def inventory(deployment: Deployment) -> dict[str, list[Any]]:
     }
 
 
-def test_destroy_leaves_nothing_behind_and_sandbox_stops_cleanly(deployment: Deployment) -> None:
-    decommission_devices(deployment)  # what devices provisioned for themselves is not Terraform's
-    before = inventory(deployment)
-    assert before["templates"] and before["functions"] and before["tables"]
+@dataclass
+class Destroyed:
+    """A deployment of its own, destroyed and stopped as a user does it, and what that left behind."""
 
-    started = time.monotonic()
-    destroy = deployment.cdktf("destroy")
-    deployment.timings["cdktf destroy"] = time.monotonic() - started
-    assert destroy.returncode == 0, (destroy.stdout + destroy.stderr)[-4000:]
-    deployment.destroyed = True
-    leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
-    assert leftovers == {}
+    deployment: Deployment
+    destroy: subprocess.CompletedProcess[str]
+    leftovers: dict[str, list[Any]]
+    down: subprocess.CompletedProcess[str]
+    group: list[int]  # processes of the stopped sandbox's group still running
 
-    pid = deployment.state()["pid"]
-    down = deployment.sandbox("down")
-    assert down.returncode == 0, down.stderr
-    assert not _running(Path(f"/proc/{pid}"))
-    assert not [p for p in Path("/proc").glob("[0-9]*") if _in_group(p, pid) and _running(p)]
-    SUMMARY.append(
-        "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
-    )
+
+@pytest.fixture(scope="module")
+def destroyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Destroyed]:
+    with deployed(tmp_path_factory.mktemp("sandbox-destroy")) as deployment:
+        before = inventory(deployment)
+        assert before["templates"] and before["functions"] and before["tables"]
+        started = time.monotonic()
+        destroy = deployment.cdktf("destroy")
+        deployment.timings["cdktf destroy"] = time.monotonic() - started
+        leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
+        pid = deployment.state()["pid"]
+        down = deployment.sandbox("down")
+        group = [int(p.name) for p in Path("/proc").glob("[0-9]*") if _in_group(p, pid) and _running(p)]
+        SUMMARY.append(
+            "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
+        )
+        yield Destroyed(deployment, destroy, leftovers, down, group)
+
+
+def test_destroy_leaves_nothing_behind(destroyed: Destroyed) -> None:
+    assert destroyed.destroy.returncode == 0, (destroyed.destroy.stdout + destroyed.destroy.stderr)[-4000:]
+    assert destroyed.leftovers == {}
+
+
+def test_sandbox_down_stops_every_process_it_started(destroyed: Destroyed) -> None:
+    assert destroyed.down.returncode == 0, destroyed.down.stderr
+    assert destroyed.group == []
+    assert not (destroyed.deployment.sandbox_dir / "state.json").exists()
 
 
 def _running(proc: Path) -> bool:
@@ -163,7 +183,8 @@ def _in_group(proc: Path, pgid: int) -> bool:
         return False
 
 
-def test_deploy_against_a_stopped_sandbox_fails_fast_saying_what_to_do(deployment: Deployment) -> None:
+def test_deploy_against_a_stopped_sandbox_fails_fast_saying_what_to_do(destroyed: Destroyed) -> None:
+    deployment = destroyed.deployment
     assert deployment.sandbox("status").returncode == 3
     started = time.monotonic()
     result = deployment.run(
@@ -175,4 +196,6 @@ def test_deploy_against_a_stopped_sandbox_fails_fast_saying_what_to_do(deploymen
     assert elapsed < 60
     assert "connection refused" in result.stderr
     hint = deployment.run("make", "--no-print-directory", "_deploy-hint", cwd=ROOT, timeout=60)
-    assert "Start it with 'make sandbox-up'" in hint.stdout
+    assert "the sandbox is not answering: not running" in hint.stdout
+    assert str(deployment.sandbox_dir / "server.log") in hint.stdout  # where to look
+    assert "run 'make deploy' again" in hint.stdout

@@ -1,0 +1,1 @@
+"""The sandbox broker's plugin: its C source and how it is built."""
