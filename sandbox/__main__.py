@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from sandbox.broker import plugin
+from sandbox.iot_data_plane.broker_plugin import build as plugin
 from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
 
 READY_TIMEOUT = 60.0

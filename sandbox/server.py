@@ -46,14 +46,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--mqtt-port", type=int, required=True)
-    parser.add_argument("--plugin", type=Path, required=True, help="the built broker plugin (sandbox.broker.plugin)")
+    parser.add_argument(
+        "--plugin",
+        type=Path,
+        required=True,
+        help="the built broker plugin (broker_plugin.build)",
+    )
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    from sandbox.data_plane import DataPlaneError
+    from sandbox.iot_data_plane.broker import DataPlaneError
 
     health = Health()
     started: list[Any] = []  # what to stop, in reverse order
@@ -78,39 +83,25 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
-    from sandbox import (
-        local_lambda,
-        moto_atomic_dynamodb_writes,
-        moto_idempotent_lambda_permissions,
-        moto_indexed_iot_lookups,
-        moto_iot_certificates_from_sandbox_ca,
-        moto_missing_iot_apis,
-        moto_parsed_update_expressions,
-        moto_thread_safe_iot_registry,
-    )
-    from sandbox.certificate_authority import CertificateAuthority
+    from sandbox import moto_patches
+    from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
+    from sandbox.local_aws import lambda_runtime
 
     endpoint = f"http://127.0.0.1:{args.port}"
-    moto_missing_iot_apis.install()
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
-    moto_iot_certificates_from_sandbox_ca.install(authority)
-    moto_atomic_dynamodb_writes.install()
-    moto_parsed_update_expressions.install()
-    moto_idempotent_lambda_permissions.install()
-    moto_indexed_iot_lookups.install()
-    moto_thread_safe_iot_registry.install()
-    pool = local_lambda.WorkerPool(args.state_dir, endpoint)
-    local_lambda.install(pool)
+    moto_patches.install(authority)
+    pool = lambda_runtime.WorkerPool(args.state_dir, endpoint)
+    lambda_runtime.install(pool)
     started.append(pool.stop)
 
-    from sandbox.http_server import serve
+    from sandbox.local_aws.http_front import serve
 
     server = serve(args.port, health.report)
     started.append(server.shutdown)
     health.parts["local AWS"] = "up"
-    from sandbox.data_plane import Broker
-    from sandbox.fleet_provisioning import FleetProvisioningService
-    from sandbox.local_account import LocalAccount, RegistryWrites
+    from sandbox.iot_data_plane.broker import Broker
+    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
+    from sandbox.local_aws.account import LocalAccount, RegistryWrites
 
     broker = Broker(args.state_dir, args.mqtt_port, authority, args.plugin)
     broker.prepare()

@@ -8,7 +8,7 @@ set -euo pipefail
 # file the build or the sandbox uses : Debian package that provides it (`dpkg -S <file>`)
 NEEDS=(
   /usr/sbin/mosquitto:mosquitto                       # the sandbox's MQTT broker
-  /usr/include/mosquitto_broker.h:mosquitto-dev       # broker plugin API (sandbox/broker/fleet_routing.c)
+  /usr/include/mosquitto_broker.h:mosquitto-dev       # broker plugin API (sandbox/iot_data_plane/broker_plugin/)
   /usr/include/mosquitto_plugin.h:mosquitto-dev
   /usr/include/mosquitto.h:libmosquitto-dev           # MOSQ_ERR_* and the client API types the plugin API uses
   /usr/include/openssl/x509.h:libssl-dev              # the plugin reads the client certificate (and -lcrypto)

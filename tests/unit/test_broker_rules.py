@@ -16,8 +16,8 @@ import pytest
 
 from iot_fleet import documents
 from iot_fleet.device_catalogue import load_catalogue
-from sandbox.broker.plugin import SOURCE as PLUGIN_SOURCE
-from sandbox.data_plane import access_rules
+from sandbox.iot_data_plane.broker import access_rules
+from sandbox.iot_data_plane.broker_plugin.build import SOURCE as PLUGIN_SOURCE
 
 ARN = "arn:aws:iot:us-east-1:123456789012:"
 THING = "gateway-SN-1"

@@ -19,9 +19,9 @@ from moto import mock_aws
 from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.test import Client
 
-from sandbox import dynamodb_fast_path as fast_path
-from sandbox.dynamodb_fast_path import DynamoDBFastPath, update_plan
-from sandbox.http_server import Dispatcher
+from sandbox.local_aws import dynamodb_fast_path as fast_path
+from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath, update_plan
+from sandbox.local_aws.http_front import Dispatcher
 
 FAST, MOTO = "eu-west-1", "eu-west-2"
 SERIAL = "SN-0001"

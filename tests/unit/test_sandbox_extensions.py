@@ -18,15 +18,16 @@ from moto import mock_aws
 from moto.iot.exceptions import ResourceNotFoundException
 from moto.iot.models import iot_backends
 
-from sandbox import (
-    local_lambda,
-    moto_indexed_iot_lookups,
-    moto_missing_iot_apis,
-    moto_parsed_update_expressions,
-    moto_thread_safe_iot_registry,
+from sandbox.local_aws import lambda_runtime
+from sandbox.moto_patches import (
+    indexed_iot_lookups,
+    missing_iot_apis,
+    parsed_update_expressions,
+    thread_safe_iot_registry,
 )
 
-moto_missing_iot_apis.install()
+missing_iot_apis.install()
+Pool = lambda_runtime.WorkerPool
 BODY = json.dumps({"Parameters": {}, "Resources": {}})
 
 
@@ -106,13 +107,13 @@ def test_event_configurations_and_tags_given_at_create(iot: Any) -> None:
 
 
 @pytest.fixture
-def local_pool(tmp_path: Path) -> Iterator[local_lambda.WorkerPool]:
-    pool = local_lambda.WorkerPool(tmp_path, "http://127.0.0.1:9")  # nothing listens: no AWS calls expected
-    original = local_lambda.LambdaFunction._invoke_lambda
-    local_lambda.install(pool)
+def local_pool(tmp_path: Path) -> Iterator[lambda_runtime.WorkerPool]:
+    pool = lambda_runtime.WorkerPool(tmp_path, "http://127.0.0.1:9")  # nothing listens: no AWS calls expected
+    original = lambda_runtime.LambdaFunction._invoke_lambda
+    lambda_runtime.install(pool)
     yield pool
     pool.stop()
-    local_lambda.LambdaFunction._invoke_lambda = original  # type: ignore[method-assign]
+    lambda_runtime.LambdaFunction._invoke_lambda = original  # type: ignore[method-assign]
 
 
 def invoke(name: str, event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -122,7 +123,9 @@ def invoke(name: str, event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return response, json.loads(response["Payload"].read())
 
 
-def test_local_lambda_runs_the_handler_warm_with_its_environment(iot: Any, local_pool: local_lambda.WorkerPool) -> None:
+def test_local_lambda_runs_the_handler_warm_with_its_environment(
+    iot: Any, local_pool: lambda_runtime.WorkerPool
+) -> None:
     code = (
         "import os\nCOLD = []\n"
         "def handler(event, context):\n"
@@ -141,7 +144,9 @@ def test_local_lambda_runs_the_handler_warm_with_its_environment(iot: Any, local
     assert any("handled 2" in e["message"] for e in events["events"])
 
 
-def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(iot: Any, local_pool: local_lambda.WorkerPool) -> None:
+def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(
+    iot: Any, local_pool: lambda_runtime.WorkerPool
+) -> None:
     function("broken", "def handler(event, context):\n    raise ValueError('no')\n")
     function("slow", "import time\ndef handler(event, context):\n    time.sleep(30)\n", timeout=1)
 
@@ -152,9 +157,9 @@ def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(iot: Any, local
 
 
 def test_a_retried_add_permission_leaves_one_statement_and_a_clashing_one_is_refused(iot: Any) -> None:
-    from sandbox import moto_idempotent_lambda_permissions
+    from sandbox.moto_patches import idempotent_lambda_permissions
 
-    moto_idempotent_lambda_permissions.install()
+    idempotent_lambda_permissions.install()
     function("target", "def handler(event, context):\n    return None\n")
     client = boto3.client("lambda", region_name="us-east-1")
     permission = {
@@ -182,13 +187,13 @@ def sandbox_ca(tmp_path: Path) -> Iterator[Any]:
     from moto.core.config import default_user_config
     from moto.iot.models import IoTBackend
 
-    from sandbox import moto_iot_certificates_from_sandbox_ca
-    from sandbox.certificate_authority import CertificateAuthority
+    from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
+    from sandbox.moto_patches import iot_certificates_from_sandbox_ca
 
     saved = (IoTBackend._generate_certificate_pem, IoTBackend.create_certificate_from_csr,
              dict(default_user_config.get("iot", {})))  # fmt: skip
     authority = CertificateAuthority.load_or_create(tmp_path / "ca")
-    moto_iot_certificates_from_sandbox_ca.install(authority)
+    iot_certificates_from_sandbox_ca.install(authority)
     yield authority
     IoTBackend._generate_certificate_pem, IoTBackend.create_certificate_from_csr = saved[0], saved[1]  # type: ignore[method-assign]
     default_user_config["iot"] = saved[2]
@@ -199,7 +204,7 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from sandbox.certificate_authority import certificate_id
+    from sandbox.iot_data_plane.certificate_authority import certificate_id
 
     created = iot.create_keys_and_certificate(setAsActive=True)
     certificate = x509.load_pem_x509_certificate(created["certificatePem"].encode())
@@ -226,7 +231,7 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
 
 
 def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:
-    from sandbox.http_server import RetriesAtMostOnce
+    from sandbox.local_aws.http_front import RetriesAtMostOnce
 
     calls: list[str] = []
 
@@ -259,8 +264,8 @@ def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_runn
 def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_threads(iot: Any) -> None:
     """Things and certificates are found by key (same answers as moto's scan), and registry calls from
     many threads (HTTP requests and the in-process fleet service at once) no longer trip over each other."""
-    moto_indexed_iot_lookups.install()
-    moto_thread_safe_iot_registry.install()
+    indexed_iot_lookups.install()
+    thread_safe_iot_registry.install()
     backend = iot_backends["123456789012"]["us-east-1"]
     iot.create_thing_type(thingTypeName="sensor")
     iot.create_thing(thingName="dev-1", thingTypeName="sensor", attributePayload={"attributes": {"a": "1"}})
@@ -310,7 +315,7 @@ def test_update_expressions_parsed_once_still_apply_each_calls_own_values() -> N
     """Calls with the same UpdateExpression text share one parse; each still writes its own values."""
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
-    moto_parsed_update_expressions.install()
+    parsed_update_expressions.install()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         dynamodb.create_table(
@@ -348,7 +353,7 @@ def test_the_http_front_keeps_connections_open_and_answers_each_request_whole() 
 
     from werkzeug.serving import make_server
 
-    from sandbox.http_server import KeepAliveRequestHandler
+    from sandbox.local_aws.http_front import KeepAliveRequestHandler
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         body = environ["wsgi.input"].read()
@@ -414,8 +419,8 @@ def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_
     """The pass over every certificate runs when IoT was written over HTTP (a revocation, a policy
     change), when a CRL reload is still owed, or when forced; not every round while devices register
     in-process (each registration puts its own rules in force)."""
-    from sandbox import fleet_provisioning
-    from sandbox.local_account import LocalAccount, RegistryWrites
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.local_aws.account import LocalAccount, RegistryWrites
 
     RegistryWrites.install()
 
@@ -464,8 +469,8 @@ def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(i
     """A new default version of a policy (what `cdktf deploy` of a changed policy does) changes the
     rules of every certificate it is attached to at the next pass, as AWS applies it to connected
     devices; a write that is not about access leaves the described certificates as they were."""
-    from sandbox import fleet_provisioning
-    from sandbox.local_account import LocalAccount, RegistryWrites
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.local_aws.account import LocalAccount, RegistryWrites
 
     RegistryWrites.install()
 

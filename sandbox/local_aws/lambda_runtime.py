@@ -24,16 +24,17 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
+from sandbox.state import ROOT
+
 WORKERS_PER_FUNCTION = 8  # concurrent executions per function configuration; more invocations wait their turn
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Worker:
     def __init__(self, code_dir: Path, handler: str, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.lambda_worker", str(code_dir), handler],
-            cwd=str(_ROOT),
+            [sys.executable, "-m", "sandbox.local_aws.lambda_worker", str(code_dir), handler],
+            cwd=str(ROOT),
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -26,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sandbox.certificate_authority import CertificateAuthority, write_private
-from sandbox.local_account import THING_NAME, LocalAccount
+from sandbox.iot_data_plane.certificate_authority import CertificateAuthority, write_private
+from sandbox.local_aws.account import THING_NAME, LocalAccount
 
 SERVICE_ID = "sandbox-fleet-service"
 PROBE_ID = "sandbox-probe"  # `sandbox up` connects with it: no rules, so a working broker refuses it at CONNECT
@@ -303,7 +303,7 @@ class CertificateAccess:
 class RegistryRules:
     """Rules for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
 
-    Reads the local AWS's IoT registry in-process (sandbox.local_account). Each certificate is
+    Reads the local AWS's IoT registry in-process (sandbox.local_aws.account). Each certificate is
     described once per status it is seen in (and again after a policy or thing-principal change:
     refresh(forget=True)), so a refresh costs one pass over the certificates plus whatever changed,
     not a lookup per device.

@@ -6,7 +6,7 @@ CreateKeysAndCertificate, CreateCertificateFromCsr (sandbox-CA certificates, sin
 tokens valid 1 h), RegisterThing (the deployed template, its pre-provisioning hook, the template's
 resources, then the thing-created registry event through the topic rules the sandbox supports),
 and shadow get/update. The registry, functions and shadows are the local AWS's own, reached
-in-process (sandbox.local_account): the service runs inside the local AWS's process.
+in-process (sandbox.local_aws.account): the service runs inside the local AWS's process.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 from awscrt import mqtt
 from awsiot import mqtt_connection_builder
 
-from sandbox import template_engine
-from sandbox.data_plane import SERVICE_ID, Broker, DataPlaneError, RegistryRules
-from sandbox.local_account import AwsError, LocalAccount, RegistryWrites
+from sandbox.iot_data_plane import template_engine
+from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
+from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
 
 TOKEN_LIFETIME = 3600.0
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this

@@ -39,7 +39,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.iam.models import get_account_id_from, mark_account_as_visited
 from moto.utilities.aws_headers import gen_amz_crc32, gen_amzn_requestid_long
 
-from sandbox import moto_atomic_dynamodb_writes
+from sandbox.moto_patches import atomic_dynamodb_writes
 
 TARGET_PREFIX = "DynamoDB_20120810."
 GET_ITEM_PARAMETERS = frozenset({"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"})
@@ -99,7 +99,7 @@ class DynamoDBFastPath:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.answered = 0
-        moto_atomic_dynamodb_writes.install()  # moto's writes take the lock this layer's writes take
+        atomic_dynamodb_writes.install()  # moto's writes take the lock this layer's writes take
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -145,7 +145,7 @@ class DynamoDBFastPath:
                 raise Declined
             table = backend.tables[name]
             key = _key(table, request.get("Key"))
-            with moto_atomic_dynamodb_writes.LOCK:  # no write changes the item while it is read out
+            with atomic_dynamodb_writes.LOCK:  # no write changes the item while it is read out
                 item = table.get_item(*key)
                 if item is not None and _has_binary(item.attrs.values()):
                     raise Declined
@@ -280,7 +280,7 @@ def _update(backend: Any, table_name: str, request: dict[str, Any], all_new: boo
     declared = _declared_types(table)
     index_keys = set(table.attribute_keys)
 
-    with moto_atomic_dynamodb_writes.LOCK:
+    with atomic_dynamodb_writes.LOCK:
         if backend.tables.get(table_name) is not table or table.stream_shard is not None:
             raise Declined
         item = table.get_item(hash_key, range_key)

@@ -25,7 +25,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox.dynamodb_fast_path import DynamoDBFastPath
+from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
 
 REMEMBERED = 4096
 

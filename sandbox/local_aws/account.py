@@ -23,8 +23,8 @@ from moto.iot.models import FakeCertificate, IoTBackend, iot_backends
 from moto.iotdata.models import iotdata_backends
 from moto.logs.models import logs_backends
 
-from sandbox import moto_missing_iot_apis
-from sandbox.moto_thread_safe_iot_registry import REGISTRY_LOCK
+from sandbox.moto_patches import missing_iot_apis
+from sandbox.moto_patches.thread_safe_iot_registry import REGISTRY_LOCK
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
 THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule for thing names, which moto does not check
@@ -135,8 +135,8 @@ class LocalAccount:
             raise AwsError(400, "InvalidRequestException", f"The CSR cannot be read: {error}") from None
 
     def provisioning_template(self, name: str) -> dict[str, Any]:
-        with moto_missing_iot_apis.LOCK:  # the lock template changes are made under
-            return dict(self._call(moto_missing_iot_apis.template, self.iot, name).describe())
+        with missing_iot_apis.LOCK:  # the lock template changes are made under
+            return dict(self._call(missing_iot_apis.template, self.iot, name).describe())
 
     def thing(self, name: str) -> Any | None:
         try:

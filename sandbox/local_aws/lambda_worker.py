@@ -1,6 +1,6 @@
 """A warm Lambda "container": imports one handler once and serves invocations over a pipe.
 
-Started by ``sandbox.local_lambda`` with the function's code folder and environment. Requests and
+Started by ``sandbox.local_aws.lambda_runtime`` with the function's code folder and environment. Requests and
 answers are JSON lines on stdin and on a private copy of stdout; whatever the handler prints is
 captured per invocation and returned as that invocation's log (as Lambda does).
 """

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from moto.core.config import default_user_config
 from moto.iot.models import IoTBackend
 
-from sandbox.certificate_authority import CertificateAuthority
+from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
 
 
 def _identity() -> str:

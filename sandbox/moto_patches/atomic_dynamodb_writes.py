@@ -13,7 +13,7 @@ from typing import Any
 from moto.dynamodb.models import DynamoDBBackend
 
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
-LOCK = threading.RLock()  # also taken by sandbox.dynamodb_fast_path for its writes
+LOCK = threading.RLock()  # also taken by sandbox.local_aws.dynamodb_fast_path for its writes
 
 
 def install() -> None:

@@ -1,1 +1,0 @@
-"""The sandbox broker's plugin: its C source and how it is built."""
