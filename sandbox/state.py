@@ -31,6 +31,20 @@ def mqtt_port() -> int:
     return int(os.environ.get("SandboxMqttPort") or 8883)
 
 
+def clock_scale() -> float:
+    """SandboxClockScale (environment, default 60): how many times faster than AWS the sandbox runs
+    AWS's own waits and periods (the 5 minutes between DeprecateThingType and DeleteThingType, alarm
+    periods), keeping their order: at 60, an AWS minute lasts a second."""
+    value = os.environ.get("SandboxClockScale") or "60"
+    try:
+        scale = float(value)
+    except ValueError:
+        raise ValueError(f"SandboxClockScale={value}: give a number from 1 (AWS's own clock) to 3600") from None
+    if not 1 <= scale <= 3600:
+        raise ValueError(f"SandboxClockScale={value}: give a number from 1 (AWS's own clock) to 3600")
+    return scale
+
+
 def port_of(url: str) -> int:
     parsed = urllib.parse.urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost") or not parsed.port:
