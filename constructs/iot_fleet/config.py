@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iot_fleet import documents
 from iot_fleet.device_catalogue import DeviceType, load_catalogue
 
 # Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
@@ -156,6 +157,16 @@ class StackConfig:
             f"a name short enough that the template name '{self.provisioning_template_name}' "
             f"stays within {TEMPLATE_NAME_MAX} characters",
         )
+        # AWS refuses a policy over its size at CreatePolicy, in the middle of a deploy: refuse it here.
+        arn_prefix = documents.arn_prefix_for(self.aws_region)
+        for name in self.allowed_device_types:
+            size = documents.policy_size(documents.device_policy(self.catalogue[name], arn_prefix))
+            if size > documents.POLICY_DOCUMENT_MAX:
+                raise ConfigError(
+                    f"device type '{name}': its IoT policy would be {size:,} characters in {self.aws_region}; "
+                    f"AWS IoT allows {documents.POLICY_DOCUMENT_MAX:,} (whitespace excluded): give the type fewer "
+                    "topics (a wildcard such as 'children/*' counts once)"
+                )
 
     # Names: every resource is named from ProjectName and Environment.
     @property

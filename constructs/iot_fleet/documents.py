@@ -55,15 +55,19 @@ def claim_policy(template_name: str, arn_prefix: str = ARN_PREFIX) -> dict[str, 
 
 
 def device_topics(device_type: DeviceType) -> dict[str, list[str]]:
-    """Topics a device of this type may publish to and subscribe to/receive on, for its own thing."""
+    """Topics a device of this type may publish to and subscribe to/receive on, for its own thing.
+
+    It publishes only the shadow requests it needs (get and update, no delete) but may subscribe to
+    and receive every topic of its own shadow: one resource instead of one per reply topic, which
+    keeps the largest type's policy within AWS's 2,048 characters in every partition.
+    """
     shadow = f"$aws/things/{THING}/shadow"
     publish = [f"devices/{THING}/{t}" for t in device_type.publish]
     publish += [f"{shadow}/get", f"{shadow}/update"]
     receive = [f"devices/{THING}/{t}" for t in device_type.subscribe]
-    receive += [f"{shadow}/get/*", f"{shadow}/update/*"]
+    receive += [f"{shadow}/*"]
     if "named-shadows" in device_type.capabilities:
         publish.append(f"{shadow}/name/*")
-        receive.append(f"{shadow}/name/*")
     if "jobs" in device_type.capabilities:
         publish.append(f"$aws/things/{THING}/jobs/*")
         receive.append(f"$aws/things/{THING}/jobs/*")
@@ -71,34 +75,58 @@ def device_topics(device_type: DeviceType) -> dict[str, list[str]]:
 
 
 def device_policy(device_type: DeviceType, arn_prefix: str = ARN_PREFIX) -> dict[str, Any]:
-    """Least privilege for one device type: every resource is scoped to the connecting thing."""
+    """Least privilege for one device type: every resource is scoped to the connecting thing.
+
+    A topic both published and received is named once, in a statement with both actions (a policy
+    is limited in size, and each resource costs a whole ARN).
+    """
     topics = device_topics(device_type)
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "iot:Connect",
-                "Resource": f"{arn_prefix}client/{THING}",
-                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Publish",
-                "Resource": [f"{arn_prefix}topic/{t}" for t in topics["publish"]],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Receive",
-                "Resource": [f"{arn_prefix}topic/{t}" for t in topics["receive"]],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": [f"{arn_prefix}topicfilter/{t}" for t in topics["receive"]],
-            },
-        ],
-    }
+    both = [t for t in topics["publish"] if t in topics["receive"]]
+    statements: list[dict[str, Any]] = [
+        {
+            "Effect": "Allow",
+            "Action": "iot:Connect",
+            "Resource": f"{arn_prefix}client/{THING}",
+            "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+        }
+    ]
+    for actions, names in (
+        ("iot:Publish", [t for t in topics["publish"] if t not in both]),
+        ("iot:Receive", [t for t in topics["receive"] if t not in both]),
+        (["iot:Publish", "iot:Receive"], both),
+    ):
+        if names:
+            statements.append(
+                {"Effect": "Allow", "Action": actions, "Resource": [f"{arn_prefix}topic/{t}" for t in names]}
+            )
+    statements.append(
+        {
+            "Effect": "Allow",
+            "Action": "iot:Subscribe",
+            "Resource": [f"{arn_prefix}topicfilter/{t}" for t in topics["receive"]],
+        }
+    )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+# AWS IoT counts a policy document's characters without whitespace, at most 2,048 (CreatePolicy).
+POLICY_DOCUMENT_MAX = 2048
+_PARTITIONS = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-isob-", "aws-iso-b"), ("us-isof-", "aws-iso-f"),
+               ("eu-isoe-", "aws-iso-e"), ("us-iso-", "aws-iso"))  # fmt: skip
+
+
+def partition_of(region: str) -> str:
+    return next((partition for start, partition in _PARTITIONS if region.startswith(start)), "aws")
+
+
+def arn_prefix_for(region: str, account: str = "123456789012") -> str:
+    """The IoT ARN prefix AWS will see for this region (every account id has 12 digits)."""
+    return f"arn:{partition_of(region)}:iot:{region}:{account}:"
+
+
+def policy_size(document: Mapping[str, Any]) -> int:
+    """A policy's size as AWS IoT counts it: characters of its JSON, whitespace excluded."""
+    return sum(1 for character in json.dumps(document) if not character.isspace())
 
 
 def provisioning_template(

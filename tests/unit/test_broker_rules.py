@@ -38,7 +38,7 @@ def test_device_certificate_is_confined_to_its_own_thing_and_client_id() -> None
 
     assert "client gateway-SN-1" in rules
     assert [r for r in rules if r.startswith("client ")] == ["client gateway-SN-1"]
-    assert "subscribe $aws/things/gateway-SN-1/shadow/get/#" in rules
+    assert "subscribe $aws/things/gateway-SN-1/shadow/#" in rules  # its own shadow only
     assert all(THING in rule for rule in rules), rules
     assert {r.split()[0] for r in rules} == {"client", "publish", "receive", "subscribe"}
 

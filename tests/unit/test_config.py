@@ -155,3 +155,24 @@ def test_synth_with_a_wrong_value_exits_2_with_one_line() -> None:
         "error: LogRetentionDays=31: invalid; allowed: one of "
         "1,3,5,7,14,30,60,90,120,150,180,365,400,545,731,1096,1827,2192,2557,2922,3288,3653"
     ]
+
+
+def test_a_type_whose_policy_aws_would_refuse_stops_synth_with_one_line(tmp_path: Path) -> None:
+    many = {"chatty-sensor": {"publish": [f"metrics/channel-{n:02d}" for n in range(30)]}}
+    catalogue = tmp_path / "types.json"
+    catalogue.write_text(json.dumps(many))
+    environ = {
+        "DeviceTypeCatalogue": str(catalogue),
+        "AllowedDeviceTypes": "chatty-sensor",
+        "AwsRegion": "us-gov-west-1",
+    }
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(CONTEXT, environ=environ, base_dir=ROOT)
+    message = str(refused.value)
+    assert message.startswith("device type 'chatty-sensor': its IoT policy would be ")
+    assert "characters in us-gov-west-1; AWS IoT allows 2,048 (whitespace excluded)" in message
+    assert "\n" not in message
+    synth = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env={**os.environ, **environ}, capture_output=True,
+                           text=True, timeout=60, check=False)  # fmt: skip
+    assert (synth.returncode, synth.stderr.strip()) == (2, f"error: {message}")

@@ -107,3 +107,41 @@ def test_new_catalogue_type_gets_its_own_policy_topics() -> None:
     assert PREFIX + "topic/devices/${iot:Connection.Thing.ThingName}/spectrum" in resources(
         documents.device_policy(vibration, PREFIX), "iot:Publish"
     )
+
+
+# The longest ARN prefix of each partition AWS IoT Core runs in (its longest region names).
+LONGEST_REGIONS = ["ap-southeast-2", "cn-northwest-1", "us-gov-west-1"]
+
+
+@pytest.mark.parametrize("region", LONGEST_REGIONS)
+def test_every_policy_fits_aws_iot_s_size_limit_in_every_partition(region: str) -> None:
+    prefix = documents.arn_prefix_for(region)
+    sizes = {name: documents.policy_size(documents.device_policy(t, prefix)) for name, t in TYPES.items()}
+    sizes["claim"] = documents.policy_size(documents.claim_policy("T" * 36, prefix))  # the longest template name
+
+    assert max(sizes.values()) <= documents.POLICY_DOCUMENT_MAX, sizes
+
+
+def test_policy_size_counts_what_aws_counts_and_the_prefix_has_the_region_s_partition() -> None:
+    assert documents.policy_size({"a": "b c"}) == len('{"a":"bc"}')
+    assert documents.arn_prefix_for("us-gov-west-1") == "arn:aws-us-gov:iot:us-gov-west-1:123456789012:"
+    assert documents.arn_prefix_for("cn-north-1").startswith("arn:aws-cn:iot:cn-north-1:")
+    assert documents.arn_prefix_for("eu-west-1").startswith("arn:aws:iot:eu-west-1:")
+
+
+def test_a_device_publishes_only_get_and_update_of_its_shadow_and_reads_all_of_it() -> None:
+    policy = documents.device_policy(TYPES["temperature-sensor"], PREFIX)
+    shadow = PREFIX + "topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow"
+
+    assert {r for r in resources(policy, "iot:Publish") if r.startswith(shadow)} == {
+        f"{shadow}/get",
+        f"{shadow}/update",
+    }
+    assert f"{shadow}/*" in resources(policy, "iot:Receive")
+    assert PREFIX + "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/*" in resources(
+        policy, "iot:Subscribe"
+    )
+    named = [
+        r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    assert len(named) == len(set(named))  # a topic both published and received is named once
