@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
+from cdktf import DataResource, LocalExecProvisioner
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iot_provisioning_template import IotProvisioningTemplate
@@ -17,6 +23,7 @@ from iot_fleet.naming import AccountContext
 
 HOOK_PAYLOAD_VERSION = "2020-04-01"
 TEMPLATE_BODY_MAX = 10_240
+PRUNE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prune_template_versions.py"
 
 # What applying the template needs (the thing, its groups, the certificate, the policy), and no more.
 PROVISIONING_ACTIONS = [
@@ -52,7 +59,11 @@ class FleetProvisioning(Construct):
         fleet: DeviceFleet,
         hook: LambdaFunction,
         account: AccountContext,
+        region: str,
+        aws_environment: Mapping[str, str],
     ) -> None:
+        """`aws_environment`: what the pruning script needs besides the deployer's own environment to
+        reach the same account as the provider (the sandbox's endpoint and keys; nothing for AWS)."""
         super().__init__(scope, id_)
         self.role = IamRole(
             self,
@@ -94,6 +105,31 @@ class FleetProvisioning(Construct):
                 f"AllowedDeviceTypes: the template body would be {len(body_text)} characters; "
                 f"AWS allows {TEMPLATE_BODY_MAX}. Allow fewer device types per stack."
             )
+        # AWS keeps 5 versions of a template and the provider never deletes one: before each change of
+        # the body (this resource is replaced with it, and the template depends on it), prune to 4.
+        self.version_pruning = DataResource(
+            self,
+            "version-pruning",
+            triggers_replace={"template_body": template_revision(body_text)},
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    command=shlex.join(
+                        [
+                            sys.executable,
+                            str(PRUNE_SCRIPT),
+                            "--template-name",
+                            template_name,
+                            "--region",
+                            region,
+                            "--keep",
+                            "4",
+                        ]
+                    ),
+                    environment=dict(aws_environment),
+                )
+            ],
+        )
         self.template = IotProvisioningTemplate(
             self,
             "template",
@@ -105,7 +141,13 @@ class FleetProvisioning(Construct):
             template_body=body_text,
             pre_provisioning_hook={"target_arn": hook.arn, "payload_version": HOOK_PAYLOAD_VERSION},
             # The names in the body must exist before the template is used.
-            depends_on=[self.role_policy, fleet.thing_type, *fleet.groups.values(), *fleet.policies.values()],
+            depends_on=[
+                self.role_policy,
+                fleet.thing_type,
+                *fleet.groups.values(),
+                *fleet.policies.values(),
+                self.version_pruning,
+            ],
         )
         self.hook_permission = LambdaPermission(
             self,
@@ -116,3 +158,8 @@ class FleetProvisioning(Construct):
             principal="iot.amazonaws.com",
             source_arn=self.template.arn,
         )
+
+
+def template_revision(body_text: str) -> str:
+    """Names one template body: its change replaces the pruning resource."""
+    return hashlib.sha256(body_text.encode()).hexdigest()[:16]

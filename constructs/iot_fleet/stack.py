@@ -147,6 +147,16 @@ class IotProvisioningStack(TerraformStack):
             fleet=self.fleet,
             hook=self.hook,
             account=account,
+            region=config.aws_region,
+            aws_environment=(
+                {
+                    "AWS_ENDPOINT_URL": config.sandbox_endpoint,
+                    "AWS_ACCESS_KEY_ID": "sandbox",
+                    "AWS_SECRET_ACCESS_KEY": "sandbox",
+                }
+                if config.target == "sandbox"
+                else {}
+            ),
         )
         self.monitoring: Monitoring | None = None
         if config.monitoring_enabled:

@@ -162,9 +162,10 @@ def refusal(request: Request, old_item: Mapping[str, Any] | None) -> Decision:
     if not old_item:
         return Decision(False, NOT_ENROLLED, "serial number is not in the registry")
     status = _attribute(old_item, "status")
-    if status in STATUS_REASONS:
+    retried = status == "provisioning" and _attribute(old_item, "certificateId") == request.certificate_id
+    if status in STATUS_REASONS and not retried:
         return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
-    if status != "enrolled":
+    if status != "enrolled" and not retried:
         return Decision(False, NOT_ENROLLABLE, f"registry status is {status or 'missing'}")
     if _attribute(old_item, "deviceType") != request.device_type:
         return Decision(False, DEVICE_TYPE_MISMATCH, "device type differs from the enrollment")
@@ -208,14 +209,18 @@ class Registry:
             "firmwareVersion = :firmware",
             "thingName = if_not_exists(thingName, :derived)",
         ]
+        # A request carrying the certificate that already claimed the serial is the same attempt, retried
+        # (by IoT, or by this function's own client after an answer was lost): allow it again, with the
+        # same thing name, instead of locking the device out as PROVISIONING_IN_PROGRESS.
+        claimable = "(#status = :enrolled OR (#status = :provisioning AND certificateId = :certificate))"
         if require_enrollment:
             condition = (
-                "#status = :enrolled AND deviceType = :type"
+                f"{claimable} AND deviceType = :type"
                 " AND (attribute_not_exists(manufacturer) OR manufacturer = :manufacturer)"
             )
         else:
             # Open enrollment (RequireEnrollment=false): any valid serial registers once.
-            condition = "attribute_not_exists(serialNumber) OR (#status = :enrolled AND deviceType = :type)"
+            condition = f"attribute_not_exists(serialNumber) OR ({claimable} AND deviceType = :type)"
             updates += [
                 "deviceType = :type",
                 "manufacturer = if_not_exists(manufacturer, :manufacturer)",

@@ -312,6 +312,11 @@ class RegistryRules:
     def __init__(self, account: LocalAccount) -> None:
         self.account = account
         self._seen: dict[str, CertificateAccess] = {}  # certificate id -> what it may do
+        self._ids: dict[str, str] = {}  # identity -> certificate id, for the certificates in _seen
+
+    def certificate_id_of(self, identity: str) -> str | None:
+        """The id of the certificate the broker knows by this identity (None if it has no rules yet)."""
+        return self._ids.get(identity)
 
     def _describe(self, certificate: Any) -> CertificateAccess | None:
         status, arn = certificate.status, certificate.arn
@@ -338,6 +343,7 @@ class RegistryRules:
             raise ValueError("not a certificate the sandbox CA issued")
         access = self._active(parsed[0], arn, thing, policies)
         self._seen[certificate_id] = access
+        self._ids[access.identity] = certificate_id
         return access.identity, access.rules
 
     def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
@@ -358,6 +364,7 @@ class RegistryRules:
             if described is not None:
                 current[certificate_id] = described
         self._seen = current
+        self._ids = {access.identity: certificate_id for certificate_id, access in current.items()}
         rules = {a.identity: a.rules for a in current.values() if a.status == "ACTIVE"}
         revoked = sorted(a.serial for a in current.values() if a.status == "REVOKED")
         return rules, revoked

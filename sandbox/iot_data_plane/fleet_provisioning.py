@@ -1,7 +1,7 @@
 """The AWS IoT fleet-provisioning MQTT API, served on the sandbox broker.
 
 Devices publish to $aws/... as with AWS IoT; the broker plugin hands each request to this service
-as fp/req/<client id>/<topic>, and the answer goes back to that client only. Served:
+as fp/req/<certificate identity>/<client id>/<topic>, and the answer goes back to that client only. Served:
 CreateKeysAndCertificate, CreateCertificateFromCsr (sandbox-CA certificates, single-use ownership
 tokens valid 1 h), RegisterThing (the deployed template, its pre-provisioning hook, the template's
 resources, then the thing-created registry event through the topic rules the sandbox supports),
@@ -38,6 +38,14 @@ class Rejected(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.body = {"statusCode": status, "errorCode": code, "errorMessage": message}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the connection's certificate (its identity, the subject CN) and client id."""
+
+    identity: str
+    client_id: str
 
 
 @dataclass
@@ -160,11 +168,11 @@ class FleetProvisioningService:
 
     def handle(self, topic: str, payload: bytes) -> None:
         try:
-            _, _, client_id, request_topic = topic.split("/", 3)
+            _, _, identity, client_id, request_topic = topic.split("/", 4)
         except ValueError:
             return
         try:
-            answer_topic, body = self.dispatch(client_id, request_topic, payload)
+            answer_topic, body = self.dispatch(Caller(identity, client_id), request_topic, payload)
         except Rejected as rejection:
             answer_topic, body = f"{request_topic}/rejected", rejection.body
         except Exception as error:  # noqa: BLE001 - a device always gets an answer
@@ -177,14 +185,14 @@ class FleetProvisioningService:
             # every RegisterThing. The SDK's request-response client takes either QoS.
             self.connection.publish(f"fp/resp/{client_id}/{answer_topic}", json.dumps(body), mqtt.QoS.AT_MOST_ONCE)
 
-    def dispatch(self, client_id: str, topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    def dispatch(self, caller: Caller, topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         if topic == "$aws/certificates/create/json":
             return f"{topic}/accepted", self.create_keys_and_certificate()
         if topic == "$aws/certificates/create-from-csr/json":
             return f"{topic}/accepted", self.create_certificate_from_csr(_json(payload))
         match = _PROVISION.match(topic)
         if match:
-            return f"{topic}/accepted", self.register_thing(match.group(1), client_id, _json(payload))
+            return f"{topic}/accepted", self.register_thing(match.group(1), caller, _json(payload))
         match = _SHADOW.match(topic)
         if match:
             return self.shadow(match.group(1), match.group(2), payload)
@@ -227,7 +235,7 @@ class FleetProvisioningService:
             "certificateOwnershipToken": self._token(certificate),
         }
 
-    def register_thing(self, template_name: str, client_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    def register_thing(self, template_name: str, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
         try:
             template = self.account.provisioning_template(template_name)
         except AwsError:
@@ -241,14 +249,14 @@ class FleetProvisioningService:
                 raise Rejected(400, "InvalidCertificateOwnershipToken", "Certificate ownership token is invalid")
             del self.tokens[token_text]  # single use: a replay is refused even while this one runs
         try:
-            return self._register(template, client_id, token, request)
+            return self._register(template, caller, token, request)
         except Exception:
             with self._tokens_lock:  # a refused or failed attempt does not use the token up
                 self.tokens[token_text] = token
             raise
 
     def _register(
-        self, template: dict[str, Any], client_id: str, token: OwnershipToken, request: dict[str, Any]
+        self, template: dict[str, Any], caller: Caller, token: OwnershipToken, request: dict[str, Any]
     ) -> dict[str, Any]:
         parameters = request.get("parameters", {})
         if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
@@ -256,7 +264,7 @@ class FleetProvisioningService:
         body = json.loads(template["templateBody"])
         hook = template.get("preProvisioningHook")
         if hook:
-            parameters = {**parameters, **self._call_hook(hook, template, client_id, token, parameters)}
+            parameters = {**parameters, **self._call_hook(hook, template, caller, token, parameters)}
         supplied = {**parameters, template_engine.CERTIFICATE_ID: token.certificate_id}
         try:
             values = template_engine.resolve_parameters(body, supplied)
@@ -273,15 +281,17 @@ class FleetProvisioningService:
         return {"deviceConfiguration": {k: str(v) for k, v in configuration.items()}, "thingName": thing_name}
 
     def _call_hook(
-        self, hook: dict[str, Any], template: dict[str, Any], client_id: str, token: OwnershipToken,
+        self, hook: dict[str, Any], template: dict[str, Any], caller: Caller, token: OwnershipToken,
         parameters: dict[str, str],
     ) -> dict[str, str]:  # fmt: skip
+        # As AWS sends it (developerguide/pre-provisioning-hook.html): the claim certificate is the one
+        # the requesting connection used.
         event = {
-            "claimCertificateId": "",
+            "claimCertificateId": self.rules.certificate_id_of(caller.identity) or "",
             "certificateId": token.certificate_id,
             "certificatePem": token.certificate_pem,
             "templateArn": template["templateArn"],
-            "clientId": client_id,
+            "clientId": caller.client_id,
             "parameters": parameters,
         }
         try:

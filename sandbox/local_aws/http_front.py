@@ -1,12 +1,13 @@
 """The sandbox's HTTP front: moto's WSGI app on persistent HTTP/1.1 connections, behind a guard
-that makes SDK retries at-most-once.
+that makes Terraform's retries of its writes at-most-once.
 
-AWS SDKs retry a request whose response they did not read (a dropped connection, a slow answer),
-with the same `amz-sdk-invocation-id`. AWS de-duplicates nothing either, but its answers rarely go
-missing; against moto server on a loaded 2-core machine they sometimes do, and the retry of a
-create that already succeeded then fails ("already exists") or, worse, applies twice (two
-AddPermission statements, so `terraform destroy` waits forever). Here a retry of a write that
-already completed gets the first attempt's answer again instead of running twice.
+The Terraform AWS provider retries a request whose response it did not read (a dropped connection,
+a slow answer), with the same `amz-sdk-invocation-id`. AWS de-duplicates nothing either, but its
+answers rarely go missing; against moto server on a loaded 2-core machine they sometimes do, and the
+provider's retry of a create that already succeeded then fails ("already exists") or applies twice.
+So a retry *from Terraform* of a write that already completed gets the first attempt's answer again.
+Nothing else is replayed: a function's or a tool's SDK retry runs again and meets AWS's own answer
+(for the hook: a conditional write that already happened), as on AWS.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
 
 REMEMBERED = 4096
+TERRAFORM_AGENT = "terraform-provider-aws/"  # in the provider's User-Agent
 
 
 class RetriesAtMostOnce:
@@ -40,7 +42,11 @@ class RetriesAtMostOnce:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         invocation = environ.get("HTTP_AMZ_SDK_INVOCATION_ID")
-        if not invocation or environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        if (
+            not invocation
+            or environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+            or TERRAFORM_AGENT not in environ.get("HTTP_USER_AGENT", "")
+        ):
             return self.app(environ, start_response)
         while True:
             with self._lock:

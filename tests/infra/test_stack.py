@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import zipfile
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 import pytest
 
 from iot_fleet import documents
+from iot_fleet.fleet_provisioning import template_revision
 from tests.conftest import SUMMARY
-from tests.infra.conftest import Synth
+from tests.infra.conftest import ROOT, Synth
 
 pytestmark = pytest.mark.infra
 
@@ -100,6 +102,26 @@ def test_template_is_an_enabled_fleet_template_calling_the_hook(synth: Synth) ->
         "payload_version": "2020-04-01",
         "target_arn": synth.reference("aws_lambda_function", hook, "arn"),
     }
+
+
+def test_every_template_change_prunes_old_versions_first(synth: Synth, variant: Synth) -> None:
+    """AWS keeps 5 template versions and the provider deletes none: a terraform_data resource, replaced
+    whenever the body changes and run before the template, prunes to 4 with the deployer's AWS access."""
+    for stack, environment in ((synth, {"AWS_ENDPOINT_URL": synth.config.sandbox_endpoint}), (variant, {})):
+        template = stack.one("aws_iot_provisioning_template")
+        (logical, pruning), *others = stack.resources("terraform_data").items()
+        assert others == []
+        assert f"terraform_data.{logical}" in template["depends_on"]
+        assert pruning["triggers_replace"] == {"template_body": template_revision(template["template_body"])}
+        (provisioner,) = pruning["provisioner"]
+        command = shlex.split(provisioner["local-exec"]["command"])
+        assert command[1:] == [str(ROOT / "scripts/prune_template_versions.py"), "--template-name",
+                               stack.config.provisioning_template_name, "--region", stack.config.aws_region,
+                               "--keep", "4"]  # fmt: skip
+        assert Path(command[0]).is_file()
+        assert provisioner["local-exec"].get("environment", {}).items() >= environment.items()
+        if stack.config.target == "aws":
+            assert "environment" not in provisioner["local-exec"] or not provisioner["local-exec"]["environment"]
 
 
 def test_iot_may_invoke_the_hook_only_for_this_template(synth: Synth) -> None:
@@ -245,6 +267,8 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     }  # fmt: skip
     used = {"sts"}  # the account id
     for kind in synth.stack["resource"]:
+        if kind == "terraform_data":
+            continue  # Terraform's own (no API)
         prefix = kind.split("_")[1]
         used.add(service.get(kind) or {"iam": "iam", "iot": "iot", "lambda": "lambda"}[prefix])
     assert used <= set(endpoints)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from iot_fleet.fleet_provisioning import template_revision
 from tests.conftest import SUMMARY
 from tests.integration.conftest import ROOT, Deployment, deployed
 
@@ -199,3 +200,39 @@ def test_deploy_against_a_stopped_sandbox_fails_fast_saying_what_to_do(destroyed
     assert "the sandbox is not answering: not running" in hint.stdout
     assert str(deployment.sandbox_dir / "server.log") in hint.stdout  # where to look
     assert "run 'make deploy' again" in hint.stdout
+
+
+def test_a_template_change_applies_when_the_template_already_has_five_versions(deployment: Deployment) -> None:
+    """AWS keeps 5 versions of a template and the provider deletes none, so without pruning a change
+    to a template with 5 versions fails (VersionsLimitExceededException). The stack prunes first: a
+    changed body applies, then the original body again, each leaving at most 5 and the newest default."""
+    document = deployment.stack_dir / "cdk.tf.json"
+    original = document.read_text()
+    stack = json.loads(original)
+    (template,) = stack["resource"]["aws_iot_provisioning_template"].values()
+    (pruning,) = stack["resource"]["terraform_data"].values()
+    name, original_body = template["name"], template["template_body"]
+    iot = deployment.client("iot")
+    while len(iot.list_provisioning_template_versions(templateName=name)["versions"]) < 5:
+        iot.create_provisioning_template_version(templateName=name, templateBody=original_body, setAsDefault=False)
+    changed = json.loads(original_body)
+    changed["DeviceConfiguration"]["revision"] = "2"
+    started = time.monotonic()
+    try:
+        for body in (json.dumps(changed, separators=(",", ":")), original_body):
+            template["template_body"] = body
+            pruning["triggers_replace"] = {"template_body": template_revision(body)}
+            document.write_text(json.dumps(stack, indent=2))
+            # -refresh=false: the state is the one the previous apply left (refreshing 44 resources doubled the time)
+            applied = deployment.run("terraform", "apply", "-auto-approve", "-input=false", "-no-color",
+                                     "-refresh=false", cwd=deployment.stack_dir)  # fmt: skip
+            assert applied.returncode == 0, (applied.stdout + applied.stderr)[-4000:]
+            versions = iot.list_provisioning_template_versions(templateName=name)["versions"]
+            assert len(versions) <= 5
+            assert [v["versionId"] for v in versions if v["isDefaultVersion"]] == [
+                max(v["versionId"] for v in versions)
+            ]
+            assert iot.describe_provisioning_template(templateName=name)["templateBody"] == body
+    finally:
+        document.write_text(original)
+    SUMMARY.append(f"two template changes at 5 versions applied in {time.monotonic() - started:.0f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from types import ModuleType
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -164,6 +165,55 @@ def test_given_second_request_for_same_serial_when_replayed_then_only_first_is_a
     assert registry.get("SN-0001")["certificateId"] == "1" * 64  # type: ignore[index]
 
 
+def test_given_a_retry_with_the_same_certificate_then_it_is_the_same_attempt_allowed_again(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001")
+
+    first = hook.handler(event(certificate_id="1" * 64))
+    retried = hook.handler(event(certificate_id="1" * 64))
+
+    assert (
+        first
+        == retried
+        == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
+    )
+    assert registry.get("SN-0001")["certificateId"] == "1" * 64  # type: ignore[index]
+    assert hook.handler(event(certificate_id="2" * 64)) == DENY  # another device's certificate: still refused
+    assert hook.handler(event(certificate_id="1" * 64, DeviceType="gateway")) == DENY  # same attempt, other type
+
+
+def test_given_the_answer_to_the_registry_write_is_lost_then_the_client_s_retry_allows_the_device(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hook's DynamoDB client retries a write whose answer it did not get; that write had claimed the
+    serial. On AWS the retry then finds the serial `provisioning`: it must not lock the device out."""
+    import json
+
+    import boto3
+    from botocore.exceptions import ReadTimeoutError
+
+    registry.enroll("SN-0001")
+    writer = boto3.client("dynamodb", region_name="us-east-1")
+    lost: list[str] = []
+
+    def write_then_lose_the_answer(request: Any, **_: Any) -> None:
+        if not lost:
+            lost.append("UpdateItem")
+            writer.update_item(**json.loads(request.body))  # the write reaches the table...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...its answer does not reach the hook
+        return None
+
+    hook._DYNAMODB.meta.events.register_first("before-send.dynamodb.UpdateItem", write_then_lose_the_answer)
+
+    answer = hook.handler(event(certificate_id="1" * 64))
+
+    assert lost == ["UpdateItem"]
+    assert answer == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
+    assert registry.get("SN-0001")["status"] == "provisioning"  # type: ignore[index]
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "ALLOWED"
+
+
 def test_given_concurrent_requests_for_one_serial_then_exactly_one_is_allowed(
     hook: ModuleType, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,7 +328,7 @@ def test_given_open_enrollment_when_unknown_serial_registers_then_allowed_once_a
     hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
 
     assert hook.handler(event(SerialNumber="NEW-0001"))["allowProvisioning"] is True
-    assert hook.handler(event(SerialNumber="NEW-0001")) == DENY
+    assert hook.handler(event(certificate_id="b" * 64, SerialNumber="NEW-0001")) == DENY  # another device
     item = registry.get("NEW-0001")
     assert item is not None
     assert (item["status"], item["deviceType"], item["manufacturer"]) == (

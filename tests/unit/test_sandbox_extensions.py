@@ -230,7 +230,7 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
     )
 
 
-def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:
+def test_a_terraform_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:
     from sandbox.local_aws.http_front import RetriesAtMostOnce
 
     calls: list[str] = []
@@ -243,9 +243,9 @@ def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_runn
 
     guarded = RetriesAtMostOnce(app)
 
-    def call(path: str, invocation: str | None, method: str = "POST") -> tuple[str, bytes]:
+    def call(path: str, invocation: str | None, method: str = "POST", agent: str = TERRAFORM) -> tuple[str, bytes]:
         seen: dict[str, str] = {}
-        environ = {"PATH_INFO": path, "REQUEST_METHOD": method}
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "HTTP_USER_AGENT": agent}
         if invocation:
             environ["HTTP_AMZ_SDK_INVOCATION_ID"] = invocation
         body = b"".join(guarded(environ, lambda status, headers: seen.setdefault("status", status)))
@@ -259,6 +259,15 @@ def test_an_sdk_retry_of_a_completed_write_gets_the_first_answer_instead_of_runn
     call("/rules/r", "id-4", method="GET")
     call("/rules/r", "id-4", method="GET")
     assert calls.count("/rules/r") == 4  # reads are never replayed
+    function_sdk = "Boto3/1.44.8 md/Botocore#1.44.8 ua/2.1 os/linux lang/python#3.11.7 cfg/retry-mode#standard"
+    assert call("/items", "id-5", agent=function_sdk) == ("200 OK", b'{"n": 7}')
+    assert call("/items", "id-5", agent=function_sdk) == ("200 OK", b'{"n": 8}')  # not Terraform: runs again, as on AWS
+
+
+TERRAFORM = (
+    "APN/1.0 HashiCorp/1.0 Terraform/1.11.4 (+https://www.terraform.io) terraform-provider-aws/5.100.0 "
+    "(+https://registry.terraform.io/providers/hashicorp/aws) aws-sdk-go-v2/1.36.3 ua/2.1 os/linux lang/go#1.24.2"
+)
 
 
 def test_registry_lookups_by_key_answer_as_moto_scans_and_stay_consistent_under_threads(iot: Any) -> None:

@@ -4,8 +4,8 @@
  * AWS IoT answers a device's $aws/... request on the same connection only. A plain broker fans
  * the answer out to every subscriber, so devices sharing the claim certificate would see (and
  * could take) each other's keys. This plugin:
- *   - rewrites a device's publish on $aws/<x> to fp/req/<client id>/$aws/<x>, which only the
- *     fleet-provisioning service reads;
+ *   - rewrites a device's publish on $aws/<x> to fp/req/<certificate identity>/<client id>/$aws/<x>,
+ *     which only the fleet-provisioning service reads;
  *   - delivers the service's fp/resp/<client id>/<topic> only to that client, on <topic>, and
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
@@ -40,6 +40,8 @@
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char service_id[128] = "sandbox-fleet-service";
 static char rules_dir[1024] = "";
+
+static bool safe_identity(const char *identity);
 
 static bool starts_with(const char *text, const char *prefix)
 {
@@ -88,6 +90,7 @@ static int on_message(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *message = event_data;
 	const char *client_id = mosquitto_client_id(message->client);
+	const char *identity = mosquitto_client_username(message->client);
 	char *topic;
 	size_t length;
 
@@ -101,11 +104,14 @@ static int on_message(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_ACL_DENIED; /* nobody else may forge requests or answers */
 	}
 	if (!starts_with(message->topic, "$aws/") || strchr(client_id, '/')) return MOSQ_ERR_SUCCESS;
+	if (!identity || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED; /* set at CONNECT: never missing */
 
-	length = strlen(REQUEST_PREFIX) + strlen(client_id) + 1 + strlen(message->topic) + 1;
+	/* fp/req/<certificate identity>/<client id>/<topic>: the service names the requesting certificate
+	 * (the pre-provisioning hook's claimCertificateId) and answers the client id. */
+	length = strlen(REQUEST_PREFIX) + strlen(identity) + 1 + strlen(client_id) + 1 + strlen(message->topic) + 1;
 	topic = mosquitto_malloc(length);
 	if (!topic) return MOSQ_ERR_NOMEM;
-	snprintf(topic, length, "%s%s/%s", REQUEST_PREFIX, client_id, message->topic);
+	snprintf(topic, length, "%s%s/%s/%s", REQUEST_PREFIX, identity, client_id, message->topic);
 	mosquitto_free(message->topic);
 	message->topic = topic;
 	return MOSQ_ERR_SUCCESS;
