@@ -62,11 +62,12 @@ PARAMETERS = (
     "SandboxEndpoint",
 )
 
-_PROJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SANDBOX_ENDPOINT = re.compile(r"^http://(127\.0\.0\.1|localhost):\d{2,5}$")
+# Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
+_PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
 _BOOLEAN = {"true": True, "false": False}
 
 
@@ -101,7 +102,7 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         _check(
-            bool(_PROJECT_NAME.match(self.project_name)) and len(self.project_name) <= 24,
+            bool(_PROJECT_NAME.fullmatch(self.project_name)) and len(self.project_name) <= 24,
             "ProjectName",
             self.project_name,
             "1-24 characters, a letter then letters, digits or '-'",
@@ -109,7 +110,7 @@ class StackConfig:
         _check(self.environment in ENVIRONMENTS, "Environment", self.environment, "|".join(ENVIRONMENTS))
         if self.device_registry_table_name:
             _check(
-                bool(_TABLE_NAME.match(self.device_registry_table_name)),
+                bool(_TABLE_NAME.fullmatch(self.device_registry_table_name)),
                 "DeviceRegistryTableName",
                 self.device_registry_table_name,
                 "3-255 characters of [A-Za-z0-9_.-], or empty for device-registry-<suffix>",
@@ -121,11 +122,11 @@ class StackConfig:
             "one of " + ",".join(map(str, LOG_RETENTION_DAYS)),
         )
         if self.alert_email:
-            _check(bool(_EMAIL.match(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
-        _check(bool(_REGION.match(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
+            _check(bool(_EMAIL.fullmatch(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
+        _check(bool(_REGION.fullmatch(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
         _check(self.target in TARGETS, "Target", self.target, "|".join(TARGETS))
         _check(
-            bool(_SANDBOX_ENDPOINT.match(self.sandbox_endpoint)),
+            bool(_SANDBOX_ENDPOINT.fullmatch(self.sandbox_endpoint)),
             "SandboxEndpoint",
             self.sandbox_endpoint,
             "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)",

@@ -21,10 +21,10 @@ DEFAULT_SUBSCRIBE = ("commands",)
 DEFAULT_SHADOW: Mapping[str, Any] = MappingProxyType({"enabled": True, "reportingInterval": 60})
 
 # Device types appear in thing-group, policy and thing names, MQTT topics and thing attributes.
-NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # matched whole (fullmatch): `$` allows a newline
 NAME_MAX = 32
 # Topic suffixes below devices/<thing>/: MQTT-safe levels, a trailing * as the policy wildcard.
-TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*(/\*)?$")
+TOPIC = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*(/\*)?")
 _FIELDS = {"description", "publish", "subscribe", "capabilities", "initialShadow"}
 
 
@@ -40,10 +40,10 @@ class DeviceType:
     initial_shadow: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SHADOW))
 
     def __post_init__(self) -> None:
-        if not (NAME.match(self.name) and len(self.name) <= NAME_MAX):
+        if not (NAME.fullmatch(self.name) and len(self.name) <= NAME_MAX):
             raise ValueError(f"device type '{self.name}': names are 1-{NAME_MAX} lower-case letters, digits and '-'")
         for topic in (*self.publish, *self.subscribe):
-            if not TOPIC.match(topic):
+            if not TOPIC.fullmatch(topic):
                 raise ValueError(
                     f"device type '{self.name}': topic '{topic}' must be levels of [A-Za-z0-9_-] "
                     "optionally ending in /*"

@@ -22,12 +22,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-# Parameter rules. Values end up as thing attributes, whose values AWS limits to [a-zA-Z0-9_.,@/:#-].
-SERIAL_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
-MANUFACTURER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,@/:#-]{0,63}$")
-FIRMWARE_VERSION = re.compile(r"^v(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$")
-LOCATION = re.compile(r"^[A-Za-z0-9_.,@/:#-]{1,128}$")
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+# Parameter rules, each matched against the whole value (fullmatch) with ASCII classes only: `$`
+# would accept a trailing newline and `\d` any Unicode digit, values AWS then refuses as thing
+# attributes ([a-zA-Z0-9_.,@/:#=\[\]-]*) after the serial was claimed.
+SERIAL_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+MANUFACTURER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,@/:#-]{0,63}")
+FIRMWARE_VERSION = re.compile(r"v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
+LOCATION = re.compile(r"[A-Za-z0-9_.,@/:#-]{1,128}")
+THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 KNOWN_PARAMETERS = {"SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "ThingName"}
 MAX_PARAMETER_LENGTH = 256
 
@@ -112,13 +114,18 @@ class Invalid(ValueError):
     """The event cannot be a valid RegisterThing request; the message says why."""
 
 
+def valid(pattern: re.Pattern[str], value: str) -> bool:
+    """The value matches the rule as a whole (the enrollment tools validate with this too)."""
+    return pattern.fullmatch(value) is not None
+
+
 def _text(parameters: Mapping[str, Any], name: str, pattern: re.Pattern[str], required: bool) -> str | None:
     value = parameters.get(name)
     if value is None or value == "":
         if required:
             raise Invalid(f"{name} is required")
         return None
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not valid(pattern, value):
         raise Invalid(f"{name} does not match {pattern.pattern}")
     return value
 
