@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.iot_data_plane.certificate_authority import CertificateAuthority, write_private
-from sandbox.local_aws.account import THING_NAME, LocalAccount
+from sandbox.local_aws.account import LocalAccount
+from sandbox.moto_patches.iot_registry_rules import THING_NAME
 
 SERVICE_ID = "sandbox-fleet-service"
 PROBE_ID = "sandbox-probe"  # `sandbox up` connects with it: no rules, so a working broker refuses it at CONNECT
@@ -82,7 +83,7 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
     nothing; an action that any Deny names (NotAction: every action) is granted nowhere, since the
     broker cannot subtract a Deny (fail closed).
     """
-    if thing is not None and not THING_NAME.match(thing):
+    if thing is not None and not THING_NAME.allows(thing):
         thing = None  # a name AWS would never accept (THING_NAME) must not become part of a rule
     statements = [s for policy in policies for s in policy.get("Statement", [])]
     denied = set().union(*(_actions(s) for s in statements if s.get("Effect") == "Deny"))

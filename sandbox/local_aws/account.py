@@ -12,7 +12,6 @@ functions themselves) still use the HTTP endpoint, like any AWS client.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,6 @@ from sandbox.moto_patches import missing_iot_apis
 from sandbox.moto_patches.thread_safe_iot_registry import REGISTRY_LOCK
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # AWS's rule for thing names, which moto does not check
 
 
 class RegistryWrites:
@@ -147,8 +145,7 @@ class LocalAccount:
             raise
 
     def create_thing(self, name: str, thing_type: str | None, attributes: dict[str, str] | None) -> Any:
-        if not THING_NAME.match(name):  # AWS's rule, which moto does not check
-            raise AwsError(400, "InvalidRequestException", f"Thing name {name!r} is not valid: [a-zA-Z0-9:_-]{{1,128}}")
+        """AWS's rules for names and attributes are moto's backend's (moto_patches.iot_registry_rules)."""
         payload = {"attributes": attributes} if attributes else None
         return self._call(self.iot.create_thing, name, thing_type or "", payload)
 

@@ -12,6 +12,7 @@ from sandbox.moto_patches import (
     idempotent_lambda_permissions,
     indexed_iot_lookups,
     iot_certificates_from_sandbox_ca,
+    iot_registry_rules,
     missing_iot_apis,
     parsed_update_expressions,
     thread_safe_iot_registry,
@@ -21,6 +22,7 @@ from sandbox.moto_patches import (
 def install(authority: CertificateAuthority) -> None:
     missing_iot_apis.install()
     iot_certificates_from_sandbox_ca.install(authority)
+    iot_registry_rules.install()  # before thread_safe_iot_registry: its checks run under the registry lock
     atomic_dynamodb_writes.install()
     parsed_update_expressions.install()
     idempotent_lambda_permissions.install()

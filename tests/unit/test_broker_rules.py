@@ -87,7 +87,9 @@ def test_grants_the_broker_cannot_evaluate_grant_nothing() -> None:
     assert access_rules("dev-1", [{"Statement": statements}]) == []
 
 
-@pytest.mark.parametrize("name", ["x\nreceive $aws/#", "a/#", "+", "dev*", "a b"])
+@pytest.mark.parametrize(
+    "name", ["x\nreceive $aws/#", "gateway-SN-1\n", "gateway-SN-\u0663", "a/#", "+", "dev*", "a b"]
+)
 def test_a_thing_name_aws_would_refuse_never_becomes_part_of_a_rule(name: str) -> None:
     gateway = load_catalogue()["gateway"]
     assert access_rules(name, [documents.device_policy(gateway, ARN)]) == []
