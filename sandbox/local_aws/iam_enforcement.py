@@ -29,7 +29,9 @@ from sandbox.local_aws import iam_policies
 from sandbox.local_aws.iam_policies import ABSENT, Decision, Principal, Request, Statement
 
 ADMIN_ACCESS_KEY = "sandbox"  # the account's own credentials: Terraform, operators, tests
-DECISIONS_KEPT = 50_000
+# Most resources are one device's (its thing, its certificate) and never asked about again; the
+# shared ones (the table, the key, the template's groups and policies) stay, least recently used out.
+DECISIONS_KEPT = 4096
 # IAM writes that change what a role may do (or whether it exists): each empties the caches.
 IAM_WRITES = (
     "create_role", "delete_role", "update_assume_role_policy", "put_role_policy", "delete_role_policy",
@@ -155,9 +157,10 @@ class Authority:
         key = (caller.role_arn, action, resource, tuple(sorted(full_context.items(), key=str)))
         with self._lock:
             cached = self._decisions.get(key)
+            if cached is not None:
+                self._decisions.move_to_end(key)
+                return cached
             generation = self.generation
-        if cached is not None:
-            return cached
         policies = self._identity_policies(caller.role_arn)
         if policies is None:
             decision = Decision(False, statement="no such role")

@@ -128,6 +128,30 @@ def test_a_hook_role_without_update_item_makes_the_hook_deny_with_registry_error
     assert "is not authorized to perform: dynamodb:UpdateItem on resource: " in decision["detail"]
 
 
+def test_iot_does_not_invoke_a_hook_whose_function_policy_does_not_allow_the_template(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    lam = fleet.deployment.client("lambda")
+    function = fleet.outputs["provisioning_hook_function_name"]
+    (statement,) = json.loads(lam.get_policy(FunctionName=function)["Policy"])["Statement"]
+    lam.remove_permission(FunctionName=function, StatementId=statement["Sid"])
+    request.addfinalizer(lambda: lam.add_permission(
+        FunctionName=function, StatementId=statement["Sid"], Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com", SourceArn=fleet.outputs["provisioning_template_arn"],
+    ))  # fmt: skip
+    other_template = fleet.outputs["provisioning_template_arn"] + "-2"
+    lam.add_permission(FunctionName=function, StatementId="another-template", Action="lambda:InvokeFunction",
+                       Principal="iot.amazonaws.com", SourceArn=other_template)  # fmt: skip
+    request.addfinalizer(lambda: lam.remove_permission(FunctionName=function, StatementId="another-template"))
+    fleet.enroll("SN-IAM-HOOKPERM", DEVICE_TYPE)
+
+    with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
+        fleet.provision("SN-IAM-HOOKPERM", DEVICE_TYPE)
+
+    assert fleet.registry("SN-IAM-HOOKPERM")["status"] == "enrolled"  # the hook never ran
+    assert log_messages(fleet, f"/aws/lambda/{function}", '"SN-IAM-HOOKPERM"') == []
+
+
 def zipped(code: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
