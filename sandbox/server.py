@@ -90,6 +90,9 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     endpoint = f"http://127.0.0.1:{args.port}"
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
     moto_patches.install(authority)
+    from sandbox.local_aws.iam_enforcement import AUTHORITY
+
+    AUTHORITY.install()  # IAM decisions are cached: every IAM write must empty the caches
     pool = lambda_runtime.WorkerPool(args.state_dir, endpoint)
     lambda_runtime.install(pool)
     started.append(pool.stop)

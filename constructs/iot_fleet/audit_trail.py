@@ -39,7 +39,7 @@ class AuditTrail(Construct):
             description="Lets IoT rules write the audit trail and rule errors to their log group",
             assume_role_policy=account.trust_policy("iot.amazonaws.com"),
         )
-        IamRolePolicy(
+        self.role_policy = IamRolePolicy(
             self,
             "policy",
             name="write-audit-log",
@@ -66,4 +66,6 @@ class AuditTrail(Construct):
             sql=f"SELECT *, topic() AS topic FROM '{THING_EVENTS}'",  # noqa: S608 - IoT rule SQL from constants, not input
             sql_version="2016-03-23",
             cloudwatch_logs=[IotTopicRuleCloudwatchLogs(log_group_name=self.log_group.name, role_arn=self.role.arn)],
+            # The role must hold its policy before the rule writes as it (IAM checks every write).
+            depends_on=[self.role_policy],
         )

@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cdktf import DataResource, LocalExecProvisioner
 from cdktf_cdktf_provider_aws.iam_role import IamRole
@@ -25,27 +26,49 @@ HOOK_PAYLOAD_VERSION = "2020-04-01"
 TEMPLATE_BODY_MAX = 10_240
 PRUNE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prune_template_versions.py"
 
-# What applying the template needs (the thing, its groups, the certificate, the policy), and no more.
+# AWS's documented provisioning role is the managed policy service-role/AWSIoTThingsRegistration on
+# Resource "*". This is that policy narrowed by resource: each of its IoT actions whose resource types
+# (Service Authorization Reference, list_awsiot.html) are ones the template's resources have, on the
+# stack's own resources only. Left out: the billing-group actions (the template has no BillingGroup),
+# and CreateCertificateFromCsr / RegisterCertificate, which only certificate resources given by CSR or
+# PEM use (this template's certificate is the device's, by CertificateId) and which only "*" can grant.
+# RegisterThing has no resource type either; it is what IoT calls to apply the template, so it stays.
+# What the sandbox checks each step against: sandbox/iot_data_plane/provisioning_permissions.py.
+THING_ACTIONS = ["iot:CreateThing", "iot:DescribeThing", "iot:UpdateThing", "iot:ListThingGroupsForThing",
+                 "iot:ListThingPrincipals"]  # fmt: skip
+MEMBERSHIP_ACTIONS = ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup", "iot:UpdateThingGroupsForThing"]
+CERTIFICATE_ACTIONS = [
+    "iot:DescribeCertificate", "iot:UpdateCertificate", "iot:AttachThingPrincipal", "iot:DetachThingPrincipal",
+    "iot:AttachPolicy", "iot:DetachPolicy", "iot:AttachPrincipalPolicy", "iot:ListAttachedPolicies",
+    "iot:ListPrincipalPolicies", "iot:ListPrincipalThings",
+]  # fmt: skip
+POLICY_ACTIONS = ["iot:GetPolicy", "iot:CreatePolicy", "iot:ListPolicyPrincipals", "iot:ListTargetsForPolicy"]
 PROVISIONING_ACTIONS = [
-    "iot:CreateThing",
-    "iot:DescribeThing",
-    "iot:UpdateThing",
-    "iot:DescribeThingType",
-    "iot:AddThingToThingGroup",
-    "iot:DescribeThingGroup",
-    "iot:ListThingGroupsForThing",
-    "iot:UpdateThingGroupsForThing",
-    "iot:AttachThingPrincipal",
-    "iot:ListThingPrincipals",
-    "iot:ListPrincipalThings",
-    "iot:DescribeCertificate",
-    "iot:UpdateCertificate",
-    "iot:AttachPolicy",
-    "iot:AttachPrincipalPolicy",
-    "iot:ListAttachedPolicies",
-    "iot:ListPrincipalPolicies",
-    "iot:GetPolicy",
-]
+    *THING_ACTIONS, *MEMBERSHIP_ACTIONS, "iot:DescribeThingGroup", "iot:DescribeThingType", *CERTIFICATE_ACTIONS,
+    *POLICY_ACTIONS, "iot:RegisterThing",
+]  # fmt: skip
+
+
+def provisioning_role_policy(
+    *, things: str, certificates: str, thing_type: str, groups: list[str], policies: list[str]
+) -> dict[str, Any]:
+    """The provisioning role's policy: each action on only the resources of its types."""
+
+    def allow(sid: str, actions: list[str], resources: list[str]) -> dict[str, Any]:
+        return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            allow("Things", THING_ACTIONS, [things]),
+            allow("GroupMembership", MEMBERSHIP_ACTIONS, [things, *groups]),
+            allow("ThingGroups", ["iot:DescribeThingGroup"], groups),
+            allow("ThingType", ["iot:DescribeThingType"], [thing_type]),
+            allow("Certificates", CERTIFICATE_ACTIONS, [certificates]),
+            allow("Policies", POLICY_ACTIONS, policies),
+            allow("RegisterThing", ["iot:RegisterThing"], ["*"]),  # it has no resource type
+        ],
+    }
 
 
 class FleetProvisioning(Construct):
@@ -72,24 +95,19 @@ class FleetProvisioning(Construct):
             description="Assumed by AWS IoT to apply the fleet-provisioning template",
             assume_role_policy=account.trust_policy("iot.amazonaws.com"),
         )
-        resources = [
-            account.arn("iot", "thing/*"),
-            account.arn("iot", "cert/*"),
-            fleet.thing_type.arn,
-            fleet.root_group.arn,
-            *(group.arn for group in fleet.groups.values()),
-            *(policy.arn for policy in fleet.policies.values()),
-        ]
         self.role_policy = IamRolePolicy(
             self,
             "policy",
             name="provisioning-policy",  # the recipe's troubleshooting command reads it by this name
             role=self.role.id,
             policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": PROVISIONING_ACTIONS, "Resource": resources}],
-                }
+                provisioning_role_policy(
+                    things=account.arn("iot", "thing/*"),
+                    certificates=account.arn("iot", "cert/*"),
+                    thing_type=fleet.thing_type.arn,
+                    groups=[group.arn for group in fleet.groups.values()],  # the groups devices join
+                    policies=[policy.arn for policy in fleet.policies.values()],
+                )
             ),
         )
         self.body = documents.provisioning_template(

@@ -60,7 +60,8 @@ class RegistryEvents(Construct):
                     log_group_name=audit.log_group.name, role_arn=audit.role.arn
                 )
             ),
-            depends_on=[self.event_configurations],
+            # The error action writes as the audit role: its policy must exist before the rule fires.
+            depends_on=[self.event_configurations, audit.role_policy],
         )
         self.permission = LambdaPermission(
             self,

@@ -33,7 +33,7 @@ from sandbox.moto_patches.iot_registry_rules import THING_NAME
 SERVICE_ID = "sandbox-fleet-service"
 PROBE_ID = "sandbox-probe"  # `sandbox up` connects with it: no rules, so a working broker refuses it at CONNECT
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
-_RESOURCE_ARN = re.compile(r"^arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter|client)/(.+)$")
+_RESOURCE_ARN = re.compile(r"arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter|client)/(.+)")  # fullmatch: no line breaks
 
 
 class DataPlaneError(RuntimeError):
@@ -97,7 +97,7 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
             continue  # a condition the broker cannot evaluate grants nothing
         resources = statement.get("Resource", [])
         for resource in [resources] if isinstance(resources, str) else resources:
-            match = _RESOURCE_ARN.match(resource)
+            match = _RESOURCE_ARN.fullmatch(resource)
             if not match:
                 continue
             kind, pattern = match.groups()

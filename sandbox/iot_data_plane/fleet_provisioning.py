@@ -25,12 +25,15 @@ from awsiot import mqtt_connection_builder
 
 from sandbox.iot_data_plane import template_engine
 from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
+from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
 from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
+from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
 
 TOKEN_LIFETIME = 3600.0
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
+IOT_SERVICE = "iot.amazonaws.com"
 _RULE_SQL = re.compile(r"^\s*SELECT\s+(?P<select>.+?)\s+FROM\s+'(?P<filter>[^']+)'\s*$", re.IGNORECASE | re.DOTALL)
 
 
@@ -275,7 +278,7 @@ class FleetProvisioningService:
             )
         except template_engine.TemplateError as error:
             raise Rejected(400, "InvalidParameters", str(error)) from None
-        thing_name, created = self._apply(resources, token)
+        thing_name, created = self._apply(template, resources, token)
         if created:
             self._thing_created_event(thing_name)
         return {"deviceConfiguration": {k: str(v) for k, v in configuration.items()}, "thingName": thing_name}
@@ -295,6 +298,12 @@ class FleetProvisioningService:
             "parameters": parameters,
         }
         try:
+            permitted = AUTHORITY.function_policy_allows(
+                hook["targetArn"], IOT_SERVICE, template["templateArn"], self.account.account_id
+            )
+            if not permitted.allowed:  # IoT may invoke the hook only if its function policy says so
+                raise AwsError(403, "AccessDeniedException", f"the function policy of {hook['targetArn']} does "
+                               f"not allow {IOT_SERVICE} to invoke it for {template['templateArn']}")  # fmt: skip
             invocation = self.account.invoke(hook["targetArn"], event)
         except AwsError as error:
             print(f"fleet-provisioning: the hook could not be invoked: {error}", flush=True)
@@ -307,17 +316,23 @@ class FleetProvisioningService:
         overrides = answer.get("parameterOverrides", {})
         return {k: str(v) for k, v in overrides.items()} if isinstance(overrides, dict) else {}
 
-    def _apply(self, resources: dict[str, Any], token: OwnershipToken) -> tuple[str, bool]:
-        """Creates the template's thing, attaches certificate and policy, then activates the certificate."""
+    def _apply(self, template: dict[str, Any], resources: dict[str, Any], token: OwnershipToken) -> tuple[str, bool]:
+        """Creates the template's thing, attaches certificate and policy, then activates the certificate,
+        as the template's provisioning role: IoT must be able to assume it, and it must allow every
+        step. All of that is checked before the first change, so a refused template leaves nothing
+        behind (AWS documents no rollback of a half-applied template; the sandbox never half-applies
+        one for want of a permission)."""
         things = [r["Properties"] for r in resources.values() if r.get("Type") == "AWS::IoT::Thing"]
         policies = [r["Properties"] for r in resources.values() if r.get("Type") == "AWS::IoT::Policy"]
         if len(things) != 1:
             raise Rejected(400, "InvalidParameters", "the template must create exactly one thing")
         thing = things[0]
         name = thing["ThingName"]
+        exists = self.account.thing(name) is not None
+        self._authorize_template(template, thing, policies, token, exists)
         created = False
         try:
-            if self.account.thing(name) is None:
+            if not exists:
                 self.account.create_thing(name, thing.get("ThingTypeName"), thing.get("AttributePayload"))
                 created = True
             for group in thing.get("ThingGroups", []):
@@ -331,6 +346,39 @@ class FleetProvisioningService:
         except AwsError as error:
             raise Rejected(400, "InvalidParameters", error.message) from None
         return name, created
+
+    def _authorize_template(
+        self, template: dict[str, Any], thing: dict[str, Any], policies: list[dict[str, Any]], token: OwnershipToken,
+        exists: bool,
+    ) -> None:  # fmt: skip
+        """Refuses (403) unless IoT can assume the template's role and the role allows every step
+        (provisioning_permissions.TEMPLATE_PERMISSIONS). AWS documents no exact body for this
+        refusal (a real one was seen only as statusCode 403); the message names the action and
+        resource, as AWS's IAM denials do."""
+        role_arn = str(template.get("provisioningRoleArn", ""))
+        trust = AUTHORITY.trusts(role_arn, IOT_SERVICE, template["templateArn"], self.account.account_id)
+        if not trust.allowed:
+            why = "does not exist" if trust.statement == "no such role" else f"does not trust {IOT_SERVICE}"
+            raise Rejected(403, "ACCESS_DENIED", f"IoT cannot assume the provisioning role {role_arn}: the role {why}")
+        role = AssumedRole(role_arn, session=template["templateName"])
+        arns: dict[str, list[str]] = {
+            "*": ["*"],
+            "thing": [self.account.arn("iot", f"thing/{thing['ThingName']}")],
+            "thingtype": [self.account.arn("iot", f"thingtype/{thing['ThingTypeName']}")]
+            if thing.get("ThingTypeName") else [],
+            "thinggroup": [self.account.arn("iot", f"thinggroup/{g}") for g in thing.get("ThingGroups", [])],
+            "policy": [self.account.arn("iot", f"policy/{p['PolicyName']}") for p in policies],
+            "cert": [token.certificate_arn],
+        }  # fmt: skip
+        for permission in TEMPLATE_PERMISSIONS:
+            if not _step_taken(permission, thing, policies, exists):
+                continue
+            context = {"iot:thingarn": arns["thing"][0]} if permission.action == "iot:AttachThingPrincipal" else {}
+            for kind in permission.checked_on:
+                for arn in arns[kind]:
+                    decision = AUTHORITY.authorize(role, permission.action, arn, context)
+                    if not decision.allowed:
+                        raise Rejected(403, "ACCESS_DENIED", AUTHORITY.denial(role, permission.action, arn, decision))
 
     def _thing_created_event(self, thing_name: str) -> None:
         """Registry event through the topic rules the sandbox supports (SELECT ... FROM '<filter>';
@@ -360,17 +408,43 @@ class FleetProvisioningService:
             message = dict(event)
             if "topic()" in match.group("select"):
                 message["topic"] = topic
+            rule_arn = self.account.arn("iot", f"rule/{rule['ruleName']}")
             for action in rule.get("actions", []):
                 try:
                     if "lambda" in action:
-                        self.account.invoke(action["lambda"]["functionArn"], message)
+                        function_arn = action["lambda"]["functionArn"]
+                        permitted = AUTHORITY.function_policy_allows(
+                            function_arn, IOT_SERVICE, rule_arn, self.account.account_id
+                        )
+                        if not permitted.allowed:  # the rule may invoke only what the function policy allows
+                            raise AwsError(403, "AccessDeniedException", f"the function policy of {function_arn} "
+                                           f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}")  # fmt: skip
+                        self.account.invoke(function_arn, message)
                     if "cloudwatchLogs" in action:
+                        logs = action["cloudwatchLogs"]
+                        stream = f"rule-{rule['ruleName']}"
+                        self._authorize_log_write(logs.get("roleArn", ""), rule_arn, logs["logGroupName"], stream)
                         self.account.put_log_event(
-                            action["cloudwatchLogs"]["logGroupName"], f"rule-{rule['ruleName']}",
-                            event["timestamp"], json.dumps(message),
-                        )  # fmt: skip
+                            logs["logGroupName"], stream, event["timestamp"], json.dumps(message)
+                        )
                 except AwsError as error:  # as in AWS, a failing action does not fail the registry change
                     print(f"fleet-provisioning: rule {rule['ruleName']}: action failed: {error}", flush=True)
+
+    def _authorize_log_write(self, role_arn: str, rule_arn: str, group: str, stream: str) -> None:
+        """A cloudwatchLogs action writes as its roleArn: IoT must be able to assume the role, and the
+        role must allow creating the rule's stream (when it is missing) and putting events in it."""
+        trust = AUTHORITY.trusts(role_arn, IOT_SERVICE, rule_arn, self.account.account_id)
+        if not trust.allowed:
+            raise AwsError(403, "AccessDeniedException", f"IoT cannot assume the rule action's role {role_arn!r}")
+        role = AssumedRole(role_arn, session=rule_arn.rsplit("/", 1)[-1])
+        group_arn = self.account.arn("logs", f"log-group:{group}")
+        steps = [("logs:PutLogEvents", f"{group_arn}:log-stream:{stream}")]
+        if not self.account.log_stream_exists(group, stream):
+            steps.insert(0, ("logs:CreateLogStream", group_arn))
+        for action, arn in steps:
+            decision = AUTHORITY.authorize(role, action, arn)
+            if not decision.allowed:
+                raise AwsError(403, "AccessDeniedException", AUTHORITY.denial(role, action, arn, decision))
 
     def shadow(self, thing_name: str, operation: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         base = f"$aws/things/{thing_name}/shadow/{operation}"
@@ -391,6 +465,19 @@ class FleetProvisioningService:
         except Exception as error:  # noqa: BLE001 - the device still gets a shadow-shaped answer
             return f"{base}/rejected", {"code": 500, "message": f"InternalFailure: {error}"[:300], **token}
         return f"{base}/accepted", {**document, **token}
+
+
+def _step_taken(permission: Permission, thing: dict[str, Any], policies: list[dict[str, Any]], exists: bool) -> bool:
+    """Whether applying this template to this device takes the step (Permission.when)."""
+    return {
+        "always": True,
+        "ThingTypeName given": bool(thing.get("ThingTypeName")),
+        "ThingGroups given": bool(thing.get("ThingGroups")),
+        "PolicyName given": bool(policies),
+        "CertificateId given": True,  # a fleet template's certificate is the device's, by id
+        "the thing does not exist yet": not exists,
+        "Status ACTIVE": True,  # the sandbox activates the certificate (the template says ACTIVE)
+    }[permission.when]
 
 
 def _json(payload: bytes) -> dict[str, Any]:

@@ -111,6 +111,9 @@ class LocalAccount:
         self.region = region
         self.account_id = account_id
 
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
+
     @property
     def iot(self) -> IoTBackend:
         return iot_backends[self.account_id][self.region]
@@ -207,9 +210,12 @@ class LocalAccount:
             return dict(json.loads(json.dumps(shadow.to_response_dict())))
 
     # CloudWatch Logs ------------------------------------------------------------------------------
+    def log_stream_exists(self, group: str, stream: str) -> bool:
+        return stream in getattr(logs_backends[self.account_id][self.region].groups.get(group), "streams", {})
+
     def put_log_event(self, group: str, stream: str, timestamp_ms: int, message: str) -> None:
         backend = logs_backends[self.account_id][self.region]
-        if stream not in getattr(backend.groups.get(group), "streams", {}):
+        if not self.log_stream_exists(group, stream):
             try:
                 self._call(backend.create_log_stream, group, stream)
             except AwsError as error:

@@ -27,6 +27,7 @@ from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
+from sandbox.local_aws.iam_requests import FunctionCallsChecked
 
 REMEMBERED = 4096
 TERRAFORM_AGENT = "terraform-provider-aws/"  # in the provider's User-Agent
@@ -244,7 +245,9 @@ class HealthEndpoint:
 def serve(port: int, report: Callable[[], dict[str, Any]]) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
     remember_action_methods()
-    app = HealthEndpoint(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app))), report)
+    # A function's request is checked against its role before anything answers it (the fast path included).
+    local_aws = FunctionCallsChecked(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app))))
+    app = HealthEndpoint(local_aws, report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server

@@ -24,6 +24,7 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
+from sandbox.local_aws.iam_enforcement import AUTHORITY
 from sandbox.state import ROOT
 
 WORKERS_PER_FUNCTION = 8  # concurrent executions per function configuration; more invocations wait their turn
@@ -96,7 +97,9 @@ class WorkerPool:
         self._extract_lock = threading.Lock()
 
     def _key(self, fn: LambdaFunction) -> str:
-        config = json.dumps([fn.function_arn, fn.code_sha_256, fn.handler, fn.environment_vars], sort_keys=True)
+        # The role is part of it: a worker holds credentials of its function's role session.
+        parts = [fn.function_arn, fn.role, fn.code_sha_256, fn.handler, fn.environment_vars]
+        config = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(config.encode()).hexdigest()[:16]
 
     def _code_dir(self, fn: LambdaFunction, key: str) -> Path:
@@ -114,13 +117,18 @@ class WorkerPool:
         return target
 
     def _environment(self, fn: LambdaFunction) -> dict[str, str]:
+        # Credentials of the function's own role session: its AWS calls are checked against its
+        # execution role (sandbox.local_aws.iam_requests), as Lambda's are.
+        access_key, secret = AUTHORITY.function_credentials(fn.function_arn, fn.role, fn.function_name)
+        credentials = {
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_SESSION_TOKEN": f"sandbox-session-{access_key}",
+        }
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for a missing HOME
             "PYTHONDONTWRITEBYTECODE": "1",
-            "AWS_ACCESS_KEY_ID": "sandbox",
-            "AWS_SECRET_ACCESS_KEY": "sandbox",
-            "AWS_SESSION_TOKEN": "sandbox",
             "AWS_REGION": fn.region,
             "AWS_DEFAULT_REGION": fn.region,
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -130,6 +138,7 @@ class WorkerPool:
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.run_time}",
             "SANDBOX_FUNCTION_ARN": fn.function_arn,
             **{k: str(v) for k, v in fn.environment_vars.items()},
+            **credentials,  # reserved, as in Lambda: the function's own variables cannot replace them
         }
 
     def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:

@@ -376,3 +376,44 @@ def test_terraform_validates_the_synthesized_stack_offline(synth: Synth, terrafo
     validate = terraform("validate", "-json", "-no-color")
     assert json.loads(validate.stdout)["valid"] is True, validate.stdout
     assert Path(synth.directory, ".terraform").is_dir()
+
+
+def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resources(synth: Synth) -> None:
+    from sandbox.iot_data_plane.provisioning_permissions import MANAGED_POLICY_ACTIONS, TEMPLATE_PERMISSIONS
+
+    policy = json.loads(synth.named("aws_iam_role_policy", "provisioning-policy")["policy"])
+    granted = {a for s in policy["Statement"] for a in s["Action"]}
+    assert granted <= set(MANAGED_POLICY_ACTIONS)
+    assert set(MANAGED_POLICY_ACTIONS) - granted == {
+        "iot:AddThingToBillingGroup", "iot:DescribeBillingGroup", "iot:RemoveThingFromBillingGroup",
+        "iot:CreateCertificateFromCsr", "iot:RegisterCertificate",
+    }  # fmt: skip
+    # Each step of applying the template is granted on the stack's resources of its type, and only there.
+    covers = {
+        "*": lambda r: r == "*",
+        "thing": lambda r: r.endswith(":thing/*"),
+        "cert": lambda r: r.endswith(":cert/*"),
+        "thinggroup": lambda r: r.startswith("${aws_iot_thing_group."),
+        "thingtype": lambda r: r.startswith("${aws_iot_thing_type."),
+        "policy": lambda r: r.startswith("${aws_iot_policy."),
+    }
+    for permission in TEMPLATE_PERMISSIONS:
+        resources = policy_resources(policy, permission.action)
+        for kind in permission.checked_on:
+            assert any(covers[kind](r) for r in resources), (permission.action, kind, resources)
+    assert {a for s in policy["Statement"] if "*" in s["Resource"] for a in s["Action"]} == {"iot:RegisterThing"}
+    claim = synth.named("aws_iot_policy", synth.config.prefix + "-claim-policy")
+    device_policies = policy_resources(policy, "iot:GetPolicy")
+    assert synth.reference("aws_iot_policy", claim, "arn") not in device_policies  # only the devices' policies
+    assert len(device_policies) == len(synth.config.allowed_device_types)
+    template = synth.one("aws_iot_provisioning_template")
+    (policy_key,) = [k for k, v in synth.resources("aws_iam_role_policy").items() if v["name"] == "provisioning-policy"]
+    assert f"aws_iam_role_policy.{policy_key}" in template["depends_on"]
+
+
+def test_topic_rules_are_created_after_the_role_policy_they_write_with(synth: Synth) -> None:
+    (audit_policy,) = [k for k, v in synth.resources("aws_iam_role_policy").items() if v["name"] == "write-audit-log"]
+    rules = synth.resources("aws_iot_topic_rule").values()
+    assert len(rules) == 2
+    for rule in rules:  # the audit rule's action and the registry-events rule's error action use that role
+        assert f"aws_iam_role_policy.{audit_policy}" in rule["depends_on"]

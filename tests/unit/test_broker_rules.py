@@ -148,3 +148,12 @@ def test_broker_plugin_matches_topics_and_filters_as_mqtt_does(
     plugin: Any, rule: str, topic: str, covered: bool
 ) -> None:
     assert plugin(rule, topic) is covered
+
+
+@pytest.mark.parametrize(
+    "resource", [f"{ARN}topic/devices/x\n", f"{ARN}topic/devices/x\nreceive #", f"{ARN}client/a\n"]
+)
+def test_a_policy_resource_with_a_line_break_grants_nothing(resource: str) -> None:
+    """A rules file holds one rule a line: a resource with a line break must never become (part of) a rule."""
+    statement = {"Effect": "Allow", "Action": ["iot:Connect", "iot:Publish", "iot:Receive"], "Resource": resource}
+    assert access_rules("dev-1", [{"Statement": [statement]}]) == []

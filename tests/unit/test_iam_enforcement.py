@@ -1,0 +1,311 @@
+"""IAM where it decides the outcome: a function's AWS calls through the local AWS's HTTP front, as
+boto3 in the function sees them, and the resource-based policies IoT is held to."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from sandbox.local_aws import http_front
+from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
+from sandbox.local_aws.iam_requests import Call, Unmapped, checks_for
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+TABLE = "iam-registry"
+TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
+TRUST_LAMBDA = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalAws:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def client(self, service: str, key: str = "sandbox", secret: str = "sandbox") -> Any:  # noqa: S107 - fake
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=key,
+            aws_secret_access_key=secret, aws_session_token="token",
+            config=Config(retries={"total_max_attempts": 1}),
+        )  # fmt: skip
+
+    def function_client(self, service: str, role_arn: str) -> Any:
+        function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:hook"
+        key, secret = AUTHORITY.function_credentials(function_arn, role_arn, "hook")
+        return self.client(service, key, secret)
+
+    def role(self, name: str, statements: list[dict[str, Any]]) -> str:
+        iam = self.client("iam")
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+        self.put(name, statements)
+        return str(arn)
+
+    def put(self, role: str, statements: list[dict[str, Any]]) -> None:
+        document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+        self.client("iam").put_role_policy(RoleName=role, PolicyName="policy", PolicyDocument=document)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The local AWS's real HTTP front on a port of its own (moto's server-mode state, no mock)."""
+    AUTHORITY.install()
+    port = free_port()
+    running = http_front.serve(port, lambda: {})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        running.shutdown()
+
+
+def reset(server: str) -> None:
+    """Empties moto's state (server mode: the backends are this process's own)."""
+    urllib.request.urlopen(urllib.request.Request(f"{server}/moto-api/reset", method="POST"), timeout=10).close()  # noqa: S310 - http to loopback
+
+
+@pytest.fixture
+def aws(server: str) -> Iterator[LocalAws]:
+    reset(server)
+    local = LocalAws(server)
+    local.client("dynamodb").create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+    yield local
+    reset(server)
+
+
+def denied(call: Any) -> ClientError:
+    with pytest.raises(ClientError) as refused:
+        call()
+    return refused.value
+
+
+def test_a_function_may_make_the_calls_its_role_allows_and_no_others(aws: LocalAws) -> None:
+    role = aws.role("hook-role", [{"Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": TABLE_ARN}])
+    dynamodb = aws.function_client("dynamodb", role)
+    key = {"serialNumber": {"S": "SN-1"}}
+
+    dynamodb.update_item(
+        TableName=TABLE, Key=key, UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "x"}},
+    )  # fmt: skip
+    error = denied(lambda: dynamodb.get_item(TableName=TABLE, Key=key))
+
+    assert error.response["Error"]["Code"] == "AccessDeniedException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400  # DynamoDB's AccessDeniedException
+    assert error.response["Error"]["Message"] == (
+        f"User: arn:aws:sts::{ACCOUNT}:assumed-role/hook-role/hook is not authorized to perform: dynamodb:GetItem "
+        f"on resource: {TABLE_ARN} because no identity-based policy allows the dynamodb:GetItem action"
+    )
+    other = denied(lambda: dynamodb.update_item(TableName=TABLE + "-other", Key=key, UpdateExpression="SET a = :a",
+                                                ExpressionAttributeValues={":a": {"S": "x"}}))  # fmt: skip
+    assert f"on resource: {TABLE_ARN}-other " in other.response["Error"]["Message"]
+    assert aws.client("dynamodb").get_item(TableName=TABLE, Key=key)["Item"]["status"] == {"S": "x"}  # admin: unchecked
+
+
+def test_an_explicit_deny_refuses_what_another_statement_allows(aws: LocalAws) -> None:
+    role = aws.role("deny-role", [
+        {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN},
+    ])  # fmt: skip
+    dynamodb = aws.function_client("dynamodb", role)
+    error = denied(lambda: dynamodb.put_item(TableName=TABLE, Item={"serialNumber": {"S": "SN-2"}}))
+    assert error.response["Error"]["Message"].endswith("with an explicit deny in an identity-based policy")
+    dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-2"}})
+
+
+def test_a_role_change_is_in_force_for_the_next_request(aws: LocalAws) -> None:
+    role = aws.role("changing-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": TABLE_ARN}])
+    dynamodb = aws.function_client("dynamodb", role)
+    key = {"serialNumber": {"S": "SN-3"}}
+    dynamodb.get_item(TableName=TABLE, Key=key)  # allowed, and now cached
+
+    aws.put("changing-role", [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN}])
+
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key=key))
+    iam = aws.client("iam")
+    iam.delete_role_policy(RoleName="changing-role", PolicyName="policy")
+    reads = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:Get*", "Resource": "*"}]}
+    managed = iam.create_policy(PolicyName="reads", PolicyDocument=json.dumps(reads))["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName="changing-role", PolicyArn=managed)
+    dynamodb.get_item(TableName=TABLE, Key=key)  # an attached managed policy counts as well
+    iam.create_policy_version(
+        PolicyArn=managed,
+        SetAsDefault=True,
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:Put*", "Resource": "*"}]}
+        ),
+    )
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key=key))  # only the default version counts
+
+
+def test_a_function_whose_role_does_not_exist_may_do_nothing(aws: LocalAws) -> None:
+    dynamodb = aws.function_client("dynamodb", f"arn:aws:iam::{ACCOUNT}:role/never-created")
+    error = denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-4"}}))
+    assert "assumed-role/never-created/hook is not authorized to perform: dynamodb:GetItem" in str(error)
+
+
+def test_a_table_with_a_customer_managed_key_also_needs_kms_decrypt_through_dynamodb(aws: LocalAws) -> None:
+    key_arn = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    aws.client("dynamodb").create_table(
+        TableName="encrypted", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
+    )  # fmt: skip
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/encrypted"
+    use_key = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
+               "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}}}  # fmt: skip
+    role = aws.role("kms-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": table}])
+    dynamodb = aws.function_client("dynamodb", role)
+
+    error = denied(lambda: dynamodb.get_item(TableName="encrypted", Key={"id": {"S": "1"}}))
+    assert f"perform: kms:Decrypt on resource: {key_arn} " in error.response["Error"]["Message"]
+
+    aws.put("kms-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": table}, use_key])
+    dynamodb.get_item(TableName="encrypted", Key={"id": {"S": "1"}})
+    kms = aws.function_client("kms", role)  # the same grant does not let the function call KMS itself
+    kms_error = denied(lambda: kms.decrypt(KeyId=key_arn, CiphertextBlob=b"x" * 32))
+    assert kms_error.response["Error"]["Code"] == "AccessDeniedException"
+    assert f"perform: kms:Decrypt on resource: {key_arn} " in kms_error.response["Error"]["Message"]
+
+
+def test_shadow_calls_are_checked_on_the_thing(aws: LocalAws) -> None:
+    thing_arns = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/sensor-*"
+    role = aws.role("events-role", [{"Effect": "Allow", "Action": "iot:UpdateThingShadow", "Resource": thing_arns}])
+    aws.client("iot").create_thing(thingName="sensor-1")
+    aws.client("iot").create_thing(thingName="gateway-1")
+    shadows = aws.function_client("iot-data", role)
+    payload = json.dumps({"state": {"desired": {"on": True}}}).encode()
+
+    shadows.update_thing_shadow(thingName="sensor-1", payload=payload)
+    error = denied(lambda: shadows.update_thing_shadow(thingName="gateway-1", payload=payload))
+    read = denied(lambda: shadows.get_thing_shadow(thingName="sensor-1"))
+
+    assert error.response["Error"]["Code"] == "ForbiddenException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert f"iot:UpdateThingShadow on resource: arn:aws:iot:{REGION}:{ACCOUNT}:thing/gateway-1 " in str(error)
+    assert "perform: iot:GetThingShadow" in str(read)
+
+
+def test_a_call_the_sandbox_cannot_map_is_refused_saying_so(aws: LocalAws) -> None:
+    role = aws.role("admin-role", [{"Effect": "Allow", "Action": "*", "Resource": "*"}])
+    error = denied(lambda: aws.function_client("iot", role).list_things())
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "cannot tell which IAM action and resource" in error.response["Error"]["Message"]
+    limits = denied(lambda: aws.function_client("dynamodb", role).describe_limits())
+    assert "fail closed" in limits.response["Error"]["Message"]
+    aws.function_client("sts", role).get_caller_identity()  # needs no permission at all, as in AWS
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "expected"),
+    [
+        ("DynamoDB_20120810.Query", {"TableName": "t", "IndexName": "byType"},
+         [("dynamodb:Query", "arn:aws:dynamodb:us-east-1:123456789012:table/t/index/byType")]),
+        ("DynamoDB_20120810.BatchWriteItem", {"RequestItems": {"a": [], "b": []}},
+         [("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
+          ("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b")]),
+        ("DynamoDB_20120810.TransactWriteItems", {"TransactItems": [{"Put": {"TableName": "a"}},
+                                                                    {"ConditionCheck": {"TableName": "b"}}]},
+         [("dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
+          ("dynamodb:ConditionCheckItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b")]),
+    ],
+)  # fmt: skip
+def test_dynamodb_requests_map_to_the_actions_and_tables_aws_checks(
+    aws: LocalAws, target: str, body: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    call = Call("dynamodb", REGION, ACCOUNT, "POST", "/", target, json.dumps(body).encode(), {})
+    assert [(c.action, c.resource) for c in checks_for(call)] == expected
+
+
+def test_unmappable_requests_raise() -> None:
+    for call in (
+        Call("dynamodb", REGION, ACCOUNT, "POST", "/", "DynamoDB_20120810.GetItem", b"{}", {}),  # no table
+        Call("dynamodb", REGION, ACCOUNT, "POST", "/", "DynamoDB_20120810.GetItem", b"not json", {}),
+        Call("iotdata", REGION, ACCOUNT, "GET", "/retainedMessage", "", b"", {}),
+        Call("lambda", REGION, ACCOUNT, "POST", "/2015-03-31/functions/f/invocations", "", b"", {}),
+    ):
+        with pytest.raises(Unmapped):
+            checks_for(call)
+
+
+# Resource-based policies and trust ------------------------------------------------------------------
+def zipped(code: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("index.py", code)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def in_process() -> Iterator[Any]:
+    with mock_aws():
+        AUTHORITY.install()
+        yield boto3.client("iam", region_name=REGION)
+
+
+def test_iot_may_invoke_a_function_only_for_the_source_its_policy_names(in_process: Any) -> None:
+    role = in_process.create_role(RoleName="fn", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    lam = boto3.client("lambda", region_name=REGION)
+    arn = lam.create_function(FunctionName="hook", Runtime="python3.11", Role=role, Handler="index.handler",
+                              Code={"ZipFile": zipped("def handler(e, c): return e")})["FunctionArn"]  # fmt: skip
+    template = f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/fleet"
+    assert not AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template, ACCOUNT).allowed  # no policy
+
+    lam.add_permission(FunctionName="hook", StatementId="iot", Action="lambda:InvokeFunction",
+                       Principal="iot.amazonaws.com", SourceArn=template)  # fmt: skip
+
+    assert AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template, ACCOUNT).allowed
+    assert not AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template + "2", ACCOUNT).allowed
+    assert not AUTHORITY.function_policy_allows(arn, "events.amazonaws.com", template, ACCOUNT).allowed
+    assert not AUTHORITY.function_policy_allows(arn.replace("hook", "gone"), "iot.amazonaws.com", template,
+                                                ACCOUNT).allowed  # fmt: skip
+
+
+def test_a_role_is_assumable_only_by_the_service_and_account_its_trust_policy_names(in_process: Any) -> None:
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
+    }]}  # fmt: skip
+    role = in_process.create_role(RoleName="provisioning", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    source = f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/fleet"
+
+    assert AUTHORITY.trusts(role, "iot.amazonaws.com", source, ACCOUNT).allowed
+    assert not AUTHORITY.trusts(role, "iot.amazonaws.com", source, "999999999999").allowed  # confused deputy
+    assert not AUTHORITY.trusts(role, "lambda.amazonaws.com", source, ACCOUNT).allowed
+    assert not AUTHORITY.trusts(role + "-gone", "iot.amazonaws.com", source, ACCOUNT).allowed
+
+    in_process.update_assume_role_policy(RoleName="provisioning", PolicyDocument=TRUST_LAMBDA)
+    assert not AUTHORITY.trusts(role, "iot.amazonaws.com", source, ACCOUNT).allowed
+
+
+def test_decisions_are_cached_and_an_iam_write_empties_the_cache(in_process: Any) -> None:
+    arn = in_process.create_role(RoleName="cached", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    caller = AssumedRole(arn, "session")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    in_process.put_role_policy(RoleName="cached", PolicyName="p", PolicyDocument=json.dumps(policy))
+    assert AUTHORITY.authorize(caller, "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
+    generation = AUTHORITY.generation
+
+    in_process.delete_role_policy(RoleName="cached", PolicyName="p")
+
+    assert AUTHORITY.generation > generation
+    assert not AUTHORITY.authorize(caller, "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
