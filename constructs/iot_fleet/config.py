@@ -57,6 +57,7 @@ PARAMETERS = (
     "AwsRegion",
     "ClaimCertificateCsrPath",
     "RequireEnrollment",
+    "StaleClaimMinutes",
     "DeviceTypeCatalogue",
     "Target",
     "SandboxEndpoint",
@@ -94,6 +95,7 @@ class StackConfig:
     aws_region: str = "us-east-1"
     claim_certificate_csr_path: str = ""
     require_enrollment: bool = True
+    stale_claim_minutes: int = 10
     device_type_catalogue: str = ""
     target: str = "sandbox"
     sandbox_endpoint: str = "http://127.0.0.1:4566"
@@ -125,6 +127,12 @@ class StackConfig:
             _check(bool(_EMAIL.fullmatch(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
         _check(bool(_REGION.fullmatch(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
         _check(self.target in TARGETS, "Target", self.target, "|".join(TARGETS))
+        _check(
+            1 <= self.stale_claim_minutes <= 60,
+            "StaleClaimMinutes",
+            self.stale_claim_minutes,
+            "1-60 (minutes after which an unfinished provisioning attempt may be taken over)",
+        )
         _check(
             bool(_SANDBOX_ENDPOINT.fullmatch(self.sandbox_endpoint)),
             "SandboxEndpoint",
@@ -271,6 +279,8 @@ def load_config(
         kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
     if "RequireEnrollment" in values:
         kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
+    if "StaleClaimMinutes" in values:
+        kwargs["stale_claim_minutes"] = _integer("StaleClaimMinutes", values["StaleClaimMinutes"])
     if "DeviceTypeCatalogue" in values:
         kwargs["device_type_catalogue"] = catalogue_path
     if "Target" in values:

@@ -77,6 +77,7 @@ class IotProvisioningStack(TerraformStack):
                 "TABLE_NAME": table.name,
                 "ALLOWED_DEVICE_TYPES": ",".join(config.allowed_device_types),
                 "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
+                "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
                 "METRICS_NAMESPACE": metrics_namespace,
                 "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
             },

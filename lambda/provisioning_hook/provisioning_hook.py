@@ -9,6 +9,7 @@ which is also an embedded-metric-format record (counts by decision, reason and d
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -64,6 +65,9 @@ class Settings:
     require_enrollment: bool
     metrics_namespace: str
     debug: bool
+    # A `provisioning` claim older than this was abandoned (the template failed, the device dropped):
+    # a new attempt may take it over.
+    stale_claim_seconds: int = 600
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -75,6 +79,7 @@ class Settings:
             require_enrollment=environ.get("REQUIRE_ENROLLMENT", "true").lower() != "false",
             metrics_namespace=environ.get("METRICS_NAMESPACE", "IoTProvisioning"),
             debug=environ.get("IOT_PROVISIONING_DEBUG", "false").lower() == "true",
+            stale_claim_seconds=int(environ.get("STALE_CLAIM_SECONDS", "600")),
         )
 
 
@@ -164,15 +169,23 @@ def parse_request(event: Any) -> Request:
     )
 
 
-def refusal(request: Request, old_item: Mapping[str, Any] | None) -> Decision:
-    """Why the conditional move enrolled -> provisioning was refused, from the item as it was."""
+def refusal(request: Request, old_item: Mapping[str, Any] | None, stale_before: str) -> Decision:
+    """Why the conditional claim was refused, from the item as it was (the same rules as the condition)."""
     if not old_item:
         return Decision(False, NOT_ENROLLED, "serial number is not in the registry")
     status = _attribute(old_item, "status")
-    retried = status == "provisioning" and _attribute(old_item, "certificateId") == request.certificate_id
-    if status in STATUS_REASONS and not retried:
+    started = _attribute(old_item, "provisioningStartedAt")  # as in the condition: absent is never stale
+    claimable = status in ("enrolled", "failed") or (
+        status == "provisioning"
+        and (
+            _attribute(old_item, "certificateId") == request.certificate_id or bool(started) and started < stale_before
+        )
+    )
+    if not claimable and status == "provisioning":
+        return Decision(False, PROVISIONING_IN_PROGRESS, f"another certificate's attempt is under way since {started}")
+    if not claimable and status in STATUS_REASONS:
         return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
-    if status != "enrolled" and not retried:
+    if not claimable:
         return Decision(False, NOT_ENROLLABLE, f"registry status is {status or 'missing'}")
     if _attribute(old_item, "deviceType") != request.device_type:
         return Decision(False, DEVICE_TYPE_MISMATCH, "device type differs from the enrollment")
@@ -194,10 +207,13 @@ class Registry:
         self._client = client
         self._table = table_name
 
-    def claim(self, request: Request, require_enrollment: bool, now: str) -> Decision:
+    def claim(self, request: Request, require_enrollment: bool, now: str, stale_before: str) -> Decision:
         values: dict[str, Any] = {
             ":provisioning": {"S": "provisioning"},
             ":enrolled": {"S": "enrolled"},
+            ":failed": {"S": "failed"},
+            ":stale": {"S": stale_before},
+            ":none": {"S": "none"},
             ":type": {"S": request.device_type},
             ":manufacturer": {"S": request.manufacturer},
             ":certificate": {"S": request.certificate_id},
@@ -209,6 +225,8 @@ class Registry:
         names = {"#status": "status"}
         updates = [
             "#status = :provisioning",
+            # The attempt this one replaces (a failed or abandoned one): the reconciler revokes its certificate.
+            "previousCertificateId = if_not_exists(certificateId, :none)",
             "certificateId = :certificate",
             "claimCertificateId = :claim",
             "provisioningStartedAt = :now",
@@ -216,10 +234,14 @@ class Registry:
             "firmwareVersion = :firmware",
             "thingName = if_not_exists(thingName, :derived)",
         ]
-        # A request carrying the certificate that already claimed the serial is the same attempt, retried
-        # (by IoT, or by this function's own client after an answer was lost): allow it again, with the
-        # same thing name, instead of locking the device out as PROVISIONING_IN_PROGRESS.
-        claimable = "(#status = :enrolled OR (#status = :provisioning AND certificateId = :certificate))"
+        # Claimable: enrolled; failed (the reconciler found an attempt that never completed: retryable);
+        # provisioning by this very certificate (the same attempt, retried by IoT or by this function's
+        # client after an answer was lost: allowed again, same thing name); or provisioning by an attempt
+        # abandoned longer than the stale window (taken over). Anything else locks nobody out for good.
+        claimable = (
+            "(#status IN (:enrolled, :failed) OR (#status = :provisioning"
+            " AND (certificateId = :certificate OR provisioningStartedAt < :stale)))"
+        )
         if require_enrollment:
             condition = (
                 f"{claimable} AND deviceType = :type"
@@ -252,7 +274,7 @@ class Registry:
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return refusal(request, error.response.get("Item"))
+                return refusal(request, error.response.get("Item"), stale_before)
             raise
         thing_name = _attribute(result.get("Attributes", {}), "thingName") or request.derived_thing_name
         return Decision(True, ALLOWED, thing_name=thing_name)
@@ -261,7 +283,11 @@ class Registry:
 def decide(request: Request, settings: Settings, registry: Registry, now: str) -> Decision:
     if request.device_type not in settings.allowed_device_types:
         return Decision(False, DEVICE_TYPE_NOT_ALLOWED, "device type is not in AllowedDeviceTypes")
-    return registry.claim(request, settings.require_enrollment, now)
+    stale_before = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ",
+        time.gmtime(calendar.timegm(time.strptime(now, "%Y-%m-%dT%H:%M:%SZ")) - settings.stale_claim_seconds),
+    )
+    return registry.claim(request, settings.require_enrollment, now, stale_before)
 
 
 def log_decision(

@@ -64,6 +64,10 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"DeviceRegistryTableName": "bad name!"}, "DeviceRegistryTableName"),
         ({"MonitoringEnabled": "yes"}, "MonitoringEnabled"),
         ({"RequireEnrollment": "1"}, "RequireEnrollment"),
+        ({"StaleClaimMinutes": "0"}, "StaleClaimMinutes"),
+        ({"StaleClaimMinutes": "ten"}, "StaleClaimMinutes"),
+        ({"AwsRegion": "us-east-\u0661"}, "AwsRegion"),  # an Arabic-Indic digit is not a region number
+        ({"ProjectName": "IoT\u0663"}, "ProjectName"),  # nor a non-ASCII digit part of a name
         ({"AlertEmail": "not-an-email"}, "AlertEmail"),
         ({"AwsRegion": "mars"}, "AwsRegion"),
         ({"ClaimCertificateCsrPath": "missing.csr"}, "ClaimCertificateCsrPath"),

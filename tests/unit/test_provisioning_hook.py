@@ -55,7 +55,7 @@ def test_given_device_names_its_enrolled_thing_when_it_registers_then_it_is_allo
         ("provisioned", "ALREADY_PROVISIONED"),
         ("revoked", "REVOKED"),
         ("decommissioned", "DECOMMISSIONED"),
-        ("failed", "NOT_ENROLLABLE"),
+        ("factory-reset", "NOT_ENROLLABLE"),
     ],
 )
 def test_given_device_not_in_enrolled_state_when_it_registers_then_denied_and_item_unchanged(
@@ -212,6 +212,63 @@ def test_given_the_answer_to_the_registry_write_is_lost_then_the_client_s_retry_
     assert answer == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
     assert registry.get("SN-0001")["status"] == "provisioning"  # type: ignore[index]
     assert log_records(capsys.readouterr().out)[-1]["reason"] == "ALLOWED"
+
+
+def test_given_an_attempt_abandoned_longer_than_the_stale_window_then_a_new_one_takes_it_over(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The template failed or the device dropped after the hook allowed it: the serial stays
+    `provisioning`. A new attempt (a new certificate) takes the claim over once it is stale, and the
+    abandoned certificate is recorded for the reconciler to revoke."""
+    registry.enroll(
+        "SN-0001", status="provisioning", certificateId="1" * 64, provisioningStartedAt="2020-01-01T00:00:00Z"
+    )
+
+    answer = hook.handler(event(certificate_id="2" * 64))
+
+    assert answer == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
+    item = registry.get("SN-0001")
+    assert item is not None
+    assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
+        "provisioning",
+        "2" * 64,
+        "1" * 64,
+    )
+    assert item["provisioningStartedAt"] > "2020-01-01T00:00:00Z"
+
+
+def test_given_an_attempt_under_way_within_the_stale_window_then_another_certificate_is_refused(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    registry.enroll("SN-0001", status="provisioning", certificateId="1" * 64, provisioningStartedAt=now)
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event(certificate_id="2" * 64)) == DENY
+
+    assert registry.get("SN-0001") == before
+    record = log_records(capsys.readouterr().out)[-1]
+    assert (record["reason"], record["detail"]) == (
+        "PROVISIONING_IN_PROGRESS",
+        f"another certificate's attempt is under way since {now}",
+    )
+
+
+def test_given_a_failed_attempt_then_the_device_provisions_on_its_next_attempt(
+    hook: ModuleType, registry: Registry
+) -> None:
+    registry.enroll("SN-0001", status="failed", certificateId="1" * 64, failureReason="no thing after 10 minutes")
+
+    assert hook.handler(event(certificate_id="2" * 64))["allowProvisioning"] is True
+    item = registry.get("SN-0001")
+    assert item is not None
+    assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
+        "provisioning",
+        "2" * 64,
+        "1" * 64,
+    )
 
 
 def test_given_concurrent_requests_for_one_serial_then_exactly_one_is_allowed(
