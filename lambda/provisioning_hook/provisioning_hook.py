@@ -178,7 +178,8 @@ def refusal(request: Request, old_item: Mapping[str, Any] | None, stale_before: 
     claimable = status in ("enrolled", "failed") or (
         status == "provisioning"
         and (
-            _attribute(old_item, "certificateId") == request.certificate_id or bool(started) and started < stale_before
+            _attribute(old_item, "certificateId") == request.certificate_id
+            or (bool(started) and started < stale_before)
         )
     )
     if not claimable and status == "provisioning":
