@@ -118,6 +118,12 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     service.start()
     health.service = service
     health.parts["fleet service"] = "subscribed"
+    from sandbox.local_aws.schedules import ScheduleRunner
+    from sandbox.state import clock_scale
+
+    schedules = ScheduleRunner(LocalAccount(args.region), clock_scale())
+    schedules.start()
+    started.append(schedules.stop)
     health.ready = True
     # The local AWS keeps every resource in memory; with thousands of devices registered, the
     # collector's walks over that heap showed up in every profile of a fleet run. Collect young

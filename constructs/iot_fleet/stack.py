@@ -20,10 +20,11 @@ from iot_fleet.fleet_function import FleetFunction
 from iot_fleet.fleet_provisioning import FleetProvisioning
 from iot_fleet.monitoring import Monitoring
 from iot_fleet.naming import AccountContext
+from iot_fleet.reconciler_schedule import ReconcilerSchedule
 from iot_fleet.registry_events import RegistryEvents, rule_name
 from iot_fleet.stack_key import StackKey
 
-SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
+SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
 HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
 
 
@@ -119,6 +120,11 @@ class IotProvisioningStack(TerraformStack):
                 {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
                 {"Effect": "Allow", "Action": ["iot:UpdateThingShadow"], "Resource": account.arn("iot", "thing/*")},
+                {  # the certificate of an attempt this one replaced is revoked
+                    "Effect": "Allow",
+                    "Action": ["iot:DescribeCertificate", "iot:UpdateCertificate"],
+                    "Resource": account.arn("iot", "cert/*"),
+                },
             ],
             account=account,
             key=key,
@@ -126,12 +132,10 @@ class IotProvisioningStack(TerraformStack):
             timeout=30,
             extra_acknowledgements={
                 "CKV_AWS_116": "Failed events are retried by Lambda and recorded by the rule's error action in "
-                "the audit log group; the scheduled sweep marks devices whose provisioning never completed.",
+                "the audit log group; what still fails, the scheduled reconciler (lambda/reconciler) completes: "
+                "it finds the thing with the attempt's certificate and marks the device provisioned.",
             },
         ).function
-        self.events = RegistryEvents(
-            self, "registry-events-rule", prefix=prefix, function=self.registry_events_function, audit=self.audit
-        )
         self.claim = ClaimCertificate(
             self,
             "claim",
@@ -139,6 +143,62 @@ class IotProvisioningStack(TerraformStack):
             template_name=config.provisioning_template_name,
             csr_path=config.claim_certificate_csr_path,
             account=account,
+        )
+        self.reconciler_function = FleetFunction(
+            self,
+            "reconciler",
+            function_name=f"{prefix}-reconciler",
+            source="reconciler",
+            handler="reconciler.handler",
+            description="Completes or fails provisioning attempts that stopped after the hook; publishes fleet metrics",
+            environment={
+                "TABLE_NAME": table.name,
+                "STATUS_INDEX": "status-index",
+                "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
+                "CLAIM_CERTIFICATE_IDS": self.claim.certificate.id,
+                "METRICS_NAMESPACE": metrics_namespace,
+                "INITIAL_SHADOWS": json.dumps(
+                    {name: dict(t.initial_shadow) for name, t in config.device_types.items()},
+                    separators=(",", ":"),
+                ),
+                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
+            },
+            statements=[
+                {"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": f"{table.arn}/index/status-index"},
+                {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
+                key_use("kms:Decrypt", "kms:GenerateDataKey"),
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "iot:DescribeCertificate",
+                        "iot:UpdateCertificate",
+                        "iot:DeleteCertificate",
+                        "iot:ListPrincipalThings",
+                        "iot:ListAttachedPolicies",
+                    ],
+                    "Resource": account.arn("iot", "cert/*"),
+                },
+                {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
+                {
+                    "Effect": "Allow",
+                    "Action": ["iot:ListThingPrincipals", "iot:GetThingShadow", "iot:UpdateThingShadow"],
+                    "Resource": account.arn("iot", "thing/*"),
+                },
+            ],
+            account=account,
+            key=key,
+            log_retention_days=config.log_retention_days,
+            timeout=300,
+            extra_acknowledgements={
+                "CKV_AWS_116": "Invoked by its schedule, not by events to keep: a failed run leaves nothing it "
+                "cannot redo, and the next run (5 minutes later) does the same work again.",
+            },
+        ).function
+        self.reconciler_schedule = ReconcilerSchedule(
+            self, "reconciler-schedule", prefix=prefix, function=self.reconciler_function
+        )
+        self.events = RegistryEvents(
+            self, "registry-events-rule", prefix=prefix, function=self.registry_events_function, audit=self.audit
         )
         self.provisioning = FleetProvisioning(
             self,
@@ -214,6 +274,11 @@ class IotProvisioningStack(TerraformStack):
             "registry_events_function_name",
             self.registry_events_function.function_name,
             "Lambda that marks devices provisioned and writes their initial shadow",
+        )
+        self._output(
+            "reconciler_function_name",
+            self.reconciler_function.function_name,
+            "Scheduled Lambda that completes or fails provisioning attempts that stopped after the hook",
         )
         o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
         o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")

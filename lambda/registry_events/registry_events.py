@@ -3,8 +3,10 @@
 Invoked by the topic rule on ``$aws/events/thing/+/created`` (registry events). For a thing
 created by the provisioning template (it carries the serialNumber attribute and its registry item
 is ``provisioning``), it writes the device type's initial shadow and then moves the item to
-``provisioned`` with the thing name. Errors raise, so Lambda's asynchronous retries run and the
-function's Errors metric shows them; a replayed event is a no-op.
+``provisioned`` - only when the thing is the one the hook claimed for the serial - and revokes the
+certificate of an attempt this one replaced. Errors raise, so Lambda's asynchronous retries run and
+the function's Errors metric shows them (what still fails, the scheduled reconciler completes); a
+replayed event is a no-op.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from botocore.exceptions import ClientError
 
 _CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
 _DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
+_IOT = boto3.client("iot", config=_CONFIG)
 _IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
 _IOT_DATA = boto3.client(
     "iot-data",
@@ -33,6 +36,20 @@ INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "
 
 def _log(**fields: Any) -> None:
     print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
+
+
+def revoke_replaced(certificate_id: str, serial_number: str) -> None:
+    """The certificate of the attempt this one took over (abandoned or failed) must not stay usable."""
+    try:
+        status = _IOT.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return
+        raise
+    if status != "REVOKED":
+        _IOT.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
+        _log(message="replaced certificate revoked", result="revoked", serialNumber=serial_number,
+             certificateId=certificate_id)  # fmt: skip
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
@@ -68,7 +85,9 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
             Key={"serialNumber": {"S": serial_number}},
             UpdateExpression="SET #status = :provisioned, thingName = :thing, thingId = :thingId, "
             "provisionedAt = :now, updatedAt = :now",
-            ConditionExpression="#status = :provisioning AND certificateId = :certificate",
+            # The thing must be the one the hook claimed for this serial: a thing of another name
+            # carrying this serial attribute proves nothing.
+            ConditionExpression="#status = :provisioning AND certificateId = :certificate AND thingName = :thing",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
                 ":provisioned": {"S": "provisioned"},
@@ -84,6 +103,9 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
             raise
         _log(message="registry changed meanwhile", result="skipped", serialNumber=serial_number, thingName=thing_name)
         return {"result": "skipped"}
+    previous = item.get("previousCertificateId", {}).get("S", "none")
+    if previous not in ("none", item.get("certificateId", {}).get("S")):
+        revoke_replaced(previous, serial_number)
     _log(
         message="device provisioned",
         result="provisioned",

@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
 from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
 
 TOKEN_LIFETIME = 3600.0
+HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
@@ -79,6 +81,7 @@ class FleetProvisioningService:
         self._rules_lock = threading.Lock()
         self._passed_writes, self._passed_access, self._last_pass = -1, 0, 0.0  # no pass yet
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
+        self._hooks = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hook")
         self._stopping = threading.Event()
         self.connection: mqtt.Connection | None = None
         self._connected = threading.Event()
@@ -129,6 +132,7 @@ class FleetProvisioningService:
             except Exception:  # noqa: BLE001, S110 - stopping anyway
                 pass
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._hooks.shutdown(wait=False, cancel_futures=True)
 
     def _refresh_loop(self) -> None:
         """Revocations and other registry changes reach the broker within about two seconds."""
@@ -304,7 +308,15 @@ class FleetProvisioningService:
             if not permitted.allowed:  # IoT may invoke the hook only if its function policy says so
                 raise AwsError(403, "AccessDeniedException", f"the function policy of {hook['targetArn']} does "
                                f"not allow {IOT_SERVICE} to invoke it for {template['templateArn']}")  # fmt: skip
-            invocation = self.account.invoke(hook["targetArn"], event)
+            # IoT waits 5 s for the hook, cold start included, then fails the device; the function runs
+            # on (and whatever it wrote stays: the reconciler and the stale window recover the serial).
+            running = self._hooks.submit(self.account.invoke, hook["targetArn"], event)
+            try:
+                invocation = running.result(timeout=HOOK_DEADLINE_SECONDS)
+            except FutureTimeout:
+                print(f"fleet-provisioning: the hook did not answer within {HOOK_DEADLINE_SECONDS:.0f} s", flush=True)
+                raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook did not "
+                               "answer in time") from None  # fmt: skip
         except AwsError as error:
             print(f"fleet-provisioning: the hook could not be invoked: {error}", flush=True)
             raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook failed") from None

@@ -52,6 +52,7 @@ class Call:
     target: str
     body: bytes
     query: dict[str, list[str]]
+    principal: str = ""  # the x-amzn-principal header (IoT's ListPrincipalThings names its certificate there)
 
     def json(self) -> dict[str, Any]:
         try:
@@ -151,6 +152,32 @@ def _iotdata(call: Call) -> list[Check]:
     raise Unmapped(f"IoT data plane {call.method} {path}")
 
 
+# IoT control plane (the calls the stack's functions make) ------------------------------------------
+# Resource types per action: https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsiot.html
+_CERTIFICATE_PATH = re.compile(r"^/certificates/([0-9a-fA-F]{64})$")
+_THING_PRINCIPALS_PATH = re.compile(r"^/things/([^/]+)/principals$")
+_ATTACHED_POLICIES_PATH = re.compile(r"^/attached-policies/(.+)$")
+CERTIFICATE_ACTIONS = {"GET": "DescribeCertificate", "PUT": "UpdateCertificate", "DELETE": "DeleteCertificate"}
+
+
+def _iot(call: Call) -> list[Check]:
+    path = urllib.parse.unquote(call.path)
+    certificate = _CERTIFICATE_PATH.match(path)
+    if certificate and call.method in CERTIFICATE_ACTIONS:
+        return [Check(f"iot:{CERTIFICATE_ACTIONS[call.method]}", call.arn("iot", f"cert/{certificate.group(1)}"))]
+    if path == "/certificates" and call.method == "GET":
+        return [Check("iot:ListCertificates", "*")]  # no resource type
+    principals = _THING_PRINCIPALS_PATH.match(path)
+    if principals and call.method == "GET":
+        return [Check("iot:ListThingPrincipals", call.arn("iot", f"thing/{principals.group(1)}"))]
+    if path == "/principals/things" and call.method == "GET" and call.principal.startswith("arn:"):
+        return [Check("iot:ListPrincipalThings", call.principal)]
+    attached = _ATTACHED_POLICIES_PATH.match(path)
+    if attached and call.method == "POST" and attached.group(1).startswith("arn:"):
+        return [Check("iot:ListAttachedPolicies", attached.group(1))]
+    raise Unmapped(f"IoT {call.method} {path}")
+
+
 # CloudWatch, Logs, KMS, STS -----------------------------------------------------------------------
 CLOUDWATCH_UNSCOPED = frozenset({"PutMetricData", "GetMetricData", "GetMetricStatistics", "ListMetrics"})
 _CBOR_PATH = re.compile(r"^/service/GraniteServiceVersion20100801/operation/([A-Za-z]+)$")
@@ -213,6 +240,7 @@ def _sts(call: Call) -> list[Check]:
 MAPPERS: dict[str, Callable[[Call], list[Check]]] = {
     "dynamodb": _dynamodb,
     "iotdata": _iotdata,
+    "iot": _iot,
     "monitoring": _cloudwatch,
     "logs": _logs,
     "kms": _kms,
@@ -274,6 +302,7 @@ class FunctionCallsChecked:
         call = Call(
             service, region, caller.account_id, environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
             target, body, urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
+            environ.get("HTTP_X_AMZN_PRINCIPAL", ""),
         )  # fmt: skip
         message = self.refusal_message(caller, call)
         if message is None:

@@ -1,9 +1,10 @@
-"""IoT certificates issued by the sandbox CA, with AWS's certificate ids.
+"""IoT certificates issued by the sandbox CA, with AWS's certificate ids and their real validity.
 
 moto signs CreateKeysAndCertificate results with a throw-away self-signed key, ignores the key in a
 CreateCertificateFromCsr request, and ids certificates by a hash of the PEM text. Here both calls
 issue from the sandbox CA (so the local broker's mutual TLS accepts them), the CSR's own public key
-is certified (the device keeps its private key), and ids are the SHA-256 of the DER encoding.
+is certified (the device keeps its private key), ids are the SHA-256 of the DER encoding, and
+DescribeCertificate's validity is the certificate's own (moto makes up "now plus a day").
 Delete when moto can be given a CA to sign with.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from moto.core.config import default_user_config
-from moto.iot.models import IoTBackend
+from moto.iot.models import FakeCertificate, IoTBackend
 
 from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
 
@@ -49,3 +50,17 @@ def install(authority: CertificateAuthority) -> None:
 
     IoTBackend._generate_certificate_pem = _generate_certificate_pem
     IoTBackend.create_certificate_from_csr = create_certificate_from_csr
+    if not getattr(FakeCertificate.__init__, "_sandbox_validity", False):
+        original_init = FakeCertificate.__init__
+
+        def __init__(self: FakeCertificate, certificate_pem: str, *args: Any, **kwargs: Any) -> None:
+            original_init(self, certificate_pem, *args, **kwargs)
+            try:
+                parsed = x509.load_pem_x509_certificate(certificate_pem.encode())
+            except ValueError:
+                return  # not a certificate moto can read either: it keeps its own dates
+            self.validity_not_before = parsed.not_valid_before_utc.replace(tzinfo=None)
+            self.validity_not_after = parsed.not_valid_after_utc.replace(tzinfo=None)
+
+        __init__._sandbox_validity = True  # type: ignore[attr-defined]
+        FakeCertificate.__init__ = __init__

@@ -263,7 +263,8 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     service = {
         "aws_cloudwatch_log_group": "logs", "aws_cloudwatch_metric_alarm": "cloudwatch",
         "aws_cloudwatch_dashboard": "cloudwatch", "aws_dynamodb_table": "dynamodb", "aws_kms_key": "kms",
-        "aws_kms_alias": "kms", "aws_sns_topic": "sns",
+        "aws_kms_alias": "kms", "aws_sns_topic": "sns", "aws_cloudwatch_event_rule": "events",
+        "aws_cloudwatch_event_target": "events",
     }  # fmt: skip
     used = {"sts"}  # the account id
     for kind in synth.stack["resource"]:
@@ -343,7 +344,7 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
     # MonitoringEnabled=false: no alarms, topic or dashboard; the log groups stay.
     for kind in ("aws_cloudwatch_metric_alarm", "aws_sns_topic", "aws_cloudwatch_dashboard"):
         assert variant.resources(kind) == {}
-    assert len(variant.resources("aws_cloudwatch_log_group")) == 3
+    assert len(variant.resources("aws_cloudwatch_log_group")) == 4  # audit trail and the three functions
 
 
 def test_checkov_finds_nothing_unacknowledged(synth: Synth) -> None:

@@ -53,7 +53,7 @@ def shadow(thing: str) -> dict[str, Any]:
 def test_given_device_in_provisioning_when_its_thing_is_created_then_registry_says_provisioned_with_shadow(
     events: ModuleType, registry: Registry
 ) -> None:
-    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64)
+    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64, thingName="temperature-sensor-SN-0001")
 
     result = events.handler(thing_created("temperature-sensor-SN-0001", "SN-0001"))
 
@@ -70,7 +70,7 @@ def test_given_device_in_provisioning_when_its_thing_is_created_then_registry_sa
 def test_given_event_replayed_when_device_already_provisioned_then_nothing_changes(
     events: ModuleType, registry: Registry
 ) -> None:
-    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64)
+    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64, thingName="temperature-sensor-SN-0001")
     event = thing_created("temperature-sensor-SN-0001", "SN-0001")
     events.handler(event)
     before = registry.get("SN-0001")
@@ -99,3 +99,28 @@ def test_given_thing_without_serial_attribute_when_created_then_event_is_ignored
     event["attributes"] = {}
 
     assert events.handler(event) == {"result": "ignored"}
+
+
+def test_given_a_thing_of_another_name_carrying_the_serial_then_the_device_stays_provisioning(
+    events: ModuleType, registry: Registry
+) -> None:
+    """Only the thing the hook claimed for the serial proves the device provisioned."""
+    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64, thingName="temperature-sensor-SN-0001")
+
+    result = events.handler(thing_created("someone-elses-thing", "SN-0001"))
+
+    assert result == {"result": "skipped"}
+    assert registry.get("SN-0001")["status"] == "provisioning"  # type: ignore[index]
+
+
+def test_given_the_attempt_took_over_another_then_the_replaced_certificate_is_revoked(
+    events: ModuleType, registry: Registry
+) -> None:
+    iot = boto3.client("iot", region_name="us-east-1")
+    replaced = iot.create_keys_and_certificate(setAsActive=True)["certificateId"]
+    registry.enroll("SN-0001", status="provisioning", certificateId="a" * 64, thingName="temperature-sensor-SN-0001",
+                    previousCertificateId=replaced)  # fmt: skip
+
+    assert events.handler(thing_created("temperature-sensor-SN-0001", "SN-0001")) == {"result": "provisioned"}
+
+    assert iot.describe_certificate(certificateId=replaced)["certificateDescription"]["status"] == "REVOKED"

@@ -225,9 +225,11 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
     issued = x509.load_pem_x509_certificate(from_csr["certificatePem"].encode())
     issued.verify_directly_issued_by(sandbox_ca.certificate)
     assert issued.public_key().public_numbers() == device_key.public_key().public_numbers()  # type: ignore[union-attr]
-    assert iot.describe_certificate(certificateId=from_csr["certificateId"])["certificateDescription"]["status"] == (
-        "ACTIVE"
-    )
+    described = iot.describe_certificate(certificateId=from_csr["certificateId"])["certificateDescription"]
+    assert described["status"] == "ACTIVE"
+    # DescribeCertificate gives the certificate's own validity (moto made up "now plus a day").
+    assert described["validity"]["notAfter"].timestamp() == issued.not_valid_after_utc.timestamp()
+    assert described["validity"]["notBefore"].timestamp() == issued.not_valid_before_utc.timestamp()
 
 
 def test_a_terraform_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:

@@ -1,0 +1,256 @@
+"""Reconciles the device registry with the IoT registry, on a schedule (EventBridge).
+
+Provisioning can stop after the hook's allow: the template fails, RegisterThing is throttled, the
+device drops, the registry-events function fails, or a thing of that name already existed so no
+created event came. The serial then stays `provisioning`. Each run:
+
+- completes a `provisioning` item older than the stale window whose thing exists with the attempt's
+  certificate attached (writing the initial shadow if it has none), as the registry-events function
+  would have;
+- marks one without such a thing `failed` (retryable: the hook lets the device try again) and
+  revokes the attempt's certificate if AWS created it;
+- revokes the certificate of the attempt a newer one replaced (`previousCertificateId`);
+- deletes certificates created over MQTT but never registered (INACTIVE, attached to nothing, older
+  than an ownership token's hour);
+- publishes fleet metrics as embedded-metric log lines: devices by status and type, days until each
+  claim certificate expires (the claim-certificate expiry alarm watches them), and its own outcomes.
+
+Every outcome is one JSON log line; an error raises (the run's Errors metric shows it) after the
+other items were still reconciled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+STATUSES = ("enrolled", "provisioning", "provisioned", "failed", "revoked", "decommissioned")
+UNREGISTERED_AFTER_SECONDS = 3600  # an ownership token lives an hour: after it, nothing can register the certificate
+_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 3, "mode": "standard"})
+_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
+_IOT = boto3.client("iot", config=_CONFIG)
+_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
+_IOT_DATA = boto3.client(
+    "iot-data", config=_CONFIG, **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {})
+)
+TABLE_NAME = os.environ.get("TABLE_NAME", "")
+STATUS_INDEX = os.environ.get("STATUS_INDEX", "status-index")
+STALE_CLAIM_SECONDS = int(os.environ.get("STALE_CLAIM_SECONDS", "600"))
+CLAIM_CERTIFICATE_IDS = [c for c in os.environ.get("CLAIM_CERTIFICATE_IDS", "").split(",") if c]
+METRICS_NAMESPACE = os.environ.get("METRICS_NAMESPACE", "IoTProvisioning")
+INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _log(**fields: Any) -> None:
+    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
+
+
+def _metric(name: str, value: float, unit: str, **dimensions: str) -> None:
+    """One embedded-metric-format line: CloudWatch makes it a datapoint of `name` by these dimensions."""
+    record = {
+        **dimensions,
+        name: value,
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [sorted(dimensions)],
+                    "Metrics": [{"Name": name, "Unit": unit}],
+                }
+            ],
+        },
+    }
+    print(json.dumps(record), flush=True)
+
+
+def _text(item: Mapping[str, Any], name: str) -> str:
+    return str(item.get(name, {}).get("S", ""))
+
+
+def _items(status: str, projection: str | None = None) -> Iterator[dict[str, Any]]:
+    """The registry items in one status, through the status index (never a scan), page by page."""
+    query: dict[str, Any] = {
+        "TableName": TABLE_NAME,
+        "IndexName": STATUS_INDEX,
+        "KeyConditionExpression": "#status = :status",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {":status": {"S": status}},
+    }
+    if projection:
+        query["ProjectionExpression"] = projection
+    for page in _DYNAMODB.get_paginator("query").paginate(**query):
+        yield from page["Items"]
+
+
+def _certificate(certificate_id: str) -> dict[str, Any] | None:
+    try:
+        return dict(_IOT.describe_certificate(certificateId=certificate_id)["certificateDescription"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def revoke(certificate_id: str, why: str) -> bool:
+    """Revokes a certificate AWS issued for a dead attempt; False when there is nothing to revoke."""
+    if not certificate_id or certificate_id == "none":
+        return False
+    certificate = _certificate(certificate_id)
+    if certificate is None or certificate["status"] == "REVOKED":
+        return False
+    _IOT.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
+    _log(message="certificate revoked", result="revoked", certificateId=certificate_id, reason=why)
+    return True
+
+
+def _thing_has(thing_name: str, certificate_id: str) -> bool:
+    """The thing exists and the attempt's certificate is attached to it."""
+    try:
+        principals = _IOT.list_thing_principals(thingName=thing_name)["principals"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return False
+        raise
+    return any(p.rsplit("/", 1)[-1] == certificate_id for p in principals)
+
+
+def _update(serial: str, certificate_id: str, expression: str, values: dict[str, Any]) -> bool:
+    """One conditional write on an item still in this attempt (False when the item moved on meanwhile)."""
+    try:
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial}},
+            UpdateExpression=expression,
+            ConditionExpression="#status = :provisioning AND certificateId = :certificate",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":provisioning": {"S": "provisioning"}, ":certificate": {"S": certificate_id}, **values,
+            },
+        )  # fmt: skip
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _ensure_shadow(thing_name: str, device_type: str) -> None:
+    shadow = INITIAL_SHADOWS.get(device_type)
+    if shadow is None:
+        return
+    try:
+        _IOT_DATA.get_thing_shadow(thingName=thing_name)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        _IOT_DATA.update_thing_shadow(thingName=thing_name, payload=json.dumps({"state": {"desired": shadow}}).encode())
+
+
+def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) -> None:
+    serial, certificate_id = _text(item, "serialNumber"), _text(item, "certificateId")
+    thing_name = _text(item, "thingName") or f"{_text(item, 'deviceType')}-{serial}"
+    stamp = _timestamp(now)
+    if _thing_has(thing_name, certificate_id):
+        _ensure_shadow(thing_name, _text(item, "deviceType"))
+        if _update(serial, certificate_id, "SET #status = :provisioned, provisionedAt = :now, updatedAt = :now, "
+                   "completedBy = :reconciler", {":provisioned": {"S": "provisioned"}, ":now": {"S": stamp},
+                                                 ":reconciler": {"S": "reconciler"}}):  # fmt: skip
+            outcomes["completed"] += 1
+            _log(message="provisioning completed", result="completed", serialNumber=serial, thingName=thing_name)
+            previous = _text(item, "previousCertificateId")
+            if previous != certificate_id and revoke(previous, "replaced by a newer attempt"):
+                outcomes["revoked"] += 1
+        return
+    minutes = STALE_CLAIM_SECONDS // 60
+    reason = f"no thing {thing_name} with the attempt's certificate {minutes} minutes after the hook allowed it"
+    failed = {":failed": {"S": "failed"}, ":reason": {"S": reason}, ":now": {"S": stamp}}
+    if _update(serial, certificate_id, "SET #status = :failed, failureReason = :reason, failedAt = :now, "
+               "updatedAt = :now", failed):  # fmt: skip
+        outcomes["failed"] += 1
+        _log(message="provisioning failed", result="failed", serialNumber=serial, certificateId=certificate_id,
+             reason=reason)  # fmt: skip
+        for dead in {certificate_id, _text(item, "previousCertificateId")}:
+            if revoke(dead, "its provisioning attempt failed"):
+                outcomes["revoked"] += 1
+
+
+def remove_unregistered(now: float, outcomes: Counter[str]) -> None:
+    """Certificates created over MQTT (CreateKeysAndCertificate, CreateCertificateFromCsr) whose
+    RegisterThing never came: INACTIVE, attached to no thing and no policy, older than the token."""
+    for page in _IOT.get_paginator("list_certificates").paginate():
+        for certificate in page["certificates"]:
+            if certificate["status"] != "INACTIVE" or certificate["certificateId"] in CLAIM_CERTIFICATE_IDS:
+                continue
+            created = certificate["creationDate"]
+            created_at = created.timestamp() if isinstance(created, datetime) else float(created)
+            if now - created_at < UNREGISTERED_AFTER_SECONDS:
+                continue
+            arn = certificate["certificateArn"]
+            if (
+                _IOT.list_principal_things(principal=arn)["things"]
+                or _IOT.list_attached_policies(target=arn)["policies"]
+            ):
+                continue
+            _IOT.delete_certificate(certificateId=certificate["certificateId"])
+            outcomes["removed"] += 1
+            _log(
+                message="unregistered certificate deleted", result="removed", certificateId=certificate["certificateId"]
+            )
+
+
+def publish_fleet_metrics(now: float) -> None:
+    for status in STATUSES:
+        by_type = Counter(_text(item, "deviceType") for item in _items(status, "deviceType"))
+        _metric("Devices", sum(by_type.values()), "Count", Status=status)
+        for device_type, count in sorted(by_type.items()):
+            _metric("Devices", count, "Count", Status=status, DeviceType=device_type)
+    for certificate_id in CLAIM_CERTIFICATE_IDS:
+        certificate = _certificate(certificate_id)
+        if certificate is None:
+            continue
+        not_after = certificate["validity"]["notAfter"]
+        expires = not_after.timestamp() if isinstance(not_after, datetime) else float(not_after)
+        _metric("ClaimCertificateDaysToExpiry", round((expires - now) / 86400, 2), "None", CertificateId=certificate_id)
+
+
+def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
+    now = time.time()
+    stale_before = _timestamp(now - STALE_CLAIM_SECONDS)
+    outcomes: Counter[str] = Counter()
+    errors: list[str] = []
+    for item in _items("provisioning"):
+        started = _text(item, "provisioningStartedAt")
+        if not started or started >= stale_before:
+            continue
+        try:
+            reconcile_stale(item, now, outcomes)
+        except (ClientError, BotoCoreError) as error:  # the others are still reconciled; the run then fails
+            errors.append(f"{_text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
+    for step in (lambda: remove_unregistered(now, outcomes), lambda: publish_fleet_metrics(now)):
+        try:
+            step()
+        except (ClientError, BotoCoreError) as error:
+            errors.append(f"{type(error).__name__}: {error}"[:300])
+    for outcome in ("completed", "failed", "revoked", "removed"):
+        _metric("ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
+    summary = {"completed": outcomes["completed"], "failed": outcomes["failed"], "revoked": outcomes["revoked"],
+               "removed": outcomes["removed"], "errors": len(errors)}  # fmt: skip
+    _log(message="reconciled", result="errors" if errors else "ok", at=datetime.now(UTC).isoformat(), **summary,
+         errorSamples=errors[:5])  # fmt: skip
+    if errors:
+        raise RuntimeError(f"reconciling failed for {len(errors)} item(s) or step(s): {errors[0]}")
+    return summary
