@@ -297,6 +297,13 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     (provider,) = synth.stack["provider"]["aws"]
     (endpoints,) = provider["endpoints"]
     assert set(endpoints.values()) == {synth.config.sandbox_endpoint}
+    # The sandbox refuses every access key but its administrator's and its functions' own.
+    (pruning,) = synth.resources("terraform_data").values()
+    assert (
+        provider["access_key"]
+        == pruning["provisioner"][0]["local-exec"]["environment"]["AWS_ACCESS_KEY_ID"]
+        == ("sandbox")
+    )
     # Each resource type's API; a type not listed here means a service the sandbox may not cover.
     service = {
         "aws_cloudwatch_log_group": "logs", "aws_cloudwatch_metric_alarm": "cloudwatch",

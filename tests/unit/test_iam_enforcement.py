@@ -3,16 +3,19 @@ boto3 in the function sees them, and the resource-based policies IoT is held to.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import socket
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -309,3 +312,188 @@ def test_decisions_are_cached_and_an_iam_write_empties_the_cache(in_process: Any
 
     assert AUTHORITY.generation > generation
     assert not AUTHORITY.authorize(caller, "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
+
+
+# Who may call at all -----------------------------------------------------------------------------------
+MADE_UP_KEY = "AKIAMADEUP0000000000"
+
+
+def unsigned(aws: LocalAws, service: str) -> Any:
+    return boto3.client(
+        service, endpoint_url=aws.endpoint, region_name=REGION,
+        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+
+
+def code_and_status(error: ClientError) -> tuple[str, int]:
+    return error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "expected"),
+    [
+        ("dynamodb", lambda c: c.delete_table(TableName=TABLE), ("UnrecognizedClientException", 400)),
+        ("logs", lambda c: c.describe_log_groups(), ("UnrecognizedClientException", 400)),
+        ("kms", lambda c: c.list_keys(), ("UnrecognizedClientException", 400)),
+        ("lambda", lambda c: c.list_functions(), ("UnrecognizedClientException", 403)),
+        ("iot", lambda c: c.list_things(), ("UnrecognizedClientException", 403)),
+        ("iam", lambda c: c.list_roles(), ("InvalidClientTokenId", 403)),
+        ("sts", lambda c: c.get_caller_identity(), ("InvalidClientTokenId", 403)),
+        ("cloudwatch", lambda c: c.list_metrics(), ("InvalidClientTokenId", 403)),
+        ("sns", lambda c: c.list_topics(), ("InvalidClientTokenId", 403)),
+    ],
+)  # fmt: skip
+def test_an_access_key_the_sandbox_does_not_know_is_refused_as_aws_refuses_it(
+    aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
+) -> None:
+    error = denied(lambda: call(aws.client(service, key=MADE_UP_KEY)))
+    assert code_and_status(error) == expected
+    assert error.response["Error"]["Message"] == "The security token included in the request is invalid."
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE  # nothing done
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "expected"),
+    [
+        ("dynamodb", lambda c: c.delete_table(TableName=TABLE), ("MissingAuthenticationTokenException", 400)),
+        ("lambda", lambda c: c.list_functions(), ("MissingAuthenticationTokenException", 403)),
+        ("iot", lambda c: c.list_things(), ("MissingAuthenticationTokenException", 403)),
+        ("iam", lambda c: c.list_roles(), ("MissingAuthenticationToken", 403)),
+        ("sts", lambda c: c.get_caller_identity(), ("MissingAuthenticationToken", 403)),
+    ],
+)  # fmt: skip
+def test_an_unsigned_request_is_refused_as_aws_refuses_it(
+    aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
+) -> None:
+    error = denied(lambda: call(unsigned(aws, service)))
+    assert code_and_status(error) == expected
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
+
+
+def test_the_sandboxs_own_paths_and_the_calls_aws_serves_unsigned_need_no_signature(aws: LocalAws) -> None:
+    with urllib.request.urlopen(f"{aws.endpoint}/_sandbox/health", timeout=10) as health:  # noqa: S310 - loopback
+        assert health.status == 200
+    reset(aws.endpoint)  # POST /moto-api/reset, unsigned
+    role = aws.client("iam").create_role(RoleName="web", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    assumed = unsigned(aws, "sts").assume_role_with_web_identity(
+        RoleArn=role, RoleSessionName="session", WebIdentityToken="token-from-an-identity-provider"
+    )
+    assert assumed["Credentials"]["AccessKeyId"]
+
+
+def test_a_functions_key_in_a_credential_scope_the_sandbox_cannot_read_is_refused(aws: LocalAws) -> None:
+    """The reviewer's case: the key of a function whose role allows no DynamoDB action, in a
+    Credential whose date is not yyyymmdd; before, the sandbox took it for an administrator's."""
+    role = aws.role("hook-role", [{"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "*"}])
+    key, _ = AUTHORITY.function_credentials(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:hook", role, "hook")
+    port = int(aws.endpoint.rsplit(":", 1)[1])
+    for scope in (f"2025-01-01/{REGION}/dynamodb/aws4_request", f"20250101/{REGION}/dynamodb", "", "x"):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/", body=json.dumps({"TableName": TABLE}).encode(), headers={
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host, Signature=00",
+            "X-Amz-Target": "DynamoDB_20120810.DeleteTable", "Content-Type": "application/x-amz-json-1.0",
+        })  # fmt: skip
+        answer = connection.getresponse()
+        body = json.loads(answer.read())
+        connection.close()
+        assert (answer.status, body["__type"]) == (400, "com.amazon.coral.service#IncompleteSignatureException")
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
+
+
+def test_every_client_of_the_project_signs_as_the_sandboxs_administrator(tmp_path: Path) -> None:
+    from sandbox.__main__ import environment
+    from sandbox.local_aws.iam_enforcement import ADMIN_ACCESS_KEY
+    from tests.integration.conftest import sandbox_env
+
+    assert environment()["AWS_ACCESS_KEY_ID"] == ADMIN_ACCESS_KEY  # `python -m sandbox env`, the tools
+    assert sandbox_env(tmp_path)["AWS_ACCESS_KEY_ID"] == ADMIN_ACCESS_KEY  # the integration tests' tools
+    assert LocalAws.client.__defaults__ == (ADMIN_ACCESS_KEY, "sandbox")  # these tests' own clients
+
+
+# CloudWatch Logs on the stream's ARN -------------------------------------------------------------------
+def test_create_log_stream_and_put_log_events_are_checked_on_the_streams_arn(aws: LocalAws) -> None:
+    group = "/aws/lambda/hook"
+    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
+    aws.client("logs").create_log_group(logGroupName=group)
+    role = aws.role("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                   "Resource": group_arn}])  # fmt: skip
+    logs = aws.function_client("logs", role)
+
+    error = denied(lambda: logs.create_log_stream(logGroupName=group, logStreamName="2025/01/01/[$LATEST]abc"))
+    assert f"logs:CreateLogStream on resource: {group_arn}:log-stream:2025/01/01/[$LATEST]abc " in str(error)
+
+    aws.put("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                           "Resource": f"{group_arn}:log-stream:*"}])  # fmt: skip
+    logs.create_log_stream(logGroupName=group, logStreamName="s1")
+    logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[{"timestamp": 1, "message": "m"}])
+    aws.put("logs-role", [{"Effect": "Allow", "Action": "logs:CreateLogStream", "Resource": f"{group_arn}:*"}])
+    logs.create_log_stream(logGroupName=group, logStreamName="s2")  # the audit role's form: <group arn>:*
+
+
+def test_a_cloudwatch_logs_rule_action_needs_its_roles_three_log_permissions_on_the_stream_and_group(
+    in_process: Any,
+) -> None:
+    from types import SimpleNamespace
+
+    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
+    from sandbox.local_aws.account import AwsError, LocalAccount
+
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"},
+    ]}  # fmt: skip
+    role = in_process.create_role(RoleName="audit", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    group, stream = "/aws/iot/fleet/audit", "rule-audit"
+    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=group)
+    service = SimpleNamespace(account=LocalAccount(REGION))
+    rule = f"arn:aws:iot:{REGION}:{ACCOUNT}:rule/audit"
+
+    def write_with(actions: list[str], resources: list[str]) -> str:
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
+        }
+        in_process.put_role_policy(RoleName="audit", PolicyName="write", PolicyDocument=json.dumps(document))
+        try:
+            FleetProvisioningService._authorize_log_write(service, role, rule, group, stream)  # type: ignore[arg-type]
+        except AwsError as error:
+            return error.message
+        return "allowed"
+
+    every = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    assert write_with(every, [group_arn, f"{group_arn}:*"]) == "allowed"  # the stack's audit role
+    assert f"logs:CreateLogStream on resource: {group_arn}:log-stream:{stream} " in write_with(
+        every, [group_arn, f"{group_arn}:log-stream:other"]
+    )  # the group's ARN does not grant a stream in it
+    assert f"logs:DescribeLogStreams on resource: {group_arn} " in write_with(every[:2], [group_arn, f"{group_arn}:*"])
+
+
+# DynamoDB metadata calls --------------------------------------------------------------------------------
+def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws: LocalAws) -> None:
+    key_arn = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    aws.client("dynamodb").create_table(
+        TableName="encrypted", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
+    )  # fmt: skip
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/encrypted"
+
+    def checks(target: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+        call = Call(
+            "dynamodb", REGION, ACCOUNT, "POST", "/", f"DynamoDB_20120810.{target}", json.dumps(body).encode(), {}
+        )
+        return [(c.action, c.resource) for c in checks_for(call)]
+
+    for operation in ("DescribeTable", "DescribeTimeToLive", "DescribeContinuousBackups"):
+        assert checks(operation, {"TableName": "encrypted"}) == [(f"dynamodb:{operation}", table)]
+    assert checks("ListTagsOfResource", {"ResourceArn": table}) == [("dynamodb:ListTagsOfResource", table)]
+    assert checks("GetItem", {"TableName": "encrypted"}) == [("dynamodb:GetItem", table), ("kms:Decrypt", key_arn)]
+    with pytest.raises(Unmapped):
+        checks("ListTagsOfResource", {"ResourceArn": "encrypted"})
+
+    role = aws.role("meta-role", [{"Effect": "Allow", "Action": ["dynamodb:Describe*", "dynamodb:ListTags*"],
+                                   "Resource": table}])  # fmt: skip
+    dynamodb = aws.function_client("dynamodb", role)
+    dynamodb.describe_time_to_live(TableName="encrypted")
+    dynamodb.describe_continuous_backups(TableName="encrypted")
+    dynamodb.list_tags_of_resource(ResourceArn=table)
