@@ -243,6 +243,7 @@ class Decision:
     allowed: bool
     explicit_deny: bool = False
     statement: str = ""  # the Sid (or index) of the deciding statement, for messages and tests
+    policy_type: str = ""  # which kind of policy decided a denial ("permissions boundary"), if not the caller's
 
 
 def _strings(value: Any, element: str) -> tuple[str, ...]:
@@ -338,10 +339,12 @@ def evaluate(policies: Iterable[Sequence[Statement]], request: Request) -> Decis
 
 def denial_message(principal_arn: str, request: Request, decision: Decision, policy_type: str) -> str:
     """AWS's form: "User: <arn> is not authorized to perform: <action> on resource: <arn> because ..."
-    (policy_type is "identity-based" or "resource-based")."""
+    (policy_type is "identity-based", "resource-based" or "permissions boundary")."""
     action = request.action
+    kind = decision.policy_type or policy_type
+    noun = kind if kind == "permissions boundary" else f"{kind} policy"
     if decision.explicit_deny:
-        why = f"with an explicit deny in an {policy_type} policy"
+        why = f"with an explicit deny in {'a' if kind == 'permissions boundary' else 'an'} {noun}"
     else:
-        why = f"because no {policy_type} policy allows the {action} action"
+        why = f"because no {noun} allows the {action} action"
     return f"User: {principal_arn} is not authorized to perform: {action} on resource: {request.resource} {why}"

@@ -497,3 +497,130 @@ def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws:
     dynamodb.describe_time_to_live(TableName="encrypted")
     dynamodb.describe_continuous_backups(TableName="encrypted")
     dynamodb.list_tags_of_resource(ResourceArn=table)
+
+
+# Lambda's trust in the execution role -------------------------------------------------------------------
+TRUST_IOT = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})  # fmt: skip
+
+
+def test_lambda_refuses_an_execution_role_it_cannot_assume_at_create_update_and_invoke(in_process: Any) -> None:
+    lam = boto3.client("lambda", region_name=REGION)
+    iot_only = in_process.create_role(RoleName="iot-only", AssumeRolePolicyDocument=TRUST_IOT)["Role"]["Arn"]
+    lambda_role = in_process.create_role(RoleName="fn", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    code = {"ZipFile": zipped("def handler(e, c): return e")}
+
+    refused = denied(lambda: lam.create_function(FunctionName="f", Runtime="python3.11", Role=iot_only,
+                                                  Handler="index.handler", Code=code))  # fmt: skip
+    assert code_and_status(refused) == ("InvalidParameterValueException", 400)
+    assert refused.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    assert lam.list_functions()["Functions"] == []
+
+    lam.create_function(FunctionName="f", Runtime="python3.11", Role=lambda_role, Handler="index.handler", Code=code)
+    refused = denied(lambda: lam.update_function_configuration(FunctionName="f", Role=iot_only))
+    assert code_and_status(refused) == ("InvalidParameterValueException", 400)
+    missing = denied(lambda: lam.update_function_configuration(FunctionName="f", Role=f"{iot_only}-gone"))
+    assert missing.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    assert lam.get_function_configuration(FunctionName="f")["Role"] == lambda_role  # unchanged
+
+    in_process.update_assume_role_policy(RoleName="fn", PolicyDocument=TRUST_IOT)  # Lambda no longer may
+    failed = denied(lambda: lam.invoke(FunctionName="f", Payload=b"{}"))
+    assert code_and_status(failed) == ("AccessDeniedException", 403)
+    assert failed.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    in_process.update_assume_role_policy(RoleName="fn", PolicyDocument=TRUST_LAMBDA)
+    lam.update_function_configuration(FunctionName="f", Role=lambda_role, Timeout=5)  # a role it can assume
+
+
+# Permissions boundaries, moto's reset, the IAM lock ----------------------------------------------------
+def test_a_permissions_boundary_limits_what_the_roles_policies_allow(in_process: Any) -> None:
+    def managed(name: str, statements: list[dict[str, Any]]) -> str:
+        document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+        return str(in_process.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"])
+
+    boundary = managed("only-logs", [{"Effect": "Allow", "Action": ["logs:*", "dynamodb:GetItem"], "Resource": "*"},
+                                     {"Effect": "Deny", "Action": "logs:DeleteLogGroup", "Resource": "*"}])  # fmt: skip
+    arn = in_process.create_role(RoleName="bounded", AssumeRolePolicyDocument=TRUST_LAMBDA,
+                                 PermissionsBoundary=boundary)["Role"]["Arn"]  # fmt: skip
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["dynamodb:*", "logs:*"],
+                                                          "Resource": "*"}]}  # fmt: skip
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
+    caller = AssumedRole(arn, "f")
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:g"
+
+    def decide(action: str, resource: str = TABLE_ARN) -> str:
+        decision = AUTHORITY.authorize(caller, action, resource)
+        return "allowed" if decision.allowed else AUTHORITY.denial(caller, action, resource, decision)
+
+    assert decide("dynamodb:GetItem") == "allowed"  # both allow
+    assert decide("dynamodb:DeleteTable").endswith(
+        f"on resource: {TABLE_ARN} because no permissions boundary allows the dynamodb:DeleteTable action"
+    )
+    assert decide("logs:CreateLogGroup", group) == "allowed"
+    assert decide("logs:DeleteLogGroup", group).endswith("with an explicit deny in a permissions boundary")
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}]}
+    ))  # fmt: skip
+    assert decide("logs:CreateLogGroup", group).endswith("because no identity-based policy allows the "
+                                                         "logs:CreateLogGroup action")  # fmt: skip
+
+    in_process.delete_role_permissions_boundary(RoleName="bounded")
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
+    assert decide("dynamodb:DeleteTable") == "allowed"  # no boundary: the role's policies alone
+    in_process.put_role_permissions_boundary(RoleName="bounded", PermissionsBoundary=boundary)
+    assert decide("dynamodb:DeleteTable") != "allowed"
+
+
+def test_mutos_reset_empties_the_decision_cache(aws: LocalAws) -> None:
+    role = aws.role("reset-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": TABLE_ARN}])
+    dynamodb = aws.function_client("dynamodb", role)
+    dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}})  # allowed, and cached
+
+    reset(aws.endpoint)
+    aws.client("dynamodb").create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}}))  # no such role now
+    aws.role("reset-role", [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN}])
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}}))
+
+
+def test_a_policy_read_waits_for_an_iam_write_in_progress(in_process: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto server writes IAM on its request threads; the sandbox reads a role's policies only between
+    writes, never in the middle of one."""
+    import threading
+
+    from moto.iam.models import Role
+
+    arn = in_process.create_role(RoleName="locked", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    writing, finish = threading.Event(), threading.Event()
+    put_policy = Role.put_policy
+
+    def slow_put_policy(role: Any, name: str, document: str) -> None:
+        role.policies[name] = json.dumps({"Statement": []})  # half-written: what a reader must never see
+        writing.set()
+        finish.wait(10)
+        put_policy(role, name, document)
+
+    monkeypatch.setattr(Role, "put_policy", slow_put_policy)
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    writer = threading.Thread(target=lambda: in_process.put_role_policy(
+        RoleName="locked", PolicyName="p", PolicyDocument=json.dumps(allow)))  # fmt: skip
+    writer.start()
+    assert writing.wait(10)
+    seen: list[bool] = []
+    reader = threading.Thread(
+        target=lambda: seen.append(
+            AUTHORITY.authorize(AssumedRole(arn, "s"), "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
+        )
+    )
+    reader.start()
+    reader.join(0.5)
+    still_waiting = reader.is_alive()
+    finish.set()
+    writer.join(10)
+    reader.join(10)
+    assert still_waiting and seen == [True]  # it waited for the write, then saw all of it
