@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cdktf import DataResource, LocalExecProvisioner
+from cdktf import AssetType, DataResource, LocalExecProvisioner, TerraformAsset
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iot_provisioning_template import IotProvisioningTemplate
@@ -123,8 +123,11 @@ class FleetProvisioning(Construct):
                 f"AllowedDeviceTypes: the template body would be {len(body_text)} characters; "
                 f"AWS allows {TEMPLATE_BODY_MAX}. Allow fewer device types per stack."
             )
-        # AWS keeps 5 versions of a template and the provider never deletes one: before each change of
-        # the body (this resource is replaced with it, and the template depends on it), prune to 4.
+        # AWS keeps 5 versions of a template and the provider never deletes one: before each change of the
+        # body (this resource is replaced with it, and the template depends on it), prune to 4. The script
+        # travels with the synthesized stack as an asset; the deploying machine runs it with the Python
+        # that synthesized the stack when it has that file, else with `python3` (which needs boto3).
+        self.prune_script = TerraformAsset(self, "prune-script", path=str(PRUNE_SCRIPT), type=AssetType.FILE)
         self.version_pruning = DataResource(
             self,
             "version-pruning",
@@ -132,17 +135,10 @@ class FleetProvisioning(Construct):
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
-                    command=shlex.join(
-                        [
-                            sys.executable,
-                            str(PRUNE_SCRIPT),
-                            "--template-name",
-                            template_name,
-                            "--region",
-                            region,
-                            "--keep",
-                            "4",
-                        ]
+                    command=prune_command(
+                        sys.executable,
+                        self.prune_script.path,
+                        ["--template-name", template_name, "--region", region, "--keep", "4"],
                     ),
                     environment=dict(aws_environment),
                 )
@@ -181,3 +177,10 @@ class FleetProvisioning(Construct):
 def template_revision(body_text: str) -> str:
     """Names one template body: its change replaces the pruning resource."""
     return hashlib.sha256(body_text.encode()).hexdigest()[:16]
+
+
+def prune_command(python: str, script: str, arguments: list[str]) -> str:
+    """The local-exec command (run by /bin/sh -c): `python` if that file can run on the deploying
+    machine, else `python3` from its PATH, on the script's path in the synthesized stack."""
+    run = " ".join(shlex.quote(part) for part in [script, *arguments])
+    return f'py={shlex.quote(python)}; [ -x "$py" ] || py=python3; exec "$py" {run}'

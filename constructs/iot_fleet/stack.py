@@ -245,7 +245,7 @@ class IotProvisioningStack(TerraformStack):
             region=config.aws_region,
             default_tags=default_tags,
             access_key="sandbox",
-            secret_key="sandbox",  # noqa: S106 - the sandbox accepts any credentials
+            secret_key="sandbox",  # noqa: S106 - the sandbox administrator's fake key (any secret)
             skip_credentials_validation=True,
             skip_metadata_api_check="true",
             skip_region_validation=True,

@@ -29,6 +29,7 @@ from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, Re
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
 from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
 from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
+from sandbox.local_aws.iam_requests import log_stream_arn
 
 TOKEN_LIFETIME = 3600.0
 HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
@@ -444,15 +445,18 @@ class FleetProvisioningService:
 
     def _authorize_log_write(self, role_arn: str, rule_arn: str, group: str, stream: str) -> None:
         """A cloudwatchLogs action writes as its roleArn: IoT must be able to assume the role, and the
-        role must allow creating the rule's stream (when it is missing) and putting events in it."""
+        role must allow logs:CreateLogStream, logs:DescribeLogStreams and logs:PutLogEvents
+        (https://docs.aws.amazon.com/iot/latest/developerguide/cloudwatch-logs-rule-action.html); the
+        stream's calls are authorized on the stream's ARN, DescribeLogStreams on the group's."""
         trust = AUTHORITY.trusts(role_arn, IOT_SERVICE, rule_arn, self.account.account_id)
         if not trust.allowed:
             raise AwsError(403, "AccessDeniedException", f"IoT cannot assume the rule action's role {role_arn!r}")
         role = AssumedRole(role_arn, session=rule_arn.rsplit("/", 1)[-1])
         group_arn = self.account.arn("logs", f"log-group:{group}")
-        steps = [("logs:PutLogEvents", f"{group_arn}:log-stream:{stream}")]
+        stream_arn = log_stream_arn(self.account.region, self.account.account_id, group, stream)
+        steps = [("logs:DescribeLogStreams", group_arn), ("logs:PutLogEvents", stream_arn)]
         if not self.account.log_stream_exists(group, stream):
-            steps.insert(0, ("logs:CreateLogStream", group_arn))
+            steps.insert(1, ("logs:CreateLogStream", stream_arn))
         for action, arn in steps:
             decision = AUTHORITY.authorize(role, action, arn)
             if not decision.allowed:

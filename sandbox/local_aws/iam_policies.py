@@ -7,7 +7,10 @@ so this is a small one written to AWS's documented evaluation logic
 an explicit Deny in any applicable statement wins; otherwise an Allow is required; otherwise the
 request is implicitly denied. Action/NotAction match case-insensitively, Resource/NotResource
 case-sensitively, both with `*` and `?`. Conditions: the String, Arn, Bool and Null operators, with
-their Not and IfExists forms and the ForAnyValue/ForAllValues set prefixes.
+their Not and IfExists forms and the ForAnyValue/ForAllValues set prefixes (each request value is
+tested on its own, a negated operator holding for a value no policy value matches; with the key
+absent ForAllValues holds and ForAnyValue does not:
+https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html).
 
 Fail closed: a statement whose condition uses an operator this module does not implement, or a
 condition key the request context cannot answer, is treated as not matching when it would allow
@@ -130,17 +133,32 @@ class Condition:
         if name not in _OPERATORS:
             raise Unevaluable(f"operator {self.operator}")
         compare, negated = _OPERATORS[name]
-        if present is ABSENT:
-            # AWS: a missing key makes a condition false, a negated one true, an IfExists one true.
-            return True if if_exists else negated
-        values = [_text(v) for v in (present if isinstance(present, (list, tuple)) else [present])]
+        values = (
+            []
+            if present is ABSENT
+            else [_text(v) for v in (present if isinstance(present, (list, tuple)) else [present])]
+        )
+        if present is ABSENT or (qualifier and not values):
+            # AWS: a missing key makes a condition false, a negated one true, an IfExists one true; with a
+            # set prefix ForAllValues is true and ForAnyValue false (an empty set counts as missing).
+            if if_exists:
+                return True
+            if qualifier:
+                return qualifier == "forallvalues"
+            return negated
+
+        def holds_for(value: str) -> bool:
+            """The operator on one request value: a negated one holds when no policy value matches it."""
+            matched = any(compare(p, value) for p in self.values)
+            return not matched if negated else matched
+
         if qualifier == "forallvalues":
-            matched = all(any(compare(p, v) for p in self.values) for v in values)
-        elif qualifier == "foranyvalue" or len(values) == 1:
-            matched = any(compare(p, v) for p in self.values for v in values)
-        else:
+            return all(holds_for(v) for v in values)
+        if qualifier == "foranyvalue":
+            return any(holds_for(v) for v in values)
+        if len(values) != 1:
             raise Unevaluable(f"multi-valued key {self.key} needs ForAnyValue or ForAllValues")
-        return not matched if negated else matched
+        return holds_for(values[0])
 
 
 @dataclass(frozen=True)
@@ -225,6 +243,7 @@ class Decision:
     allowed: bool
     explicit_deny: bool = False
     statement: str = ""  # the Sid (or index) of the deciding statement, for messages and tests
+    policy_type: str = ""  # which kind of policy decided a denial ("permissions boundary"), if not the caller's
 
 
 def _strings(value: Any, element: str) -> tuple[str, ...]:
@@ -320,10 +339,12 @@ def evaluate(policies: Iterable[Sequence[Statement]], request: Request) -> Decis
 
 def denial_message(principal_arn: str, request: Request, decision: Decision, policy_type: str) -> str:
     """AWS's form: "User: <arn> is not authorized to perform: <action> on resource: <arn> because ..."
-    (policy_type is "identity-based" or "resource-based")."""
+    (policy_type is "identity-based", "resource-based" or "permissions boundary")."""
     action = request.action
+    kind = decision.policy_type or policy_type
+    noun = kind if kind == "permissions boundary" else f"{kind} policy"
     if decision.explicit_deny:
-        why = f"with an explicit deny in an {policy_type} policy"
+        why = f"with an explicit deny in {'a' if kind == 'permissions boundary' else 'an'} {noun}"
     else:
-        why = f"because no {policy_type} policy allows the {action} action"
+        why = f"because no {noun} allows the {action} action"
     return f"User: {principal_arn} is not authorized to perform: {action} on resource: {request.resource} {why}"

@@ -7,8 +7,14 @@ TableName, and kms:Decrypt of the table's customer managed key through DynamoDB)
 plane's shadow and publish calls, CloudWatch metrics, CloudWatch Logs and KMS. Each is checked with
 the one check (`Authority.authorize`) against the function's execution role; a denial gets that
 service's AccessDenied error in AWS's message form. A request from a function that cannot be mapped
-is refused too (fail closed), saying so. Requests signed with any other key pass unchecked (the
-account's administrator: Terraform, operator tools, tests).
+is refused too (fail closed), saying so, and so is one whose SigV4 credential scope cannot be read.
+
+Who may call at all: the account's administrator key (`sandbox`: Terraform, the operator tools, the
+tests), unchecked, and the functions' own keys, checked. Any other access key is refused as AWS
+refuses a key it does not know (UnrecognizedClientException for JSON and rest-JSON services,
+InvalidClientTokenId for query ones), and an unsigned request as AWS refuses one
+(MissingAuthenticationToken), except the sandbox's own paths (/_sandbox/..., /moto-api/...) and
+the few calls AWS serves unsigned (STS AssumeRoleWithWebIdentity and AssumeRoleWithSAML).
 
 Action names and resource types: the Service Authorization Reference
 (https://docs.aws.amazon.com/service-authorization/latest/reference/reference_policies_actions-resources-contextkeys.html).
@@ -21,14 +27,20 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from moto.dynamodb.models import dynamodb_backends
 from moto.kms.models import kms_backends
 
-from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole, Authority
+from sandbox.local_aws.iam_enforcement import ADMIN_ACCESS_KEY, AUTHORITY, AssumedRole, Authority
 
+# The access key, read loosely (whatever the rest of the credential looks like), and the whole SigV4
+# credential scope, read strictly: a function's key with a scope that does not parse is refused.
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+SANDBOX_PATHS = ("/_sandbox/", "/moto-api/")  # the sandbox's own, unsigned as moto's own clients call them
+UNSIGNED_STS_ACTIONS = frozenset({"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"})  # AWS needs no signature
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,13 @@ class Call:
 # DynamoDB -----------------------------------------------------------------------------------------
 DYNAMODB_TABLE_ACTIONS = frozenset({
     "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "DescribeTable",
-    "DescribeTimeToLive", "DescribeContinuousBackups", "ListTagsOfResource",
+    "DescribeTimeToLive", "DescribeContinuousBackups",
+})  # fmt: skip
+# The calls that read or write items, for which DynamoDB decrypts the table key with the caller's
+# permission; the table's metadata (DescribeTable, its TTL, backups and tags) needs no key.
+DYNAMODB_ITEM_ACTIONS = frozenset({
+    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
+    "ConditionCheckItem",
 })  # fmt: skip
 TRANSACT_ACTIONS = {
     "Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem",
@@ -101,6 +119,11 @@ def _dynamodb(call: Call) -> list[Check]:
     body = call.json()
     if operation == "ListTables":
         return [Check("dynamodb:ListTables", "*")]
+    if operation == "ListTagsOfResource":  # the table (or index, stream) by its ARN
+        arn = body.get("ResourceArn")
+        if not isinstance(arn, str) or not arn.startswith("arn:aws:dynamodb:"):
+            raise Unmapped("DynamoDB ListTagsOfResource without a DynamoDB ResourceArn")
+        return [Check("dynamodb:ListTagsOfResource", arn)]
     tables: list[tuple[str, str]] = []  # (action, table name)
     if operation in DYNAMODB_TABLE_ACTIONS:
         tables.append((operation, str(body.get("TableName", ""))))
@@ -122,7 +145,7 @@ def _dynamodb(call: Call) -> list[Check]:
         if operation in ("Query", "Scan") and body.get("IndexName"):
             resource += f"/index/{body['IndexName']}"
         checks.append(Check(f"dynamodb:{action}", resource))
-        key_arn = _table_key_arn(call, table) if action not in ("DescribeTable", "ListTagsOfResource") else None
+        key_arn = _table_key_arn(call, table) if action in DYNAMODB_ITEM_ACTIONS else None
         if key_arn:
             # DynamoDB decrypts the table key with the caller's permission, through DynamoDB
             # (https://docs.aws.amazon.com/kms/latest/developerguide/services-dynamodb.html).
@@ -180,14 +203,14 @@ def _iot(call: Call) -> list[Check]:
 
 # CloudWatch, Logs, KMS, STS -----------------------------------------------------------------------
 CLOUDWATCH_UNSCOPED = frozenset({"PutMetricData", "GetMetricData", "GetMetricStatistics", "ListMetrics"})
-_CBOR_PATH = re.compile(r"^/service/GraniteServiceVersion20100801/operation/([A-Za-z]+)$")
+_CBOR_PATH = re.compile(r"^/service/(GraniteServiceVersion20100801)/operation/([A-Za-z]+)$")
 
 
 def _cloudwatch(call: Call) -> list[Check]:
     context: dict[str, Any] = {}
     cbor = _CBOR_PATH.match(call.path)
     if cbor:
-        operation = cbor.group(1)  # the body is CBOR; its Namespace stays unread (conditions on it fail closed)
+        operation = cbor.group(2)  # the body is CBOR; its Namespace stays unread (conditions on it fail closed)
     elif call.target:
         operation = call.target.rpartition(".")[2]
         if "Namespace" in call.json():
@@ -202,8 +225,14 @@ def _cloudwatch(call: Call) -> list[Check]:
     return [Check(f"cloudwatch:{operation}", "*", context)]
 
 
-LOGS_STREAM_ACTIONS = frozenset({"PutLogEvents", "GetLogEvents"})
-LOGS_GROUP_ACTIONS = frozenset({"CreateLogStream", "DescribeLogStreams", "FilterLogEvents", "CreateLogGroup"})
+# CreateLogStream and PutLogEvents are authorized on the stream's ARN
+# (arn:aws:logs:<region>:<account>:log-group:<group>:log-stream:<stream>), as AWS's denials name it.
+LOGS_STREAM_ACTIONS = frozenset({"CreateLogStream", "PutLogEvents", "GetLogEvents"})
+LOGS_GROUP_ACTIONS = frozenset({"DescribeLogStreams", "FilterLogEvents", "CreateLogGroup"})
+
+
+def log_stream_arn(region: str, account: str, group: str, stream: str) -> str:
+    return f"arn:aws:logs:{region}:{account}:log-group:{group}:log-stream:{stream}"
 
 
 def _logs(call: Call) -> list[Check]:
@@ -213,7 +242,7 @@ def _logs(call: Call) -> list[Check]:
     if prefix != "Logs_20140328" or not isinstance(group, str):
         raise Unmapped(f"CloudWatch Logs {operation or call.target or 'request'}")
     if operation in LOGS_STREAM_ACTIONS and isinstance(body.get("logStreamName"), str):
-        return [Check(f"logs:{operation}", call.arn("logs", f"log-group:{group}:log-stream:{body['logStreamName']}"))]
+        return [Check(f"logs:{operation}", log_stream_arn(call.region, call.account, group, body["logStreamName"]))]
     if operation in LOGS_GROUP_ACTIONS:
         return [Check(f"logs:{operation}", call.arn("logs", f"log-group:{group}"))]
     raise Unmapped(f"CloudWatch Logs {operation}")
@@ -256,24 +285,139 @@ def checks_for(call: Call) -> list[Check]:
 
 
 # Refusals, in each service's error shape ----------------------------------------------------------
-def refusal(service: str, target: str, message: str) -> tuple[str, list[tuple[str, str]], bytes]:
+QUERY_SERVICES = frozenset({"iam", "sts", "sns", "monitoring", "ec2", "cloudformation", "autoscaling", "rds"})
+QUERY_COMPATIBLE = frozenset({"monitoring"})  # JSON/CBOR errors also carry the query code (x-amzn-query-error)
+# The service of an unsigned JSON or CBOR request, for the form of its refusal.
+TARGET_SERVICES = {
+    "DynamoDB_20120810": "dynamodb", "GraniteServiceVersion20100801": "monitoring", "Logs_20140328": "logs",
+    "TrentService": "kms",
+}  # fmt: skip
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One refusal in every protocol's form: (code, HTTP status) per protocol family, and the message."""
+
+    json: tuple[str, int]
+    rest_json: tuple[str, int]
+    query: tuple[str, int]
+    message: str
+    s3: tuple[str, int, str] = ("AccessDenied", 403, "Access Denied")
+
+
+UNKNOWN_KEY = Refused(
+    json=("UnrecognizedClientException", 400),
+    rest_json=("UnrecognizedClientException", 403),
+    query=("InvalidClientTokenId", 403),
+    message="The security token included in the request is invalid.",
+    s3=("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records."),
+)
+MISSING_TOKEN = Refused(
+    json=("MissingAuthenticationTokenException", 400),
+    rest_json=("MissingAuthenticationTokenException", 403),
+    query=("MissingAuthenticationToken", 403),
+    message="Request is missing Authentication Token",
+)
+UNREADABLE_SCOPE = Refused(
+    json=("IncompleteSignatureException", 400),
+    rest_json=("IncompleteSignatureException", 403),
+    query=("IncompleteSignature", 400),
+    message="The request signature does not conform to AWS standards: its credential scope is not "
+    "<access key>/<yyyymmdd>/<region>/<service>/aws4_request",
+)
+
+
+def _protocol(service: str, target: str, path: str, content_type: str, form_action: str) -> str:
+    """Which error form the client reads: json, cbor, query, rest-xml (S3) or rest-json."""
+    if _CBOR_PATH.match(path):
+        return "cbor"
+    if target:
+        return "json"
+    if service in QUERY_SERVICES or form_action or content_type.startswith("application/x-www-form-urlencoded"):
+        return "query"
+    return "rest-xml" if service == "s3" else "rest-json"
+
+
+def _cbor_text(text: str) -> bytes:
+    data = text.encode()
+    return _cbor_head(3, len(data)) + data
+
+
+def _cbor_head(major: int, length: int) -> bytes:
+    if length < 24:
+        return bytes([major << 5 | length])
+    for extra, size in ((24, 1), (25, 2), (26, 4)):
+        if length < 1 << (8 * size):
+            return bytes([major << 5 | extra]) + length.to_bytes(size, "big")
+    raise ValueError("too long")
+
+
+def error_response(
+    protocol: str,
+    service: str,
+    code: str,
+    status: int,
+    message: str,
+    *,
+    query_code: str = "",
+    message_key: str = "message",
+) -> Response:
+    """An error in the protocol's own form, as botocore (and every SDK) parses it."""
+    line = f"{status} {HTTPStatus(status).phrase}"
+    if protocol in ("json", "cbor"):
+        type_name = f"com.amazon.coral.service#{code}" if service == "dynamodb" else code
+        headers: list[tuple[str, str]] = []
+        if query_code and service in QUERY_COMPATIBLE:
+            headers.append(("x-amzn-query-error", f"{query_code};Sender"))
+        if protocol == "cbor":
+            body = _cbor_head(5, 2) + _cbor_text("__type") + _cbor_text(type_name)
+            body += _cbor_text("message") + _cbor_text(message)
+            return line, [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"), *headers], body
+        version = "1.0" if service in ("dynamodb", "monitoring") else "1.1"
+        content = json.dumps({"__type": type_name, message_key: message}).encode()
+        return line, [("Content-Type", f"application/x-amz-json-{version}"), *headers], content
+    if protocol in ("query", "rest-xml"):
+        if protocol == "rest-xml":
+            xml = (
+                f"<Error><Code>{code}</Code><Message>{_escape(message)}</Message><RequestId>sandbox</RequestId></Error>"
+            )
+        else:
+            xml = (
+                f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{_escape(message)}</Message>"
+                "</Error><RequestId>sandbox</RequestId></ErrorResponse>"
+            )
+        return line, [("Content-Type", "text/xml")], xml.encode()
+    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)]
+    return line, headers, json.dumps({"message": message}).encode()
+
+
+def refused(refusal_kind: Refused, protocol: str, service: str) -> Response:
+    if protocol == "rest-xml":
+        code, status, message = refusal_kind.s3
+        return error_response(protocol, service, code, status, message)
+    if protocol == "query" or service in QUERY_COMPATIBLE:
+        code, status = refusal_kind.query
+        if protocol == "query":
+            return error_response(protocol, service, code, status, refusal_kind.message)
+        json_code = refusal_kind.json[0]
+        return error_response(protocol, service, json_code, status, refusal_kind.message, query_code=code)
+    code, status = refusal_kind.rest_json if protocol == "rest-json" else refusal_kind.json
+    return error_response(protocol, service, code, status, refusal_kind.message)
+
+
+def refusal(service: str, target: str, message: str, path: str = "") -> Response:
+    """A denied function call, as the service answers an IAM denial."""
     if service == "dynamodb":
-        body = {"__type": "com.amazon.coral.service#AccessDeniedException", "Message": message}
-        return "400 Bad Request", [("Content-Type", "application/x-amz-json-1.0")], json.dumps(body).encode()
-    if service in ("logs", "kms") or (service == "monitoring" and target):
-        content_type = "application/x-amz-json-1.0" if service == "monitoring" else "application/x-amz-json-1.1"
-        body = {"__type": "AccessDeniedException", "message": message}
-        return "400 Bad Request", [("Content-Type", content_type)], json.dumps(body).encode()
+        return error_response("json", service, "AccessDeniedException", 400, message, message_key="Message")
+    if service in ("logs", "kms") or (service == "monitoring" and (target or _CBOR_PATH.match(path))):
+        protocol = "cbor" if _CBOR_PATH.match(path) else "json"
+        return error_response(protocol, service, "AccessDeniedException", 400, message)
     if service in ("monitoring", "sts"):
-        xml = (
-            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
-            f"<Message>{_escape(message)}</Message></Error><RequestId>sandbox</RequestId></ErrorResponse>"
-        )
-        return "403 Forbidden", [("Content-Type", "text/xml")], xml.encode()
+        return error_response("query", service, "AccessDenied", 403, message)
     # rest-json services (the IoT data plane among them): code in x-amzn-ErrorType, 403
     code = "ForbiddenException" if service == "iotdata" else "AccessDeniedException"
-    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)]
-    return "403 Forbidden", headers, json.dumps({"message": message}).encode()
+    return error_response("rest-json", service, code, 403, message)
 
 
 def _escape(text: str) -> str:
@@ -281,7 +425,8 @@ def _escape(text: str) -> str:
 
 
 class FunctionCallsChecked:
-    """WSGI layer: a function's request goes on only when its execution role allows all it asks."""
+    """WSGI layer: a function's request goes on only when its execution role allows all it asks; the
+    administrator's goes on unchecked; anyone else's is refused as AWS refuses an unknown or missing key."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], authority: Authority = AUTHORITY) -> None:
         self.app = app
@@ -289,26 +434,48 @@ class FunctionCallsChecked:
         self.refused = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        credential = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", "") or "") or _CREDENTIAL.search(
-            "Credential=" + urllib.parse.unquote(environ.get("QUERY_STRING", "")).partition("X-Amz-Credential=")[2]
-        )
-        caller = self.authority.caller(credential.group(1)) if credential else None
-        if caller is None or credential is None:
+        path = environ.get("PATH_INFO", "") or ""
+        if path.startswith(SANDBOX_PATHS):
             return self.app(environ, start_response)
-        service, region = credential.group(3), credential.group(2)
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        authorization = environ.get("HTTP_AUTHORIZATION", "") or ""
+        query = environ.get("QUERY_STRING", "") or ""
+        presigned = "Credential=" + urllib.parse.unquote(query).partition("X-Amz-Credential=")[2]
+        signed_by = _ACCESS_KEY.search(authorization) or _ACCESS_KEY.search(presigned)
+        key = signed_by.group(1) if signed_by else ""
+        if key == ADMIN_ACCESS_KEY:
+            return self.app(environ, start_response)
+        credential = _CREDENTIAL.search(authorization) or _CREDENTIAL.search(presigned)
+        service = credential.group(3) if credential and credential.group(1) == key else ""
+        target = environ.get("HTTP_X_AMZ_TARGET", "") or ""
         body = environ["wsgi.input"].read()
         environ["wsgi.input"].seek(0)
+        content_type = environ.get("CONTENT_TYPE") or ""
+        form = urllib.parse.parse_qs(query)
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            form = {**form, **urllib.parse.parse_qs(body.decode(errors="replace"))}
+        form_action = (form.get("Action") or [""])[-1]
+        protocol = _protocol(service, target, path, content_type, form_action)
+        cbor = _CBOR_PATH.match(path)
+        shaped_as = service or TARGET_SERVICES.get((cbor.group(1) if cbor else target).partition(".")[0], "")
+        caller = self.authority.caller(key) if key else None
+        if caller is None:
+            if not key and form_action in UNSIGNED_STS_ACTIONS:
+                return self.app(environ, start_response)  # AWS serves these unsigned
+            return self._answer(start_response, refused(UNKNOWN_KEY if key else MISSING_TOKEN, protocol, shaped_as))
+        if credential is None or not service:  # the function's own key, in a scope the sandbox cannot read
+            return self._answer(start_response, refused(UNREADABLE_SCOPE, protocol, shaped_as))
         call = Call(
-            service, region, caller.account_id, environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
-            target, body, urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
-            environ.get("HTTP_X_AMZN_PRINCIPAL", ""),
+            service, credential.group(2), caller.account_id, environ.get("REQUEST_METHOD", ""), path,
+            target, body, urllib.parse.parse_qs(query), environ.get("HTTP_X_AMZN_PRINCIPAL", ""),
         )  # fmt: skip
         message = self.refusal_message(caller, call)
         if message is None:
             return self.app(environ, start_response)
+        return self._answer(start_response, refusal(service, target, message, path))
+
+    def _answer(self, start_response: Callable[..., Any], response: Response) -> Iterable[bytes]:
         self.refused += 1
-        status, headers, data = refusal(service, target, message)
+        status, headers, data = response
         start_response(status, [*headers, ("x-amzn-RequestId", "sandbox-iam")])
         return [data]
 

@@ -1,7 +1,9 @@
 """Lambda Invoke for the sandbox: runs the real handler in a local Python process (moto needs Docker).
 
-Each function configuration (code hash + environment) gets warm worker processes, as Lambda keeps
-containers warm: the handler module is imported once, not per invoke. The worker gets the
+Each function configuration (role, code hash, handler, environment) gets warm worker processes, as
+Lambda keeps containers warm: the handler module is imported once, not per invoke. A function's
+first invocation after its configuration changed stops the old configuration's idle workers (a busy
+one stops when it finishes). The worker gets the
 function's environment with its AWS calls pointed at the sandbox, and its output is written to the
 function's log group. A timeout kills the worker and reports what Lambda reports.
 """
@@ -93,6 +95,7 @@ class WorkerPool:
         self.endpoint = endpoint
         self._idle: dict[str, list[Worker]] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._current: dict[str, str] = {}  # function ARN -> the key of its configuration in force
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
 
@@ -151,12 +154,25 @@ class WorkerPool:
         key = self._key(fn)
         with self._lock:
             slots = self._slots.setdefault(key, threading.BoundedSemaphore(WORKERS_PER_FUNCTION))
+            stale = self._retire(fn.function_arn, key)
+        for worker in stale:  # a changed configuration (role, code, environment): the old workers go
+            worker.stop()
         with slots:
             return self._invoke(fn, key, event)
 
+    def _retire(self, function_arn: str, key: str) -> list[Worker]:
+        """Makes `key` the function's configuration in force; returns the idle workers of the one before
+        (call with the lock held). Busy ones stop when they finish (`_invoke`)."""
+        previous = self._current.get(function_arn)
+        self._current[function_arn] = key
+        if previous is None or previous == key:
+            return []
+        self._slots.pop(previous, None)
+        return self._idle.pop(previous, [])
+
     def _invoke(self, fn: LambdaFunction, key: str, event: Any) -> tuple[str, bool, str]:
         with self._lock:
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.get(key)
             worker = idle.pop() if idle else None
         init_logs = ""
         if worker is None or not worker.alive():
@@ -176,10 +192,13 @@ class WorkerPool:
             message = f"Task timed out after {float(fn.timeout):.2f} seconds"
             return json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}), True, message + "\n"
         with self._lock:
-            if len(self._idle[key]) < WORKERS_PER_FUNCTION:
-                self._idle[key].append(worker)
-            else:
-                worker.stop()
+            current = self._current.get(fn.function_arn) == key
+            idle = self._idle.setdefault(key, []) if current else []
+            keep = current and len(idle) < WORKERS_PER_FUNCTION
+            if keep:
+                idle.append(worker)
+        if not keep:  # its configuration was replaced while it ran, or enough are idle
+            worker.stop()
         if "error" in answer:
             return json.dumps(answer["error"]), True, init_logs + answer["logs"]
         return answer["payload"], False, init_logs + answer["logs"]

@@ -10,6 +10,8 @@ README's table "AWS contracts the sandbox enforces" says so and what the wording
   UpdateThingGroup), refused as AWS's request validation refuses them.
 - Thing attributes: names [a-zA-Z0-9_.,@/:#-]+ up to 128, values [a-zA-Z0-9_.,@/:#=\\[\\]-]* up to
   800; at most 3 attributes without a thing type and 50 with one, counted after UpdateThing's merge.
+- CreateThing with the name of an existing thing: with the same thing type and attributes it succeeds
+  and returns the existing thing; with others it is refused (moto wrote the new thing over the old).
 - IoT policy documents: 1 to 2,048 characters, whitespace excluded (CreatePolicy, CreatePolicyVersion).
 - DeleteThingType: only once no thing has the type, and 5 minutes after DeprecateThingType on the
   sandbox's clock (SandboxClockScale). moto keeps no deprecation date: it is recorded here, shown by
@@ -28,7 +30,12 @@ from datetime import timedelta
 from typing import Any
 
 from moto.core.utils import utcnow
-from moto.iot.exceptions import InvalidRequestException, IoTClientError, ThingStillAttached
+from moto.iot.exceptions import (
+    InvalidRequestException,
+    IoTClientError,
+    ResourceAlreadyExistsException,
+    ThingStillAttached,
+)
 from moto.iot.models import IoTBackend
 
 from sandbox.state import clock_scale
@@ -172,6 +179,16 @@ def install() -> None:
             violations += _name_violations("thingTypeName", thing_type_name)
         _refuse_invalid(violations + _attribute_violations(attributes))
         _check_attribute_count(thing_name, attributes, typed=bool(thing_type_name))
+        arn = f"arn:{self.partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
+        existing = self.things.get(arn)
+        if existing is not None and existing.thing_name == thing_name:
+            # AWS (API_CreateThing): the same name and configuration succeeds, a different one is refused.
+            existing_type = existing.thing_type.thing_type_name if existing.thing_type is not None else ""
+            if existing_type == (thing_type_name or "") and dict(existing.attributes) == attributes:
+                return existing
+            raise ResourceAlreadyExistsException(
+                f"Thing {thing_name} already exists in account with different attributes", existing.thing_id, arn
+            )
         return original["create_thing"](
             self, thing_name=thing_name, thing_type_name=thing_type_name, attribute_payload=attribute_payload,
             billing_group_name=billing_group_name,

@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,51 @@ def test_every_template_change_prunes_old_versions_first(synth: Synth, variant: 
         assert f"terraform_data.{logical}" in template["depends_on"]
         assert pruning["triggers_replace"] == {"template_body": template_revision(template["template_body"])}
         (provisioner,) = pruning["provisioner"]
-        command = shlex.split(provisioner["local-exec"]["command"])
-        assert command[1:] == [str(ROOT / "scripts/prune_template_versions.py"), "--template-name",
-                               stack.config.provisioning_template_name, "--region", stack.config.aws_region,
-                               "--keep", "4"]  # fmt: skip
-        assert Path(command[0]).is_file()
         assert provisioner["local-exec"].get("environment", {}).items() >= environment.items()
         if stack.config.target == "aws":
             assert "environment" not in provisioner["local-exec"] or not provisioner["local-exec"]["environment"]
+
+
+def run_pruning(stack: Synth, python: str, tmp_path: Path) -> list[str]:
+    """Runs the synthesized local-exec command as Terraform does (/bin/sh -c, in the stack's folder),
+    with `python` in place of the synthesizing interpreter and a recording `python3` on PATH; returns
+    the arguments the interpreter that ran got, the interpreter's name first."""
+    (pruning,) = stack.resources("terraform_data").values()
+    command = pruning["provisioner"][0]["local-exec"]["command"]
+    synthesizing = shlex.quote(sys.executable)
+    assert command.count(synthesizing) == 1
+    recorder = tmp_path / "bin"
+    recorder.mkdir(exist_ok=True)
+    record = tmp_path / "ran.json"
+    for name in ("python3", "synthesizing-python"):
+        script = recorder / name
+        script.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name}" "$@" > {shlex.quote(str(record))}\n')
+        script.chmod(0o755)
+    replaced = command.replace(synthesizing, shlex.quote(python.replace("@bin", str(recorder))))
+    subprocess.run(["/bin/sh", "-c", replaced], cwd=stack.directory, check=True,
+                   env={"PATH": f"{recorder}:/usr/bin:/bin"}, timeout=30)  # fmt: skip
+    return record.read_text().splitlines()
+
+
+def test_the_pruning_script_travels_with_the_stack_and_runs_with_the_deployers_python(
+    synth: Synth, tmp_path: Path
+) -> None:
+    """The command names no file of the synthesizing machine but its Python, and falls back to
+    `python3` from PATH where that Python does not exist; the script is an asset of the stack."""
+    (pruning,) = synth.resources("terraform_data").values()
+    command = pruning["provisioner"][0]["local-exec"]["command"]
+    assert str(ROOT) not in command.replace(shlex.quote(sys.executable), "")
+    arguments = ["--template-name", synth.config.provisioning_template_name, "--region", synth.config.aws_region,
+                 "--keep", "4"]  # fmt: skip
+
+    ran = run_pruning(synth, "@bin/synthesizing-python", tmp_path)  # the synthesizing Python exists here
+    assert ran[0] == "synthesizing-python" and ran[2:] == arguments
+    script = synth.directory / ran[1]
+    assert not Path(ran[1]).is_absolute() and script.is_file()  # relative to the stack's folder, inside it
+    assert script.read_bytes() == (ROOT / "scripts/prune_template_versions.py").read_bytes()
+
+    ran = run_pruning(synth, "/nonexistent/python3.11", tmp_path)  # another machine: python3 from PATH
+    assert ran == ["python3", ran[1], *arguments] and (synth.directory / ran[1]).is_file()
 
 
 def test_iot_may_invoke_the_hook_only_for_this_template(synth: Synth) -> None:
@@ -259,6 +297,13 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     (provider,) = synth.stack["provider"]["aws"]
     (endpoints,) = provider["endpoints"]
     assert set(endpoints.values()) == {synth.config.sandbox_endpoint}
+    # The sandbox refuses every access key but its administrator's and its functions' own.
+    (pruning,) = synth.resources("terraform_data").values()
+    assert (
+        provider["access_key"]
+        == pruning["provisioner"][0]["local-exec"]["environment"]["AWS_ACCESS_KEY_ID"]
+        == ("sandbox")
+    )
     # Each resource type's API; a type not listed here means a service the sandbox may not cover.
     service = {
         "aws_cloudwatch_log_group": "logs", "aws_cloudwatch_metric_alarm": "cloudwatch",

@@ -3,16 +3,19 @@ boto3 in the function sees them, and the resource-based policies IoT is held to.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import socket
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -309,3 +312,315 @@ def test_decisions_are_cached_and_an_iam_write_empties_the_cache(in_process: Any
 
     assert AUTHORITY.generation > generation
     assert not AUTHORITY.authorize(caller, "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
+
+
+# Who may call at all -----------------------------------------------------------------------------------
+MADE_UP_KEY = "AKIAMADEUP0000000000"
+
+
+def unsigned(aws: LocalAws, service: str) -> Any:
+    return boto3.client(
+        service, endpoint_url=aws.endpoint, region_name=REGION,
+        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+
+
+def code_and_status(error: ClientError) -> tuple[str, int]:
+    return error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "expected"),
+    [
+        ("dynamodb", lambda c: c.delete_table(TableName=TABLE), ("UnrecognizedClientException", 400)),
+        ("logs", lambda c: c.describe_log_groups(), ("UnrecognizedClientException", 400)),
+        ("kms", lambda c: c.list_keys(), ("UnrecognizedClientException", 400)),
+        ("lambda", lambda c: c.list_functions(), ("UnrecognizedClientException", 403)),
+        ("iot", lambda c: c.list_things(), ("UnrecognizedClientException", 403)),
+        ("iam", lambda c: c.list_roles(), ("InvalidClientTokenId", 403)),
+        ("sts", lambda c: c.get_caller_identity(), ("InvalidClientTokenId", 403)),
+        ("cloudwatch", lambda c: c.list_metrics(), ("InvalidClientTokenId", 403)),
+        ("sns", lambda c: c.list_topics(), ("InvalidClientTokenId", 403)),
+    ],
+)  # fmt: skip
+def test_an_access_key_the_sandbox_does_not_know_is_refused_as_aws_refuses_it(
+    aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
+) -> None:
+    error = denied(lambda: call(aws.client(service, key=MADE_UP_KEY)))
+    assert code_and_status(error) == expected
+    assert error.response["Error"]["Message"] == "The security token included in the request is invalid."
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE  # nothing done
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "expected"),
+    [
+        ("dynamodb", lambda c: c.delete_table(TableName=TABLE), ("MissingAuthenticationTokenException", 400)),
+        ("lambda", lambda c: c.list_functions(), ("MissingAuthenticationTokenException", 403)),
+        ("iot", lambda c: c.list_things(), ("MissingAuthenticationTokenException", 403)),
+        ("iam", lambda c: c.list_roles(), ("MissingAuthenticationToken", 403)),
+        ("sts", lambda c: c.get_caller_identity(), ("MissingAuthenticationToken", 403)),
+    ],
+)  # fmt: skip
+def test_an_unsigned_request_is_refused_as_aws_refuses_it(
+    aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
+) -> None:
+    error = denied(lambda: call(unsigned(aws, service)))
+    assert code_and_status(error) == expected
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
+
+
+def test_the_sandboxs_own_paths_and_the_calls_aws_serves_unsigned_need_no_signature(aws: LocalAws) -> None:
+    with urllib.request.urlopen(f"{aws.endpoint}/_sandbox/health", timeout=10) as health:  # noqa: S310 - loopback
+        assert health.status == 200
+    reset(aws.endpoint)  # POST /moto-api/reset, unsigned
+    role = aws.client("iam").create_role(RoleName="web", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    assumed = unsigned(aws, "sts").assume_role_with_web_identity(
+        RoleArn=role, RoleSessionName="session", WebIdentityToken="token-from-an-identity-provider"
+    )
+    assert assumed["Credentials"]["AccessKeyId"]
+
+
+def test_a_functions_key_in_a_credential_scope_the_sandbox_cannot_read_is_refused(aws: LocalAws) -> None:
+    """The reviewer's case: the key of a function whose role allows no DynamoDB action, in a
+    Credential whose date is not yyyymmdd; before, the sandbox took it for an administrator's."""
+    role = aws.role("hook-role", [{"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "*"}])
+    key, _ = AUTHORITY.function_credentials(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:hook", role, "hook")
+    port = int(aws.endpoint.rsplit(":", 1)[1])
+    for scope in (f"2025-01-01/{REGION}/dynamodb/aws4_request", f"20250101/{REGION}/dynamodb", "", "x"):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/", body=json.dumps({"TableName": TABLE}).encode(), headers={
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host, Signature=00",
+            "X-Amz-Target": "DynamoDB_20120810.DeleteTable", "Content-Type": "application/x-amz-json-1.0",
+        })  # fmt: skip
+        answer = connection.getresponse()
+        body = json.loads(answer.read())
+        connection.close()
+        assert (answer.status, body["__type"]) == (400, "com.amazon.coral.service#IncompleteSignatureException")
+    assert aws.client("dynamodb").describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
+
+
+def test_every_client_of_the_project_signs_as_the_sandboxs_administrator(tmp_path: Path) -> None:
+    from sandbox.__main__ import environment
+    from sandbox.local_aws.iam_enforcement import ADMIN_ACCESS_KEY
+    from tests.integration.conftest import sandbox_env
+
+    assert environment()["AWS_ACCESS_KEY_ID"] == ADMIN_ACCESS_KEY  # `python -m sandbox env`, the tools
+    assert sandbox_env(tmp_path)["AWS_ACCESS_KEY_ID"] == ADMIN_ACCESS_KEY  # the integration tests' tools
+    assert LocalAws.client.__defaults__ == (ADMIN_ACCESS_KEY, "sandbox")  # these tests' own clients
+
+
+# CloudWatch Logs on the stream's ARN -------------------------------------------------------------------
+def test_create_log_stream_and_put_log_events_are_checked_on_the_streams_arn(aws: LocalAws) -> None:
+    group = "/aws/lambda/hook"
+    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
+    aws.client("logs").create_log_group(logGroupName=group)
+    role = aws.role("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                   "Resource": group_arn}])  # fmt: skip
+    logs = aws.function_client("logs", role)
+
+    error = denied(lambda: logs.create_log_stream(logGroupName=group, logStreamName="2025/01/01/[$LATEST]abc"))
+    assert f"logs:CreateLogStream on resource: {group_arn}:log-stream:2025/01/01/[$LATEST]abc " in str(error)
+
+    aws.put("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                           "Resource": f"{group_arn}:log-stream:*"}])  # fmt: skip
+    logs.create_log_stream(logGroupName=group, logStreamName="s1")
+    logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[{"timestamp": 1, "message": "m"}])
+    aws.put("logs-role", [{"Effect": "Allow", "Action": "logs:CreateLogStream", "Resource": f"{group_arn}:*"}])
+    logs.create_log_stream(logGroupName=group, logStreamName="s2")  # the audit role's form: <group arn>:*
+
+
+def test_a_cloudwatch_logs_rule_action_needs_its_roles_three_log_permissions_on_the_stream_and_group(
+    in_process: Any,
+) -> None:
+    from types import SimpleNamespace
+
+    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
+    from sandbox.local_aws.account import AwsError, LocalAccount
+
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"},
+    ]}  # fmt: skip
+    role = in_process.create_role(RoleName="audit", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    group, stream = "/aws/iot/fleet/audit", "rule-audit"
+    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=group)
+    service = SimpleNamespace(account=LocalAccount(REGION))
+    rule = f"arn:aws:iot:{REGION}:{ACCOUNT}:rule/audit"
+
+    def write_with(actions: list[str], resources: list[str]) -> str:
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
+        }
+        in_process.put_role_policy(RoleName="audit", PolicyName="write", PolicyDocument=json.dumps(document))
+        try:
+            FleetProvisioningService._authorize_log_write(service, role, rule, group, stream)  # type: ignore[arg-type]
+        except AwsError as error:
+            return error.message
+        return "allowed"
+
+    every = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    assert write_with(every, [group_arn, f"{group_arn}:*"]) == "allowed"  # the stack's audit role
+    assert f"logs:CreateLogStream on resource: {group_arn}:log-stream:{stream} " in write_with(
+        every, [group_arn, f"{group_arn}:log-stream:other"]
+    )  # the group's ARN does not grant a stream in it
+    assert f"logs:DescribeLogStreams on resource: {group_arn} " in write_with(every[:2], [group_arn, f"{group_arn}:*"])
+
+
+# DynamoDB metadata calls --------------------------------------------------------------------------------
+def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws: LocalAws) -> None:
+    key_arn = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    aws.client("dynamodb").create_table(
+        TableName="encrypted", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
+    )  # fmt: skip
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/encrypted"
+
+    def checks(target: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+        call = Call(
+            "dynamodb", REGION, ACCOUNT, "POST", "/", f"DynamoDB_20120810.{target}", json.dumps(body).encode(), {}
+        )
+        return [(c.action, c.resource) for c in checks_for(call)]
+
+    for operation in ("DescribeTable", "DescribeTimeToLive", "DescribeContinuousBackups"):
+        assert checks(operation, {"TableName": "encrypted"}) == [(f"dynamodb:{operation}", table)]
+    assert checks("ListTagsOfResource", {"ResourceArn": table}) == [("dynamodb:ListTagsOfResource", table)]
+    assert checks("GetItem", {"TableName": "encrypted"}) == [("dynamodb:GetItem", table), ("kms:Decrypt", key_arn)]
+    with pytest.raises(Unmapped):
+        checks("ListTagsOfResource", {"ResourceArn": "encrypted"})
+
+    role = aws.role("meta-role", [{"Effect": "Allow", "Action": ["dynamodb:Describe*", "dynamodb:ListTags*"],
+                                   "Resource": table}])  # fmt: skip
+    dynamodb = aws.function_client("dynamodb", role)
+    dynamodb.describe_time_to_live(TableName="encrypted")
+    dynamodb.describe_continuous_backups(TableName="encrypted")
+    dynamodb.list_tags_of_resource(ResourceArn=table)
+
+
+# Lambda's trust in the execution role -------------------------------------------------------------------
+TRUST_IOT = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})  # fmt: skip
+
+
+def test_lambda_refuses_an_execution_role_it_cannot_assume_at_create_update_and_invoke(in_process: Any) -> None:
+    lam = boto3.client("lambda", region_name=REGION)
+    iot_only = in_process.create_role(RoleName="iot-only", AssumeRolePolicyDocument=TRUST_IOT)["Role"]["Arn"]
+    lambda_role = in_process.create_role(RoleName="fn", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    code = {"ZipFile": zipped("def handler(e, c): return e")}
+
+    refused = denied(lambda: lam.create_function(FunctionName="f", Runtime="python3.11", Role=iot_only,
+                                                  Handler="index.handler", Code=code))  # fmt: skip
+    assert code_and_status(refused) == ("InvalidParameterValueException", 400)
+    assert refused.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    assert lam.list_functions()["Functions"] == []
+
+    lam.create_function(FunctionName="f", Runtime="python3.11", Role=lambda_role, Handler="index.handler", Code=code)
+    refused = denied(lambda: lam.update_function_configuration(FunctionName="f", Role=iot_only))
+    assert code_and_status(refused) == ("InvalidParameterValueException", 400)
+    missing = denied(lambda: lam.update_function_configuration(FunctionName="f", Role=f"{iot_only}-gone"))
+    assert missing.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    assert lam.get_function_configuration(FunctionName="f")["Role"] == lambda_role  # unchanged
+
+    in_process.update_assume_role_policy(RoleName="fn", PolicyDocument=TRUST_IOT)  # Lambda no longer may
+    failed = denied(lambda: lam.invoke(FunctionName="f", Payload=b"{}"))
+    assert code_and_status(failed) == ("AccessDeniedException", 403)
+    assert failed.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
+    in_process.update_assume_role_policy(RoleName="fn", PolicyDocument=TRUST_LAMBDA)
+    lam.update_function_configuration(FunctionName="f", Role=lambda_role, Timeout=5)  # a role it can assume
+
+
+# Permissions boundaries, moto's reset, the IAM lock ----------------------------------------------------
+def test_a_permissions_boundary_limits_what_the_roles_policies_allow(in_process: Any) -> None:
+    def managed(name: str, statements: list[dict[str, Any]]) -> str:
+        document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+        return str(in_process.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"])
+
+    boundary = managed("only-logs", [{"Effect": "Allow", "Action": ["logs:*", "dynamodb:GetItem"], "Resource": "*"},
+                                     {"Effect": "Deny", "Action": "logs:DeleteLogGroup", "Resource": "*"}])  # fmt: skip
+    arn = in_process.create_role(RoleName="bounded", AssumeRolePolicyDocument=TRUST_LAMBDA,
+                                 PermissionsBoundary=boundary)["Role"]["Arn"]  # fmt: skip
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["dynamodb:*", "logs:*"],
+                                                          "Resource": "*"}]}  # fmt: skip
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
+    caller = AssumedRole(arn, "f")
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:g"
+
+    def decide(action: str, resource: str = TABLE_ARN) -> str:
+        decision = AUTHORITY.authorize(caller, action, resource)
+        return "allowed" if decision.allowed else AUTHORITY.denial(caller, action, resource, decision)
+
+    assert decide("dynamodb:GetItem") == "allowed"  # both allow
+    assert decide("dynamodb:DeleteTable").endswith(
+        f"on resource: {TABLE_ARN} because no permissions boundary allows the dynamodb:DeleteTable action"
+    )
+    assert decide("logs:CreateLogGroup", group) == "allowed"
+    assert decide("logs:DeleteLogGroup", group).endswith("with an explicit deny in a permissions boundary")
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}]}
+    ))  # fmt: skip
+    assert decide("logs:CreateLogGroup", group).endswith("because no identity-based policy allows the "
+                                                         "logs:CreateLogGroup action")  # fmt: skip
+
+    in_process.delete_role_permissions_boundary(RoleName="bounded")
+    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
+    assert decide("dynamodb:DeleteTable") == "allowed"  # no boundary: the role's policies alone
+    in_process.put_role_permissions_boundary(RoleName="bounded", PermissionsBoundary=boundary)
+    assert decide("dynamodb:DeleteTable") != "allowed"
+
+
+def test_mutos_reset_empties_the_decision_cache(aws: LocalAws) -> None:
+    role = aws.role("reset-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": TABLE_ARN}])
+    dynamodb = aws.function_client("dynamodb", role)
+    dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}})  # allowed, and cached
+
+    reset(aws.endpoint)
+    aws.client("dynamodb").create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}}))  # no such role now
+    aws.role("reset-role", [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN}])
+    denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}}))
+
+
+def test_a_policy_read_waits_for_an_iam_write_in_progress(in_process: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto server writes IAM on its request threads; the sandbox reads a role's policies only between
+    writes, never in the middle of one."""
+    import threading
+
+    from moto.iam.models import Role
+
+    arn = in_process.create_role(RoleName="locked", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    writing, finish = threading.Event(), threading.Event()
+    put_policy = Role.put_policy
+
+    def slow_put_policy(role: Any, name: str, document: str) -> None:
+        role.policies[name] = json.dumps({"Statement": []})  # half-written: what a reader must never see
+        writing.set()
+        finish.wait(10)
+        put_policy(role, name, document)
+
+    monkeypatch.setattr(Role, "put_policy", slow_put_policy)
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    writer = threading.Thread(target=lambda: in_process.put_role_policy(
+        RoleName="locked", PolicyName="p", PolicyDocument=json.dumps(allow)))  # fmt: skip
+    writer.start()
+    assert writing.wait(10)
+    seen: list[bool] = []
+    reader = threading.Thread(
+        target=lambda: seen.append(
+            AUTHORITY.authorize(AssumedRole(arn, "s"), "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
+        )
+    )
+    reader.start()
+    reader.join(0.5)
+    still_waiting = reader.is_alive()
+    finish.set()
+    writer.join(10)
+    reader.join(10)
+    assert still_waiting and seen == [True]  # it waited for the write, then saw all of it

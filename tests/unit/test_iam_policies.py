@@ -265,3 +265,57 @@ def test_denial_messages_take_aws_form() -> None:
 def test_wildcards_treat_regular_expression_characters_literally() -> None:
     assert wildcard_match("a+b(c)[d]", "a+b(c)[d]")
     assert not wildcard_match("a+b", "aab")
+
+
+# Set operators (reference_policies_condition-single-vs-multi-valued-context-keys.html) -----------------
+@pytest.mark.parametrize(
+    ("operator", "absent", "expected"),
+    [
+        ("ForAllValues:StringEquals", ABSENT, True),  # "returns true if there are no context keys in the request"
+        ("ForAllValues:StringEquals", [], True),  # "... or if the context key value resolves to a null dataset"
+        ("ForAllValues:StringNotEquals", ABSENT, True),
+        ("ForAnyValue:StringEquals", ABSENT, False),  # "returns false if there are no context keys"
+        ("ForAnyValue:StringEquals", [], False),
+        ("ForAnyValue:StringNotEquals", ABSENT, False),
+        ("ForAnyValue:StringEqualsIfExists", ABSENT, True),  # IfExists: a missing key makes it true
+        ("ForAllValues:StringEqualsIfExists", ABSENT, True),
+    ],
+)
+def test_set_operators_on_a_key_the_request_does_not_hold(operator: str, absent: Any, expected: bool) -> None:
+    condition = {operator: {"aws:CalledVia": ["athena.amazonaws.com"]}}
+    assert allowed([allow("*", Condition=condition)], "dynamodb:GetItem", TABLE, **{"aws:CalledVia": absent}) is (
+        expected
+    )
+
+
+def test_a_deny_with_for_all_values_on_an_absent_key_applies() -> None:
+    statements = [allow("*"), deny("dynamodb:*", Condition={
+        "ForAllValues:StringEquals": {"aws:CalledVia": ["cloudformation.amazonaws.com"]},
+    })]  # fmt: skip
+    decision = decide(statements, "dynamodb:DeleteTable", TABLE, **{"aws:CalledVia": ABSENT})
+    assert not decision.allowed and decision.explicit_deny
+
+
+@pytest.mark.parametrize(
+    ("operator", "policy_values", "request_values", "expected"),
+    [
+        # negated operators apply to each request value: "owner" matches none of [team, env]
+        ("ForAnyValue:StringNotEquals", ["team", "env"], ["team", "owner"], True),
+        ("ForAnyValue:StringNotEquals", ["team", "env"], ["team", "env"], False),
+        ("ForAnyValue:StringNotEquals", ["a", "b"], ["a", "c"], True),
+        ("ForAllValues:StringNotEquals", ["secret"], ["secret", "team"], False),  # "secret" is in the set
+        ("ForAllValues:StringNotEquals", ["secret"], ["team", "env"], True),
+        ("ForAnyValue:StringNotLike", ["team*"], ["team-a", "owner"], True),
+        ("ForAllValues:StringNotLike", ["team*"], ["team-a", "owner"], False),
+        ("ForAnyValue:StringEquals", ["team", "env"], ["owner", "env"], True),
+        ("ForAllValues:StringEquals", ["team", "env"], ["owner", "env"], False),
+        ("ForAllValues:StringEquals", ["team", "env"], ["team", "env"], True),
+    ],
+)
+def test_set_operators_compare_each_request_value(
+    operator: str, policy_values: list[str], request_values: list[str], expected: bool
+) -> None:
+    condition = {operator: {"aws:TagKeys": policy_values}}
+    assert allowed([allow("*", Condition=condition)], "iam:TagRole", "*", **{"aws:TagKeys": request_values}) is (
+        expected
+    )

@@ -324,3 +324,41 @@ def test_delete_thing_group_with_child_groups_is_refused_with_awss_message(iot: 
     iot.delete_thing_group(thingGroupName="sensors")
     iot.delete_thing_group(thingGroupName="fleet")
     assert iot.list_thing_groups()["thingGroups"] == []
+
+
+def test_create_thing_again_returns_the_thing_with_the_same_configuration_and_refuses_another(iot: Any) -> None:
+    iot.create_thing_type(thingTypeName="sensor")
+    iot.create_thing_type(thingTypeName="gateway")
+    first = iot.create_thing(thingName="dev-1", thingTypeName="sensor", attributePayload={"attributes": {"a": "1"}})
+    again = iot.create_thing(thingName="dev-1", thingTypeName="sensor", attributePayload={"attributes": {"a": "1"}})
+    assert {k: again[k] for k in ("thingName", "thingArn", "thingId")} == {
+        k: first[k] for k in ("thingName", "thingArn", "thingId")
+    }  # the existing thing, as AWS answers an identical CreateThing
+
+    other = "Thing dev-1 already exists in account with different attributes"
+    for change in (
+        {"attributePayload": {"attributes": {"b": "2"}}},  # other attributes, no type
+        {"thingTypeName": "sensor", "attributePayload": {"attributes": {"a": "2"}}},
+        {"thingTypeName": "sensor", "attributePayload": {"attributes": {"a": "1", "b": "2"}}},
+        {"thingTypeName": "gateway", "attributePayload": {"attributes": {"a": "1"}}},  # another type
+        {"attributePayload": {"attributes": {"a": "1"}}},  # no type
+        {"thingTypeName": "sensor"},  # no attributes
+    ):
+        assert refused(iot.create_thing, thingName="dev-1", **change) == (409, "ResourceAlreadyExistsException", other)
+
+    described = iot.describe_thing(thingName="dev-1")  # unchanged by the refused calls
+    assert (described["thingId"], described["thingTypeName"], described["attributes"]) == (
+        first["thingId"], "sensor", {"a": "1"},
+    )  # fmt: skip
+    bare = iot.create_thing(thingName="dev-2")
+    assert iot.create_thing(thingName="dev-2", attributePayload={"attributes": {}})["thingId"] == bare["thingId"]
+
+
+def test_the_fleet_service_meets_the_same_rule_for_an_existing_thing(iot: Any) -> None:
+    account = LocalAccount("us-east-1")
+    first = account.create_thing("dev-1", None, {"serialNumber": "SN-1"})
+    assert account.create_thing("dev-1", None, {"serialNumber": "SN-1"}).thing_id == first.thing_id
+    with pytest.raises(AwsError) as error:
+        account.create_thing("dev-1", None, {"serialNumber": "SN-2"})
+    assert (error.value.status, error.value.code) == (409, "ResourceAlreadyExistsException")
+    assert iot.describe_thing(thingName="dev-1")["attributes"] == {"serialNumber": "SN-1"}

@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +38,20 @@ def iot() -> Iterator[Any]:
         yield boto3.client("iot", region_name="us-east-1")
 
 
+def execution_role(name: str) -> str:
+    """A role Lambda may assume (Lambda refuses any other as a function's execution role)."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"},
+    ]}  # fmt: skip
+    iam = boto3.client("iam", region_name="us-east-1")
+    return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
+
+
 def function(name: str, code: str, timeout: int = 3, env: dict[str, str] | None = None) -> str:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as package:
         package.writestr("app.py", code)
-    iam = boto3.client("iam", region_name="us-east-1")
-    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    role = execution_role(f"{name}-role")
     created = boto3.client("lambda", region_name="us-east-1").create_function(
         FunctionName=name, Runtime="python3.13", Role=role, Handler="app.handler", Timeout=timeout,
         Code={"ZipFile": archive.getvalue()}, Environment={"Variables": env or {}},
@@ -154,6 +163,42 @@ def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(
     assert response["FunctionError"] and error["errorType"] == "ValueError" and error["errorMessage"] == "no"
     response, timed_out = invoke("slow", {})
     assert response["FunctionError"] and "timed out after 1.00 seconds" in timed_out["errorMessage"]
+
+
+def test_a_changed_configuration_stops_the_old_configurations_workers(
+    iot: Any, local_pool: lambda_runtime.WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role change (or code, environment) makes a new configuration with workers of its own; the old
+    one's idle workers stop at the function's next invocation, and a busy one when it finishes."""
+    started: list[lambda_runtime.Worker] = []
+    worker_class = lambda_runtime.Worker
+
+    class Recorded(worker_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(lambda_runtime, "Worker", Recorded)
+    code = "import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return event\n"
+    function("echo", code)
+    lam = boto3.client("lambda", region_name="us-east-1")
+    invoke("echo", {"n": 1})
+    (first,) = started
+
+    lam.update_function_configuration(FunctionName="echo", Role=execution_role("echo-role-2"))
+    invoke("echo", {"n": 2})
+
+    assert len(started) == 2 and not first.alive()  # the old idle worker is stopped, not kept
+    busy = threading.Thread(target=invoke, args=("echo", {"sleep": 1.5}))
+    busy.start()
+    time.sleep(0.5)  # the second configuration's worker is busy now
+    lam.update_function_configuration(FunctionName="echo", Environment={"Variables": {"CHANGED": "1"}})
+    invoke("echo", {"n": 3})
+    busy.join(10)
+
+    assert len(started) == 3 and not started[1].alive()  # stopped when it finished, not put back idle
+    assert [worker.alive() for worker in started] == [False, False, True]
+    assert sum(len(idle) for idle in local_pool._idle.values()) == 1
 
 
 def test_a_retried_add_permission_leaves_one_statement_and_a_clashing_one_is_refused(iot: Any) -> None:
