@@ -27,6 +27,7 @@ from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
+from sandbox.local_aws.faults import DropConnection, FaultSwitch
 
 REMEMBERED = 4096
 TERRAFORM_AGENT = "terraform-provider-aws/"  # in the provider's User-Agent
@@ -141,6 +142,9 @@ class KeepAliveRequestHandler(MotoRequestHandler):
             environ["CONTENT_LENGTH"] = str(len(body))  # was chunked: now a body of known length
         try:
             status, headers, data = _call(self.server.app, environ)
+        except DropConnection:  # the fault switch's lost answer: the request was applied, no answer goes out
+            self.close_connection = True
+            return
         except Exception:  # noqa: BLE001 - the client gets a 500, the log the traceback
             self.server.log("error", f"Error on request {self.command} {self.path}:\n{traceback.format_exc()}")
             status, headers, data = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error"
@@ -244,7 +248,7 @@ class HealthEndpoint:
 def serve(port: int, report: Callable[[], dict[str, Any]]) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
     remember_action_methods()
-    app = HealthEndpoint(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app))), report)
+    app = HealthEndpoint(FaultSwitch(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))), report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server
