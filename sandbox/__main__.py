@@ -11,6 +11,11 @@
   python -m sandbox trust     add the sandbox CA to the system trust store (root), so clients that
                               trust only the system store (AWS's SDK samples) connect to the broker
   python -m sandbox untrust   remove it again (--all: every sandbox CA `trust` added on this machine)
+  python -m sandbox fault registry <mode> [--table NAME] [--operations GetItem,UpdateItem,...]
+                              make the device registry (DynamoDB over HTTP) fail on demand; modes:
+                              unavailable, slow=<seconds>, throttle, lose-answer (`fault --help`)
+  python -m sandbox fault clear
+                              end it (`status` shows a fault that is set)
 
 The endpoint is SandboxEndpoint (cdktf.json context or environment, default http://127.0.0.1:4566),
 the broker's port SandboxMqttPort (default 8883); state, logs and Lambda code live in
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.iot_data_plane.broker_plugin import build as plugin
+from sandbox.local_aws import faults
 from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
 
 READY_TIMEOUT = 60.0
@@ -324,6 +330,14 @@ def status() -> int:
         print(
             f"sandbox: up at {state.endpoint} (pid {state.pid}, {_rss_mb(state.pid):.0f} MB), state in {sandbox_dir()}"
         )
+        try:
+            active = faults.request(state.endpoint, "GET")
+        except (OSError, ValueError):
+            active = {}
+        if active.get("fault"):
+            acted = ", ".join(f"{op} {n}" for op, n in sorted(active.get("affected", {}).items())) or "none yet"
+            print(f"sandbox: fault: {active['fault']['description']}; requests affected: {acted}"
+                  " (end it with `python -m sandbox fault clear`)")  # fmt: skip
         return 0
     print(f"sandbox: down: {why_down()}")
     print("Start it with `make sandbox-up` (or `pipenv run python -m sandbox up`).")
@@ -424,10 +438,14 @@ COMMANDS = {"up": up, "down": down, "status": status, "env": env, "build": build
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fault"]:  # its own arguments (sandbox.local_aws.faults)
+        state = SandboxState.load()
+        return faults.main(argv[1:], state.endpoint if state and _ours(state.pid) else endpoint())
     parser = argparse.ArgumentParser(
         prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=list(COMMANDS))
+    parser.add_argument("command", choices=[*COMMANDS, "fault"])
     parser.add_argument("--all", action="store_true", help="untrust: every sandbox CA `trust` added, not only this one")
     args = parser.parse_args(argv)
     try:

@@ -97,6 +97,15 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     lambda_runtime.install(pool)
     started.append(pool.stop)
 
+    from sandbox.local_aws import cloudwatch_alarms, cloudwatch_metrics
+    from sandbox.state import clock_scale
+
+    cloudwatch_metrics.install()  # EMF extraction and the metric index, before anything logs
+    cloudwatch_alarms.install()
+    evaluator = cloudwatch_alarms.AlarmEvaluator(clock_scale())
+    evaluator.start()
+    started.append(evaluator.stop)
+
     from sandbox.local_aws.http_front import serve
 
     server = serve(args.port, health.report)

@@ -1,14 +1,25 @@
-"""Alerts and the dashboard (MonitoringEnabled): the recipe's default alerts into an encrypted SNS topic."""
+"""Alerts and the dashboard (MonitoringEnabled): alarms that can fire, into an encrypted SNS topic.
+
+Each alarm watches a metric its source actually publishes with exactly these dimensions (CloudWatch
+matches the whole dimension set): IoT's RegisterThingFailed by TemplateName, Lambda's Errors by
+FunctionName, the hook's own ProvisioningErrors (its embedded metrics; it catches every exception,
+so Lambda never counts a registry outage), and DynamoDB's Read/WriteThrottleEvents by TableName
+(its ThrottledRequests carries an Operation dimension too). The sandbox evaluates them all.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdktf_cdktf_provider_aws.cloudwatch_dashboard import CloudwatchDashboard
-from cdktf_cdktf_provider_aws.cloudwatch_metric_alarm import CloudwatchMetricAlarm
+from cdktf_cdktf_provider_aws.cloudwatch_metric_alarm import (
+    CloudwatchMetricAlarm,
+    CloudwatchMetricAlarmMetricQuery,
+    CloudwatchMetricAlarmMetricQueryMetric,
+)
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from cdktf_cdktf_provider_aws.sns_topic import SnsTopic
 from cdktf_cdktf_provider_aws.sns_topic_subscription import SnsTopicSubscription
@@ -18,14 +29,29 @@ FIVE_MINUTES = 300
 
 
 @dataclass(frozen=True)
+class Metric:
+    namespace: str
+    name: str
+    dimensions: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Alarm:
+    """One alarm: the Sum of a metric over five minutes, or of a metric-math expression over metrics
+    (each referred to by its id), compared with a threshold. The description says what happened
+    and what to do: it is the first line an operator reads in the notification."""
+
     name: str
     description: str
-    namespace: str
-    metric: str
-    dimensions: Mapping[str, str]
     threshold: float
+    metric: Metric | None = None
+    expression: str = ""
+    metrics: Mapping[str, Metric] = field(default_factory=dict)
     comparison: str = "GreaterThanThreshold"
+
+    def __post_init__(self) -> None:
+        if (self.metric is None) == (not self.expression):
+            raise ValueError(f"alarm {self.name}: give either a metric or an expression over metrics")
 
 
 class Monitoring(Construct):
@@ -51,58 +77,54 @@ class Monitoring(Construct):
         alarms = [
             Alarm(
                 "provisioning-failures",
-                "High provisioning failures: more than 5 RegisterThing failures in 5 minutes",
-                "AWS/IoT",
-                "RegisterThingFailed",
-                {"TemplateName": template_name},
+                "More than 5 RegisterThing requests failed in 5 minutes: devices are being refused. Check the "
+                "hook's denials by Reason on the dashboard and in its log group: NOT_ENROLLED or DEVICE_TYPE_MISMATCH "
+                "bursts mean a manifest not enrolled or someone probing with the claim certificate; REGISTRY_ERROR "
+                "means the registry is failing (see hook-denied-on-errors).",
                 5,
+                Metric("AWS/IoT", "RegisterThingFailed", {"TemplateName": template_name}),
             ),
             Alarm(
                 "hook-errors",
-                "The pre-provisioning hook raised errors (devices are being denied)",
-                "AWS/Lambda",
-                "Errors",
-                {"FunctionName": hook_function_name},
+                "The pre-provisioning hook crashed, timed out or failed to start (Lambda Errors), so IoT denied the "
+                "devices it was answering. Read the hook's log group for the traceback or 'Task timed out', check "
+                "its last deployment and that it answers within IoT's 5 s; roll back if a release caused it.",
                 0,
+                Metric("AWS/Lambda", "Errors", {"FunctionName": hook_function_name}),
+            ),
+            Alarm(
+                "hook-denied-on-errors",
+                "The hook denied devices because it could not decide (Reason REGISTRY_ERROR or INTERNAL_ERROR): "
+                "the registry table, its KMS key or the hook itself is failing, and enrolled devices are refused "
+                "(the hook fails closed, so Lambda Errors stay 0). Find the error in the hook's log lines with those "
+                "reasons, check the table, the key and the hook role's permissions; refused devices can retry after.",
+                0,
+                Metric(metrics_namespace, "ProvisioningErrors", {}),
             ),
             Alarm(
                 "registry-events-errors",
-                "The registry-events function failed: devices may stay in 'provisioning'",
-                "AWS/Lambda",
-                "Errors",
-                {"FunctionName": events_function_name},
+                "The registry-events function failed (Lambda Errors): devices it did not finish stay 'provisioning' "
+                "in the registry without their initial shadow. Read its log group for the error; once fixed, find "
+                "the devices left 'provisioning' (the table's status-index) and finish or re-provision them.",
                 0,
+                Metric("AWS/Lambda", "Errors", {"FunctionName": events_function_name}),
             ),
             Alarm(
                 "registry-throttling",
-                "The device registry table throttled requests",
-                "AWS/DynamoDB",
-                "ThrottledRequests",
-                {"TableName": table_name},
+                "The device registry table throttled reads or writes (Read/WriteThrottleEvents): the hook denies "
+                "devices with REGISTRY_ERROR while it lasts. Check the table's consumed capacity for a hot key or a "
+                "bulk job (enrollment, scans) running against it, and slow that job down.",
                 0,
+                # DynamoDB publishes throttle metrics only while it throttles, and alarms on AWS/DynamoDB always
+                # ignore missing data: FILL makes the quiet periods 0, so the alarm returns to OK.
+                expression="FILL(reads, 0) + FILL(writes, 0)",
+                metrics={
+                    "reads": Metric("AWS/DynamoDB", "ReadThrottleEvents", {"TableName": table_name}),
+                    "writes": Metric("AWS/DynamoDB", "WriteThrottleEvents", {"TableName": table_name}),
+                },
             ),
         ]
-        self.alarms = {
-            alarm.name: CloudwatchMetricAlarm(
-                self,
-                alarm.name,
-                alarm_name=f"{prefix}-{alarm.name}",
-                alarm_description=alarm.description,
-                namespace=alarm.namespace,
-                metric_name=alarm.metric,
-                dimensions=dict(alarm.dimensions),
-                statistic="Sum",
-                period=FIVE_MINUTES,
-                evaluation_periods=1,
-                threshold=alarm.threshold,
-                comparison_operator=alarm.comparison,
-                treat_missing_data="notBreaching",
-                actions_enabled=True,
-                alarm_actions=[self.topic.arn],
-                ok_actions=[self.topic.arn],
-            )
-            for alarm in alarms
-        }
+        self.alarms = {alarm.name: self._alarm(prefix, alarm) for alarm in alarms}
         self.dashboard = CloudwatchDashboard(
             self,
             "dashboard",
@@ -112,6 +134,46 @@ class Monitoring(Construct):
                     region, template_name, table_name, hook_function_name, events_function_name, metrics_namespace
                 )
             ),
+        )
+
+    def _alarm(self, prefix: str, alarm: Alarm) -> CloudwatchMetricAlarm:
+        if alarm.metric is not None:
+            watched: dict[str, Any] = {
+                "namespace": alarm.metric.namespace,
+                "metric_name": alarm.metric.name,
+                "dimensions": dict(alarm.metric.dimensions) or None,
+                "statistic": "Sum",
+                "period": FIVE_MINUTES,
+            }
+        else:
+            queries = [
+                CloudwatchMetricAlarmMetricQuery(id="total", expression=alarm.expression, label=alarm.name,
+                                                 return_data=True)
+            ] + [
+                CloudwatchMetricAlarmMetricQuery(
+                    id=query_id,
+                    metric=CloudwatchMetricAlarmMetricQueryMetric(
+                        namespace=metric.namespace, metric_name=metric.name, dimensions=dict(metric.dimensions),
+                        period=FIVE_MINUTES, stat="Sum",
+                    ),
+                    return_data=False,
+                )
+                for query_id, metric in alarm.metrics.items()
+            ]  # fmt: skip
+            watched = {"metric_query": queries}
+        return CloudwatchMetricAlarm(
+            self,
+            alarm.name,
+            alarm_name=f"{prefix}-{alarm.name}",
+            alarm_description=alarm.description,
+            evaluation_periods=1,
+            threshold=alarm.threshold,
+            comparison_operator=alarm.comparison,
+            treat_missing_data="notBreaching",
+            actions_enabled=True,
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            **watched,
         )
 
 
@@ -135,6 +197,7 @@ def _dashboard(region: str, template: str, table: str, hook: str, events: str, n
                     ["AWS/IoT", "CreateKeysAndCertificateFailed"],
                     ["AWS/IoT", "CreateCertificateFromCsrFailed"],
                     [namespace, "ProvisioningRequests", "Decision", "allow", "Reason", "ALLOWED"],
+                    [namespace, "ProvisioningErrors"],
                 ],
                 0,
                 0,
@@ -170,7 +233,17 @@ def _dashboard(region: str, template: str, table: str, hook: str, events: str, n
                 [
                     ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName", table],
                     ["AWS/DynamoDB", "ConsumedReadCapacityUnits", "TableName", table],
-                    ["AWS/DynamoDB", "ThrottledRequests", "TableName", table],
+                    ["AWS/DynamoDB", "ReadThrottleEvents", "TableName", table],
+                    ["AWS/DynamoDB", "WriteThrottleEvents", "TableName", table],
+                    [
+                        {
+                            # ThrottledRequests exists only per TableName and Operation: one line per operation.
+                            "expression": 'SEARCH(\'{AWS/DynamoDB,TableName,Operation} MetricName="ThrottledRequests" '
+                            f"TableName=\"{table}\"', 'Sum', {FIVE_MINUTES})",
+                            "id": "throttled",
+                            "label": "throttled requests",
+                        }
+                    ],
                 ],
                 12,
                 6,

@@ -4,7 +4,8 @@ IoT calls it with the device's RegisterThing parameters and waits at most 5 s fo
 ``{"allowProvisioning": bool, "parameterOverrides": {...}}``; anything else denies the device.
 The handler is thin: validate the event, decide, make the one conditional registry write, answer.
 Every path that is not a clean allow denies (fail closed) and logs one JSON line with the reason,
-which is also an embedded-metric-format record (counts by decision, reason and device type).
+which is also an embedded-metric-format record (counts by decision, reason and device type, and
+ProvisioningErrors: 1 when the hook denied because the registry or the hook itself failed).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ DECOMMISSIONED = "DECOMMISSIONED"
 NOT_ENROLLABLE = "NOT_ENROLLABLE"
 REGISTRY_ERROR = "REGISTRY_ERROR"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+
+# Denials because the hook could not decide (the registry or the hook itself failed), not because of
+# the device: counted as ProvisioningErrors, which an alarm watches (Lambda's Errors never sees them).
+ERROR_REASONS = frozenset({REGISTRY_ERROR, INTERNAL_ERROR})
 
 STATUS_REASONS = {
     "provisioning": PROVISIONING_IN_PROGRESS,
@@ -317,6 +322,7 @@ def log_decision(
         "claimCertificateId": request.claim_certificate_id if request else None,
         "durationMs": round(elapsed_ms, 1),
         "ProvisioningRequests": 1,
+        "ProvisioningErrors": 1 if decision.reason in ERROR_REASONS else 0,
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
@@ -324,7 +330,14 @@ def log_decision(
                     "Namespace": settings.metrics_namespace,
                     "Dimensions": [["Decision", "Reason"], ["Decision", "DeviceType"]],
                     "Metrics": [{"Name": "ProvisioningRequests", "Unit": "Count"}],
-                }
+                },
+                {
+                    # One series for the whole hook (0 or 1 per decision): an alarm on it needs no
+                    # dimension values and sees a registry or KMS outage whatever the devices send.
+                    "Namespace": settings.metrics_namespace,
+                    "Dimensions": [[]],
+                    "Metrics": [{"Name": "ProvisioningErrors", "Unit": "Count"}],
+                },
             ],
         },
     }

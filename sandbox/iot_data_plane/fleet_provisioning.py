@@ -27,6 +27,7 @@ from awsiot import mqtt_connection_builder
 from sandbox.iot_data_plane import template_engine
 from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
+from sandbox.local_aws import cloudwatch_metrics
 from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
 from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
 from sandbox.local_aws.iam_requests import log_stream_arn
@@ -186,6 +187,9 @@ class FleetProvisioningService:
         except Exception as error:  # noqa: BLE001 - a device always gets an answer
             answer_topic = f"{request_topic}/rejected"
             body = {"statusCode": 500, "errorCode": "InternalFailure", "errorMessage": str(error)[:300]}
+        if answer_topic:  # AWS/IoT's RegisterThingFailed and certificate metrics, 0 or 1 per call
+            cloudwatch_metrics.iot_request_answered(self.account.account_id, self.account.region, request_topic,
+                                                    answer_topic)  # fmt: skip
         if answer_topic and self.connection is not None:
             # QoS 0 to the device as well: a QoS 1 answer makes the device send a PUBACK that mosquitto
             # has nothing to reply to, so its kernel delays the ACK, and the device's next packet (the

@@ -27,6 +27,7 @@ from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
+from sandbox.local_aws.faults import DropConnection, FaultSwitch
 from sandbox.local_aws.iam_requests import FunctionCallsChecked
 
 REMEMBERED = 4096
@@ -142,6 +143,9 @@ class KeepAliveRequestHandler(MotoRequestHandler):
             environ["CONTENT_LENGTH"] = str(len(body))  # was chunked: now a body of known length
         try:
             status, headers, data = _call(self.server.app, environ)
+        except DropConnection:  # the fault switch's lost answer: the request was applied, no answer goes out
+            self.close_connection = True
+            return
         except Exception:  # noqa: BLE001 - the client gets a 500, the log the traceback
             self.server.log("error", f"Error on request {self.command} {self.path}:\n{traceback.format_exc()}")
             status, headers, data = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error"
@@ -245,8 +249,9 @@ class HealthEndpoint:
 def serve(port: int, report: Callable[[], dict[str, Any]]) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
     remember_action_methods()
-    # A function's request is checked against its role before anything answers it (the fast path included).
-    local_aws = FunctionCallsChecked(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app))))
+    # A function's request is checked against its role before anything answers it (the fast path included);
+    # an injected fault (python -m sandbox fault) then stands in for the service itself.
+    local_aws = FunctionCallsChecked(FaultSwitch(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))))
     app = HealthEndpoint(local_aws, report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()

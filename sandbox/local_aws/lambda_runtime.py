@@ -26,6 +26,7 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
+from sandbox.local_aws import lambda_invocations
 from sandbox.local_aws.iam_enforcement import AUTHORITY
 from sandbox.state import ROOT
 
@@ -218,7 +219,9 @@ def install(pool: WorkerPool) -> None:
         self.logs_backend.ensure_log_group(self.logs_group_name)
         if isinstance(event, (str, bytes)):
             event = json.loads(event or "{}")
-        payload, errored, logs = pool.invoke(self, event if event is not None else {})
+        with lambda_invocations.invocation(self) as outcome:  # throttling and AWS/Lambda metrics
+            payload, errored, logs = pool.invoke(self, event if event is not None else {})
+            outcome.ended(errored, payload, logs)
         if logs:
             self.save_logs(logs)
         return payload, errored, logs

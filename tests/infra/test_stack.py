@@ -365,10 +365,16 @@ def test_every_checkov_acknowledgement_carries_a_reason(synth: Synth) -> None:
                 assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]) and len(skip["comment"]) > 20
 
 
+def alarms_by_name(synth: Synth) -> dict[str, dict[str, Any]]:
+    prefix = f"{synth.config.prefix}-"
+    return {a["alarm_name"].removeprefix(prefix): a for a in synth.resources("aws_cloudwatch_metric_alarm").values()}
+
+
 def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
-    alarms = {a["alarm_name"]: a for a in synth.resources("aws_cloudwatch_metric_alarm").values()}
-    prefix = synth.config.prefix
-    failures = alarms[f"{prefix}-provisioning-failures"]
+    alarms = alarms_by_name(synth)
+    assert set(alarms) == {"provisioning-failures", "hook-errors", "hook-denied-on-errors", "registry-events-errors",
+                           "registry-throttling"}  # fmt: skip
+    failures = alarms["provisioning-failures"]
     assert (failures["namespace"], failures["metric_name"]) == ("AWS/IoT", "RegisterThingFailed")
     assert (failures["threshold"], failures["period"], failures["comparison_operator"]) == (
         5,
@@ -380,16 +386,80 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
             "aws_iot_provisioning_template", synth.one("aws_iot_provisioning_template"), "name"
         )
     }
-    assert {f"{prefix}-hook-errors", f"{prefix}-registry-events-errors", f"{prefix}-registry-throttling"} <= set(alarms)
     topic = synth.one("aws_sns_topic")
     assert topic["kms_master_key_id"].startswith("${aws_kms_key.")
-    assert all(a["alarm_actions"] == [synth.reference("aws_sns_topic", topic, "arn")] for a in alarms.values())
+    for alarm in alarms.values():
+        assert alarm["alarm_actions"] == alarm["ok_actions"] == [synth.reference("aws_sns_topic", topic, "arn")]
     assert synth.resources("aws_sns_topic_subscription") == {}  # no AlertEmail given
-    assert synth.one("aws_cloudwatch_dashboard")["dashboard_name"] == f"{prefix}-provisioning"
+    assert synth.one("aws_cloudwatch_dashboard")["dashboard_name"] == f"{synth.config.prefix}-provisioning"
     # MonitoringEnabled=false: no alarms, topic or dashboard; the log groups stay.
     for kind in ("aws_cloudwatch_metric_alarm", "aws_sns_topic", "aws_cloudwatch_dashboard"):
         assert variant.resources(kind) == {}
     assert len(variant.resources("aws_cloudwatch_log_group")) == 4  # audit trail and the three functions
+
+
+def test_every_alarm_says_what_happened_and_what_to_do(synth: Synth) -> None:
+    for name, alarm in alarms_by_name(synth).items():
+        description = alarm["alarm_description"]
+        assert 80 <= len(description) <= 1024, name  # CloudWatch takes at most 1,024 characters
+        assert any(verb in description for verb in ("Check", "Read", "Find")), name  # an instruction, not a label
+
+
+def test_registry_throttling_watches_the_throttle_events_dynamodb_publishes_per_table(synth: Synth) -> None:
+    """DynamoDB publishes ThrottledRequests per TableName *and* Operation only, and Read/WriteThrottleEvents
+    per TableName; an alarm on AWS/DynamoDB ignores missing data, so the quiet periods are FILLed with 0."""
+    throttling = alarms_by_name(synth)["registry-throttling"]
+    queries = {q["id"]: q for q in throttling["metric_query"]}
+    (returned,) = [q for q in queries.values() if q.get("return_data")]
+    assert returned["expression"] == "FILL(reads, 0) + FILL(writes, 0)"
+    table = synth.reference("aws_dynamodb_table", synth.one("aws_dynamodb_table"), "name")
+    watched = {(q["metric"]["namespace"], q["metric"]["metric_name"], json.dumps(q["metric"]["dimensions"]))
+               for q in queries.values() if "metric" in q}  # fmt: skip
+    assert watched == {
+        ("AWS/DynamoDB", "ReadThrottleEvents", json.dumps({"TableName": table})),
+        ("AWS/DynamoDB", "WriteThrottleEvents", json.dumps({"TableName": table})),
+    }
+    assert all(q["metric"]["stat"] == "Sum" and q["metric"]["period"] == 300 for q in queries.values() if "metric" in q)
+
+
+def test_the_hooks_error_alarm_watches_a_metric_its_decision_records_carry(
+    synth: Synth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The alarm's namespace, metric and dimensions match what CloudWatch extracts from the hook's own
+    EMF line for a REGISTRY_ERROR denial (with the namespace the stack gives the hook)."""
+    import provisioning_hook
+    from sandbox.local_aws.cloudwatch_metrics import extract_emf
+
+    alarm = alarms_by_name(synth)["hook-denied-on-errors"]
+    hook = synth.named("aws_lambda_function", f"{synth.config.prefix}-provisioning-hook")
+    settings = provisioning_hook.Settings.from_environment(hook["environment"]["variables"])
+    decision = provisioning_hook.Decision(False, provisioning_hook.REGISTRY_ERROR, "the registry is down")
+    provisioning_hook.log_decision(settings, decision, {}, None, 1.0)
+    extracted = extract_emf(capsys.readouterr().out)
+
+    watched = [d for d in extracted if (d.namespace, d.name, d.dimensions) == (
+        alarm["namespace"], alarm["metric_name"], alarm.get("dimensions") or {})]  # fmt: skip
+    assert [d.values for d in watched] == [[1.0]]
+    assert alarm["statistic"] == "Sum" and alarm["threshold"] == 0
+
+
+def test_the_stack_key_lets_cloudwatch_alarms_publish_to_the_encrypted_alert_topic(synth: Synth) -> None:
+    """SNS asks KMS for a data key on the publisher's behalf: without kms:GenerateDataKey and kms:Decrypt
+    for cloudwatch.amazonaws.com in the key policy, AWS drops every alarm notification."""
+    from sandbox.local_aws.key_policy import service_may_use
+
+    key = synth.one("aws_kms_key")
+    assert synth.one("aws_sns_topic")["kms_master_key_id"] == synth.reference("aws_kms_key", key, "arn")
+    (caller,) = synth.stack["data"]["aws_caller_identity"]
+    account = f"${{data.aws_caller_identity.{caller}.account_id}}"  # the deploying account, as Terraform resolves it
+    alarm = f"arn:aws:cloudwatch:us-east-1:{account}:alarm:{synth.config.prefix}-hook-errors"
+    context = {"aws:SourceAccount": account, "aws:SourceArn": alarm}
+
+    allowed, why = service_may_use(key["policy"], "cloudwatch.amazonaws.com", ["kms:GenerateDataKey", "kms:Decrypt"],
+                                   synth.reference("aws_kms_key", key, "arn"), context)  # fmt: skip
+    assert allowed, why
+    other_account = {**context, "aws:SourceAccount": "999999999999"}  # a confused deputy elsewhere may not
+    assert not service_may_use(key["policy"], "cloudwatch.amazonaws.com", ["kms:Decrypt"], "*", other_account)[0]
 
 
 def test_checkov_finds_nothing_unacknowledged(synth: Synth) -> None:

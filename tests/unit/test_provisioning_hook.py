@@ -358,13 +358,40 @@ def test_each_decision_is_one_json_line_carrying_an_embedded_metric(
     allow, deny = log_records(capsys.readouterr().out)
     assert (allow["decision"], allow["reason"], allow["DeviceType"]) == ("allow", "ALLOWED", "temperature-sensor")
     assert (deny["decision"], deny["reason"], deny["DeviceType"]) == ("deny", "DEVICE_TYPE_NOT_ALLOWED", "other")
-    metric = deny["_aws"]["CloudWatchMetrics"][0]
-    assert metric["Namespace"] == "IoTProvisioning/test"
-    assert metric["Metrics"] == [{"Name": "ProvisioningRequests", "Unit": "Count"}]
-    assert deny["ProvisioningRequests"] == 1
-    for dimensions in metric["Dimensions"]:
+    requests, errors = deny["_aws"]["CloudWatchMetrics"]
+    assert requests["Namespace"] == errors["Namespace"] == "IoTProvisioning/test"
+    assert requests["Metrics"] == [{"Name": "ProvisioningRequests", "Unit": "Count"}]
+    assert (errors["Metrics"], errors["Dimensions"]) == ([{"Name": "ProvisioningErrors", "Unit": "Count"}], [[]])
+    assert (deny["ProvisioningRequests"], deny["ProvisioningErrors"]) == (1, 0)  # the device's fault, not ours
+    assert allow["ProvisioningErrors"] == 0
+    for dimensions in requests["Dimensions"]:
         assert all(d in deny for d in dimensions)
     assert "event" not in deny
+
+
+@pytest.mark.parametrize("failure", ["registry", "hook"])
+def test_given_the_hook_cannot_decide_when_it_denies_then_its_record_counts_a_provisioning_error(
+    hook: ModuleType,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    failure: str,
+) -> None:
+    """A registry outage or a bug in the hook denies every device without a Lambda error: the
+    ProvisioningErrors metric in the decision's one line is what an alarm can see."""
+
+    def broken(**kwargs: object) -> None:
+        if failure == "registry":
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "UpdateItem")
+        raise KeyError("bug")
+
+    monkeypatch.setattr(hook._DYNAMODB, "update_item", broken)
+    registry.enroll("SN-0001")
+
+    assert hook.handler(event()) == DENY
+    (record,) = log_records(capsys.readouterr().out)
+    assert record["reason"] == ("REGISTRY_ERROR" if failure == "registry" else "INTERNAL_ERROR")
+    assert (record["ProvisioningRequests"], record["ProvisioningErrors"]) == (1, 1)
 
 
 def test_given_debug_flag_when_deciding_then_log_carries_event_without_certificate(
