@@ -96,3 +96,13 @@ def event(certificate_id: str = "a" * 64, **parameters: str) -> dict[str, Any]:
 
 def log_records(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+LAMBDA_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})  # fmt: skip
+
+
+def lambda_role(name: str) -> str:
+    """An execution role Lambda can assume (the sandbox refuses a function whose role it cannot)."""
+    iam = boto3.client("iam", region_name="us-east-1")
+    return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=LAMBDA_TRUST)["Role"]["Arn"])

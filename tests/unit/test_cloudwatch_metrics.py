@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from sandbox.local_aws import cloudwatch_metrics, lambda_runtime
 from sandbox.local_aws.cloudwatch_metrics import EmfDatum, InvalidEmf, extract_emf
-from tests.unit.support import log_records
+from tests.unit.support import lambda_role, log_records
 
 cloudwatch_metrics.install()
 
@@ -139,8 +139,7 @@ def create(client: Any, name: str, code: str) -> None:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as package:
         package.writestr("app.py", code)
-    iam = boto3.client("iam", region_name="us-east-1")
-    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    role = lambda_role(f"{name}-role")
     client.create_function(FunctionName=name, Runtime="python3.13", Role=role, Handler="app.handler", Timeout=3,
                            Code={"ZipFile": archive.getvalue()})  # fmt: skip
 
