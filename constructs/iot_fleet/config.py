@@ -58,6 +58,7 @@ PARAMETERS = (
     "ClaimCertificateCsrPath",
     "RequireEnrollment",
     "StaleClaimMinutes",
+    "ClaimExpiryWarningDays",
     "DeviceTypeCatalogue",
     "Target",
     "SandboxEndpoint",
@@ -96,6 +97,7 @@ class StackConfig:
     claim_certificate_csr_path: str = ""
     require_enrollment: bool = True
     stale_claim_minutes: int = 10
+    claim_expiry_warning_days: int = 30
     device_type_catalogue: str = ""
     target: str = "sandbox"
     sandbox_endpoint: str = "http://127.0.0.1:4566"
@@ -132,6 +134,12 @@ class StackConfig:
             "StaleClaimMinutes",
             self.stale_claim_minutes,
             "1-60 (minutes after which an unfinished provisioning attempt may be taken over)",
+        )
+        _check(
+            1 <= self.claim_expiry_warning_days <= 3650,
+            "ClaimExpiryWarningDays",
+            self.claim_expiry_warning_days,
+            "1-3650 (days before a claim certificate's expiry its alarm fires)",
         )
         _check(
             bool(_SANDBOX_ENDPOINT.fullmatch(self.sandbox_endpoint)),
@@ -279,6 +287,8 @@ def load_config(
         kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
     if "RequireEnrollment" in values:
         kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
+    if "ClaimExpiryWarningDays" in values:
+        kwargs["claim_expiry_warning_days"] = _integer("ClaimExpiryWarningDays", values["ClaimExpiryWarningDays"])
     if "StaleClaimMinutes" in values:
         kwargs["stale_claim_minutes"] = _integer("StaleClaimMinutes", values["StaleClaimMinutes"])
     if "DeviceTypeCatalogue" in values:

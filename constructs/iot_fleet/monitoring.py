@@ -48,6 +48,7 @@ class Alarm:
     expression: str = ""
     metrics: Mapping[str, Metric] = field(default_factory=dict)
     comparison: str = "GreaterThanThreshold"
+    statistic: str = "Sum"
 
     def __post_init__(self) -> None:
         if (self.metric is None) == (not self.expression):
@@ -68,8 +69,12 @@ class Monitoring(Construct):
         table_name: str,
         hook_function_name: str,
         events_function_name: str,
+        reconciler_function_name: str,
+        claim_certificate_ids: Mapping[str, str],
+        claim_expiry_warning_days: int,
         metrics_namespace: str,
     ) -> None:
+        """`claim_certificate_ids`: each claim certificate's id by a short name for its alarm."""
         super().__init__(scope, id_)
         self.topic = SnsTopic(self, "alerts", name=f"{prefix}-alerts", kms_master_key_id=key.arn)
         if alert_email:
@@ -123,6 +128,27 @@ class Monitoring(Construct):
                     "writes": Metric("AWS/DynamoDB", "WriteThrottleEvents", {"TableName": table_name}),
                 },
             ),
+            Alarm(
+                "reconciler-errors",
+                "The scheduled reconciler failed (Lambda Errors): provisioning attempts that stopped after the hook "
+                "stay 'provisioning' until it runs cleanly, and the fleet metrics and the claim-certificate expiry "
+                "alarm get no new data. Read its log group ('reconciled' lines list the failing items).",
+                0,
+                Metric("AWS/Lambda", "Errors", {"FunctionName": reconciler_function_name}),
+            ),
+            *(
+                Alarm(
+                    f"{name}-expiry",
+                    f"A claim certificate ({name}) expires in fewer than {claim_expiry_warning_days} days: devices "
+                    "still carrying it will no longer provision. Rotate it (scripts/fleet.py rotate-claim, then the "
+                    "factory steps in the README) before it expires.",
+                    claim_expiry_warning_days,
+                    Metric(metrics_namespace, "ClaimCertificateDaysToExpiry", {"CertificateId": certificate_id}),
+                    comparison="LessThanThreshold",
+                    statistic="Minimum",
+                )
+                for name, certificate_id in claim_certificate_ids.items()
+            ),
         ]
         self.alarms = {alarm.name: self._alarm(prefix, alarm) for alarm in alarms}
         self.dashboard = CloudwatchDashboard(
@@ -131,7 +157,13 @@ class Monitoring(Construct):
             dashboard_name=f"{prefix}-provisioning",
             dashboard_body=json.dumps(
                 _dashboard(
-                    region, template_name, table_name, hook_function_name, events_function_name, metrics_namespace
+                    region,
+                    template_name,
+                    table_name,
+                    hook_function_name,
+                    events_function_name,
+                    reconciler_function_name,
+                    metrics_namespace,
                 )
             ),
         )
@@ -142,7 +174,7 @@ class Monitoring(Construct):
                 "namespace": alarm.metric.namespace,
                 "metric_name": alarm.metric.name,
                 "dimensions": dict(alarm.metric.dimensions) or None,
-                "statistic": "Sum",
+                "statistic": alarm.statistic,
                 "period": FIVE_MINUTES,
             }
         else:
@@ -177,15 +209,17 @@ class Monitoring(Construct):
         )
 
 
-def _dashboard(region: str, template: str, table: str, hook: str, events: str, namespace: str) -> dict[str, Any]:
-    def widget(title: str, metrics: list[list[Any]], x: int, y: int) -> dict[str, Any]:
+def _dashboard(
+    region: str, template: str, table: str, hook: str, events: str, reconciler: str, namespace: str
+) -> dict[str, Any]:
+    def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum") -> dict[str, Any]:
         return {
             "type": "metric",
             "x": x,
             "y": y,
             "width": 12,
             "height": 6,
-            "properties": {"title": title, "region": region, "stat": "Sum", "period": FIVE_MINUTES, "metrics": metrics},
+            "properties": {"title": title, "region": region, "stat": stat, "period": FIVE_MINUTES, "metrics": metrics},
         }
 
     return {
@@ -247,6 +281,43 @@ def _dashboard(region: str, template: str, table: str, hook: str, events: str, n
                 ],
                 12,
                 6,
+            ),
+            widget(
+                "Fleet: devices by status (the reconciler counts them every run)",
+                [
+                    [
+                        {
+                            "expression": f"SEARCH('{{{namespace},Status}} MetricName=\"Devices\"', 'Maximum', 300)",
+                            "id": "status",
+                            "label": "devices",
+                        }
+                    ],
+                    [
+                        {
+                            "expression": f"SEARCH('{{{namespace},Status,DeviceType}} MetricName=\"Devices\"', "
+                            "'Maximum', 300)",
+                            "id": "bytype",
+                            "label": "devices by type",
+                        }
+                    ],
+                ],
+                0,
+                12,
+                stat="Maximum",
+            ),
+            widget(
+                "Hook duration (p50, p99) and reconciler outcomes",
+                [
+                    ["AWS/Lambda", "Duration", "FunctionName", hook, {"stat": "p50", "label": "hook p50 ms"}],
+                    ["AWS/Lambda", "Duration", "FunctionName", hook, {"stat": "p99", "label": "hook p99 ms"}],
+                    *(
+                        [namespace, "ReconcilerOutcomes", "Outcome", outcome]
+                        for outcome in ("completed", "failed", "revoked", "removed")
+                    ),
+                    ["AWS/Lambda", "Errors", "FunctionName", reconciler],
+                ],
+                12,
+                12,
             ),
         ]
     }

@@ -232,6 +232,9 @@ class IotProvisioningStack(TerraformStack):
                 table_name=table.name,
                 hook_function_name=self.hook.function_name,
                 events_function_name=self.registry_events_function.function_name,
+                reconciler_function_name=self.reconciler_function.function_name,
+                claim_certificate_ids={"claim-certificate": self.claim.certificate.id},
+                claim_expiry_warning_days=config.claim_expiry_warning_days,
                 metrics_namespace=metrics_namespace,
             )
         self._outputs()

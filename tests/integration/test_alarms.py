@@ -312,3 +312,31 @@ def test_a_device_provisions_although_the_answer_to_the_hooks_registry_write_was
     ]
     decisions = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
     assert [d["reason"] for d in decisions if d.get("serialNumber") == "SN-ALARM-LOST"] == ["ALLOWED"]
+
+
+def test_a_claim_certificate_near_its_expiry_raises_its_alarm_and_recovers(monitoring: Monitoring) -> None:
+    """The reconciler publishes the days until each claim certificate expires; its alarm fires inside
+    the warning window. The sandbox's claim certificate has years left, so the window is moved to just
+    past its real expiry (the threshold set near it), then back."""
+    name = "claim-certificate-expiry"
+    monitoring.quiet(name)
+    claim = monitoring.fleet.outputs["claim_certificate_id"]
+    expires = monitoring.fleet.iot.describe_certificate(certificateId=claim)["certificateDescription"]["validity"][
+        "notAfter"
+    ]
+    days_left = (expires.timestamp() - time.time()) / 86400
+    alarm = monitoring.alarm(name)
+    fields = ("AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions", "MetricName",
+              "Namespace", "Statistic", "Dimensions", "Period", "EvaluationPeriods", "ComparisonOperator",
+              "TreatMissingData")  # fmt: skip
+    definition = {k: alarm[k] for k in fields}
+    try:
+        monitoring.cloudwatch.put_metric_alarm(**definition, Threshold=round(days_left + 1, 2))
+
+        _, fired = monitoring.fired(name)
+
+        assert fired["Trigger"]["Dimensions"] == [{"value": claim, "name": "CertificateId"}]
+        assert abs(datapoint(fired["NewStateReason"]) - days_left) < 0.1  # the reconciler's real figure
+    finally:
+        monitoring.cloudwatch.put_metric_alarm(**definition, Threshold=alarm["Threshold"])
+    monitoring.recovered(name)

@@ -45,7 +45,7 @@ events = st.one_of(
 
 
 @settings(
-    max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(event=events)
 def test_any_malformed_or_unenrolled_event_is_denied_without_exception_or_write(
