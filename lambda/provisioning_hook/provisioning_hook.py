@@ -17,6 +17,8 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,17 +367,33 @@ _DYNAMODB = boto3.client(
 )
 _SETTINGS = Settings.from_environment(os.environ)
 _REGISTRY = Registry(_DYNAMODB, _SETTINGS.table_name)
+# The decision runs on a worker thread so the handler can stop waiting at its own deadline: a
+# registry slower than the function's remaining time is a REGISTRY_ERROR logged and answered, not a
+# Lambda timeout that logs nothing (and a claim written late is recovered by the stale window).
+_DECIDING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decide")
+ANSWER_MARGIN_SECONDS = 0.25  # left for the log line and the answer
+DEFAULT_BUDGET_SECONDS = 3.5  # without a Lambda context (tests, local calls)
+
+
+def _budget(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    seconds = remaining() / 1000 if callable(remaining) else DEFAULT_BUDGET_SECONDS
+    return max(0.05, seconds - ANSWER_MARGIN_SECONDS)
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
     request: Request | None = None
+    budget = _budget(context)
     try:
         request = parse_request(event)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        decision = decide(request, _SETTINGS, _REGISTRY, now)
+        decision = _DECIDING.submit(decide, request, _SETTINGS, _REGISTRY, now).result(timeout=budget)
     except Invalid as error:
         decision = Decision(False, INVALID_PARAMETERS, str(error))
+    except FutureTimeout:
+        decision = Decision(False, REGISTRY_ERROR, f"the registry did not answer within {budget * 1000:.0f} ms "
+                            "(the function's remaining time)")  # fmt: skip
     except (ClientError, BotoCoreError) as error:
         decision = Decision(False, REGISTRY_ERROR, f"{type(error).__name__}: {error}"[:500])
     except Exception as error:  # noqa: BLE001 - fail closed: nothing unexpected may allow a device

@@ -313,6 +313,34 @@ def test_given_registry_unavailable_when_device_registers_then_hook_fails_closed
     assert log_records(capsys.readouterr().out)[-1]["reason"] == "REGISTRY_ERROR"
 
 
+def test_given_a_registry_slower_than_the_remaining_time_then_the_hook_denies_in_time_and_says_why(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline is the function's remaining time, less a margin for the answer: the hook answers
+    (and logs) before Lambda would time it out, which would log nothing and count as a crash."""
+    import time
+
+    registry.enroll("SN-0001")
+    original = hook._REGISTRY._client.update_item
+
+    def slow_update_item(**kwargs: Any) -> Any:
+        time.sleep(2.0)
+        return original(**kwargs)
+
+    monkeypatch.setattr(hook._REGISTRY._client, "update_item", slow_update_item)
+    context = type("Context", (), {"get_remaining_time_in_millis": lambda self: 800})()
+    started = time.monotonic()
+
+    answer = hook.handler(event(), context)
+
+    elapsed = time.monotonic() - started
+    assert answer == DENY
+    assert elapsed < 0.8  # inside the remaining time
+    record = log_records(capsys.readouterr().out)[-1]
+    assert (record["reason"], record["detail"]) == ("REGISTRY_ERROR", "the registry did not answer within 550 ms "
+                                                    "(the function's remaining time)")  # fmt: skip
+
+
 def test_given_unexpected_error_when_device_registers_then_hook_fails_closed(
     hook: ModuleType, registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
