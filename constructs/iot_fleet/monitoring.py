@@ -26,6 +26,7 @@ from cdktf_cdktf_provider_aws.sns_topic_subscription import SnsTopicSubscription
 from constructs import Construct
 
 FIVE_MINUTES = 300
+SERIAL_GUESSES = 20  # NOT_ENROLLED denials in 5 minutes before the serial-guessing alarm fires
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,16 @@ class Monitoring(Construct):
                 },
             ),
             Alarm(
+                "serial-guessing",
+                f"More than {SERIAL_GUESSES} provisioning attempts in 5 minutes named serials that are not enrolled "
+                "(NOT_ENROLLED): someone holding the claim certificate may be guessing serials, or a batch of "
+                "devices was shipped before its manifest was enrolled. Check the hook's log lines with reason "
+                "NOT_ENROLLED (serials, client ids, claim certificate); enroll the manifest, or rotate the claim "
+                "certificate if it leaked (scripts/fleet.py rotate-claim).",
+                SERIAL_GUESSES,
+                Metric(metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "NOT_ENROLLED"}),
+            ),
+            Alarm(
                 "reconciler-errors",
                 "The scheduled reconciler failed (Lambda Errors): provisioning attempts that stopped after the hook "
                 "stay 'provisioning' until it runs cleanly, and the fleet metrics and the claim-certificate expiry "
@@ -141,7 +152,8 @@ class Monitoring(Construct):
                     f"{name}-expiry",
                     f"A claim certificate ({name}) expires in fewer than {claim_expiry_warning_days} days: devices "
                     "still carrying it will no longer provision. Rotate it (scripts/fleet.py rotate-claim, then the "
-                    "factory steps in the README) before it expires. Check which devices are still due to be made with it.",
+                    "factory steps in the README) before it expires. Check which devices are still to be made "
+                    "with it.",
                     claim_expiry_warning_days,
                     Metric(metrics_namespace, "ClaimCertificateDaysToExpiry", {"CertificateId": certificate_id}),
                     comparison="LessThanThreshold",

@@ -373,7 +373,8 @@ def alarms_by_name(synth: Synth) -> dict[str, dict[str, Any]]:
 def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
     alarms = alarms_by_name(synth)
     assert set(alarms) == {"provisioning-failures", "hook-errors", "hook-denied-on-errors", "registry-events-errors",
-                           "registry-throttling", "reconciler-errors", "claim-certificate-expiry"}  # fmt: skip
+                           "registry-throttling", "reconciler-errors", "claim-certificate-expiry",
+                           "serial-guessing"}  # fmt: skip
     expiry = alarms["claim-certificate-expiry"]
     assert (expiry["metric_name"], expiry["statistic"], expiry["comparison_operator"], expiry["threshold"]) == (
         "ClaimCertificateDaysToExpiry", "Minimum", "LessThanThreshold", 30

@@ -340,3 +340,34 @@ def test_a_claim_certificate_near_its_expiry_raises_its_alarm_and_recovers(monit
     finally:
         monitoring.cloudwatch.put_metric_alarm(**definition, Threshold=alarm["Threshold"])
     monitoring.recovered(name)
+
+
+def test_a_burst_of_unknown_serials_raises_serial_guessing(monitoring: Monitoring) -> None:
+    """Someone with the claim certificate tries serials that are not enrolled: each is denied NOT_ENROLLED
+    (nothing is written) and more of them than the threshold in a period raise serial-guessing."""
+    monitoring.quiet("serial-guessing")
+    fleet = monitoring.fleet
+    guesses = int(monitoring.alarm("serial-guessing")["Threshold"]) + 1
+    before = fleet.footprint()
+    client, identity = claim_identity(fleet)
+    try:
+        created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
+        for n in range(guesses):
+            with pytest.raises(Exception) as denied:
+                identity.register_thing(iotidentity.RegisterThingRequest(
+                    template_name=fleet.target.template_name,
+                    certificate_ownership_token=created.certificate_ownership_token,
+                    parameters={"SerialNumber": f"SN-GUESS-{n:04d}", "DeviceType": "gateway",
+                                "Manufacturer": "AcmeIoT"}),
+                ).result(15)  # fmt: skip
+            assert "403 ACCESS_DENIED" in device.rejection(denied.value)
+    finally:
+        client.close()
+
+    _, fired = monitoring.fired("serial-guessing")
+
+    assert fired["Trigger"]["Dimensions"] == [{"value": "deny", "name": "Decision"},
+                                              {"value": "NOT_ENROLLED", "name": "Reason"}]  # fmt: skip
+    assert datapoint(fired["NewStateReason"]) >= guesses
+    assert fleet.footprint()[2] == before[2]  # the registry: no item for a guessed serial
+    monitoring.recovered("serial-guessing")
