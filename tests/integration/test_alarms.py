@@ -238,32 +238,33 @@ def test_a_registry_read_outage_fails_registry_events_and_raises_its_alarm(monit
     monitoring.recovered("registry-events-errors")
 
 
-def test_a_hook_timeout_is_a_lambda_error_and_raises_hook_errors(
+def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     monitoring: Monitoring, request: pytest.FixtureRequest
 ) -> None:
-    """The hook's timeout lowered below a slow registry: Lambda kills it (a function error, no decision
-    logged), so hook-errors fires and the hook's own error metric does not."""
+    """A release sets a value the hook cannot read: it fails at start (a Lambda error, no decision logged),
+    so IoT denies the device and hook-errors fires; the hook's own error metric does not. (A slow registry
+    no longer makes Lambda kill the hook: it answers REGISTRY_ERROR within its remaining time.)"""
     began = monitoring.quiet("hook-errors")
     fleet, functions = monitoring.fleet, monitoring.deployment.client("lambda")
     hook = fleet.outputs["provisioning_hook_function_name"]
-    original = functions.get_function_configuration(FunctionName=hook)["Timeout"]
-    request.addfinalizer(lambda: functions.update_function_configuration(FunctionName=hook, Timeout=original))
-    functions.update_function_configuration(FunctionName=hook, Timeout=1)
-    fleet.enroll("SN-ALARM-TIMEOUT", "gateway")
+    original = functions.get_function_configuration(FunctionName=hook)["Environment"]
+    request.addfinalizer(lambda: functions.update_function_configuration(FunctionName=hook, Environment=original))
+    broken = {"Variables": {**original["Variables"], "STALE_CLAIM_SECONDS": "ten minutes"}}
+    functions.update_function_configuration(FunctionName=hook, Environment=broken)
+    fleet.enroll("SN-ALARM-START", "gateway")
 
-    with monitoring.fault("slow=3", "UpdateItem"):
-        with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
-            fleet.provision("SN-ALARM-TIMEOUT", "gateway", skip_device_check=True)
-        _, fired = monitoring.fired("hook-errors")
-    functions.update_function_configuration(FunctionName=hook, Timeout=original)
+    with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
+        fleet.provision("SN-ALARM-START", "gateway", skip_device_check=True)
+    _, fired = monitoring.fired("hook-errors")
+    functions.update_function_configuration(FunctionName=hook, Environment=original)
 
     assert fired["Trigger"]["Dimensions"] == [{"value": hook, "name": "FunctionName"}]
-    fleet.enroll("SN-ALARM-TIMEOUT-2", "gateway")
-    fleet.provision("SN-ALARM-TIMEOUT-2", "gateway", skip_device_check=True)  # the hook answers in time again
+    assert fleet.registry("SN-ALARM-START")["status"] == "enrolled"  # nothing written: it can try again
+    fleet.provision("SN-ALARM-START", "gateway", skip_device_check=True)  # the restored hook answers
     monitoring.recovered("hook-errors")
     namespace = monitoring.alarm("hook-denied-on-errors")["Namespace"]
     errors, decisions = monitoring.total(namespace, "ProvisioningErrors", {}, began)
-    assert (errors, decisions) == (0, 1)  # the timed-out invocation logged no decision, the second an allow
+    assert (errors, decisions) == (0, 1)  # the failed start logged no decision, the retry an allow
 
 
 def test_a_throttled_registry_raises_registry_throttling_and_recovers(monitoring: Monitoring) -> None:
@@ -366,8 +367,8 @@ def test_a_burst_of_unknown_serials_raises_serial_guessing(monitoring: Monitorin
 
     _, fired = monitoring.fired("serial-guessing")
 
-    assert fired["Trigger"]["Dimensions"] == [{"value": "deny", "name": "Decision"},
-                                              {"value": "NOT_ENROLLED", "name": "Reason"}]  # fmt: skip
+    dimensions = sorted(fired["Trigger"]["Dimensions"], key=lambda d: d["name"])  # AWS does not promise an order
+    assert dimensions == [{"value": "deny", "name": "Decision"}, {"value": "NOT_ENROLLED", "name": "Reason"}]
     assert datapoint(fired["NewStateReason"]) >= guesses
     assert fleet.footprint()[2] == before[2]  # the registry: no item for a guessed serial
     monitoring.recovered("serial-guessing")
