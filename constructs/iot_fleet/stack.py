@@ -137,7 +137,8 @@ class IotProvisioningStack(TerraformStack):
             "claim",
             prefix=prefix,
             template_name=config.provisioning_template_name,
-            csr_path=config.claim_certificate_csr_path,
+            generations=config.claim_certificate_generations,
+            csr_of=config.claim_certificate_csr,
             account=account,
         )
         self.provisioning = FleetProvisioning(
@@ -216,12 +217,22 @@ class IotProvisioningStack(TerraformStack):
             "Lambda that marks devices provisioned and writes their initial shadow",
         )
         o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
-        o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")
-        o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN")
+        o(
+            "claim_certificate_id",
+            self.claim.certificate.id,
+            "Claim certificate id (for manufacturing; newest generation)",
+        )
+        o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN (newest generation)")
+        o(
+            "claim_certificates",
+            {str(g): {"id": c.id, "arn": c.arn} for g, c in self.claim.generations.items()},
+            "Claim certificate generation -> id and ARN, every generation in force (ClaimCertificateGenerations)",
+        )
         o(
             "claim_certificate_pem",
             self.claim.certificate.certificate_pem,
-            "Claim certificate PEM (the provider marks it sensitive; `terraform output -raw` prints it)",
+            "Claim certificate PEM, newest generation (the provider marks it sensitive; `terraform output -raw` "
+            "prints it)",
             sensitive=True,
         )
         o(
@@ -238,6 +249,7 @@ class IotProvisioningStack(TerraformStack):
         o("audit_log_group_name", self.audit.log_group.name, "Log group of the registry-event audit trail")
         o("allowed_device_types", ",".join(self.config.allowed_device_types), "Device types the hook admits")
         o("aws_region", self.config.aws_region, "Region the stack is deployed to")
+        o("environment", self.config.environment, "The Environment parameter (dev, staging or prod)")
         if self.monitoring is not None:
             o("alerts_topic_arn", self.monitoring.topic.arn, "SNS topic the alarms notify (AlertEmail subscribes)")
             o("dashboard_name", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard of the fleet")
