@@ -14,11 +14,13 @@ export TF_IN_AUTOMATION := 1
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.terraformrc.generated
 
 PY := .venv/bin/python
+# Where cdktf synthesizes (its --output); the integration tests give a folder of their own.
+CDKTF_OUT ?= cdktf.out
 CDKTF := npx --no-install cdktf
 # The backend (where state lives) follows Target and IOT_SANDBOX_DIR; forget the previous init's
 # backend so switching never stops at "Backend configuration changed" (state itself is untouched).
-FORGET_BACKEND := rm -f cdktf.out/stacks/*/.terraform/terraform.tfstate
-STACK_DIR = $(shell ls -d cdktf.out/stacks/* 2>/dev/null | head -1)
+FORGET_BACKEND := rm -f $(CDKTF_OUT)/stacks/*/.terraform/terraform.tfstate
+STACK_DIR = $(shell ls -d $(CDKTF_OUT)/stacks/* 2>/dev/null | head -1)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
@@ -78,13 +80,18 @@ test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, 
 deploy: setup ## cdktf deploy (Target=sandbox, the default, starts the local sandbox first)
 	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
 	@$(FORGET_BACKEND)
-	@$(CDKTF) deploy --auto-approve --skip-provider-lock || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@$(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 
-destroy: setup ## cdktf destroy (against the sandbox only while it is up)
+# The stack's devices go first: IoT refuses to delete a device policy still attached to a device's
+# certificate, and a thing type still used by things. ALLOW_PROD=1 lets a prod stack's devices go.
+destroy: setup ## decommission the stack's devices (scripts/fleet.py), then cdktf destroy (sandbox: while it is up)
 	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
 		echo "sandbox is down: nothing deployed into it survives; nothing to destroy"; exit 0; fi
 	@$(FORGET_BACKEND)
-	@$(CDKTF) destroy --auto-approve --skip-provider-lock
+	@if [ -n "$(STACK_DIR)" ]; then \
+		(cd $(STACK_DIR) && terraform init -input=false -no-color >/dev/null) && \
+		$(PY) scripts/fleet.py --stack-dir $(STACK_DIR) decommission --all --yes $(if $(ALLOW_PROD),--allow-prod); fi
+	@$(CDKTF) destroy --auto-approve --skip-provider-lock --output $(CDKTF_OUT)
 
 verify: setup ## check the deployed stack against the live system (scripts/verify.py)
 	@if [ "$(TARGET)" = sandbox ]; then eval "$$($(PY) -m sandbox env)"; fi; $(PY) scripts/verify.py
@@ -112,7 +119,7 @@ demo: setup ## start the sandbox, deploy, provision devices of every type (and r
 	@$(PY) -m sandbox up
 	@echo "deploying the stack into the sandbox with cdktf (about 90 s)..."
 	@$(FORGET_BACKEND)
-	@$(CDKTF) deploy --auto-approve --skip-provider-lock >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@$(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 

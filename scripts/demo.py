@@ -1,34 +1,30 @@
 #!/usr/bin/env python
-"""The demo `make demo` runs after deploying into the sandbox: enroll a sample manifest, provision
-devices of every type with the real device SDK, show devices that must be refused being refused,
-then print the registry and the thing groups."""
+"""The demo `make demo` runs after deploying into the sandbox: enroll a sample manifest (as
+`fleet.py enroll` does), provision devices of every type with the real device SDK, show devices
+that must be refused being refused (and why, from the hook's decisions), then print the registry and
+the thing groups."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import boto3
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sandbox.__main__ import environment  # noqa: E402
+from scripts.deployed_stack import DeployedStack  # noqa: E402
+from scripts.fleet_ops import decisions, manifest  # noqa: E402
+from scripts.fleet_ops import registry as reg  # noqa: E402
+from scripts.fleet_ops.devices import Devices  # noqa: E402
 
-
-def outputs(stack_dir: Path) -> dict[str, Any]:
-    result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
-                            check=True, timeout=120)  # fmt: skip
-    return {k: v["value"] for k, v in json.loads(result.stdout).items()}
+MANUFACTURER = "AcmeIoT"
 
 
 def provision(serial: str, device_type: str, *extra: str) -> tuple[int, str]:
     command = [sys.executable, str(ROOT / "scripts/test_provisioning.py"), "--json", "--serial-number", serial,
-               "--device-type", device_type, "--manufacturer", "AcmeIoT", "--firmware-version", "v1.0.0",
+               "--device-type", device_type, "--manufacturer", MANUFACTURER, "--firmware-version", "v1.0.0",
                "--output-dir", str(ROOT / "devices" / "demo"), *extra]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -44,58 +40,76 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    if "AWS_ENDPOINT_URL" not in os.environ:  # the sandbox: its endpoint and its administrator key, together
-        os.environ.update(environment())
-    stack_dir = next(iter(sorted((ROOT / "cdktf.out" / "stacks").glob("*"))))
-    out = outputs(stack_dir)
-    types = out["allowed_device_types"].split(",")
-    registry = boto3.resource("dynamodb").Table(out["device_registry_table_name"])
-    manifest = [(f"DEMO-{t[:4].upper()}-{n:02d}", t) for t in types for n in (1, 2)]
-    with registry.batch_writer() as batch:
-        for serial, device_type in manifest:
-            batch.put_item(Item={"serialNumber": serial, "deviceType": device_type, "status": "enrolled",
-                                 "manufacturer": "AcmeIoT"})  # fmt: skip
-        batch.put_item(Item={"serialNumber": "DEMO-REVOKED-01", "deviceType": types[0], "status": "revoked",
-                             "manufacturer": "AcmeIoT"})  # fmt: skip
-    print(f"enrolled {len(manifest)} devices ({', '.join(types)}) and 1 revoked device\n")
+def enroll(registry: reg.Registry, stack: DeployedStack, rows: list[dict[str, str]]) -> list[reg.Enrollment]:
+    """The demo's manifest through the same checks and writes as `fleet.py enroll`."""
+    raw = [manifest.RawRow(line, values) for line, values in enumerate(rows, start=2)]
+    devices, problems = manifest.validate(raw, stack.allowed_device_types)
+    plan = registry.plan(devices)
+    if problems or plan.problems:
+        raise SystemExit(f"demo: the sample manifest is refused: {[str(p) for p in problems + plan.problems]}")
+    return registry.enroll(plan.writes()) + [e for e in plan.enrollments if e not in plan.writes()]
 
-    rows = []
-    for serial, device_type in manifest:
-        code, detail = provision(serial, device_type, *(["--csr"] if serial.endswith("02") else []))
-        rows.append([serial, device_type, "csr" if serial.endswith("02") else "keys",
-                     "provisioned" if code == 0 else f"FAILED ({code})", detail])  # fmt: skip
+
+def main() -> int:
+    stack = DeployedStack.load()
+    types = list(stack.allowed_device_types)
+    devices = Devices(stack)
+    registry = devices.registry
+    registry.enrolled_by = "demo"
+    fleet = [(f"DEMO-{t[:4].upper()}-{n:02d}", t) for t in types for n in (1, 2)]
+    rows = [{"serialNumber": s, "deviceType": t, "manufacturer": MANUFACTURER} for s, t in fleet]
+    # Two more, to be refused: one revoked before it was ever switched on, one that will claim another type.
+    for serial in ("DEMO-REVOKED-01", "DEMO-MISMATCH-01"):
+        rows.append({"serialNumber": serial, "deviceType": types[0], "manufacturer": MANUFACTURER})
+    enrolled = enroll(registry, stack, rows)
+    devices.revoke("DEMO-REVOKED-01", "demo: reported stolen from the warehouse")
+    outcomes = ", ".join(f"{sum(e.outcome == o for e in enrolled)} {o}" for o in (reg.NEW, reg.UNCHANGED, reg.UNTOUCHED)
+                         if any(e.outcome == o for e in enrolled))  # fmt: skip
+    print(f"enrolled {len(rows)} devices ({', '.join(types)}): {outcomes}; revoked DEMO-REVOKED-01\n")
+
+    results = []
+    for serial, device_type in fleet:
+        csr = serial.endswith("02")
+        code, detail = provision(serial, device_type, *(["--csr"] if csr else []))
+        results.append([serial, device_type, "csr" if csr else "keys",
+                        "provisioned" if code == 0 else f"FAILED ({code})", detail])  # fmt: skip
     refusals = [
         ("unknown serial", "DEMO-UNKNOWN-99", types[0]),
         ("revoked device", "DEMO-REVOKED-01", types[0]),
-        ("type not matching enrollment", manifest[0][0].replace("01", "02"), types[-1]),
-        ("replay of a provisioned serial", manifest[0][0], manifest[0][1]),
+        ("type not matching enrollment", "DEMO-MISMATCH-01", types[-1]),
+        ("replay of a provisioned serial", fleet[0][0], fleet[0][1]),
     ]
+    logs = stack.client("logs")
+    hook_function = str(stack.output("provisioning_hook_function_name"))
     for case, serial, device_type in refusals:
-        code, detail = provision(serial, device_type, "--skip-device-check")
-        rows.append([serial, device_type, case, "refused" if code == 5 else f"NOT REFUSED ({code})", detail[:70]])
-    print(table(rows, ["serial", "type", "flow / case", "result", "thing / reason"]))
+        code, _ = provision(serial, device_type, "--skip-device-check")
+        # What `fleet.py why SERIAL` reads: the hook's own decision for the serial.
+        last = decisions.decisions(logs, hook_function, serial, since_days=1, limit=1)
+        reason = f"{last[-1].reason}: {last[-1].detail}" if last else "no decision logged"
+        results.append([serial, device_type, case, "refused" if code == 5 else f"NOT REFUSED ({code})", reason])
+    print(table(results, ["serial", "type", "flow / case", "result", "thing / why (fleet.py why SERIAL)"]))
 
-    items = sorted(registry.scan()["Items"], key=lambda i: i["serialNumber"])
-    print("\nDevice registry (" + out["device_registry_table_name"] + ")")
-    print(table([[i["serialNumber"], i["deviceType"], i["status"], i.get("thingName", ""),
+    items = sorted(registry.devices(), key=lambda i: str(i["serialNumber"]))
+    print(f"\nDevice registry ({stack.table_name}; fleet.py list)")
+    print(table([[str(i["serialNumber"]), str(i["deviceType"]), str(i["status"]), str(i.get("thingName", "")),
                   str(i.get("certificateId", ""))[:16]] for i in items],
                 ["serialNumber", "deviceType", "status", "thingName", "certificateId"]))  # fmt: skip
-    iot = boto3.client("iot")
+    iot = stack.client("iot")
     groups = []
-    for group in out["thing_group_names"].values():
+    for group in dict(stack.output("thing_group_names")).values():
         members = sorted(iot.list_things_in_thing_group(thingGroupName=group)["things"])
         shown = ", ".join(members[:4]) + (f", … ({len(members) - 4} more)" if len(members) > 4 else "")
-        groups.append([out["thing_group_root_name"] + " / " + group, str(len(members)), shown])
+        groups.append([str(stack.output("thing_group_root_name")) + " / " + group, str(len(members)), shown])
     print("\nThing groups")
     print(table(groups, ["group", "things", "members"]))
-    failures = [r for r in rows if r[3].startswith(("FAILED", "NOT"))]
-    provisioned = len([r for r in rows if r[3] == "provisioned"])
-    refused = len([r for r in rows if r[3] == "refused"])
+    failures = [r for r in results if r[3].startswith(("FAILED", "NOT"))]
+    provisioned = len([r for r in results if r[3] == "provisioned"])
+    refused = len([r for r in results if r[3] == "refused"])
     print(f"\n{provisioned} provisioned, {refused} refused as they should be, {len(failures)} unexpected.")
     print(
-        "Credentials are in devices/demo/. Clean up: `make sandbox-down` (drops everything the sandbox held);"
-        " against AWS, decommission the devices, then `make destroy`."
+        "Credentials are in devices/demo/. Explore: `.venv/bin/python scripts/fleet.py --help` (show, why, revoke, "
+        "expiring, ...).\nClean up: `make destroy` (decommissions the devices, then destroys the stack), then "
+        "`make sandbox-down`."
     )
     return 1 if failures else 0
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -25,13 +23,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import boto3
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts import test_provisioning as device  # noqa: E402
+from scripts.deployed_stack import DeployedStack  # noqa: E402
+from scripts.fleet_ops import manifest  # noqa: E402
+from scripts.fleet_ops.registry import Registry  # noqa: E402
 
 _TARGET: device.Target | None = None
 _CLAIM_CONTEXT: Any = None  # the claim certificate, loaded once per worker process
@@ -68,18 +68,17 @@ def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
         return code, time.monotonic() - started, text
 
 
-def outputs_of(stack_dir: Path) -> dict[str, Any]:
-    result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
-                            check=True, timeout=120)  # fmt: skip
-    return {k: v["value"] for k, v in json.loads(result.stdout).items()}
-
-
-def enroll(table: str, devices: list[tuple[str, str]], manufacturer: str) -> None:
-    dynamodb = boto3.resource("dynamodb").Table(table)
-    with dynamodb.batch_writer() as batch:
-        for serial, device_type in devices:
-            batch.put_item(Item={"serialNumber": serial, "deviceType": device_type, "status": "enrolled",
-                                 "manufacturer": manufacturer, "enrolledBy": "simulate_fleet"})  # fmt: skip
+def enroll(stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str) -> None:
+    """Enrolls the simulated devices as `fleet.py enroll` enrolls a manifest (conditional writes, thing
+    names reserved)."""
+    rows = [manifest.Device(line=i + 2, serial_number=serial, device_type=device_type, manufacturer=manufacturer,
+                            thing_name=manifest.derived_thing_name(device_type, serial))
+            for i, (serial, device_type) in enumerate(devices)]  # fmt: skip
+    registry = Registry(stack.client("dynamodb"), stack.table_name, enrolled_by="simulate_fleet")
+    plan = registry.plan(rows)
+    if plan.problems:
+        raise SystemExit(f"simulate_fleet: cannot enroll the simulated fleet: {plan.problems[0]}")
+    registry.enroll(plan.writes())
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -103,14 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
-    stack_dir = args.stack_dir or next(iter(sorted((ROOT / "cdktf.out" / "stacks").glob("*"))))
-    outputs = outputs_of(stack_dir)
-    on_aws = bool(outputs.get("iot_data_endpoint"))
-    if not on_aws and "AWS_ENDPOINT_URL" not in os.environ:
-        from sandbox.__main__ import environment
-
-        os.environ.update(environment())
-    tps = args.tps if args.tps is not None else (10.0 if on_aws else 0.0)
+    stack = DeployedStack.load(args.stack_dir)
+    tps = args.tps if args.tps is not None else (10.0 if stack.on_aws else 0.0)
     target = device.resolve_target(
         argparse.Namespace(
             claim_cert=None,
@@ -119,17 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             endpoint=None,
             port=None,
             ca=None,
-            stack_dir=stack_dir,
+            stack_dir=stack.directory,
             output_dir=args.output_dir,
         )
     )
-    types = (args.device_types or outputs["allowed_device_types"]).split(",")
+    types = args.device_types.split(",") if args.device_types else list(stack.allowed_device_types)
     run = uuid.uuid4().hex[:6].upper()
     # One folder per run, so no folder collects every run's credentials (one had reached 80,000
     # files after a day of benchmarks) and a run's devices are easy to find or delete together.
     credentials = Path(args.output_dir) / f"run-{run}"
     fleet = [(f"SIM-{run}-{i:05d}", types[i % len(types)]) for i in range(args.devices)]
-    enroll(outputs["device_registry_table_name"], fleet, args.manufacturer)
+    enroll(stack, fleet, args.manufacturer)
 
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []

@@ -7,7 +7,8 @@
 4. reconnect with the new certificate as the thing, read its shadow, publish one telemetry message.
 
 Endpoint, claim certificate, CA and template name default to the deployed stack's outputs
-(`terraform output -json` in --stack-dir) and, for the sandbox target, to the sandbox's state.
+(`terraform output -json` in --stack-dir) and, for the sandbox target, to the sandbox's state
+(scripts/deployed_stack.py).
 
 Exit codes: 0 provisioned; 2 bad arguments or setup; 3 could not connect with the claim
 certificate; 4 certificate creation rejected; 5 RegisterThing rejected (e.g. 403 ACCESS_DENIED when
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -43,6 +43,8 @@ from awsiot._iot_metrics import _build_sdk_metrics  # noqa: E402 - what the SDK'
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
 
 OK, USAGE, CLAIM_CONNECT, CERTIFICATE_REJECTED, REGISTER_REJECTED, DEVICE_FAILED = 0, 2, 3, 4, 5, 6
 
@@ -76,24 +78,21 @@ def _write_private(path: Path, text: str) -> str:
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
-    """Fills what was not given from the deployed stack's outputs and the sandbox state."""
-    outputs: dict[str, Any] = {}
+    """Fills what was not given from the deployed stack's outputs and, for the sandbox, its state."""
+    stack = None
     if not (args.claim_cert and args.claim_key and args.template_name and args.endpoint):
-        stack_dir = args.stack_dir or next(iter(sorted((ROOT / "cdktf.out" / "stacks").glob("*"))), None)
-        if stack_dir is None:
-            raise Failure(USAGE, "no deployed stack found: give --stack-dir or the claim certificate, key and template")
-        result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
-                                check=False, timeout=120)  # fmt: skip
-        if result.returncode != 0:
-            raise Failure(USAGE, f"terraform output failed in {stack_dir}: {result.stderr.strip()[:300]}")
-        outputs = {k: v["value"] for k, v in json.loads(result.stdout or "{}").items()}
-    sandbox = None
-    if not (args.endpoint or outputs.get("iot_data_endpoint")):
-        from sandbox.state import SandboxState
-
-        sandbox = SandboxState.load()
-        if sandbox is None or not sandbox.mqtt_port:
-            raise Failure(USAGE, "no --endpoint, no iot_data_endpoint output and no sandbox running (make sandbox-up)")
+        try:
+            stack = DeployedStack.load(args.stack_dir)
+        except StackError as error:
+            raise Failure(USAGE, f"{error} (or give the claim certificate, key, template and endpoint)") from None
+    outputs = stack.outputs if stack else {}
+    mqtt = None
+    if stack is not None and not args.endpoint:
+        try:
+            mqtt = stack.mqtt()
+        except StackError as error:
+            raise Failure(USAGE, f"no --endpoint, and {error}") from None
+    sandbox_broker = mqtt is not None and stack is not None and not stack.on_aws
     out = Path(args.output_dir)
     claim_cert = args.claim_cert or _write_private(out / "claim.pem.crt", outputs["claim_certificate_pem"])
     claim_key = args.claim_key or (
@@ -104,13 +103,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not claim_key:
         raise Failure(USAGE, "the claim key is not in the stack (CSR claim certificate): give --claim-key")
     return Target(
-        endpoint=args.endpoint or outputs.get("iot_data_endpoint") or (sandbox.mqtt_endpoint if sandbox else ""),
-        port=args.port or (sandbox.mqtt_port if sandbox else 8883),
-        ca_file="" if getattr(args, "system_trust", False) else args.ca or (sandbox.ca_file if sandbox else ""),
+        endpoint=args.endpoint or (mqtt.host if mqtt else ""),
+        port=args.port or (mqtt.port if mqtt else 8883),
+        ca_file="" if getattr(args, "system_trust", False) else args.ca or (mqtt.ca_file if mqtt else ""),
         template_name=args.template_name or outputs["provisioning_template_name"],
         claim_cert=claim_cert,
         claim_key=claim_key,
-        iot_core_limits=sandbox is None,
+        iot_core_limits=not sandbox_broker,
     )
 
 

@@ -3,8 +3,8 @@
 
 Reads `terraform output -json` of the deployed stack and checks, through boto3, what AWS (or the
 sandbox) actually holds: one line per check, then a summary; exit 1 if any check fails.
-Endpoints and credentials come from the environment as for any boto3 tool (for the sandbox:
-eval "$(pipenv run python -m sandbox env)"), none are hard-coded.
+On AWS your usual credentials apply; for the sandbox its endpoint and credentials are found from
+its state (scripts/deployed_stack.py); none are hard-coded.
 
 Examples:
   scripts/verify.py                                   # the only stack under cdktf.out/stacks
@@ -14,43 +14,32 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "constructs"))  # iot_fleet (the folder itself must not be imported)
+
+from iot_fleet.registry_schema import INDEXES  # noqa: E402
+from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
+
 # The recipe's "Test Lambda function" payload.
 SAMPLE_HOOK_PAYLOAD = {"parameters": {"SerialNumber": "TEST123", "DeviceType": "temperature-sensor",
                                     "Manufacturer": "TestCorp"}}  # fmt: skip
 
 
-def terraform_outputs(stack_dir: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        ["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True, check=False, timeout=120
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"verify: `terraform output -json` failed in {stack_dir}:\n{result.stderr.strip()}")
-    outputs = {name: value["value"] for name, value in json.loads(result.stdout or "{}").items()}
-    if not outputs:
-        raise SystemExit(f"verify: {stack_dir} has no outputs: is the stack deployed?")
-    return outputs
-
-
 class Verifier:
-    def __init__(self, outputs: dict[str, Any], region: str | None) -> None:
-        self.out = outputs
-        config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-        session = boto3.session.Session(region_name=region or outputs.get("aws_region"))
-        self.iot = session.client("iot", config=config)
-        self.dynamodb = session.client("dynamodb", config=config)
-        self.lambda_ = session.client("lambda", config=config)
+    def __init__(self, stack: DeployedStack) -> None:
+        self.out = stack.outputs
+        self.iot = stack.client("iot", max_attempts=2)
+        self.dynamodb = stack.client("dynamodb", max_attempts=2)
+        self.lambda_ = stack.client("lambda", max_attempts=2)
         self.passed = 0
         self.failed = 0
 
@@ -82,11 +71,18 @@ class Verifier:
 
     def table(self) -> str | None:
         table = self.dynamodb.describe_table(TableName=self.out["device_registry_table_name"])["Table"]
-        indexes = {i["IndexName"]: i.get("IndexStatus") for i in table.get("GlobalSecondaryIndexes", [])}
+        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
         if table["TableStatus"] != "ACTIVE":
             return f"table is {table['TableStatus']}"
-        if set(indexes) != {"deviceType-index", "status-index"} or set(indexes.values()) != {"ACTIVE"}:
-            return f"indexes are {indexes}"
+        if set(indexes) != {index.name for index in INDEXES}:
+            return f"indexes are {sorted(indexes)}, expected {sorted(index.name for index in INDEXES)}"
+        for index in INDEXES:
+            keys = {k["KeyType"]: k["AttributeName"] for k in indexes[index.name]["KeySchema"]}
+            expected = {"HASH": index.partition_key, **({"RANGE": index.sort_key} if index.sort_key else {})}
+            if keys != expected:
+                return f"{index.name} is keyed {keys}, expected {expected}: deploy this version"
+            if indexes[index.name].get("IndexStatus") != "ACTIVE":
+                return f"{index.name} is {indexes[index.name].get('IndexStatus')}"
         return None
 
     def hook(self) -> str | None:
@@ -124,13 +120,16 @@ class Verifier:
         return None
 
     def claim(self) -> str | None:
-        certificate = self.iot.describe_certificate(certificateId=self.out["claim_certificate_id"])
-        status = certificate["certificateDescription"]["status"]
-        if status != "ACTIVE":
-            return f"claim certificate is {status}"
-        attached = self.iot.list_attached_policies(target=self.out["claim_certificate_arn"])["policies"]
-        if [p["policyName"] for p in attached] != [self.out["claim_policy_name"]]:
-            return f"attached policies are {[p['policyName'] for p in attached]}"
+        only = {"id": self.out["claim_certificate_id"], "arn": self.out["claim_certificate_arn"]}
+        generations = self.out.get("claim_certificates") or {"1": only}  # a stack from before generations
+        for generation, claim in sorted(generations.items()):
+            certificate = self.iot.describe_certificate(certificateId=claim["id"])
+            status = certificate["certificateDescription"]["status"]
+            if status != "ACTIVE":
+                return f"claim certificate generation {generation} is {status}"
+            attached = self.iot.list_attached_policies(target=claim["arn"])["policies"]
+            if [p["policyName"] for p in attached] != [self.out["claim_policy_name"]]:
+                return f"generation {generation}'s attached policies are {[p['policyName'] for p in attached]}"
         return None
 
     def registry_events(self) -> str | None:
@@ -145,17 +144,10 @@ class Verifier:
         self.check("hook answers the recipe's sample payload in the AWS shape", self.hook)
         self.check(f"thing groups under {self.out['thing_group_root_name']}", self.groups)
         self.check("an IoT policy per device type, scoped to the thing", self.policies)
-        self.check("claim certificate ACTIVE with only the claim policy", self.claim)
+        self.check("claim certificates ACTIVE with only the claim policy", self.claim)
         self.check("THING registry events enabled", self.registry_events)
         print(f"verify: {self.passed} passed, {self.failed} failed")
         return 1 if self.failed else 0
-
-
-def default_stack_dir() -> Path:
-    stacks = sorted((ROOT / "cdktf.out" / "stacks").glob("*/cdk.tf.json"))
-    if len(stacks) != 1:
-        raise SystemExit(f"verify: give --stack-dir (found {len(stacks)} synthesized stacks)")
-    return stacks[0].parent
 
 
 def main() -> int:
@@ -163,8 +155,13 @@ def main() -> int:
     parser.add_argument("--stack-dir", type=Path, help="the deployed stack's folder (default: the only one)")
     parser.add_argument("--region", help="AWS region (default: the stack's aws_region output)")
     args = parser.parse_args()
-    outputs = terraform_outputs(args.stack_dir or default_stack_dir())
-    return Verifier(outputs, args.region).run()
+    try:
+        stack = DeployedStack.load(args.stack_dir)
+    except StackError as error:
+        raise SystemExit(f"verify: {error}") from None
+    if args.region:
+        stack = dataclasses.replace(stack, outputs={**stack.outputs, "aws_region": args.region})
+    return Verifier(stack).run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,16 @@
-"""The claim certificate manufacturers put on devices, and the policy that limits it to provisioning."""
+"""The claim certificates manufacturers put on devices, and the policy that limits them to provisioning.
+
+One certificate per generation in ClaimCertificateGenerations, each attached to the claim policy.
+Rotating means adding the next generation (deploy: both are in force, the factory switches to the
+new one), then, once no device still to be provisioned carries the old one, removing it (deploy:
+Terraform deactivates and deletes it). Terraform owns every generation throughout, so a plan never
+shows drift. Generation 1 keeps the construct ids of the single claim certificate this stack had
+before generations existed, so an existing deployment keeps its certificate.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cdktf_cdktf_provider_aws.iot_certificate import IotCertificate
@@ -23,20 +32,25 @@ class ClaimCertificate(Construct):
         *,
         prefix: str,
         template_name: str,
-        csr_path: str,
+        generations: Sequence[int],
+        csr_of: Callable[[int], str | None],
         account: AccountContext,
     ) -> None:
         super().__init__(scope, id_)
-        self.certificate = IotCertificate(
-            self,
-            "certificate",
-            active=True,
-            csr=Path(csr_path).read_text() if csr_path else None,
-        )
         self.policy = IotPolicy(
             self,
             "policy",
             name=f"{prefix}-claim-policy",
             policy=documents.terraform_string(documents.claim_policy(template_name), account.iot_arn_prefix),
         )
-        IotPolicyAttachment(self, "attachment", policy=self.policy.name, target=self.certificate.arn)
+        self.generations: dict[int, IotCertificate] = {}
+        for generation in generations:
+            suffix = "" if generation == 1 else f"-{generation}"
+            csr = csr_of(generation)
+            certificate = IotCertificate(
+                self, f"certificate{suffix}", active=True, csr=Path(csr).read_text() if csr else None
+            )
+            IotPolicyAttachment(self, f"attachment{suffix}", policy=self.policy.name, target=certificate.arn)
+            self.generations[generation] = certificate
+        # The newest generation: what the factory puts on devices from now on.
+        self.certificate = self.generations[max(self.generations)]

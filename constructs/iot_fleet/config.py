@@ -46,6 +46,9 @@ LOG_RETENTION_DAYS = (
 ENVIRONMENTS = ("dev", "staging", "prod")
 TARGETS = ("aws", "sandbox")
 TEMPLATE_NAME_MAX = 36  # CreateProvisioningTemplate: 1-36 chars of [0-9A-Za-z_-]
+# Claim certificates in force at once: one, or two while a rotation overlaps the old and the new.
+CLAIM_GENERATIONS_MAX = 2
+GENERATION_PLACEHOLDER = "{generation}"  # in ClaimCertificateCsrPath: one CSR (one key) per generation
 PARAMETERS = (
     "ProjectName",
     "Environment",
@@ -56,6 +59,7 @@ PARAMETERS = (
     "AlertEmail",
     "AwsRegion",
     "ClaimCertificateCsrPath",
+    "ClaimCertificateGenerations",
     "RequireEnrollment",
     "StaleClaimMinutes",
     "ClaimExpiryWarningDays",
@@ -95,6 +99,7 @@ class StackConfig:
     alert_email: str = ""
     aws_region: str = "us-east-1"
     claim_certificate_csr_path: str = ""
+    claim_certificate_generations: tuple[int, ...] = (1,)
     require_enrollment: bool = True
     stale_claim_minutes: int = 10
     claim_expiry_warning_days: int = 30
@@ -147,14 +152,32 @@ class StackConfig:
             self.sandbox_endpoint,
             "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)",
         )
+        generations = self.claim_certificate_generations
+        _check(
+            0 < len(generations) <= CLAIM_GENERATIONS_MAX
+            and all(g >= 1 for g in generations)
+            and list(generations) == sorted(set(generations)),
+            "ClaimCertificateGenerations",
+            ",".join(map(str, generations)),
+            f"1 to {CLAIM_GENERATIONS_MAX} increasing whole numbers from 1 (e.g. 1, then 1,2 while a rotation "
+            "overlaps, then 2)",
+        )
         if self.claim_certificate_csr_path:
-            csr = Path(self.claim_certificate_csr_path)
             _check(
-                csr.is_file() and b"CERTIFICATE REQUEST" in csr.read_bytes()[:200],
+                len(generations) == 1 or GENERATION_PLACEHOLDER in self.claim_certificate_csr_path,
                 "ClaimCertificateCsrPath",
                 self.claim_certificate_csr_path,
-                "the path of a PEM certificate signing request",
+                f"a path with {GENERATION_PLACEHOLDER} while several claim certificate generations are in force "
+                "(each generation is certified from its own key)",
             )
+            for generation in generations:
+                csr = Path(self.claim_certificate_csr(generation) or "")
+                _check(
+                    csr.is_file() and b"CERTIFICATE REQUEST" in csr.read_bytes()[:200],
+                    "ClaimCertificateCsrPath",
+                    str(csr),
+                    "the path of a PEM certificate signing request",
+                )
         _check(bool(self.allowed_device_types), "AllowedDeviceTypes", "", "at least one device type")
         duplicates = sorted({t for t in self.allowed_device_types if self.allowed_device_types.count(t) > 1})
         _check(not duplicates, "AllowedDeviceTypes", ",".join(duplicates), "each device type once")
@@ -217,6 +240,12 @@ class StackConfig:
     def is_prod(self) -> bool:
         return self.environment == "prod"
 
+    def claim_certificate_csr(self, generation: int) -> str | None:
+        """The CSR file a claim certificate generation is issued from (None: AWS IoT makes its key)."""
+        if not self.claim_certificate_csr_path:
+            return None
+        return self.claim_certificate_csr_path.replace(GENERATION_PLACEHOLDER, str(generation))
+
 
 def _check(ok: bool, parameter: str, value: Any, allowed: str) -> None:
     if not ok:
@@ -234,6 +263,15 @@ def _integer(parameter: str, raw: str) -> int:
         return int(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{parameter}={raw}: invalid; allowed: a whole number of days") from None
+
+
+def _generations(raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(raw).split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"ClaimCertificateGenerations={raw}: invalid; allowed: comma-separated whole numbers such as 1 or 1,2"
+        ) from None
 
 
 def read_context(cdktf_json: Path) -> dict[str, str]:
@@ -285,6 +323,8 @@ def load_config(
         kwargs["aws_region"] = values["AwsRegion"].strip()
     if "ClaimCertificateCsrPath" in values:
         kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
+    if "ClaimCertificateGenerations" in values:
+        kwargs["claim_certificate_generations"] = _generations(values["ClaimCertificateGenerations"])
     if "RequireEnrollment" in values:
         kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
     if "ClaimExpiryWarningDays" in values:

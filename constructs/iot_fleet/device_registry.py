@@ -10,26 +10,28 @@ from cdktf_cdktf_provider_aws.dynamodb_table import (
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
-# Indexes operators and tools query by: all devices of a type, all devices in a status.
-INDEXES = {"deviceType-index": "deviceType", "status-index": "status"}
+from iot_fleet.registry_schema import INDEXES, PARTITION_KEY
 
 
 class DeviceRegistry(Construct):
     def __init__(self, scope: Construct, id_: str, *, table_name: str, key: KmsKey, is_prod: bool) -> None:
         super().__init__(scope, id_)
+        index_keys = sorted({k for index in INDEXES for k in (index.partition_key, index.sort_key) if k})
         self.table = DynamodbTable(
             self,
             "table",
             name=table_name,
             billing_mode="PAY_PER_REQUEST",
-            hash_key="serialNumber",
+            hash_key=PARTITION_KEY,
             attribute=[
-                DynamodbTableAttribute(name="serialNumber", type="S"),
-                *(DynamodbTableAttribute(name=attribute, type="S") for attribute in INDEXES.values()),
+                DynamodbTableAttribute(name=PARTITION_KEY, type="S"),
+                *(DynamodbTableAttribute(name=attribute, type="S") for attribute in index_keys),
             ],
             global_secondary_index=[
-                DynamodbTableGlobalSecondaryIndex(name=index, hash_key=attribute, projection_type="ALL")
-                for index, attribute in INDEXES.items()
+                DynamodbTableGlobalSecondaryIndex(
+                    name=index.name, hash_key=index.partition_key, range_key=index.sort_key, projection_type="ALL"
+                )
+                for index in INDEXES
             ],
             point_in_time_recovery={"enabled": True},
             server_side_encryption={"enabled": True, "kms_key_arn": key.arn},

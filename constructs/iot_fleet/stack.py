@@ -141,7 +141,8 @@ class IotProvisioningStack(TerraformStack):
             "claim",
             prefix=prefix,
             template_name=config.provisioning_template_name,
-            csr_path=config.claim_certificate_csr_path,
+            generations=config.claim_certificate_generations,
+            csr_of=config.claim_certificate_csr,
             account=account,
         )
         self.reconciler_function = FleetFunction(
@@ -155,7 +156,7 @@ class IotProvisioningStack(TerraformStack):
                 "TABLE_NAME": table.name,
                 "STATUS_INDEX": "status-index",
                 "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
-                "CLAIM_CERTIFICATE_IDS": self.claim.certificate.id,
+                "CLAIM_CERTIFICATE_IDS": ",".join(c.id for c in self.claim.generations.values()),
                 "METRICS_NAMESPACE": metrics_namespace,
                 "INITIAL_SHADOWS": json.dumps(
                     {name: dict(t.initial_shadow) for name, t in config.device_types.items()},
@@ -233,7 +234,7 @@ class IotProvisioningStack(TerraformStack):
                 hook_function_name=self.hook.function_name,
                 events_function_name=self.registry_events_function.function_name,
                 reconciler_function_name=self.reconciler_function.function_name,
-                claim_certificate_ids={"claim-certificate": self.claim.certificate.id},
+                claim_certificate_ids={f"claim-certificate-{g}": c.id for g, c in self.claim.generations.items()},
                 claim_expiry_warning_days=config.claim_expiry_warning_days,
                 metrics_namespace=metrics_namespace,
             )
@@ -284,12 +285,22 @@ class IotProvisioningStack(TerraformStack):
             "Scheduled Lambda that completes or fails provisioning attempts that stopped after the hook",
         )
         o("provisioning_role_name", self.provisioning.role.name, "Role IoT assumes to apply the template")
-        o("claim_certificate_id", self.claim.certificate.id, "Claim certificate id (for manufacturing)")
-        o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN")
+        o(
+            "claim_certificate_id",
+            self.claim.certificate.id,
+            "Claim certificate id (for manufacturing; newest generation)",
+        )
+        o("claim_certificate_arn", self.claim.certificate.arn, "Claim certificate ARN (newest generation)")
+        o(
+            "claim_certificates",
+            {str(g): {"id": c.id, "arn": c.arn} for g, c in self.claim.generations.items()},
+            "Claim certificate generation -> id and ARN, every generation in force (ClaimCertificateGenerations)",
+        )
         o(
             "claim_certificate_pem",
             self.claim.certificate.certificate_pem,
-            "Claim certificate PEM (the provider marks it sensitive; `terraform output -raw` prints it)",
+            "Claim certificate PEM, newest generation (the provider marks it sensitive; `terraform output -raw` "
+            "prints it)",
             sensitive=True,
         )
         o(
@@ -306,6 +317,7 @@ class IotProvisioningStack(TerraformStack):
         o("audit_log_group_name", self.audit.log_group.name, "Log group of the registry-event audit trail")
         o("allowed_device_types", ",".join(self.config.allowed_device_types), "Device types the hook admits")
         o("aws_region", self.config.aws_region, "Region the stack is deployed to")
+        o("environment", self.config.environment, "The Environment parameter (dev, staging or prod)")
         if self.monitoring is not None:
             o("alerts_topic_arn", self.monitoring.topic.arn, "SNS topic the alarms notify (AlertEmail subscribes)")
             o("dashboard_name", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard of the fleet")

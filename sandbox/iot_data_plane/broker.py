@@ -297,7 +297,7 @@ def _parse(pem: str) -> tuple[str, int] | None:
 class CertificateAccess:
     status: str
     identity: str = ""  # the certificate's subject CN: the broker's user name for its connections
-    rules: str = ""  # ACTIVE: the plugin's rules file
+    rules: str = ""  # ACTIVE: the plugin's rules file ("" while no policy grants it anything)
     serial: int = 0  # REVOKED: for the CRL
 
 
@@ -307,13 +307,16 @@ class RegistryRules:
     Reads the local AWS's IoT registry in-process (sandbox.local_aws.account). Each certificate is
     described once per status it is seen in (and again after a policy or thing-principal change:
     refresh(forget=True)), so a refresh costs one pass over the certificates plus whatever changed,
-    not a lookup per device.
+    not a lookup per device. After each pass, `stopped` names the identities of certificates that
+    were ACTIVE at the previous pass and are not any more (revoked, deactivated or deleted): AWS
+    closes their connections, and so must the broker.
     """
 
     def __init__(self, account: LocalAccount) -> None:
         self.account = account
         self._seen: dict[str, CertificateAccess] = {}  # certificate id -> what it may do
         self._ids: dict[str, str] = {}  # identity -> certificate id, for the certificates in _seen
+        self.stopped: list[str] = []
 
     def certificate_id_of(self, identity: str) -> str | None:
         """The id of the certificate the broker knows by this identity (None if it has no rules yet)."""
@@ -329,7 +332,9 @@ class RegistryRules:
             return CertificateAccess(status, identity, serial=serial)
         attached = self.account.attached_policy_names(arn)
         if not attached:
-            return None  # not usable yet (its policy is attached after creation): look again next time
+            # Not usable (yet: a policy is attached after creation, an access change that makes the
+            # next pass describe it again), but known, so that its connections close when it stops.
+            return CertificateAccess(status, identity)
         things = self.account.principal_things(arn)
         return self._active(identity, arn, things[0] if things else None, attached)
 
@@ -350,13 +355,17 @@ class RegistryRules:
     def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
         """(rules file text by certificate identity, revoked serials). `forget`: describe every ACTIVE
         certificate again (its policies or thing may have changed; its status did not)."""
+        was_active = {cid: access.identity for cid, access in self._seen.items() if access.status == "ACTIVE"}
         if forget:
             self._seen = {k: v for k, v in self._seen.items() if v.status != "ACTIVE"}
         current: dict[str, CertificateAccess] = {}
+        active: set[str] = set()
         for certificate in self.account.certificates():
             certificate_id, status = certificate.certificate_id, certificate.status
             if status not in ("ACTIVE", "REVOKED"):
                 continue
+            if status == "ACTIVE":
+                active.add(certificate_id)
             known = self._seen.get(certificate_id)
             if known is not None and known.status == status:
                 current[certificate_id] = known
@@ -366,6 +375,7 @@ class RegistryRules:
                 current[certificate_id] = described
         self._seen = current
         self._ids = {access.identity: certificate_id for certificate_id, access in current.items()}
-        rules = {a.identity: a.rules for a in current.values() if a.status == "ACTIVE"}
+        self.stopped = sorted({identity for cid, identity in was_active.items() if cid not in active})
+        rules = {a.identity: a.rules for a in current.values() if a.status == "ACTIVE" and a.rules}
         revoked = sorted(a.serial for a in current.values() if a.status == "REVOKED")
         return rules, revoked

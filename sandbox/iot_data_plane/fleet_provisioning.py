@@ -34,6 +34,7 @@ from sandbox.local_aws.iam_requests import log_stream_arn
 
 TOKEN_LIFETIME = 3600.0
 HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
+KICK_PREFIX = "fp/kick/"  # the broker plugin disconnects the certificate identity that follows
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
@@ -157,7 +158,16 @@ class FleetProvisioningService:
             # A policy or principal change can change any certificate's rules: describe them all again.
             rules, revoked = self.rules.refresh(forget=access != self._passed_access)
             self.broker.write_rules(rules, self.broker.crl(revoked))
+            # Their rules are gone, so a reconnect is refused; connections already open are closed
+            # here, as AWS closes them when a certificate is revoked, deactivated or deleted.
+            for identity in self.rules.stopped:
+                self.disconnect(identity)
             self._passed_writes, self._passed_access, self._last_pass = writes, access, time.monotonic()
+
+    def disconnect(self, identity: str) -> None:
+        """Closes every connection made with the certificate known by this identity (the plugin's fp/kick/)."""
+        if self.connection is not None:
+            self.connection.publish(f"{KICK_PREFIX}{identity}", b"", mqtt.QoS.AT_MOST_ONCE)
 
     def grant_rules(self, certificate: OwnershipToken, thing: str, policies: list[str]) -> None:
         """Puts a just-registered certificate's rules in force before the device gets its answer.

@@ -1,5 +1,6 @@
-"""One synth per session: the default stack and a variant (prod, a new catalogue type, CSR claim
-certificate, AWS target), both synthesized in this process with cdktf's Testing helpers."""
+"""One synth per session: the default stack and a variant (prod, a new catalogue type, two claim
+certificate generations from CSRs, AWS target), both synthesized in this process with cdktf's Testing
+helpers."""
 
 from __future__ import annotations
 
@@ -67,18 +68,20 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     folder = tmp_path_factory.mktemp("variant")
     catalogue = folder / "device-types.json"
     catalogue.write_text(json.dumps({"vibration-sensor": {"description": "Vibration monitoring"}}))
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "claim")]))
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "claim.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    for generation in (1, 2):  # a claim rotation's overlap: each generation from its own key
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"claim-{generation}")]))
+            .sign(key, hashes.SHA256())
+        )
+        (folder / f"claim-{generation}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     environ = {
         "Environment": "prod",
         "DeviceTypeCatalogue": str(catalogue),
         "AllowedDeviceTypes": "temperature-sensor,humidity-sensor,pressure-sensor,gateway,vibration-sensor",
-        "ClaimCertificateCsrPath": str(folder / "claim.csr"),
+        "ClaimCertificateCsrPath": str(folder / "claim-{generation}.csr"),
+        "ClaimCertificateGenerations": "1,2",
         "Target": "aws",
         "MonitoringEnabled": "false",
     }

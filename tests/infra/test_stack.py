@@ -247,7 +247,9 @@ def test_registry_table_is_keyed_by_serial_with_type_and_status_indexes(synth: S
     assert table["name"] == synth.config.table_name
     assert table["hash_key"] == "serialNumber"
     assert table["billing_mode"] == "PAY_PER_REQUEST"
-    assert {i["hash_key"] for i in table["global_secondary_index"]} == {"deviceType", "status"}
+    # The status index is sorted by type: a list of one type in one status reads only those devices.
+    assert {(i["name"], i["hash_key"], i.get("range_key")) for i in table["global_secondary_index"]} == {
+        ("deviceType-index", "deviceType", None), ("status-index", "status", "deviceType")}  # fmt: skip
     assert table["point_in_time_recovery"] == {"enabled": True}
     assert table["server_side_encryption"]["enabled"] is True
     assert table["server_side_encryption"]["kms_key_arn"].startswith("${aws_kms_key.")
@@ -284,6 +286,9 @@ def test_recipe_outputs_exist_at_stack_level_with_descriptions(synth: Synth, var
     for name in RECIPE_OUTPUTS:
         assert name in outputs, name
         assert outputs[name].get("description"), name
+    for name in ("claim_certificates", "environment"):  # what the operator tools read besides the recipe's
+        assert outputs[name].get("description"), name
+    assert outputs["environment"]["value"] == "prod"
     assert outputs["claim_private_key"]["sensitive"] is True
     assert outputs["claim_certificate_pem"]["sensitive"] is True  # the provider marks it; plan refuses otherwise
     assert outputs["provisioning_template_name"]["value"].startswith("${aws_iot_provisioning_template.")
@@ -325,7 +330,29 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
 
 
 def test_csr_keeps_the_claim_key_out_of_state(variant: Synth) -> None:
-    assert "BEGIN CERTIFICATE REQUEST" in variant.one("aws_iot_certificate")["csr"]
+    csrs = [c.get("csr", "") for c in variant.resources("aws_iot_certificate").values()]
+    assert len(csrs) == 2 and all("BEGIN CERTIFICATE REQUEST" in csr for csr in csrs)
+    assert len(set(csrs)) == 2  # each generation certified from its own key
+
+
+def test_a_claim_rotation_adds_a_generation_without_replacing_the_current_one(synth: Synth, variant: Synth) -> None:
+    """Adding generation 2 leaves generation 1 under its address (so a deploy does not replace it);
+    both are attached to the claim policy; the recipe's claim outputs name the newest."""
+    (current,) = synth.resources("aws_iot_certificate")
+    certificates = variant.resources("aws_iot_certificate")
+    assert current in certificates and len(certificates) == 2
+    (newest,) = set(certificates) - {current}
+    policy = variant.named("aws_iot_policy", f"{variant.config.prefix}-claim-policy")
+    attached = {a["target"] for a in variant.resources("aws_iot_policy_attachment").values()
+                if a["policy"] == variant.reference("aws_iot_policy", policy, "name")}  # fmt: skip
+    assert attached == {f"${{aws_iot_certificate.{name}.arn}}" for name in certificates}
+    outputs = variant.stack["output"]
+    assert outputs["claim_certificate_id"]["value"] == f"${{aws_iot_certificate.{newest}.id}}"
+    assert outputs["claim_certificate_pem"]["value"] == f"${{aws_iot_certificate.{newest}.certificate_pem}}"
+    assert set(outputs["claim_certificates"]["value"]) == {"1", "2"}
+    reconciler = variant.named("aws_lambda_function", f"{variant.config.prefix}-reconciler")
+    watched = reconciler["environment"]["variables"]["CLAIM_CERTIFICATE_IDS"].split(",")
+    assert sorted(watched) == sorted(f"${{aws_iot_certificate.{name}.id}}" for name in certificates)  # both expire
 
 
 def test_new_catalogue_type_yields_group_policy_mapping_and_hook_allowance(variant: Synth) -> None:
@@ -373,9 +400,9 @@ def alarms_by_name(synth: Synth) -> dict[str, dict[str, Any]]:
 def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
     alarms = alarms_by_name(synth)
     assert set(alarms) == {"provisioning-failures", "hook-errors", "hook-denied-on-errors", "registry-events-errors",
-                           "registry-throttling", "reconciler-errors", "claim-certificate-expiry",
+                           "registry-throttling", "reconciler-errors", "claim-certificate-1-expiry",
                            "serial-guessing"}  # fmt: skip
-    expiry = alarms["claim-certificate-expiry"]
+    expiry = alarms["claim-certificate-1-expiry"]
     assert (expiry["metric_name"], expiry["statistic"], expiry["comparison_operator"], expiry["threshold"]) == (
         "ClaimCertificateDaysToExpiry", "Minimum", "LessThanThreshold", 30
     )  # fmt: skip

@@ -45,11 +45,11 @@ class Deployment:
         return stack
 
     def run(
-        self, *args: str, cwd: Path | None = None, timeout: float = DEPLOY_TIMEOUT
+        self, *args: str, cwd: Path | None = None, timeout: float = DEPLOY_TIMEOUT, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Runs a command in its own process group; on timeout the whole group (terraform too) is killed."""
         process = subprocess.Popen(
-            list(args), cwd=cwd or ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            list(args), cwd=cwd or ROOT, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )  # fmt: skip
         try:
@@ -63,10 +63,11 @@ class Deployment:
     def sandbox(self, command: str) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "sandbox", command, timeout=120)
 
-    def cdktf(self, command: str) -> subprocess.CompletedProcess[str]:
+    def cdktf(self, command: str, parameters: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`cdktf <command>` into this deployment's folder, with these stack parameters (env overrides)."""
         return self.run(
             "npx", "--no-install", "cdktf", command, "--auto-approve", "--skip-provider-lock",
-            "--output", str(self.out_dir),
+            "--output", str(self.out_dir), env={**self.env, **(parameters or {})},
         )  # fmt: skip
 
     def client(self, service: str) -> Any:
@@ -114,9 +115,10 @@ def sandbox_env(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def deployed(base: Path) -> Iterator[Deployment]:
-    """A sandbox of its own with the stack deployed into it, stopped on the way out whatever the tests
-    did with it in between (stopping forgets everything deployed into it)."""
+def deployed(base: Path, parameters: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """A sandbox of its own with the stack deployed into it (with these stack parameters, for that
+    deploy only), stopped on the way out whatever the tests did with it in between (stopping forgets
+    everything deployed into it)."""
     deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
     up = deployment.sandbox("up")
@@ -124,7 +126,7 @@ def deployed(base: Path) -> Iterator[Deployment]:
     deployment.timings["sandbox up"] = time.monotonic() - started
     try:
         started = time.monotonic()
-        deploy = deployment.cdktf("deploy")
+        deploy = deployment.cdktf("deploy", parameters or {})
         deployment.timings["cdktf deploy"] = time.monotonic() - started
         assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
         yield deployment

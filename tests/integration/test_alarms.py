@@ -319,7 +319,7 @@ def test_a_claim_certificate_near_its_expiry_raises_its_alarm_and_recovers(monit
     """The reconciler publishes the days until each claim certificate expires; its alarm fires inside
     the warning window. The sandbox's claim certificate has years left, so the window is moved to just
     past its real expiry (the threshold set near it), then back."""
-    name = "claim-certificate-expiry"
+    name = "claim-certificate-1-expiry"
     monitoring.quiet(name)
     claim = monitoring.fleet.outputs["claim_certificate_id"]
     expires = monitoring.fleet.iot.describe_certificate(certificateId=claim)["certificateDescription"]["validity"][

@@ -1,7 +1,7 @@
 """The stack deployed into the local sandbox with real terraform, as a user deploys, verifies and destroys it.
 
-Most tests share the session's deployment; the destroy tests destroy a deployment of their own, so
-the tests pass in any order.
+Most tests share the session's deployment; the lifecycle tests (a claim rotation, then `make
+destroy`) use a deployment of their own, so the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from iot_fleet.fleet_provisioning import template_revision
+from scripts import test_provisioning as device
 from tests.conftest import SUMMARY
 from tests.integration.conftest import ROOT, Deployment, deployed
+from tests.integration.devices import Fleet
 
 pytestmark = pytest.mark.integration
 
@@ -123,17 +125,133 @@ def inventory(deployment: Deployment) -> dict[str, list[Any]]:
         "thing types": iot.list_thing_types()["thingTypes"],
         "thing groups": iot.list_thing_groups()["thingGroups"],
         "policies": iot.list_policies()["policies"],
-        "certificates": [c for c in iot.list_certificates()["certificates"] if c["status"] == "ACTIVE"],
+        "certificates": iot.list_certificates()["certificates"],
         "topic rules": iot.list_topic_rules()["rules"],
         "templates": iot.list_provisioning_templates()["templates"],
     }
 
 
 @dataclass
-class Destroyed:
-    """A deployment of its own, destroyed and stopped as a user does it, and what that left behind."""
+class Lifecycle:
+    """A deployment of its own that lives a fleet's life: deployed in the middle of a claim certificate
+    rotation (generations 1 and 2 in force), devices enrolled (scripts/fleet.py) and provisioned (the
+    real device client) with either generation, generation 1 then retired (`fleet.py rotate-claim
+    --apply`, a deploy), and what each step did. The whole rotation, from one generation, is
+    bench/claim_rotation.py: its extra deploy costs make test a minute."""
 
     deployment: Deployment
+    provisioning: dict[str, str]  # when, with which claim generation -> "provisioned" or the failure
+    status: dict[str, Any]  # rotate-claim --json during the overlap
+    retired: dict[str, Any]  # rotate-claim --apply --json
+    generation_2_ids: list[str]  # claim_certificate_id, and generation 2's id before and after the retirement
+    recorded: str  # ClaimCertificateGenerations in the context file afterwards
+    old_claim_dropped: bool  # a connection made with generation 1 was closed when it was retired
+    plan_after: subprocess.CompletedProcess[str]
+
+
+def _outputs(deployment: Deployment) -> dict[str, Any]:
+    listed = deployment.run("terraform", "output", "-json", cwd=deployment.stack_dir)
+    return {name: value["value"] for name, value in json.loads(listed.stdout).items()}
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
+    base = tmp_path_factory.mktemp("sandbox-lifecycle")
+    with deployed(base, {"ClaimCertificateGenerations": "1,2"}) as deployment:
+        fleet = Fleet(deployment, base / "devices")  # its claim files: the newest generation, 2
+        kinds = ("gateway", "temperature-sensor", "humidity-sensor")
+        manifest = base / "fleet.csv"
+        manifest.write_text("serialNumber,deviceType,manufacturer\n" + "".join(
+            f"LIFE-{n},{kind},AcmeIoT\n" for n, kind in enumerate(kinds, 1)))  # fmt: skip
+        code, _, said = fleet.cli("enroll", str(manifest))
+        assert code == 0, said
+        first = _first_generation_claim(deployment, base)
+        second = (fleet.target.claim_cert, fleet.target.claim_key)
+        provisioning: dict[str, str] = {}
+
+        def attempt(case: str, serial: str, device_type: str, claim: tuple[str, str]) -> None:
+            try:
+                fleet.provision(serial, device_type, claim=claim)
+                provisioning[case] = "provisioned"
+            except device.Failure as failure:
+                provisioning[case] = f"exit {failure.code}: {failure}"
+
+        attempt("overlap, generation 1", "LIFE-1", "gateway", first)
+        attempt("overlap, generation 2", "LIFE-2", "temperature-sensor", second)
+        context = base / "cdktf.json"  # the rotation's record, as the first --apply left it
+        context.write_text((ROOT / "cdktf.json").read_text().replace(
+            '"ClaimCertificateGenerations": "1"', '"ClaimCertificateGenerations": "1,2"'))  # fmt: skip
+        _, status, said = fleet.cli("rotate-claim", "--context-file", str(context), "--json")
+        assert status, said[-3000:]
+        drops: list[Any] = []
+        old_claim = device.connect(fleet.target, *first, "claim-life-old", 15, on_disconnection=drops.append)
+        try:
+            _, retired, said = fleet.cli("rotate-claim", "--apply", "--yes", "--context-file", str(context), "--json")
+            assert retired, said[-3000:]
+            deadline = time.monotonic() + 10
+            while not drops and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            old_claim.close()
+        attempt("after, generation 1", "LIFE-3", "humidity-sensor", first)
+        attempt("after, generation 2", "LIFE-3", "humidity-sensor", second)
+        plan = deployment.run("terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color",
+                              cwd=deployment.stack_dir)  # fmt: skip
+        yield Lifecycle(
+            deployment, provisioning, status, retired,
+            [fleet.outputs["claim_certificate_id"], fleet.outputs["claim_certificates"]["2"]["id"],
+             _outputs(deployment)["claim_certificates"]["2"]["id"]],
+            json.loads(context.read_text())["context"]["ClaimCertificateGenerations"], bool(drops), plan,
+        )  # fmt: skip
+
+
+def _first_generation_claim(deployment: Deployment, base: Path) -> tuple[str, str]:
+    """Generation 1's certificate and key, as a factory kept them when generation 2 was added (the
+    outputs give only the newest generation's: read from the Terraform state here)."""
+    state = json.loads(deployment.run("terraform", "show", "-json", cwd=deployment.stack_dir).stdout)
+    first = _outputs(deployment)["claim_certificates"]["1"]["id"]
+    (values,) = [r["values"] for r in state["values"]["root_module"]["resources"]
+                 if r["type"] == "aws_iot_certificate" and r["values"]["id"] == first]  # fmt: skip
+    return (device._write_private(base / "claim-1.pem.crt", values["certificate_pem"]),
+            device._write_private(base / "claim-1.key", values["private_key"]))  # fmt: skip
+
+
+def test_devices_provision_with_either_claim_generation_during_the_overlap_and_only_the_new_one_after(
+    lifecycle: Lifecycle,
+) -> None:
+    assert lifecycle.provisioning == {
+        "overlap, generation 1": "provisioned",  # devices already built with the old claim keep provisioning
+        "overlap, generation 2": "provisioned",
+        "after, generation 1": lifecycle.provisioning["after, generation 1"],
+        "after, generation 2": "provisioned",
+    }
+    # Retired: refused at connect (the certificate is gone), as a device carrying it finds out.
+    assert lifecycle.provisioning["after, generation 1"].startswith(f"exit {device.CLAIM_CONNECT}:")
+    assert lifecycle.old_claim_dropped  # and a connection open with it was closed
+
+
+def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changing_nothing_else(
+    lifecycle: Lifecycle,
+) -> None:
+    """The retirement is a deploy that destroys one certificate and its policy attachment, nothing
+    else; the remaining generation is not replaced, and a plan afterwards finds no drift."""
+    assert (lifecycle.status["inForce"], lifecycle.status["next"]["action"]) == ([1, 2], "retire")
+    assert [(g["number"], g["status"], g["provisioned"]) for g in lifecycle.status["generations"]] == [
+        (1, "ACTIVE", 1), (2, "ACTIVE", 1)]  # fmt: skip
+    assert (lifecycle.retired["inForce"], lifecycle.retired["terraform"]) == (
+        [2], {"added": 0, "changed": 0, "destroyed": 2})  # fmt: skip
+    assert lifecycle.recorded == "2"
+    assert len(set(lifecycle.generation_2_ids)) == 1
+    assert lifecycle.plan_after.returncode == 0, lifecycle.plan_after.stdout[-3000:]
+
+
+@dataclass
+class Destroyed:
+    """The lifecycle's deployment, destroyed and stopped as a user does it (`make destroy`, then
+    `sandbox down`), and what that left behind."""
+
+    deployment: Deployment
+    before: dict[str, list[Any]]
     destroy: subprocess.CompletedProcess[str]
     leftovers: dict[str, list[Any]]
     down: subprocess.CompletedProcess[str]
@@ -141,25 +259,30 @@ class Destroyed:
 
 
 @pytest.fixture(scope="module")
-def destroyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Destroyed]:
-    with deployed(tmp_path_factory.mktemp("sandbox-destroy")) as deployment:
-        before = inventory(deployment)
-        assert before["templates"] and before["functions"] and before["tables"]
-        started = time.monotonic()
-        destroy = deployment.cdktf("destroy")
-        deployment.timings["cdktf destroy"] = time.monotonic() - started
-        leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
-        pid = deployment.state()["pid"]
-        down = deployment.sandbox("down")
-        group = [int(p.name) for p in Path("/proc").glob("[0-9]*") if _in_group(p, pid) and _running(p)]
-        SUMMARY.append(
-            "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
-        )
-        yield Destroyed(deployment, destroy, leftovers, down, group)
+def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
+    deployment = lifecycle.deployment
+    before = inventory(deployment)
+    assert before["templates"] and before["functions"] and before["tables"]
+    started = time.monotonic()
+    destroy = deployment.run("make", "-o", "setup", "--no-print-directory", "destroy",
+                             f"CDKTF_OUT={deployment.out_dir}", cwd=ROOT)  # fmt: skip
+    deployment.timings["make destroy"] = time.monotonic() - started
+    leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
+    pid = deployment.state()["pid"]
+    down = deployment.sandbox("down")
+    group = [int(p.name) for p in Path("/proc").glob("[0-9]*") if _in_group(p, pid) and _running(p)]
+    SUMMARY.append(
+        "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
+    )
+    yield Destroyed(deployment, before, destroy, leftovers, down, group)
 
 
-def test_destroy_leaves_nothing_behind(destroyed: Destroyed) -> None:
+def test_make_destroy_decommissions_the_provisioned_devices_and_leaves_nothing_behind(destroyed: Destroyed) -> None:
+    assert len(destroyed.before["things"]) == 3  # provisioned devices, with their certificates and policies
     assert destroyed.destroy.returncode == 0, (destroyed.destroy.stdout + destroyed.destroy.stderr)[-4000:]
+    assert "decommissioned 3 devices of iot-provisioning-dev (3 certificates and 3 things deleted)" in (
+        destroyed.destroy.stdout
+    )
     assert destroyed.leftovers == {}
 
 

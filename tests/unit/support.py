@@ -15,23 +15,24 @@ ALLOWED = "temperature-sensor,humidity-sensor,pressure-sensor,gateway"
 
 
 def create_registry(name: str = TABLE) -> Any:
+    """The registry table as the stack declares it (iot_fleet.registry_schema): key and indexes."""
+    from iot_fleet.registry_schema import INDEXES, PARTITION_KEY
+
     client = boto3.client("dynamodb", region_name="us-east-1")
+    keys = sorted({PARTITION_KEY} | {k for index in INDEXES for k in (index.partition_key, index.sort_key) if k})
     client.create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "serialNumber", "AttributeType": "S"},
-            {"AttributeName": "deviceType", "AttributeType": "S"},
-            {"AttributeName": "status", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             {
-                "IndexName": f"{a}-index",
-                "KeySchema": [{"AttributeName": a, "KeyType": "HASH"}],
+                "IndexName": index.name,
+                "KeySchema": [{"AttributeName": index.partition_key, "KeyType": "HASH"}]
+                + ([{"AttributeName": index.sort_key, "KeyType": "RANGE"}] if index.sort_key else []),
                 "Projection": {"ProjectionType": "ALL"},
             }
-            for a in ("deviceType", "status")
+            for index in INDEXES
         ],
     )
     return client

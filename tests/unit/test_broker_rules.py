@@ -106,7 +106,8 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
             ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_username"),
             ("void *", "mosquitto_client_certificate"), ("int", "mosquitto_set_username"),
             ("int", "mosquitto_broker_publish_copy"), ("void *", "mosquitto_malloc"), ("int", "mosquitto_free"),
-            ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"))))  # fmt: skip
+            ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"),
+            ("int", "mosquitto_kick_client_by_username"))))  # fmt: skip
     library = folder / "fleet_routing.so"
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(PLUGIN_SOURCE), str(folder / "broker.c"),
                     "-lcrypto"], check=True)  # fmt: skip

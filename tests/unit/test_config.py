@@ -71,6 +71,12 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"AlertEmail": "not-an-email"}, "AlertEmail"),
         ({"AwsRegion": "mars"}, "AwsRegion"),
         ({"ClaimCertificateCsrPath": "missing.csr"}, "ClaimCertificateCsrPath"),
+        ({"ClaimCertificateGenerations": "2,1"}, "ClaimCertificateGenerations"),
+        ({"ClaimCertificateGenerations": "1,1"}, "ClaimCertificateGenerations"),
+        ({"ClaimCertificateGenerations": "1,2,3"}, "ClaimCertificateGenerations"),
+        ({"ClaimCertificateGenerations": "0"}, "ClaimCertificateGenerations"),
+        ({"ClaimCertificateGenerations": "one"}, "ClaimCertificateGenerations"),
+        ({"ClaimCertificateGenerations": " , "}, "ClaimCertificateGenerations"),
         ({"DeviceTypeCatalogue": "missing.json"}, "DeviceTypeCatalogue"),
         ({"Target": "azure"}, "Target"),
         ({"SandboxEndpoint": "http://10.0.0.5:4566"}, "SandboxEndpoint"),
@@ -180,3 +186,23 @@ def test_a_type_whose_policy_aws_would_refuse_stops_synth_with_one_line(tmp_path
     synth = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env={**os.environ, **environ}, capture_output=True,
                            text=True, timeout=60, check=False)  # fmt: skip
     assert (synth.returncode, synth.stderr.strip()) == (2, f"error: {message}")
+
+
+def test_claim_generations_overlap_during_a_rotation_each_from_its_own_csr(tmp_path: Path) -> None:
+    """A rotation has two generations in force; with CSRs, each needs its own (one key per generation)."""
+    for generation in (1, 2):
+        (tmp_path / f"claim-{generation}.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\n")
+    assert load_config(CONTEXT, environ={}, base_dir=ROOT).claim_certificate_generations == (1,)
+    config = load_config(CONTEXT, environ={"ClaimCertificateGenerations": "1, 2",
+                                           "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr")},
+                         base_dir=ROOT)  # fmt: skip
+    assert config.claim_certificate_generations == (1, 2)
+    assert config.claim_certificate_csr(2) == str(tmp_path / "claim-2.csr")
+    with pytest.raises(ConfigError, match=r"^ClaimCertificateCsrPath=.*with \{generation\}"):
+        load_config(CONTEXT, environ={"ClaimCertificateGenerations": "1,2",
+                                      "ClaimCertificateCsrPath": str(tmp_path / "claim-1.csr")},
+                    base_dir=ROOT)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^ClaimCertificateCsrPath=.*claim-3.csr"):
+        load_config(CONTEXT, environ={"ClaimCertificateGenerations": "2,3",
+                                      "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr")},
+                    base_dir=ROOT)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import sys
@@ -491,6 +492,7 @@ def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_
 
     class Rules:
         passes = 0
+        stopped = ()  # nothing to disconnect
 
         def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
             self.passes += 1
@@ -569,3 +571,68 @@ def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(i
         assert broker.written == {}  # no policy: the certificate may do nothing
     finally:
         service.stop()
+
+
+def test_certificates_that_stop_being_active_are_named_for_disconnection_after_the_next_pass(iot: Any) -> None:
+    """AWS closes the connections of a certificate once it is revoked, deactivated or deleted; the
+    sandbox's pass names those certificates' identities (the broker's user names) so the broker can
+    close them too. One whose policy was detached first (as decommissioning does) is named as well;
+    one still ACTIVE, or never ACTIVE, is not."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sandbox.iot_data_plane.broker import RegistryRules
+    from sandbox.local_aws.account import LocalAccount
+
+    def certificate(name: str, status: str = "ACTIVE") -> tuple[str, str]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        pem = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+        ).public_bytes(serialization.Encoding.PEM).decode()  # fmt: skip
+        created = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+        if status == "ACTIVE":
+            iot.attach_policy(policyName="device", target=created["certificateArn"])
+        return created["certificateId"], created["certificateArn"]
+
+    iot.create_policy(
+        policyName="device",
+        policyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Connect",
+                        "Resource": "arn:aws:iot:us-east-1:123456789012:client/*",
+                    }
+                ],
+            }
+        ),
+    )
+    revoked, deactivated, deleted, detached, kept = (certificate(n) for n in ("revoked", "deactivated", "deleted",
+                                                                              "detached", "kept"))  # fmt: skip
+    never_active = certificate("never-active", status="INACTIVE")
+    rules = RegistryRules(LocalAccount("us-east-1"))
+    rules.refresh()
+    assert rules.stopped == []
+
+    iot.update_certificate(certificateId=revoked[0], newStatus="REVOKED")
+    iot.update_certificate(certificateId=deactivated[0], newStatus="INACTIVE")
+    iot.update_certificate(certificateId=deleted[0], newStatus="INACTIVE")
+    iot.detach_policy(policyName="device", target=deleted[1])
+    iot.delete_certificate(certificateId=deleted[0])
+    iot.detach_policy(policyName="device", target=detached[1])
+    rules.refresh(forget=True)  # the detachment: rules gone, the certificate still ACTIVE (AWS keeps it connected)
+    assert rules.stopped == ["deactivated", "deleted", "revoked"]
+    iot.update_certificate(certificateId=detached[0], newStatus="INACTIVE")
+    iot.update_certificate(certificateId=never_active[0], newStatus="REVOKED")
+    rules.refresh()
+    assert rules.stopped == ["detached"]
+    rules.refresh()
+    assert rules.stopped == []  # named once
+    assert kept[0] in {c.certificate_id for c in LocalAccount("us-east-1").certificates() if c.status == "ACTIVE"}

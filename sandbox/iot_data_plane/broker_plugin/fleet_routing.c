@@ -10,6 +10,12 @@
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
  *
+ * Disconnecting: AWS IoT drops a connection whose certificate stops being ACTIVE (revoked,
+ * deactivated, deleted). The broker's CRL only refuses new TLS handshakes, so the service, which
+ * sees the registry change, publishes fp/kick/<certificate identity> and the plugin disconnects
+ * every client with that identity (the MQTT user name set at CONNECT); no rules file remains, so
+ * a reconnect is refused too.
+ *
  * A certificate's identity is its subject CN. At CONNECT the plugin reads it from the connection's
  * certificate and makes it the client's MQTT user name, whatever user name the client sent (or
  * refuses the CONNECT); later checks read the user name, which outlives the TLS session (mosquitto
@@ -36,6 +42,7 @@
 
 #define REQUEST_PREFIX "fp/req/"
 #define RESPONSE_PREFIX "fp/resp/"
+#define KICK_PREFIX "fp/kick/"
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char service_id[128] = "sandbox-fleet-service";
@@ -86,6 +93,18 @@ static int answer(struct mosquitto_evt_message *message)
 	return MOSQ_ERR_ACL_DENIED; /* the wrapper itself goes nowhere */
 }
 
+/* fp/kick/<identity>: every connection of that certificate identity is closed, without its will
+ * (AWS sends a will only when a connection is lost, not when IoT itself closes it). */
+static int kick(struct mosquitto_evt_message *message)
+{
+	const char *identity = message->topic + strlen(KICK_PREFIX);
+
+	if (safe_identity(identity) && strcmp(identity, service_id) != 0) {
+		mosquitto_kick_client_by_username(identity, false);
+	}
+	return MOSQ_ERR_ACL_DENIED; /* the request itself goes nowhere */
+}
+
 static int on_message(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *message = event_data;
@@ -98,10 +117,11 @@ static int on_message(int event, void *event_data, void *userdata)
 	(void)userdata;
 	if (!client_id || !message->topic) return MOSQ_ERR_SUCCESS;
 	if (is_service(message->client)) {
+		if (starts_with(message->topic, KICK_PREFIX)) return kick(message);
 		return starts_with(message->topic, RESPONSE_PREFIX) ? answer(message) : MOSQ_ERR_SUCCESS;
 	}
-	if (starts_with(message->topic, RESPONSE_PREFIX) || starts_with(message->topic, REQUEST_PREFIX)) {
-		return MOSQ_ERR_ACL_DENIED; /* nobody else may forge requests or answers */
+	if (starts_with(message->topic, "fp/")) {
+		return MOSQ_ERR_ACL_DENIED; /* nobody else may forge requests, answers or disconnections */
 	}
 	if (!starts_with(message->topic, "$aws/") || strchr(client_id, '/')) return MOSQ_ERR_SUCCESS;
 	if (!identity || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED; /* set at CONNECT: never missing */
