@@ -127,6 +127,7 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     service.start()
     health.service = service
     health.parts["fleet service"] = "subscribed"
+    broker.supervise()  # from now on an exit is an interruption: until here it fails `up`
     from sandbox.local_aws.schedules import ScheduleRunner
     from sandbox.state import clock_scale
 

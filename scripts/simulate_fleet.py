@@ -8,6 +8,8 @@ Against real AWS (the stack has an iot_data_endpoint output) it paces RegisterTh
 (default 10, the documented account rate) and the registry is written with your credentials.
 
 Example: scripts/simulate_fleet.py --devices 200 --concurrency 10 --flow csr --key-type ec
+After an interruption, `--run <id> --devices 200` provisions the same serials again, skipping those
+the registry holds as provisioned.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
         return code, time.monotonic() - started, text
 
 
-def enroll(stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str) -> None:
+def enroll(stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str) -> set[str]:
     """Enrolls the simulated devices as `fleet.py enroll` enrolls a manifest (conditional writes, thing
     names reserved)."""
     rows = [manifest.Device(line=i + 2, serial_number=serial, device_type=device_type, manufacturer=manufacturer,
@@ -79,6 +81,8 @@ def enroll(stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: s
     if plan.problems:
         raise SystemExit(f"simulate_fleet: cannot enroll the simulated fleet: {plan.problems[0]}")
     registry.enroll(plan.writes())
+    items = registry.get_many([serial for serial, _ in devices])
+    return {serial for serial, item in items.items() if item.get("status") == "provisioned"}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="devices/simulated",
                         help="credentials go to a folder per run in here, run-<id>/ (files 0600)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a device waits for each step (default 30)")
+    parser.add_argument("--run", help="an earlier run's id: its serials again, skipping the provisioned ones")
     args = parser.parse_args(argv)
 
     stack = DeployedStack.load(args.stack_dir)
@@ -117,33 +123,37 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     types = args.device_types.split(",") if args.device_types else list(stack.allowed_device_types)
-    run = uuid.uuid4().hex[:6].upper()
+    run = args.run or uuid.uuid4().hex[:6].upper()
     # One folder per run, so no folder collects every run's credentials (one had reached 80,000
     # files after a day of benchmarks) and a run's devices are easy to find or delete together.
     credentials = Path(args.output_dir) / f"run-{run}"
     fleet = [(f"SIM-{run}-{i:05d}", types[i % len(types)]) for i in range(args.devices)]
-    enroll(stack, fleet, args.manufacturer)
+    done = enroll(stack, fleet, args.manufacturer)
+    fleet = [(serial, device_type) for serial, device_type in fleet if serial not in done]
 
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
     details: list[str] = []
+    failed: dict[str, str] = {}
     with ProcessPoolExecutor(max_workers=args.concurrency, initializer=_init_worker, initargs=(target,)) as pool:
         # Devices are powered up before the clock starts: what is measured is provisioning.
         list(pool.map(_ready, range(args.concurrency)))
         started = time.monotonic()
-        futures = []
+        futures: dict[Any, str] = {}
         for index, (serial, device_type) in enumerate(fleet):
             if tps:
                 time.sleep(max(0.0, started + index / tps - time.monotonic()))
-            futures.append(pool.submit(provision_one, {
+            futures[pool.submit(provision_one, {
                 "serial_number": serial, "device_type": device_type, "manufacturer": args.manufacturer,
                 "firmware_version": "v1.0.0", "location": "", "thing_name": "", "csr": args.flow == "csr",
-                "key_type": args.key_type, "output_dir": str(credentials), "client_id": None, "timeout": 30.0,
+                "key_type": args.key_type, "output_dir": str(credentials), "client_id": None, "timeout": args.timeout,
                 "skip_device_check": args.register_only, "sdk_metrics": False,
-            }))  # fmt: skip
+            })] = serial  # fmt: skip
         for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
             outcome, seconds, detail = future.result()
             outcomes[outcome] += 1
+            if outcome != "provisioned":
+                failed[futures[future]] = detail
             latencies.append(seconds)
             if detail and len(details) < 5:
                 details.append(detail)
@@ -152,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         "devices": args.devices,
         "concurrency": args.concurrency,
         "flow": args.flow if args.flow == "keys" else f"csr/{args.key_type}",
+        "run": run,
+        "skipped": len(done),  # provisioned by an earlier try of this run
         "provisioned": outcomes.pop("provisioned", 0),
         "rejections": dict(outcomes),
-        "p50_s": round(statistics.median(latencies), 3),
-        "p95_s": round(percentile(latencies, 0.95), 3),
-        "max_s": round(max(latencies), 3),
-        "devices_per_s": round(args.devices / elapsed, 1),
+        "failed": failed,  # serial -> why, for each device that did not provision
+        "p50_s": round(statistics.median(latencies), 3) if latencies else 0.0,
+        "p95_s": round(percentile(latencies, 0.95), 3) if latencies else 0.0,
+        "max_s": round(max(latencies), 3) if latencies else 0.0,
+        "devices_per_s": round(len(fleet) / elapsed, 1) if elapsed else 0.0,
         "wall_s": round(elapsed, 1),
         "credentials": str(credentials),
         "examples": details,
@@ -174,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         for detail in details:
             print(f"  e.g. {detail}")
         print(f"  credentials of the provisioned devices: {credentials}/ (0600)")
-    return 0 if summary["provisioned"] == args.devices else 1
+        if done:
+            print(f"  skipped {len(done)} provisioned by an earlier try of run {run}")
+        if failed:
+            print(f"  to try the others again: --run {run} --devices {args.devices}")
+    return 0 if summary["provisioned"] + len(done) == args.devices else 1
 
 
 if __name__ == "__main__":

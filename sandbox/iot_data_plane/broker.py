@@ -17,6 +17,8 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ from sandbox.local_aws.account import LocalAccount
 from sandbox.moto_patches.iot_registry_rules import THING_NAME
 
 SERVICE_ID = "sandbox-fleet-service"
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0  # a broker that keeps exiting is broken, not interrupted
 PROBE_ID = "sandbox-probe"  # `sandbox up` connects with it: no rules, so a working broker refuses it at CONNECT
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
 _RESOURCE_ARN = re.compile(r"arn:[^:]+:iot:[^:]*:[^:]*:(topic|topicfilter|client)/(.+)")  # fullmatch: no line breaks
@@ -136,6 +139,7 @@ class Broker:
         self._written: dict[str, str] = {}
         self._crl_written = b""
         self._crl_reloads_due = 0
+        self._stopping = threading.Event()
 
     @property
     def endpoint(self) -> str:
@@ -219,7 +223,29 @@ class Broker:
         ]
         return f"mosquitto exited with code {self.process.returncode}" + (": " + " | ".join(said) if said else "")
 
+    def supervise(self) -> None:
+        """Restarts mosquitto whenever it exits unasked once the sandbox is up, as a service manager
+        would: devices connected at that moment see their connection drop and reconnect, as they would
+        on AWS. One that keeps exiting is left down; the health endpoint and `status` then say why."""
+        threading.Thread(target=self._supervise, name="broker-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        restarts: list[float] = []
+        while not self._stopping.wait(0.5):
+            if self.process is None or self.process.poll() is None:
+                continue
+            why, now = self.failure(), time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS]
+            if len(restarts) >= MAX_RESTARTS:
+                print(f"sandbox: broker: {why}; it exited {MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:.0f} s, "
+                      f"so it stays down (its log: {self.dir / 'mosquitto.log'})", flush=True)  # fmt: skip
+                return
+            print(f"sandbox: broker: {why}; restarting it", flush=True)
+            restarts.append(now)
+            self.start()
+
     def stop(self) -> None:
+        self._stopping.set()
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -106,7 +106,9 @@ class FleetProvisioningService:
             clean_session=True,
             keep_alive_secs=30,
             on_connection_interrupted=lambda *_, **__: self._connected.clear(),
-            on_connection_resumed=lambda *_, **__: self._connected.set(),
+            on_connection_resumed=self._resumed,
+            reconnect_min_timeout_secs=1,  # the broker is local: after its restart, serve again within a second
+            reconnect_max_timeout_secs=5,
         )
         deadline = time.monotonic() + 20
         while True:
@@ -126,6 +128,11 @@ class FleetProvisioningService:
         subscribed, _ = self.connection.subscribe("fp/req/#", mqtt.QoS.AT_MOST_ONCE, self._on_request)
         subscribed.result(timeout=10)
         threading.Thread(target=self._refresh_loop, name="access-rules", daemon=True).start()
+
+    def _resumed(self, connection: mqtt.Connection, return_code: Any, session_present: bool, **_: Any) -> None:
+        if not session_present:  # a restarted broker forgot the clean session's subscription
+            connection.subscribe("fp/req/#", mqtt.QoS.AT_MOST_ONCE, self._on_request)
+        self._connected.set()
 
     def stop(self) -> None:
         self._stopping.set()

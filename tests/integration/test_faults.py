@@ -4,17 +4,22 @@ fault): what devices are told, what the registry holds afterwards, and how long 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scripts import test_provisioning as device
 from tests.conftest import SUMMARY
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import ROOT, Deployment
 from tests.integration.test_device_provisioning import Fleet
 
 pytestmark = pytest.mark.integration
@@ -77,3 +82,82 @@ def test_a_registry_that_fails_or_is_too_slow_denies_every_device_in_time_and_wr
     )
     assert errors["Configuration"]["Timeout"] * 1000 == HOOK_TIMEOUT_MS
     SUMMARY.append(f"fault test, registry {mode}: 3 devices denied REGISTRY_ERROR in {elapsed:.1f} s")
+
+
+def broker_pid(deployment: Deployment) -> int:
+    """The pid of this sandbox's mosquitto (the only process started with its config file)."""
+    config = str(deployment.sandbox_dir / "broker" / "mosquitto.conf").encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and config in (entry / "cmdline").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:  # it ended while being looked at
+            continue
+    raise AssertionError(f"no mosquitto running with {config.decode()}")
+
+
+def simulator(fleet: Fleet, run: str, output: Path) -> list[str]:
+    return [sys.executable, "scripts/simulate_fleet.py", "--devices", str(RESTART_FLEET), "--concurrency", "4",
+            "--register-only", "--timeout", "8", "--json", "--run", run,
+            "--stack-dir", str(fleet.deployment.stack_dir), "--output-dir", str(output)]  # fmt: skip
+
+
+RESTART_FLEET = 24
+
+
+def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_rerun_finishes_the_rest(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """mosquitto killed while the simulator provisions: the sandbox restarts it, the devices in flight
+    fail with their reason, and the same run again provisions the others; one thing, one certificate
+    and one registry item per device."""
+    run = f"RST{secrets.token_hex(2).upper()}"
+    deployment = fleet.deployment
+    process = subprocess.Popen(simulator(fleet, run, tmp_path), cwd=ROOT, env=deployment.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while sum(item["status"] == "provisioned" for item in run_items(fleet, run)) < 4:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)
+            time.sleep(0.2)
+        killed = broker_pid(deployment)
+        os.kill(killed, signal.SIGKILL)
+        started = time.monotonic()
+        stdout, stderr = process.communicate(timeout=300)
+        assert stdout.strip(), stderr[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    first = json.loads(stdout.splitlines()[-1])
+
+    assert broker_pid(deployment) != killed  # restarted by the sandbox
+    status = deployment.sandbox("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert first["failed"], first  # the devices in flight were cut off ...
+    assert all(first["failed"].values()), first["failed"]  # ... and each says why
+    assert first["provisioned"] + len(first["failed"]) == RESTART_FLEET
+
+    deadline = time.monotonic() + 60  # a device cut off after the hook's allow is completed by the reconciler
+    while any(item["status"] == "provisioning" for item in run_items(fleet, run)) and time.monotonic() < deadline:
+        time.sleep(1)
+    again = deployment.run(*simulator(fleet, run, tmp_path), timeout=300)
+    second = json.loads(again.stdout.splitlines()[-1])
+    recovered = time.monotonic() - started
+
+    assert (again.returncode, second["failed"]) == (0, {}), (second, first["failed"])
+    assert second["skipped"] + second["provisioned"] == RESTART_FLEET
+    items = run_items(fleet, run)
+    assert len(items) == RESTART_FLEET and {item["status"] for item in items} == {"provisioned"}
+    for item in items:
+        things = fleet.iot.list_things(attributeName="serialNumber", attributeValue=item["serialNumber"])["things"]
+        assert [t["thingName"] for t in things] == [item["thingName"]]
+        assert len(fleet.iot.list_thing_principals(thingName=item["thingName"])["principals"]) == 1
+    SUMMARY.append(f"fault test, broker restart: {len(first['failed'])} of {RESTART_FLEET} devices cut off, "
+                   f"all {RESTART_FLEET} provisioned {recovered:.1f} s after the kill")  # fmt: skip
+
+
+def run_items(fleet: Fleet, run: str) -> list[dict[str, str]]:
+    items = fleet.dynamodb.scan(TableName=fleet.table, FilterExpression="begins_with(serialNumber, :run)",
+                                ExpressionAttributeValues={":run": {"S": f"SIM-{run}-"}})["Items"]  # fmt: skip
+    return [{k: v["S"] for k, v in item.items() if "S" in v} for item in items]
