@@ -1,7 +1,10 @@
-"""Shared test settings: no test may reach real AWS."""
+"""Shared test settings: no test may reach real AWS; how `make test` spreads tests over two workers."""
 
+import json
 import os
 from typing import Any
+
+import pytest
 
 # Credentials for moto; any real AWS call would fail on these.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -11,6 +14,39 @@ os.environ.pop("AWS_PROFILE", None)
 
 # Figures tests measured (checkov counts, deploy timings), printed after pytest's summary.
 SUMMARY: list[str] = []
+
+
+# `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that share an expensive session
+# or module fixture stay on one worker, so it is built once: the synth, the session's sandbox
+# deployment, and each deployment of its own (a test module's fixture named here).
+OWN_DEPLOYMENTS = {"lifecycle": "lifecycle", "destroyed": "lifecycle"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        owned = sorted({OWN_DEPLOYMENTS[name] for name in names & OWN_DEPLOYMENTS.keys()})
+        if owned:
+            group = f"sandbox-{owned[0]}"
+        elif item.get_closest_marker("integration"):
+            group = "sandbox-session"
+        elif item.get_closest_marker("infra"):
+            group = "synth"
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # an xdist worker: its figures go to the controller, which prints them
+        output["summary"] = json.dumps(SUMMARY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    SUMMARY.extend(json.loads(getattr(node, "workeroutput", {}).get("summary", "[]")))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
