@@ -21,6 +21,13 @@ CDKTF := npx --no-install cdktf
 # backend so switching never stops at "Backend configuration changed" (state itself is untouched).
 FORGET_BACKEND := rm -f $(CDKTF_OUT)/stacks/*/.terraform/terraform.tfstate
 STACK_DIR = $(shell ls -d $(CDKTF_OUT)/stacks/* 2>/dev/null | head -1)
+# Deploy = synth, then Terraform itself on the synthesized stack (what `cdktf deploy` runs). Interrupted
+# (Ctrl-C), Terraform finishes the calls in flight and records in state all it created, so the next
+# deploy converges. Under `cdktf deploy` the same Ctrl-C ends cdktf first, Terraform's output pipe with
+# it, and Terraform dies without recording what it had created: the next deploy then fails on
+# "already exists" (IoT policies, a KMS alias: seen in the sandbox).
+APPLY = $(CDKTF) synth --output $(CDKTF_OUT) >/dev/null && cd "$$(ls -d $(CDKTF_OUT)/stacks/* | head -1)" && \
+	terraform init -input=false >/dev/null && terraform apply -auto-approve -input=false
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
@@ -75,12 +82,12 @@ integration: setup ## the sandbox, real terraform and the device SDK (tests mark
 	$(PY) -m pytest -q -m integration
 
 test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, checkov, sandbox deploy)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; tests/conftest.py keeps each deployment on one
 
-deploy: setup ## cdktf deploy (Target=sandbox, the default, starts the local sandbox first)
+deploy: setup ## synth + terraform apply (Target=sandbox, the default, starts the local sandbox first)
 	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
 	@$(FORGET_BACKEND)
-	@$(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@($(APPLY)) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 
 # The stack's devices go first: IoT refuses to delete a device policy still attached to a device's
 # certificate, and a thing type still used by things. ALLOW_PROD=1 lets a prod stack's devices go.
@@ -117,9 +124,9 @@ _deploy-hint:
 
 demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result
 	@$(PY) -m sandbox up
-	@echo "deploying the stack into the sandbox with cdktf (about 90 s)..."
+	@echo "deploying the stack into the sandbox: cdktf synth, terraform apply (about 90 s)..."
 	@$(FORGET_BACKEND)
-	@$(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@($(APPLY) >/dev/null) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 

@@ -149,14 +149,24 @@ def applied(output: str) -> dict[str, int] | None:
 def deploy(
     stack: DeployedStack, generations_: tuple[int, ...], *, capture: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """`cdktf deploy` of this stack with these generations, as `make deploy` runs it (same target,
-    environment and output folder as the deployed stack)."""
+    """The deploy of this stack with these generations as `make deploy` runs it (same target,
+    environment and output folder as the deployed stack): cdktf synth, then Terraform itself, which
+    an interruption leaves with its state recorded (see the Makefile's APPLY)."""
     env = {**CDKTF_ENVIRONMENT, **os.environ, PARAMETER: ",".join(map(str, generations_)),
            "Target": stack.target, "Environment": stack.environment}  # fmt: skip
     cli_config = ROOT / ".terraformrc.generated"
     if not env.get("TF_CLI_CONFIG_FILE") and cli_config.is_file():
         env["TF_CLI_CONFIG_FILE"] = str(cli_config)
-    command = ["npx", "--no-install", "cdktf", "deploy", "--auto-approve", "--skip-provider-lock",
-               "--output", str(stack.directory.parents[1])]  # fmt: skip
-    return subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=capture, check=False,
-                          timeout=DEPLOY_TIMEOUT)  # fmt: skip
+    steps = [
+        (["npx", "--no-install", "cdktf", "synth", "--output", str(stack.directory.parents[1])], ROOT),
+        (["terraform", "init", "-input=false"], stack.directory),
+        (["terraform", "apply", "-auto-approve", "-input=false"], stack.directory),
+    ]
+    said: list[str] = []
+    for command, cwd in steps:
+        done = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture, check=False,
+                              timeout=DEPLOY_TIMEOUT)  # fmt: skip
+        said += [done.stdout or "", done.stderr or ""]
+        if done.returncode != 0:
+            break
+    return subprocess.CompletedProcess(command, done.returncode, "".join(said[0::2]), "".join(said[1::2]))

@@ -38,6 +38,7 @@ class Deployment:
     out_dir: Path
     sandbox_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    interruption: Interruption | None = None
 
     @property
     def stack_dir(self) -> Path:
@@ -114,11 +115,55 @@ def sandbox_env(base: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Interruption:
+    """`make deploy` interrupted with Ctrl-C (SIGINT to its process group, as a terminal sends it) once
+    the sandbox held the stack's first resources, then `make deploy` again and a plan."""
+
+    interrupted: subprocess.CompletedProcess[str]
+    recorded: int  # resources in Terraform's state after the interruption
+    synthesized: int  # resources in the stack it was deploying
+    again: subprocess.CompletedProcess[str]
+    plan: subprocess.CompletedProcess[str]  # -detailed-exitcode: 0 means no changes
+
+
+def make_deploy(deployment: Deployment) -> list[str]:
+    return ["make", "-o", "setup", "--no-print-directory", "deploy", f"CDKTF_OUT={deployment.out_dir}"]
+
+
+def interrupted_deploy(deployment: Deployment, parameters: dict[str, str]) -> Interruption:
+    env = {**deployment.env, **parameters}
+    process = subprocess.Popen(make_deploy(deployment), cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    dynamodb = deployment.client("dynamodb")
+    try:
+        deadline = time.monotonic() + DEPLOY_TIMEOUT
+        while not dynamodb.list_tables()["TableNames"]:  # the registry: created mid-apply, among others
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)[0][-4000:]
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    interrupted = subprocess.CompletedProcess(process.args, process.returncode, output, "")
+    listed = deployment.run("terraform", "state", "list", cwd=deployment.stack_dir)
+    stack = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())["resource"]
+    again = deployment.run(*make_deploy(deployment), env=env)
+    plan = deployment.run("terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color",
+                          cwd=deployment.stack_dir, env=env)  # fmt: skip
+    return Interruption(interrupted, len(listed.stdout.split()), sum(map(len, stack.values())), again, plan)
+
+
 @contextlib.contextmanager
-def deployed(base: Path, parameters: dict[str, str] | None = None) -> Iterator[Deployment]:
+def deployed(
+    base: Path, parameters: dict[str, str] | None = None, *, interrupt_first: bool = False
+) -> Iterator[Deployment]:
     """A sandbox of its own with the stack deployed into it (with these stack parameters, for that
     deploy only), stopped on the way out whatever the tests did with it in between (stopping forgets
-    everything deployed into it)."""
+    everything deployed into it). `interrupt_first`: deployed by `make deploy` after one interrupted
+    `make deploy` (deployment.interruption says how that went)."""
     deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
     up = deployment.sandbox("up")
@@ -126,8 +171,13 @@ def deployed(base: Path, parameters: dict[str, str] | None = None) -> Iterator[D
     deployment.timings["sandbox up"] = time.monotonic() - started
     try:
         started = time.monotonic()
-        deploy = deployment.cdktf("deploy", parameters or {})
-        deployment.timings["cdktf deploy"] = time.monotonic() - started
+        if interrupt_first:
+            deployment.interruption = interrupted_deploy(deployment, parameters or {})
+            deployment.timings["make deploy, interrupted, again, plan"] = time.monotonic() - started
+            deploy = deployment.interruption.again
+        else:
+            deploy = deployment.cdktf("deploy", parameters or {})
+            deployment.timings["cdktf deploy"] = time.monotonic() - started
         assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-6000:]
         yield deployment
     finally:

@@ -191,7 +191,9 @@ def test_more_refused_registrations_than_the_threshold_raise_provisioning_failur
     assert recovered["OldStateValue"] == "ALARM"
     history = monitoring.cloudwatch.describe_alarm_history(AlarmName=name, HistoryItemType="StateUpdate")
     summaries = [h["HistorySummary"] for h in history["AlarmHistoryItems"]]
-    assert summaries[:2] == ["Alarm updated from ALARM to OK", "Alarm updated from OK to ALARM"]
+    # Newest first: the firing, then the recovery (late failures of the burst may fire it again after).
+    pairs = [summaries[i : i + 2] for i in range(len(summaries) - 1)]
+    assert ["Alarm updated from ALARM to OK", "Alarm updated from OK to ALARM"] in pairs, summaries
 
 
 def test_a_registry_outage_denies_devices_and_raises_the_hooks_error_alarm_not_its_lambda_errors(

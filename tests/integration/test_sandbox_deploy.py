@@ -157,7 +157,7 @@ def _outputs(deployment: Deployment) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
     base = tmp_path_factory.mktemp("sandbox-lifecycle")
-    with deployed(base, {"ClaimCertificateGenerations": "1,2"}) as deployment:
+    with deployed(base, {"ClaimCertificateGenerations": "1,2"}, interrupt_first=True) as deployment:
         fleet = Fleet(deployment, base / "devices")  # its claim files: the newest generation, 2
         kinds = ("gateway", "temperature-sensor", "humidity-sensor")
         manifest = base / "fleet.csv"
@@ -230,16 +230,35 @@ def test_devices_provision_with_either_claim_generation_during_the_overlap_and_o
     assert lifecycle.old_claim_dropped  # and a connection open with it was closed
 
 
+def test_a_make_deploy_interrupted_midway_converges_on_the_next_and_a_plan_then_shows_no_changes(
+    lifecycle: Lifecycle,
+) -> None:
+    """Ctrl-C in the middle of `make deploy` (the lifecycle's first deploy): Terraform stops gracefully
+    with part of the stack recorded in state; `make deploy` again creates the rest, adopting nothing
+    twice (no "already exists"), and a plan right after finds nothing to change."""
+    interruption = lifecycle.deployment.interruption
+    assert interruption is not None
+    total = interruption.synthesized
+    assert interruption.interrupted.returncode != 0
+    assert "Interrupt received" in interruption.interrupted.stdout, interruption.interrupted.stdout[-3000:]
+    assert 0 < interruption.recorded < total  # stopped midway, with what it had created recorded
+    assert interruption.again.returncode == 0, (interruption.again.stdout + interruption.again.stderr)[-4000:]
+    assert interruption.plan.returncode == 0, interruption.plan.stdout[-3000:]
+    SUMMARY.append(f"make deploy interrupted with {interruption.recorded} of {total} resources recorded; "
+                   "the next make deploy converged, plan: no changes")  # fmt: skip
+
+
 def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changing_nothing_else(
     lifecycle: Lifecycle,
 ) -> None:
-    """The retirement is a deploy that destroys one certificate and its policy attachment, nothing
-    else; the remaining generation is not replaced, and a plan afterwards finds no drift."""
+    """The retirement is a deploy that destroys one certificate, its policy attachment and its expiry
+    alarm, and changes only the reconciler's list of claim certificates to watch; the remaining
+    generation is not replaced, and a plan afterwards finds no drift."""
     assert (lifecycle.status["inForce"], lifecycle.status["next"]["action"]) == ([1, 2], "retire")
     assert [(g["number"], g["status"], g["provisioned"]) for g in lifecycle.status["generations"]] == [
         (1, "ACTIVE", 1), (2, "ACTIVE", 1)]  # fmt: skip
     assert (lifecycle.retired["inForce"], lifecycle.retired["terraform"]) == (
-        [2], {"added": 0, "changed": 0, "destroyed": 2})  # fmt: skip
+        [2], {"added": 0, "changed": 1, "destroyed": 3})  # fmt: skip
     assert lifecycle.recorded == "2"
     assert len(set(lifecycle.generation_2_ids)) == 1
     assert lifecycle.plan_after.returncode == 0, lifecycle.plan_after.stdout[-3000:]
