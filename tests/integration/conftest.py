@@ -133,21 +133,23 @@ def make_deploy(deployment: Deployment) -> list[str]:
 
 def interrupted_deploy(deployment: Deployment, parameters: dict[str, str]) -> Interruption:
     env = {**deployment.env, **parameters}
-    process = subprocess.Popen(make_deploy(deployment), cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    log = deployment.out_dir.parent / "interrupted-deploy.log"  # a file: a full pipe would stall Terraform
+    with log.open("w") as written:
+        process = subprocess.Popen(make_deploy(deployment), cwd=ROOT, env=env, text=True, stdout=written,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     dynamodb = deployment.client("dynamodb")
     try:
         deadline = time.monotonic() + DEPLOY_TIMEOUT
         while not dynamodb.list_tables()["TableNames"]:  # the registry: created mid-apply, among others
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)[0][-4000:]
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGINT)
-        output, _ = process.communicate(timeout=300)
+        process.wait(timeout=300)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    interrupted = subprocess.CompletedProcess(process.args, process.returncode, output, "")
+            process.wait()
+    interrupted = subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), "")
     listed = deployment.run("terraform", "state", "list", cwd=deployment.stack_dir)
     stack = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())["resource"]
     again = deployment.run(*make_deploy(deployment), env=env)
