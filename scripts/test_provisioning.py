@@ -102,7 +102,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
     )
     if not claim_key:
         raise Failure(USAGE, "the claim key is not in the stack (CSR claim certificate): give --claim-key")
-    if not Path(claim_key).is_file():
+    if not args.claim_key and not Path(claim_key).is_file():
         raise Failure(USAGE, f"claim key {claim_key} not found on this machine (synth made it where the stack "
                              "was synthesized): give --claim-key")  # fmt: skip
     return Target(
