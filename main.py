@@ -26,8 +26,14 @@ def main() -> int:
 
     from iot_fleet.stack import IotProvisioningStack
 
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     app = App()
-    IotProvisioningStack(app, config.stack_name, config)
+    try:
+        IotProvisioningStack(app, config.stack_name, config)
+    except ConfigError as error:  # a claim key in the factory folder that cannot be used
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     app.synth()
     return 0
 

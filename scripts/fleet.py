@@ -524,7 +524,8 @@ def _rotation_status(found: list[claim_rotation.Generation], in_force: tuple[int
     if step.action == "add":
         out.print(f"next step: add generation {max(step.generations)} beside {newest} "
                   f"({claim_rotation.PARAMETER}={step.value}), then give the factory the new claim certificate "
-                  "(terraform output -raw claim_certificate_pem / claim_private_key); devices carrying "
+                  "(terraform output -raw claim_certificate_pem, and its key: claim_private_key_file or "
+                  "claim_private_key); devices carrying "
                   f"generation {newest} keep provisioning until it is retired")  # fmt: skip
     else:
         older = ", ".join(str(g) for g in in_force if g != newest)

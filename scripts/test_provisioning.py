@@ -98,10 +98,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
     claim_key = args.claim_key or (
         _write_private(out / "claim.private.key", outputs["claim_private_key"])
         if outputs.get("claim_private_key")
-        else ""
+        else outputs.get("claim_private_key_file", "")  # made by synth, kept out of state (Target=aws)
     )
     if not claim_key:
         raise Failure(USAGE, "the claim key is not in the stack (CSR claim certificate): give --claim-key")
+    if not args.claim_key and not Path(claim_key).is_file():
+        raise Failure(USAGE, f"claim key {claim_key} not found on this machine (synth made it where the stack "
+                             "was synthesized): give --claim-key")  # fmt: skip
     return Target(
         endpoint=args.endpoint or (mqtt.host if mqtt else ""),
         port=args.port or (mqtt.port if mqtt else 8883),

@@ -60,12 +60,15 @@ PARAMETERS = (
     "AwsRegion",
     "ClaimCertificateCsrPath",
     "ClaimCertificateGenerations",
+    "ClaimKeyInState",
     "RequireEnrollment",
     "StaleClaimMinutes",
     "ClaimExpiryWarningDays",
     "DeviceTypeCatalogue",
     "Target",
     "SandboxEndpoint",
+    "StateBucket",
+    "StateRegion",
 )
 
 # Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
@@ -73,6 +76,9 @@ _PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# S3 bucket naming rules (general purpose buckets); ".." and IP-address forms are refused separately.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
 _BOOLEAN = {"true": True, "false": False}
 
@@ -100,12 +106,17 @@ class StackConfig:
     aws_region: str = "us-east-1"
     claim_certificate_csr_path: str = ""
     claim_certificate_generations: tuple[int, ...] = (1,)
+    claim_key_in_state: bool = False
     require_enrollment: bool = True
     stale_claim_minutes: int = 10
     claim_expiry_warning_days: int = 30
     device_type_catalogue: str = ""
     target: str = "sandbox"
     sandbox_endpoint: str = "http://127.0.0.1:4566"
+    state_bucket: str = ""
+    state_region: str = ""
+    # Where synth creates claim keys that must stay out of state (IOT_FACTORY_DIR), not a parameter.
+    factory_dir: str = field(default="factory", compare=False)
     sandbox_dir: str = field(default=".sandbox", compare=False)  # IOT_SANDBOX_DIR, not a parameter
     catalogue: Mapping[str, DeviceType] = field(default_factory=load_catalogue, compare=False, repr=False)
 
@@ -152,6 +163,31 @@ class StackConfig:
             self.sandbox_endpoint,
             "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)",
         )
+        if self.claim_key_in_state:
+            _check(
+                not self.claim_certificate_csr_path,
+                "ClaimKeyInState",
+                "true",
+                "false while ClaimCertificateCsrPath is set (a certificate from a CSR has no key AWS could keep)",
+            )
+        if self.state_bucket:
+            _check(
+                bool(_BUCKET.fullmatch(self.state_bucket))
+                and ".." not in self.state_bucket
+                and not _IP_ADDRESS.fullmatch(self.state_bucket),
+                "StateBucket",
+                self.state_bucket,
+                "an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+                "or digit), or empty for a local state file",
+            )
+        if self.state_region:
+            _check(self.state_bucket != "", "StateRegion", self.state_region, "empty unless StateBucket is set")
+            _check(
+                bool(_REGION.fullmatch(self.state_region)),
+                "StateRegion",
+                self.state_region,
+                "the state bucket's region, such as us-east-1 (empty: AwsRegion)",
+            )
         generations = self.claim_certificate_generations
         _check(
             0 < len(generations) <= CLAIM_GENERATIONS_MAX
@@ -242,9 +278,41 @@ class StackConfig:
 
     def claim_certificate_csr(self, generation: int) -> str | None:
         """The CSR file a claim certificate generation is issued from (None: AWS IoT makes its key)."""
-        if not self.claim_certificate_csr_path:
-            return None
-        return self.claim_certificate_csr_path.replace(GENERATION_PLACEHOLDER, str(generation))
+        if self.claim_certificate_csr_path:
+            return self.claim_certificate_csr_path.replace(GENERATION_PLACEHOLDER, str(generation))
+        if self.claim_key_source == "factory":
+            return str(self.claim_key_folder / f"claim-{generation}.csr")
+        return None
+
+    @property
+    def claim_key_source(self) -> str:
+        """Where each claim certificate's private key comes from.
+
+        "csr": the operator's CSR (ClaimCertificateCsrPath). "factory": synth makes the key in
+        factory_dir and the certificate is issued from its CSR, so no key reaches state (Target=aws by
+        default). "state": AWS IoT makes the key and Terraform state holds it (Target=aws with
+        ClaimKeyInState=true; the sandbox always, whose state and CA live and die with the sandbox).
+        """
+        if self.claim_certificate_csr_path:
+            return "csr"
+        if self.target == "sandbox" or self.claim_key_in_state:
+            return "state"
+        return "factory"
+
+    @property
+    def claim_key_folder(self) -> Path:
+        """Where synth keeps this stack's claim keys (with ClaimKeySource factory): one folder per stack."""
+        return Path(self.factory_dir) / self.prefix
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What synth says before it builds the stack: the costs of what the operator opted into."""
+        if self.target == "aws" and self.claim_key_in_state:
+            return (
+                "ClaimKeyInState=true: the claim private key will be in Terraform state in plain text; anyone "
+                "who can read the state can provision devices as your factory does",
+            )
+        return ()
 
 
 def _check(ok: bool, parameter: str, value: Any, allowed: str) -> None:
@@ -325,6 +393,8 @@ def load_config(
         kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
     if "ClaimCertificateGenerations" in values:
         kwargs["claim_certificate_generations"] = _generations(values["ClaimCertificateGenerations"])
+    if "ClaimKeyInState" in values:
+        kwargs["claim_key_in_state"] = _boolean("ClaimKeyInState", values["ClaimKeyInState"])
     if "RequireEnrollment" in values:
         kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
     if "ClaimExpiryWarningDays" in values:
@@ -337,6 +407,11 @@ def load_config(
         kwargs["target"] = values["Target"].strip()
     if "SandboxEndpoint" in values:
         kwargs["sandbox_endpoint"] = values["SandboxEndpoint"].strip().rstrip("/")
+    if "StateBucket" in values:
+        kwargs["state_bucket"] = values["StateBucket"].strip()
+    if "StateRegion" in values:
+        kwargs["state_region"] = values["StateRegion"].strip()
+    kwargs["factory_dir"] = str(Path(environ.get("IOT_FACTORY_DIR") or base_dir / "factory").resolve())
     # Where sandbox state (and the sandbox target's Terraform state) lives; not a deployment parameter.
     kwargs["sandbox_dir"] = str(Path(environ.get("IOT_SANDBOX_DIR") or base_dir / ".sandbox").resolve())
     return StackConfig(**kwargs)

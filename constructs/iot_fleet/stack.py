@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack
+from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from constructs import Construct
 
+from iot_fleet import claim_keys
 from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
@@ -42,6 +44,8 @@ class IotProvisioningStack(TerraformStack):
             self._sandbox_provider(config, default_tags)
         else:
             AwsProvider(self, "aws", region=config.aws_region, default_tags=default_tags)
+        if config.state_bucket:
+            self._s3_backend(config)
         account = AccountContext(self, "account")
         key = StackKey(self, "key", name=prefix.lower(), account=account, is_prod=config.is_prod).key
         self.registry = DeviceRegistry(self, "registry", table_name=config.table_name, key=key, is_prod=config.is_prod)
@@ -136,6 +140,15 @@ class IotProvisioningStack(TerraformStack):
                 "it finds the thing with the attempt's certificate and marks the device provisioned.",
             },
         ).function
+        if config.claim_key_source == "factory":
+            for generation in config.claim_certificate_generations:
+                if claim_keys.ensure(config.claim_key_folder, generation, f"{prefix} claim {generation}"):
+                    key_file = claim_keys.key_path(config.claim_key_folder, generation)
+                    print(
+                        f"claim key for generation {generation} created: {key_file} (0600, not in Terraform state; "
+                        "keep it with the factory's secrets)",
+                        file=sys.stderr,
+                    )
         self.claim = ClaimCertificate(
             self,
             "claim",
@@ -260,8 +273,34 @@ class IotProvisioningStack(TerraformStack):
                 )
             ],
         )
-        # Sandbox resources live in the sandbox's memory; so does their state, next to it.
-        LocalBackend(self, path=f"{config.sandbox_dir}/terraform.{config.stack_name}.tfstate")
+        if not config.state_bucket:
+            # Sandbox resources live in the sandbox's memory; so does their state, next to it.
+            LocalBackend(self, path=f"{config.sandbox_dir}/terraform.{config.stack_name}.tfstate")
+
+    def _s3_backend(self, config: StackConfig) -> None:
+        """State in S3 (StateBucket), encrypted at rest, locked by S3's own conditional writes (a
+        `<key>.tflock` object: Terraform 1.10+; DynamoDB locking is deprecated since 1.11)."""
+        sandbox: dict[str, Any] = {}
+        if config.target == "sandbox":  # the sandbox's S3: how the backend is tested without AWS
+            sandbox = {
+                "endpoints": S3BackendEndpointConfig(s3=config.sandbox_endpoint),
+                "use_path_style": True,
+                "access_key": "sandbox",
+                "secret_key": "sandbox",
+                "skip_credentials_validation": True,
+                "skip_requesting_account_id": True,
+                "skip_metadata_api_check": True,
+                "skip_region_validation": True,
+            }
+        backend = S3Backend(
+            self,
+            bucket=config.state_bucket,
+            key=f"{config.prefix}/terraform.{config.stack_name}.tfstate",
+            region=config.state_region or config.aws_region,
+            encrypt=True,
+            **sandbox,
+        )
+        backend.add_override("use_lockfile", True)  # not in cdktf 0.21's S3BackendConfig
 
     def _output(self, name: str, value: Any, description: str, *, sensitive: bool = False) -> None:
         TerraformOutput(self, name, value=value, description=description, sensitive=sensitive)
@@ -303,12 +342,21 @@ class IotProvisioningStack(TerraformStack):
             "prints it)",
             sensitive=True,
         )
-        o(
-            "claim_private_key",
-            self.claim.certificate.private_key,
-            "Claim private key (empty when the certificate was issued from ClaimCertificateCsrPath)",
-            sensitive=True,
-        )
+        source = self.config.claim_key_source
+        if source == "state":  # only then does state hold a key: the output never exists empty
+            o(
+                "claim_private_key",
+                self.claim.certificate.private_key,
+                "Claim private key, newest generation (AWS IoT made it; it is in Terraform state)",
+                sensitive=True,
+            )
+        elif source == "factory":
+            newest = max(self.config.claim_certificate_generations)
+            o(
+                "claim_private_key_file",
+                str(claim_keys.key_path(self.config.claim_key_folder, newest)),
+                "Where synth made the newest claim key (on the synthesizing machine; never in Terraform state)",
+            )
         o("claim_policy_name", self.claim.policy.name, "IoT policy limiting the claim certificate to provisioning")
         o("thing_type_name", self.fleet.thing_type.name, "Thing type of every provisioned device")
         o("thing_group_root_name", self.fleet.root_group.name, "Root thing group of the fleet")

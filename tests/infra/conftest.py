@@ -1,23 +1,22 @@
 """One synth per session: the default stack and a variant (prod, a new catalogue type, two claim
-certificate generations from CSRs, AWS target), both synthesized in this process with cdktf's Testing
-helpers."""
+certificate generations from keys synth makes, AWS target, S3 state), both synthesized in this process
+with cdktf's Testing helpers; and, for the tests that need it, the AWS target with ClaimKeyInState=true,
+synthesized by `python main.py` as an operator runs it (its stderr is what the operator reads)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from iot_fleet.config import StackConfig, load_config, read_context
+from iot_fleet.config import PARAMETERS, StackConfig, load_config, read_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,32 +67,47 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     folder = tmp_path_factory.mktemp("variant")
     catalogue = folder / "device-types.json"
     catalogue.write_text(json.dumps({"vibration-sensor": {"description": "Vibration monitoring"}}))
-    for generation in (1, 2):  # a claim rotation's overlap: each generation from its own key
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"claim-{generation}")]))
-            .sign(key, hashes.SHA256())
-        )
-        (folder / f"claim-{generation}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     environ = {
         "Environment": "prod",
         "DeviceTypeCatalogue": str(catalogue),
         "AllowedDeviceTypes": "temperature-sensor,humidity-sensor,pressure-sensor,gateway,vibration-sensor",
-        "ClaimCertificateCsrPath": str(folder / "claim-{generation}.csr"),
-        "ClaimCertificateGenerations": "1,2",
+        "ClaimCertificateGenerations": "1,2",  # a claim rotation's overlap: each generation from its own key
         "Target": "aws",
         "MonitoringEnabled": "false",
+        "StateBucket": "fleet-state.example",
+        "StateRegion": "eu-west-1",
+        "IOT_FACTORY_DIR": str(folder / "factory"),
     }
     return _synth(load_config(read_context(ROOT / "cdktf.json"), environ=environ, base_dir=ROOT))
+
+
+@dataclass
+class OperatorSynth:
+    """`python main.py` as an operator runs it: what it printed, what it wrote, and the stack."""
+
+    stderr: str
+    factory: Path
+    stack: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def opted_in(tmp_path_factory: pytest.TempPathFactory) -> OperatorSynth:
+    """Target=aws with ClaimKeyInState=true: AWS IoT makes the claim key and state holds it."""
+    folder = tmp_path_factory.mktemp("opted-in")
+    parameters = {"Target": "aws", "ClaimKeyInState": "true", "MonitoringEnabled": "false"}
+    env = {k: v for k, v in os.environ.items() if k not in PARAMETERS}
+    env.update(parameters, CDKTF_OUTDIR=str(folder / "out"), IOT_FACTORY_DIR=str(folder / "factory"))
+    synth = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300, check=False)  # fmt: skip
+    assert synth.returncode == 0, synth.stderr[-3000:]
+    (document,) = (folder / "out").rglob("cdk.tf.json")
+    return OperatorSynth(synth.stderr, folder / "factory", json.loads(document.read_text()))
 
 
 @pytest.fixture(scope="session")
 def terraform_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     config = os.environ.get("TF_CLI_CONFIG_FILE", "")
     if not config or not Path(config).is_file():
-        import subprocess
-
         config = str(tmp_path_factory.mktemp("tf") / "cli.tfrc")
         subprocess.run(["bash", str(ROOT / "scripts/terraform-cli-config.sh"), config], check=True, capture_output=True)
     yield {**os.environ, "TF_CLI_CONFIG_FILE": config, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}

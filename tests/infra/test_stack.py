@@ -16,7 +16,7 @@ import pytest
 from iot_fleet import documents
 from iot_fleet.fleet_provisioning import template_revision
 from tests.conftest import SUMMARY
-from tests.infra.conftest import ROOT, Synth
+from tests.infra.conftest import ROOT, OperatorSynth, Synth
 
 pytestmark = pytest.mark.infra
 
@@ -284,12 +284,14 @@ def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -
 def test_recipe_outputs_exist_at_stack_level_with_descriptions(synth: Synth, variant: Synth) -> None:
     outputs = variant.stack["output"]  # the AWS target: every recipe output, the data endpoint included
     for name in RECIPE_OUTPUTS:
+        # On AWS the claim key is out of state by default: its output is the key's file instead.
+        name = "claim_private_key_file" if name == "claim_private_key" else name
         assert name in outputs, name
         assert outputs[name].get("description"), name
     for name in ("claim_certificates", "environment"):  # what the operator tools read besides the recipe's
         assert outputs[name].get("description"), name
     assert outputs["environment"]["value"] == "prod"
-    assert outputs["claim_private_key"]["sensitive"] is True
+    assert synth.stack["output"]["claim_private_key"]["sensitive"] is True
     assert outputs["claim_certificate_pem"]["sensitive"] is True  # the provider marks it; plan refuses otherwise
     assert outputs["provisioning_template_name"]["value"].startswith("${aws_iot_provisioning_template.")
     # The sandbox target (the default) leaves out only the data endpoint: the sandbox knows its broker.
@@ -329,10 +331,53 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     assert "endpoints" not in aws and "access_key" not in aws
 
 
-def test_csr_keeps_the_claim_key_out_of_state(variant: Synth) -> None:
-    csrs = [c.get("csr", "") for c in variant.resources("aws_iot_certificate").values()]
-    assert len(csrs) == 2 and all("BEGIN CERTIFICATE REQUEST" in csr for csr in csrs)
-    assert len(set(csrs)) == 2  # each generation certified from its own key
+def test_on_aws_the_claim_certificates_come_from_keys_synth_made_so_no_key_reaches_state(variant: Synth) -> None:
+    """Target=aws without ClaimKeyInState: each generation is certified from the CSR of a key synth made
+    in the factory folder (0600); nothing in the stack refers to a private key AWS would make."""
+    folder = variant.config.claim_key_folder
+    csrs = {c.get("csr", "") for c in variant.resources("aws_iot_certificate").values()}
+    assert csrs == {(folder / f"claim-{g}.csr").read_text() for g in (1, 2)}  # each generation its own key
+    for generation in (1, 2):
+        key = folder / f"claim-{generation}.key"
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
+        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    outputs = variant.stack["output"]
+    assert "claim_private_key" not in outputs
+    assert outputs["claim_private_key_file"]["value"] == str(folder / "claim-2.key")  # the newest generation
+    assert "private_key" not in json.dumps(variant.stack["output"]).replace("claim_private_key_file", "")
+    assert ".private_key}" not in (variant.directory / "cdk.tf.json").read_text()
+
+
+def test_claim_key_in_state_keeps_aws_made_keys_and_synth_says_what_it_costs(opted_in: OperatorSynth) -> None:
+    (certificate,) = opted_in.stack["resource"]["aws_iot_certificate"].values()
+    assert "csr" not in certificate  # AWS IoT makes the key; the provider keeps it in state
+    output = opted_in.stack["output"]["claim_private_key"]
+    assert output["sensitive"] is True and output["value"].endswith(".private_key}")
+    assert "claim_private_key_file" not in opted_in.stack["output"]
+    warnings = [line for line in opted_in.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: ClaimKeyInState=true: the claim private key will be in Terraform state in plain text; anyone "
+        "who can read the state can provision devices as your factory does"
+    ]
+    assert not opted_in.factory.exists()  # no key made on this machine
+    # Without StateBucket, cdktf's local backend: a state file in the project folder (README says so).
+    assert opted_in.stack["terraform"]["backend"] == {
+        "local": {"path": str(ROOT / "terraform.iot-provisioning-dev.tfstate")}
+    }
+
+
+def test_state_bucket_keeps_state_in_s3_encrypted_and_locked(synth: Synth, variant: Synth) -> None:
+    backend = variant.stack["terraform"]["backend"]
+    assert backend == {
+        "s3": {
+            "bucket": "fleet-state.example",
+            "key": "IoTProvisioning-prod/terraform.iot-provisioning-prod.tfstate",
+            "region": "eu-west-1",
+            "encrypt": True,
+            "use_lockfile": True,
+        }
+    }
+    assert set(synth.stack["terraform"]["backend"]) == {"local"}  # no StateBucket: a local file
 
 
 def test_a_claim_rotation_adds_a_generation_without_replacing_the_current_one(synth: Synth, variant: Synth) -> None:

@@ -80,6 +80,14 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"DeviceTypeCatalogue": "missing.json"}, "DeviceTypeCatalogue"),
         ({"Target": "azure"}, "Target"),
         ({"SandboxEndpoint": "http://10.0.0.5:4566"}, "SandboxEndpoint"),
+        ({"ClaimKeyInState": "yes"}, "ClaimKeyInState"),
+        ({"StateBucket": "State_Bucket"}, "StateBucket"),
+        ({"StateBucket": "ab"}, "StateBucket"),
+        ({"StateBucket": "state..bucket"}, "StateBucket"),
+        ({"StateBucket": "-state-bucket"}, "StateBucket"),
+        ({"StateBucket": "192.168.0.1"}, "StateBucket"),  # S3 refuses names formatted as an IP address
+        ({"StateRegion": "eu-west-1"}, "StateRegion"),  # a region for no bucket
+        ({"StateBucket": "state-bucket", "StateRegion": "mars"}, "StateRegion"),
     ],
 )
 def test_wrong_value_is_refused_in_one_line_naming_the_parameter_and_what_is_allowed(
@@ -205,4 +213,30 @@ def test_claim_generations_overlap_during_a_rotation_each_from_its_own_csr(tmp_p
     with pytest.raises(ConfigError, match=r"^ClaimCertificateCsrPath=.*claim-3.csr"):
         load_config(CONTEXT, environ={"ClaimCertificateGenerations": "2,3",
                                       "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr")},
+                    base_dir=ROOT)  # fmt: skip
+
+
+def test_on_aws_the_claim_key_stays_out_of_state_unless_the_operator_opts_in(tmp_path: Path) -> None:
+    """Target=aws: synth makes the key (factory folder) and the stack certifies its CSR; ClaimKeyInState=true
+    keeps AWS-made keys in state, and synth says what that costs. The sandbox keeps its key in its state."""
+    on_aws = {"Target": "aws", "IOT_FACTORY_DIR": str(tmp_path)}
+    factory = load_config(CONTEXT, environ=on_aws, base_dir=ROOT)
+    assert factory.claim_key_source == "factory" and factory.warnings == ()
+    assert factory.claim_certificate_csr(2) == str(tmp_path / "IoTProvisioning-dev" / "claim-2.csr")
+
+    opted_in = load_config(CONTEXT, environ={**on_aws, "ClaimKeyInState": "true"}, base_dir=ROOT)
+    assert opted_in.claim_key_source == "state" and opted_in.claim_certificate_csr(1) is None
+    (warning,) = opted_in.warnings
+    assert "private key will be in Terraform state in plain text" in warning
+    assert "anyone who can read the state can provision devices" in warning
+
+    sandbox = load_config(CONTEXT, environ={}, base_dir=ROOT)
+    assert (sandbox.claim_key_source, sandbox.warnings) == ("state", ())
+
+    csr = tmp_path / "claim.csr"
+    csr.write_text("-----BEGIN CERTIFICATE REQUEST-----\n")
+    given = load_config(CONTEXT, environ={**on_aws, "ClaimCertificateCsrPath": str(csr)}, base_dir=ROOT)
+    assert (given.claim_key_source, given.claim_certificate_csr(1)) == ("csr", str(csr))
+    with pytest.raises(ConfigError, match=r"^ClaimKeyInState=true: invalid; allowed: false while ClaimCertificate"):
+        load_config(CONTEXT, environ={**on_aws, "ClaimCertificateCsrPath": str(csr), "ClaimKeyInState": "true"},
                     base_dir=ROOT)  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from iot_fleet import claim_keys
 from sandbox.iot_data_plane.certificate_authority import write_private
 from scripts import test_provisioning
 
@@ -49,3 +50,11 @@ def test_an_existing_wider_file_is_narrowed_before_the_key_goes_in(
 
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     assert key.read_text() == "secret"
+
+
+def test_the_claim_key_synth_makes_is_0600_under_umask_000(tmp_path: Path, open_umask: None) -> None:
+    claim_keys.ensure(tmp_path / "factory", 1, "claim 1")
+
+    key = claim_keys.key_path(tmp_path / "factory", 1)
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----\n")
