@@ -255,11 +255,11 @@ def test_the_fleet_simulator_provisions_a_small_fleet_through_the_sandbox(fleet:
     simulated = [
         item
         for item in fleet.dynamodb.scan(TableName=fleet.table)["Items"]
-        if item.get("enrolledBy", {}).get("S") == "simulate_fleet"
+        if item["serialNumber"]["S"].startswith(f"SIM-{summary['run']}-")  # this run's, not another test's
     ]
     assert len(simulated) == 6
     for item in simulated:
-        assert item["status"]["S"] == "provisioned"
+        assert (item["status"]["S"], item["enrolledBy"]["S"]) == ("provisioned", "simulate_fleet")
         thing = fleet.iot.describe_thing(thingName=item["thingName"]["S"])
         assert thing["attributes"]["serialNumber"] == item["serialNumber"]["S"]
 

@@ -150,7 +150,9 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
     second = reruns[-1]
     recovered = time.monotonic() - started
 
-    assert second["failed"] == {}, (reruns, first["failed"])
+    why = {serial: ([d["reason"] for d in hook_decisions(fleet, serial)], fleet.registry(serial).get("status"))
+           for serial in second["failed"]}  # fmt: skip
+    assert second["failed"] == {}, (why, [r["failed"] for r in reruns], first["failed"])
     assert second["skipped"] + second["provisioned"] == RESTART_FLEET
     items = run_items(fleet, run)
     assert len(items) == RESTART_FLEET and {item["status"] for item in items} == {"provisioned"}
