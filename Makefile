@@ -119,7 +119,7 @@ demo: setup ## start the sandbox, deploy, provision devices of every type (and r
 	@$(PY) -m sandbox up
 	@echo "deploying the stack into the sandbox with cdktf (about 90 s)..."
 	@$(FORGET_BACKEND)
-	@$(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@RequireAttestation=true $(CDKTF) deploy --auto-approve --skip-provider-lock --output $(CDKTF_OUT) >/dev/null || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 
