@@ -5,13 +5,16 @@ device, what the registry holds afterwards, and what an operator reads from `fle
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from awscrt import mqtt5
 from awsiot import iotidentity
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
@@ -181,3 +184,30 @@ def test_the_signature_is_p256_ecdsa_over_the_documented_message(fleet: Fleet) -
         client.close()
     assert registered.thing_name == f"humidity-sensor-{serial}"
     assert registered.device_configuration["thingName"] == registered.thing_name
+
+
+def test_the_factory_steps_enroll_a_key_from_a_manifest_that_the_device_then_proves(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The README's factory steps with the operator CLI: a manifest row carries the device's public key
+    (PEM); `fleet.py show` prints its fingerprint; the device provisions by signing with its key."""
+    serial = "SN-FACTORY-1"
+    key_file, public = fleet.factory_key(serial)
+    pem = (
+        device.load_factory_key(key_file)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    manifest = tmp_path / "batch.jsonl"
+    manifest.write_text(json.dumps({"serialNumber": serial, "deviceType": "gateway", "manufacturer": "AcmeIoT",
+                                    "factoryPublicKey": pem}) + "\n")  # fmt: skip
+    code, _, said = fleet.cli("enroll", str(manifest))
+    assert code == 0, said
+    assert fleet.registry(serial)["factoryPublicKey"] == public  # stored as base64 DER, as the hook reads it
+
+    _, shown, _ = fleet.cli("show", serial, "--json")
+    assert shown["factoryKeyFingerprint"] == "SHA256:" + hashlib.sha256(base64.b64decode(public)).hexdigest()
+    assert fleet.provision(serial, "gateway", factory_key=key_file, skip_device_check=True)["thingName"] == (
+        f"gateway-{serial}"
+    )
