@@ -126,7 +126,7 @@ demo: setup ## start the sandbox, deploy, provision devices of every type (and r
 	@$(PY) -m sandbox up
 	@echo "deploying the stack into the sandbox: cdktf synth, terraform apply (about 90 s)..."
 	@$(FORGET_BACKEND)
-	@($(APPLY) >/dev/null) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@(export RequireAttestation=true; $(APPLY) >/dev/null) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."
 	@eval "$$($(PY) -m sandbox env)"; $(PY) scripts/demo.py
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""The demo `make demo` runs after deploying into the sandbox: enroll a sample manifest (as
-`fleet.py enroll` does), provision devices of every type with the real device SDK, show devices
-that must be refused being refused (and why, from the hook's decisions), then print the registry and
-the thing groups."""
+"""The demo `make demo` runs after deploying into the sandbox (with RequireAttestation=true): enroll a
+sample manifest with each device's factory public key (as `fleet.py enroll` does), provision devices of
+every type with the real device SDK, each signing with its factory key, show devices that must be
+refused being refused (and why, from the hook's decisions), then print the registry and the thing
+groups."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -14,18 +16,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
 from scripts.deployed_stack import DeployedStack  # noqa: E402
 from scripts.fleet_ops import decisions, manifest  # noqa: E402
 from scripts.fleet_ops import registry as reg  # noqa: E402
 from scripts.fleet_ops.devices import Devices  # noqa: E402
 
 MANUFACTURER = "AcmeIoT"
+CREDENTIALS = ROOT / "devices" / "demo"
+
+
+def factory_key(name: str) -> tuple[str, str]:
+    """A factory key as a device's secure element would hold it: (its PEM file, its public key to enroll)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = CREDENTIALS / f"{name}.factory.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))  # fmt: skip
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return str(path), base64.b64encode(public).decode()
 
 
 def provision(serial: str, device_type: str, *extra: str) -> tuple[int, str]:
     command = [sys.executable, str(ROOT / "scripts/test_provisioning.py"), "--json", "--serial-number", serial,
                "--device-type", device_type, "--manufacturer", MANUFACTURER, "--firmware-version", "v1.0.0",
-               "--output-dir", str(ROOT / "devices" / "demo"), *extra]  # fmt: skip
+               "--output-dir", str(CREDENTIALS), *extra]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer = json.loads(lines[-1]) if lines else {"error": result.stderr.strip()[-200:]}
@@ -43,7 +61,9 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def enroll(registry: reg.Registry, stack: DeployedStack, rows: list[dict[str, str]]) -> list[reg.Enrollment]:
     """The demo's manifest through the same checks and writes as `fleet.py enroll`."""
     raw = [manifest.RawRow(line, values) for line, values in enumerate(rows, start=2)]
-    devices, problems = manifest.validate(raw, stack.allowed_device_types)
+    devices, problems = manifest.validate(raw, stack.allowed_device_types,
+                                          claim_client_id_prefix=stack.claim_client_id_prefix,
+                                          require_factory_key=stack.require_attestation)  # fmt: skip
     plan = registry.plan(devices)
     if problems or plan.problems:
         raise SystemExit(f"demo: the sample manifest is refused: {[str(p) for p in problems + plan.problems]}")
@@ -58,31 +78,39 @@ def main() -> int:
     registry.enrolled_by = "demo"
     fleet = [(f"DEMO-{t[:4].upper()}-{n:02d}", t) for t in types for n in (1, 2)]
     rows = [{"serialNumber": s, "deviceType": t, "manufacturer": MANUFACTURER} for s, t in fleet]
-    # Two more, to be refused: one revoked before it was ever switched on, one that will claim another type.
-    for serial in ("DEMO-REVOKED-01", "DEMO-MISMATCH-01"):
+    # More, to be refused: one revoked before it was ever switched on, one that will claim another type, and
+    # one whose serial someone with a copy of the claim certificate (but not the device's key) tries first.
+    for serial in ("DEMO-REVOKED-01", "DEMO-MISMATCH-01", "DEMO-TAKEN-01"):
         rows.append({"serialNumber": serial, "deviceType": types[0], "manufacturer": MANUFACTURER})
+    keys = {row["serialNumber"]: factory_key(row["serialNumber"]) for row in rows}
+    for row in rows:
+        row["factoryPublicKey"] = keys[row["serialNumber"]][1]
+    impostor_key, _ = factory_key("impostor")  # a key of its own, enrolled for no device
     enrolled = enroll(registry, stack, rows)
     devices.revoke("DEMO-REVOKED-01", "demo: reported stolen from the warehouse")
     outcomes = ", ".join(f"{sum(e.outcome == o for e in enrolled)} {o}" for o in (reg.NEW, reg.UNCHANGED, reg.UNTOUCHED)
                          if any(e.outcome == o for e in enrolled))  # fmt: skip
-    print(f"enrolled {len(rows)} devices ({', '.join(types)}): {outcomes}; revoked DEMO-REVOKED-01\n")
+    print(f"enrolled {len(rows)} devices ({', '.join(types)}) with their factory keys: {outcomes}; revoked "
+          f"DEMO-REVOKED-01; attestation required: {'yes' if stack.require_attestation else 'no'}\n")  # fmt: skip
 
     results = []
     for serial, device_type in fleet:
         csr = serial.endswith("02")
-        code, detail = provision(serial, device_type, *(["--csr"] if csr else []))
+        code, detail = provision(serial, device_type, "--factory-key", keys[serial][0], *(["--csr"] if csr else []))
         results.append([serial, device_type, "csr" if csr else "keys",
                         "provisioned" if code == 0 else f"FAILED ({code})", detail])  # fmt: skip
     refusals = [
-        ("unknown serial", "DEMO-UNKNOWN-99", types[0]),
-        ("revoked device", "DEMO-REVOKED-01", types[0]),
-        ("type not matching enrollment", "DEMO-MISMATCH-01", types[-1]),
-        ("replay of a provisioned serial", fleet[0][0], fleet[0][1]),
+        ("unknown serial", "DEMO-UNKNOWN-99", types[0], []),
+        ("revoked device", "DEMO-REVOKED-01", types[0], ["--factory-key", keys["DEMO-REVOKED-01"][0]]),
+        ("type not matching enrollment", "DEMO-MISMATCH-01", types[-1], ["--factory-key", keys["DEMO-MISMATCH-01"][0]]),
+        ("replay of a provisioned serial", fleet[0][0], fleet[0][1], ["--factory-key", keys[fleet[0][0]][0]]),
+        ("claim certificate, no device key", "DEMO-TAKEN-01", types[0], []),
+        ("claim certificate, wrong key", "DEMO-TAKEN-01", types[0], ["--factory-key", impostor_key]),
     ]
     logs = stack.client("logs")
     hook_function = str(stack.output("provisioning_hook_function_name"))
-    for case, serial, device_type in refusals:
-        code, _ = provision(serial, device_type, "--skip-device-check")
+    for case, serial, device_type, extra in refusals:
+        code, _ = provision(serial, device_type, "--skip-device-check", *extra)
         # What `fleet.py why SERIAL` reads: the hook's own decision for the serial.
         last = decisions.decisions(logs, hook_function, serial, since_days=1, limit=1)
         reason = f"{last[-1].reason}: {last[-1].detail}" if last else "no decision logged"

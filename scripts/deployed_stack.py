@@ -105,6 +105,15 @@ class DeployedStack:
         return tuple(t for t in str(self.output("allowed_device_types")).split(",") if t)
 
     @property
+    def claim_client_id_prefix(self) -> str:
+        """The client-id prefix of claim connections ("claim-" for a stack deployed before it was an output)."""
+        return str(self.outputs.get("claim_client_id_prefix", "claim-"))
+
+    @property
+    def require_attestation(self) -> bool:
+        return str(self.outputs.get("require_attestation", "false")) == "true"
+
+    @property
     def table_name(self) -> str:
         return str(self.output("device_registry_table_name"))
 

@@ -110,7 +110,9 @@ def enroll(
     json_: JsonOption = False,
 ) -> None:
     """Enroll a manufacturing manifest: one row per device, columns serialNumber, deviceType,
-    manufacturer (required), firmwareVersion, location, thingName (optional; default `<type>-<serial>`).
+    manufacturer (required), firmwareVersion, location, thingName (optional; default `<type>-<serial>`),
+    factoryPublicKey (optional, required with RequireAttestation: the device's EC P-256 factory key, PEM
+    or base64 DER SubjectPublicKeyInfo).
 
     Every row is checked first, with the provisioning hook's own rules, against the stack's
     allowed_device_types, for serials or thing names repeated in the manifest, and for thing names
@@ -133,7 +135,9 @@ def enroll(
         raw, problems = manifest.read(path)
     except manifest.ManifestError as error:
         raise fail(str(error)) from None
-    devices, invalid = manifest.validate(raw, the_stack.allowed_device_types)
+    devices, invalid = manifest.validate(raw, the_stack.allowed_device_types,
+                                         claim_client_id_prefix=the_stack.claim_client_id_prefix,
+                                         require_factory_key=the_stack.require_attestation)  # fmt: skip
     registry = reg.Registry(the_stack.client("dynamodb"), the_stack.table_name)
     with err.status(f"reading the registry for {len(devices):,} rows..."):
         plan = registry.plan(devices)
@@ -261,7 +265,9 @@ def show(serial: Annotated[str, typer.Argument(metavar="SERIAL")], json_: JsonOp
     item = device["registry"]
     table = Table("registry", "", show_header=False)
     for name in sorted(item):
-        table.add_row(name, str(item[name]))
+        # The key itself is long and says nothing to a reader; its fingerprint is what the factory recorded.
+        shown = manifest.fingerprint(str(item[name])) if name == "factoryPublicKey" else str(item[name])
+        table.add_row(name, shown)
     out.print(table)
     thing = device["thing"]
     if thing is None:

@@ -6,6 +6,8 @@ RegisterThing, reconnect as the thing, shadow, telemetry) in one of --concurrenc
 Shows a progress bar, then a table: successes, rejections by code, latency p50/p95/max, devices/s.
 Against real AWS (the stack has an iot_data_endpoint output) it paces RegisterThing to --tps
 (default 10, the documented account rate) and the registry is written with your credentials.
+Each simulated device gets a factory key (EC P-256, in its run folder): its public key is enrolled
+with the device and the device signs its RegisterThing with it (attestation; --no-attestation: none).
 
 Example: scripts/simulate_fleet.py --devices 200 --concurrency 10 --flow csr --key-type ec
 After an interruption, `--run <id> --devices 200` provisions the same serials again, skipping those
@@ -15,6 +17,7 @@ the registry holds as provisioned.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 import sys
@@ -25,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,11 +75,29 @@ def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
         return code, time.monotonic() - started, text
 
 
-def enroll(stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str) -> set[str]:
+def factory_key(folder: Path, serial: str) -> tuple[str, str]:
+    """One simulated device's factory key: (its PEM file, 0600; its public key as enrolled)."""
+    path = folder / f"{serial}.factory.key"
+    if path.exists():  # a rerun of the run (--run): the key its enrollment holds
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()  # fmt: skip
+        device._write_private(path, pem)
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return str(path), base64.b64encode(public).decode()
+
+
+def enroll(
+    stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str, keys: dict[str, str] | None = None
+) -> set[str]:
     """Enrolls the simulated devices as `fleet.py enroll` enrolls a manifest (conditional writes, thing
-    names reserved)."""
+    names reserved), each with its factory public key from `keys` (by serial) if given."""
     rows = [manifest.Device(line=i + 2, serial_number=serial, device_type=device_type, manufacturer=manufacturer,
-                            thing_name=manifest.derived_thing_name(device_type, serial))
+                            thing_name=manifest.derived_thing_name(device_type, serial),
+                            factory_public_key=(keys or {}).get(serial, ""))
             for i, (serial, device_type) in enumerate(devices)]  # fmt: skip
     registry = Registry(stack.client("dynamodb"), stack.table_name, enrolled_by="simulate_fleet")
     plan = registry.plan(rows)
@@ -103,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack-dir", type=Path, help="deployed stack folder (default: the one in cdktf.out)")
     parser.add_argument("--output-dir", default="devices/simulated",
                         help="credentials go to a folder per run in here, run-<id>/ (files 0600)")  # fmt: skip
+    parser.add_argument("--no-attestation", action="store_true",
+                        help="no factory keys: enroll and provision without attestation")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a device waits for each step (default 30)")
     parser.add_argument("--run", help="an earlier run's id: its serials again, skipping the provisioned ones")
@@ -128,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     # files after a day of benchmarks) and a run's devices are easy to find or delete together.
     credentials = Path(args.output_dir) / f"run-{run}"
     fleet = [(f"SIM-{run}-{i:05d}", types[i % len(types)]) for i in range(args.devices)]
-    done = enroll(stack, fleet, args.manufacturer)
+    if args.no_attestation and stack.require_attestation:
+        raise SystemExit("simulate_fleet: the stack requires attestation (RequireAttestation): drop --no-attestation")
+    keys = {} if args.no_attestation else {serial: factory_key(credentials, serial) for serial, _ in fleet}
+    done = enroll(stack, fleet, args.manufacturer, {serial: public for serial, (_, public) in keys.items()})
     fleet = [(serial, device_type) for serial, device_type in fleet if serial not in done]
 
     outcomes: Counter[str] = Counter()
@@ -148,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 "firmware_version": "v1.0.0", "location": "", "thing_name": "", "csr": args.flow == "csr",
                 "key_type": args.key_type, "output_dir": str(credentials), "client_id": None, "timeout": args.timeout,
                 "skip_device_check": args.register_only, "sdk_metrics": False,
+                "factory_key": keys[serial][0] if serial in keys else None,
             })] = serial  # fmt: skip
         for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
             outcome, seconds, detail = future.result()

@@ -3,8 +3,13 @@
 
 1. connect (MQTT 5, mutual TLS) with the claim certificate;
 2. CreateKeysAndCertificate (or, with --csr, CreateCertificateFromCsr: the device keeps its key);
-3. RegisterThing on the fleet-provisioning template with the device's parameters;
+3. RegisterThing on the fleet-provisioning template with the device's parameters and, with
+   --factory-key, its attestation: the factory key's signature over serial, new certificate id and
+   template name (the hook checks it against the key enrolled for the serial);
 4. reconnect with the new certificate as the thing, read its shadow, publish one telemetry message.
+
+The claim connection's client id starts with the stack's claim client-id prefix (its
+claim_client_id_prefix output, else claim-): the claim policy allows no other.
 
 Endpoint, claim certificate, CA and template name default to the deployed stack's outputs
 (`terraform output -json` in --stack-dir) and, for the sandbox target, to the sandbox's state
@@ -22,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -45,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
+from scripts.fleet_ops.hook_rules import hook  # noqa: E402 - the message the hook verifies, defined there once
 
 OK, USAGE, CLAIM_CONNECT, CERTIFICATE_REJECTED, REGISTER_REJECTED, DEVICE_FAILED = 0, 2, 3, 4, 5, 6
 
@@ -67,6 +74,7 @@ class Target:
     # a second, 512 KB/s), which spaces each subscribe and publish about 8 ms apart (measured: a
     # tenth of a second per provisioned device). The sandbox's broker has no such limits to respect.
     iot_core_limits: bool = True
+    claim_client_id_prefix: str = "claim-"  # ClaimClientIdPrefix: the claim policy allows only these client ids
 
 
 def _write_private(path: Path, text: str) -> str:
@@ -113,7 +121,11 @@ def resolve_target(args: argparse.Namespace) -> Target:
         claim_cert=claim_cert,
         claim_key=claim_key,
         iot_core_limits=not sandbox_broker,
-    )
+        claim_client_id_prefix=(
+            args.client_id_prefix if getattr(args, "client_id_prefix", None) is not None
+            else stack.claim_client_id_prefix if stack is not None else "claim-"
+        ),
+    )  # fmt: skip
 
 
 def trust_only(ca_file: str) -> None:
@@ -240,6 +252,23 @@ def csr_and_key(key_type: str) -> tuple[str, str]:
     return csr.public_bytes(serialization.Encoding.PEM).decode(), pem_key
 
 
+def load_factory_key(path: str) -> ec.EllipticCurvePrivateKey:
+    """The device's factory key (PEM, EC P-256): on a real device it stays in its secure element."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise Failure(USAGE, f"--factory-key {path}: not a readable PEM private key: {error}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise Failure(USAGE, f"--factory-key {path}: the factory key must be an EC P-256 key")
+    return key
+
+
+def attestation(key: ec.EllipticCurvePrivateKey, serial: str, certificate_id: str, template_name: str) -> str:
+    """AttestationSignature: base64 of the DER ECDSA-SHA256 signature of hook.attestation_message."""
+    message = hook.attestation_message(serial, certificate_id, template_name)
+    return base64.b64encode(key.sign(message, ec.ECDSA(hashes.SHA256()))).decode()
+
+
 def _sdk_metrics(args: argparse.Namespace) -> bool:
     """The SDK names itself in CONNECT unless told not to (the fleet simulator does not)."""
     return bool(getattr(args, "sdk_metrics", True))
@@ -250,7 +279,8 @@ def provision(
 ) -> dict[str, Any]:
     """Provisions one device; `claim_context` (from `tls_context`) reuses a loaded claim certificate."""
     started = time.monotonic()
-    client_id = args.client_id or f"claim-{args.serial_number}-{uuid.uuid4().hex[:6]}"
+    factory_key = load_factory_key(args.factory_key) if getattr(args, "factory_key", None) else None
+    client_id = args.client_id or f"{target.claim_client_id_prefix}{args.serial_number}-{uuid.uuid4().hex[:6]}"
     try:
         claim = connect(target, target.claim_cert, target.claim_key, client_id, args.timeout, _sdk_metrics(args),
                         claim_context)  # fmt: skip
@@ -281,6 +311,10 @@ def provision(
             "Location": args.location,
             "ThingName": args.thing_name,
         }
+        if factory_key is not None:  # signed for this very certificate: a copy is worth nothing to another
+            parameters["AttestationSignature"] = attestation(
+                factory_key, args.serial_number, created.certificate_id, target.template_name
+            )
         try:
             registered = identity.register_thing(
                 iotidentity.RegisterThingRequest(
@@ -362,7 +396,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output-dir", default="devices", help="where the new credentials go, files 0600 (default ./devices)"
     )
-    p.add_argument("--client-id", help="client id for the claim connection (default claim-<serial>-<random>)")
+    p.add_argument("--client-id", help="client id for the claim connection (default <prefix><serial>-<random>)")
+    p.add_argument(
+        "--client-id-prefix",
+        help="claim client-id prefix (default: the stack's claim_client_id_prefix output, else claim-)",
+    )
+    p.add_argument(
+        "--factory-key",
+        help="the device's factory private key (PEM, EC P-256) whose public key is enrolled: signs RegisterThing",
+    )
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per step (default 15)")
     p.add_argument("--skip-device-check", action="store_true", help="stop after RegisterThing")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

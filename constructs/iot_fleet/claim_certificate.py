@@ -35,13 +35,16 @@ class ClaimCertificate(Construct):
         generations: Sequence[int],
         csr_of: Callable[[int], str | None],
         account: AccountContext,
+        client_id_prefix: str = documents.CLAIM_CLIENT_ID_PREFIX,
     ) -> None:
         super().__init__(scope, id_)
         self.policy = IotPolicy(
             self,
             "policy",
             name=f"{prefix}-claim-policy",
-            policy=documents.terraform_string(documents.claim_policy(template_name), account.iot_arn_prefix),
+            policy=documents.terraform_string(
+                documents.claim_policy(template_name, client_id_prefix=client_id_prefix), account.iot_arn_prefix
+            ),
         )
         self.generations: dict[int, IotCertificate] = {}
         for generation in generations:

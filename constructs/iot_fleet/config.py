@@ -62,6 +62,8 @@ PARAMETERS = (
     "ClaimCertificateGenerations",
     "ClaimKeyInState",
     "RequireEnrollment",
+    "RequireAttestation",
+    "ClaimClientIdPrefix",
     "StaleClaimMinutes",
     "ClaimExpiryWarningDays",
     "DeviceTypeCatalogue",
@@ -79,6 +81,8 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # S3 bucket naming rules (general purpose buckets); ".." and IP-address forms are refused separately.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_ADDRESS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+# A client-id prefix is literal in the policy's client/<prefix>* (no * ? or policy variables) and in MQTT.
+_CLIENT_ID_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
 _SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
 _BOOLEAN = {"true": True, "false": False}
 
@@ -108,6 +112,8 @@ class StackConfig:
     claim_certificate_generations: tuple[int, ...] = (1,)
     claim_key_in_state: bool = False
     require_enrollment: bool = True
+    require_attestation: bool = False
+    claim_client_id_prefix: str = documents.CLAIM_CLIENT_ID_PREFIX
     stale_claim_minutes: int = 10
     claim_expiry_warning_days: int = 30
     device_type_catalogue: str = ""
@@ -214,6 +220,30 @@ class StackConfig:
                     str(csr),
                     "the path of a PEM certificate signing request",
                 )
+        _check(
+            not (self.require_attestation and not self.require_enrollment),
+            "RequireAttestation",
+            "true",
+            "false while RequireEnrollment=false (a device's factory key is enrolled with it)",
+        )
+        prefix = self.claim_client_id_prefix
+        if prefix:
+            _check(
+                bool(_CLIENT_ID_PREFIX.fullmatch(prefix)),
+                "ClaimClientIdPrefix",
+                prefix,
+                "1-32 characters of [A-Za-z0-9_.:-], or empty to allow any client id (for AWS's SDK samples)",
+            )
+            # A derived thing name is <type>-<serial>: none may start with the prefix, nor the prefix with it.
+            clashing = [
+                t for t in self.allowed_device_types if f"{t}-".startswith(prefix) or prefix.startswith(f"{t}-")
+            ]
+            _check(
+                not clashing,
+                "ClaimClientIdPrefix",
+                prefix,
+                f"a prefix no thing name can take; device type {','.join(clashing)} names things '<type>-<serial>'",
+            )
         _check(bool(self.allowed_device_types), "AllowedDeviceTypes", "", "at least one device type")
         duplicates = sorted({t for t in self.allowed_device_types if self.allowed_device_types.count(t) > 1})
         _check(not duplicates, "AllowedDeviceTypes", ",".join(duplicates), "each device type once")
@@ -397,6 +427,10 @@ def load_config(
         kwargs["claim_key_in_state"] = _boolean("ClaimKeyInState", values["ClaimKeyInState"])
     if "RequireEnrollment" in values:
         kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
+    if "RequireAttestation" in values:
+        kwargs["require_attestation"] = _boolean("RequireAttestation", values["RequireAttestation"])
+    if "ClaimClientIdPrefix" in environ or "ClaimClientIdPrefix" in defaults:  # "" is a value: any client id
+        kwargs["claim_client_id_prefix"] = raw["ClaimClientIdPrefix"].strip()
     if "ClaimExpiryWarningDays" in values:
         kwargs["claim_expiry_warning_days"] = _integer("ClaimExpiryWarningDays", values["ClaimExpiryWarningDays"])
     if "StaleClaimMinutes" in values:

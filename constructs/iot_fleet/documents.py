@@ -17,11 +17,17 @@ THING = "${iot:Connection.Thing.ThingName}"
 ARN_PREFIX = "@IOT_ARN_PREFIX@"  # replaced by arn:<partition>:iot:<region>:<account>: at synth
 CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
 
-# Parameters the template declares. The device sends the first five in RegisterThing;
+# Parameters the template declares. The device sends the first six in RegisterThing (AttestationSignature
+# only the hook reads; declared with a default so a device without a factory key need not send it);
 # the hook always supplies ThingName through parameterOverrides.
-DEVICE_PARAMETERS = ("SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location")
+DEVICE_PARAMETERS = (
+    "SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "AttestationSignature",
+)  # fmt: skip
 HOOK_OVERRIDES = ("ThingName",)
-PARAMETER_DEFAULTS = {"FirmwareVersion": "unknown", "Location": "unknown"}
+PARAMETER_DEFAULTS = {"FirmwareVersion": "unknown", "Location": "unknown", "AttestationSignature": ""}
+# Claim connections use client ids starting with this (ClaimClientIdPrefix): the claim policy allows no
+# other, and no thing name may start with it, so the claim certificate can never connect as a device.
+CLAIM_CLIENT_ID_PREFIX = "claim-"
 MAPPING = "DeviceTypes"
 
 
@@ -34,12 +40,17 @@ def claim_topics(template_name: str) -> tuple[str, ...]:
     )
 
 
-def claim_policy(template_name: str, arn_prefix: str = ARN_PREFIX) -> dict[str, Any]:
+def claim_policy(
+    template_name: str, arn_prefix: str = ARN_PREFIX, client_id_prefix: str = CLAIM_CLIENT_ID_PREFIX
+) -> dict[str, Any]:
+    """The claim certificate's policy: connect with a client id of the prefix ("" allows any, so the
+    claim certificate could also connect as a provisioned thing and knock it off), and the provisioning
+    topics of this template."""
     topics = claim_topics(template_name)
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn_prefix}client/*"},
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn_prefix}client/{client_id_prefix}*"},
             {
                 "Effect": "Allow",
                 "Action": ["iot:Publish", "iot:Receive"],

@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,33 @@ FUNCTION_ACKNOWLEDGEMENTS = {
 }
 
 
-def stage_source(name: str) -> Path:
-    """A clean copy of ``lambda/<name>``: caches and test files would change the asset hash."""
+def stage_source(name: str, packages: Sequence[str] = ()) -> Path:
+    """A clean copy of ``lambda/<name>``: caches and test files would change the asset hash.
+
+    ``packages``: distributions installed here (pure Python, pinned in Pipfile.lock) that the function
+    imports and Lambda's runtime lacks; each is copied in whole, file by file from its installed record,
+    so the zip carries exactly what this project runs and tests."""
     source = LAMBDA_SOURCES / name
     target = _STAGING / name
     if not target.exists():
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+        for package in packages:
+            vendor(package, target)
     return target
+
+
+def vendor(package: str, target: Path) -> None:
+    """Copies an installed distribution's files (modules and its dist-info, licence included) into target."""
+    distribution = metadata.distribution(package)
+    for file in distribution.files or ():
+        parts = file.parts
+        if parts[0] in ("..", "bin") or "__pycache__" in parts or file.name.startswith("test_"):
+            continue  # scripts, caches and the package's own tests are not needed at run time
+        if file.suffix in (".so", ".pyd"):
+            raise ValueError(f"{package} has compiled code ({file}); the Lambda package takes pure Python only")
+        destination = target / file
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(str(distribution.locate_file(file))), destination)
 
 
 class FleetFunction(Construct):
@@ -69,6 +90,7 @@ class FleetFunction(Construct):
         timeout: int,
         memory_size: int = 256,
         extra_acknowledgements: Mapping[str, str] | None = None,
+        packages: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, id_)
         self.log_group = log_group(
@@ -99,7 +121,7 @@ class FleetFunction(Construct):
             role=self.role.name,
             policy_arn=f"arn:{account.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess",
         )
-        asset = TerraformAsset(self, "code", path=str(stage_source(source)), type=AssetType.ARCHIVE)
+        asset = TerraformAsset(self, "code", path=str(stage_source(source, packages)), type=AssetType.ARCHIVE)
         self.function = LambdaFunction(
             self,
             "function",

@@ -26,7 +26,7 @@ from cdktf_cdktf_provider_aws.sns_topic_subscription import SnsTopicSubscription
 from constructs import Construct
 
 FIVE_MINUTES = 300
-SERIAL_GUESSES = 20  # NOT_ENROLLED denials in 5 minutes before the serial-guessing alarm fires
+SERIAL_GUESSES = 20  # NOT_ENROLLED + ATTESTATION_FAILED denials in 5 minutes before serial-guessing fires
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,22 @@ class Monitoring(Construct):
             Alarm(
                 "serial-guessing",
                 f"More than {SERIAL_GUESSES} provisioning attempts in 5 minutes named serials that are not enrolled "
-                "(NOT_ENROLLED): someone holding the claim certificate may be guessing serials, or a batch of "
-                "devices was shipped before its manifest was enrolled. Check the hook's log lines with reason "
-                "NOT_ENROLLED (serials, client ids, claim certificate); enroll the manifest, or rotate the claim "
-                "certificate if it leaked (scripts/fleet.py rotate-claim).",
+                "(NOT_ENROLLED) or failed the device's attestation (ATTESTATION_FAILED): someone holding the claim "
+                "certificate may be guessing serials, or a batch of devices was shipped before its manifest (or "
+                "its factory keys) was enrolled. Check the hook's log lines with those reasons (serials, client ids, "
+                "claim certificate); enroll the manifest, or rotate the claim certificate if it leaked "
+                "(scripts/fleet.py rotate-claim).",
                 SERIAL_GUESSES,
-                Metric(metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "NOT_ENROLLED"}),
+                # Each series exists only once the hook has denied for that reason: FILL counts its absence as 0.
+                expression="FILL(unknown, 0) + FILL(attestation, 0)",
+                metrics={
+                    "unknown": Metric(
+                        metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "NOT_ENROLLED"}
+                    ),
+                    "attestation": Metric(
+                        metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "ATTESTATION_FAILED"}
+                    ),
+                },
             ),
             Alarm(
                 "reconciler-errors",

@@ -28,6 +28,8 @@ from iot_fleet.stack_key import StackKey
 
 SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
 HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
+# What the hook imports beyond Lambda's runtime (standard library and boto3): shipped in its zip.
+HOOK_PACKAGES = ("ecdsa", "six")
 
 
 class IotProvisioningStack(TerraformStack):
@@ -82,18 +84,22 @@ class IotProvisioningStack(TerraformStack):
                 "TABLE_NAME": table.name,
                 "ALLOWED_DEVICE_TYPES": ",".join(config.allowed_device_types),
                 "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
+                "REQUIRE_ATTESTATION": str(config.require_attestation).lower(),
+                "CLAIM_CLIENT_ID_PREFIX": config.claim_client_id_prefix,
                 "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
                 "METRICS_NAMESPACE": metrics_namespace,
                 "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
             },
             statements=[
-                {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
+                # GetItem: the enrolled factory key, read before the one conditional write.
+                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
             ],
             account=account,
             key=key,
             log_retention_days=config.log_retention_days,
             timeout=HOOK_TIMEOUT_SECONDS,
+            packages=HOOK_PACKAGES,
             extra_acknowledgements={
                 "CKV_AWS_116": "IoT invokes the hook synchronously and denies the device on any error; "
                 "there is no asynchronous event to dead-letter.",
@@ -157,6 +163,7 @@ class IotProvisioningStack(TerraformStack):
             generations=config.claim_certificate_generations,
             csr_of=config.claim_certificate_csr,
             account=account,
+            client_id_prefix=config.claim_client_id_prefix,
         )
         self.reconciler_function = FleetFunction(
             self,
@@ -358,6 +365,16 @@ class IotProvisioningStack(TerraformStack):
                 "Where synth made the newest claim key (on the synthesizing machine; never in Terraform state)",
             )
         o("claim_policy_name", self.claim.policy.name, "IoT policy limiting the claim certificate to provisioning")
+        o(
+            "claim_client_id_prefix",
+            self.config.claim_client_id_prefix,
+            "Client-id prefix claim connections must use (ClaimClientIdPrefix; empty: any client id)",
+        )
+        o(
+            "require_attestation",
+            str(self.config.require_attestation).lower(),
+            "Whether every device must be enrolled with a factory key and sign with it (RequireAttestation)",
+        )
         o("thing_type_name", self.fleet.thing_type.name, "Thing type of every provisioned device")
         o("thing_group_root_name", self.fleet.root_group.name, "Root thing group of the fleet")
         o("thing_group_names", {n: g.name for n, g in self.fleet.groups.items()}, "Thing group per device type")

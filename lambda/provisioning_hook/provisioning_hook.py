@@ -6,11 +6,18 @@ The handler is thin: validate the event, decide, make the one conditional regist
 Every path that is not a clean allow denies (fail closed) and logs one JSON line with the reason,
 which is also an embedded-metric-format record (counts by decision, reason and device type, and
 ProvisioningErrors: 1 when the hook denied because the registry or the hook itself failed).
+
+Attestation: a device enrolled with a factory public key (EC P-256) must send AttestationSignature, its
+ECDSA signature over attestation_message(serial, new certificate id, template name); the hook checks it
+against the enrolled key before its write. With REQUIRE_ATTESTATION every device must have a key.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
+import hashlib
 import json
 import os
 import re
@@ -25,6 +32,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from ecdsa import BadSignatureError, NIST256p, VerifyingKey
+from ecdsa.util import sigdecode_der, sigdecode_string
 
 # Parameter rules, each matched against the whole value (fullmatch) with ASCII classes only: `$`
 # would accept a trailing newline and `\d` any Unicode digit, values AWS then refuses as thing
@@ -34,8 +43,14 @@ MANUFACTURER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,@/:#-]{0,63}")
 FIRMWARE_VERSION = re.compile(r"v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
 LOCATION = re.compile(r"[A-Za-z0-9_.,@/:#-]{1,128}")
 THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
-KNOWN_PARAMETERS = {"SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "ThingName"}
+KNOWN_PARAMETERS = {"SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "ThingName",
+                    "AttestationSignature"}  # fmt: skip
 MAX_PARAMETER_LENGTH = 256
+TEMPLATE_ARN = re.compile(r"arn:[a-z-]+:iot:[a-z0-9-]*:[0-9]*:provisioningtemplate/([0-9A-Za-z_-]{1,36})")
+# The first line of every attested message: a factory key's signature made for anything else (another
+# protocol using the same key) can never pass for one.
+ATTESTATION_CONTEXT = "aws-iot-fleet-attestation/1"
+FACTORY_KEY_ATTRIBUTE = "factoryPublicKey"  # base64 DER SubjectPublicKeyInfo, as enrolled
 
 # Reason codes: one per way a request ends. Operators search logs and metrics by them.
 ALLOWED = "ALLOWED"
@@ -50,6 +65,7 @@ ALREADY_PROVISIONED = "ALREADY_PROVISIONED"
 REVOKED = "REVOKED"
 DECOMMISSIONED = "DECOMMISSIONED"
 NOT_ENROLLABLE = "NOT_ENROLLABLE"
+ATTESTATION_FAILED = "ATTESTATION_FAILED"
 REGISTRY_ERROR = "REGISTRY_ERROR"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -75,6 +91,11 @@ class Settings:
     # A `provisioning` claim older than this was abandoned (the template failed, the device dropped):
     # a new attempt may take it over.
     stale_claim_seconds: int = 600
+    # Every device must be enrolled with a factory key and sign with it (otherwise only those enrolled with one).
+    require_attestation: bool = False
+    # The client-id prefix of claim connections (the claim policy's only Connect resource): no thing
+    # name may take it, or the claim certificate could connect as that thing and knock it off.
+    claim_client_id_prefix: str = "claim-"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -87,6 +108,8 @@ class Settings:
             metrics_namespace=environ.get("METRICS_NAMESPACE", "IoTProvisioning"),
             debug=environ.get("IOT_PROVISIONING_DEBUG", "false").lower() == "true",
             stale_claim_seconds=int(environ.get("STALE_CLAIM_SECONDS", "600")),
+            require_attestation=environ.get("REQUIRE_ATTESTATION", "false").lower() == "true",
+            claim_client_id_prefix=environ.get("CLAIM_CLIENT_ID_PREFIX", "claim-"),
         )
 
 
@@ -102,6 +125,8 @@ class Request:
     thing_name: str | None
     certificate_id: str
     claim_certificate_id: str
+    template_name: str = ""
+    attestation_signature: str | None = None
 
     @property
     def derived_thing_name(self) -> str:
@@ -164,6 +189,8 @@ def parse_request(event: Any) -> Request:
     claim_certificate_id = event.get("claimCertificateId", "")
     if not isinstance(claim_certificate_id, str):
         raise Invalid("claimCertificateId is not a string")
+    template_arn = event.get("templateArn", "")
+    template_name = TEMPLATE_ARN.fullmatch(template_arn) if isinstance(template_arn, str) else None
     return Request(
         serial_number=_text(parameters, "SerialNumber", SERIAL_NUMBER, True) or "",
         device_type=device_type,
@@ -173,10 +200,65 @@ def parse_request(event: Any) -> Request:
         thing_name=_text(parameters, "ThingName", THING_NAME, False),
         certificate_id=certificate_id,
         claim_certificate_id=claim_certificate_id[:64],
+        template_name=template_name.group(1) if template_name else "",
+        attestation_signature=_signature(parameters.get("AttestationSignature")),
     )
 
 
-def refusal(request: Request, old_item: Mapping[str, Any] | None, stale_before: str) -> Decision:
+def _signature(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Invalid("AttestationSignature is not a string")
+    return value
+
+
+def attestation_message(serial_number: str, certificate_id: str, template_name: str) -> bytes:
+    """What a device signs with its factory key: the attempt it vouches for, one field per line."""
+    return "\n".join((ATTESTATION_CONTEXT, serial_number, certificate_id, template_name)).encode()
+
+
+def factory_key(text: str) -> VerifyingKey:
+    """An EC P-256 public key from PEM or base64 DER SubjectPublicKeyInfo; ValueError if it is not one."""
+    try:
+        der = base64.b64decode("".join(line for line in text.strip().splitlines() if not line.startswith("-----")),
+                               validate=True)  # fmt: skip
+        key = VerifyingKey.from_der(der, hashfunc=hashlib.sha256)
+    except Exception as error:  # noqa: BLE001 - ecdsa raises several types for bad input
+        raise ValueError(f"not an EC public key (PEM or base64 DER SubjectPublicKeyInfo): {error}"[:200]) from None
+    if key.curve != NIST256p:
+        raise ValueError(f"the key is on {key.curve.name}; only NIST P-256 (secp256r1) is accepted")
+    return key
+
+
+def verify_attestation(enrolled_key: str, signature: str | None, message: bytes) -> str | None:
+    """None when `signature` (base64 of DER or raw r||s ECDSA-SHA256) is the enrolled key's over `message`,
+    else why not."""
+    if signature is None:
+        return "the device is enrolled with a factory key and sent no AttestationSignature"
+    try:
+        key = factory_key(enrolled_key)
+    except ValueError as error:
+        return f"the enrolled factory key cannot be used: {error}"
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return "AttestationSignature is not base64"
+    # 64 bytes is the fixed-size r||s form secure elements often produce; anything else must be DER.
+    decode = sigdecode_string if len(raw) == 64 else sigdecode_der
+    try:
+        key.verify(raw, message, hashfunc=hashlib.sha256, sigdecode=decode)
+    except BadSignatureError:
+        return "AttestationSignature is not the enrolled factory key's signature of this attempt"
+    except Exception:  # noqa: BLE001 - malformed DER raises several types
+        return "AttestationSignature is not an ECDSA signature (DER or 64-byte r||s)"
+    return None
+
+
+def refusal(
+    request: Request, old_item: Mapping[str, Any] | None, stale_before: str, enrolled_key: str = "",
+    prefix: str = "",
+) -> Decision:  # fmt: skip
     """Why the conditional claim was refused, from the item as it was (the same rules as the condition)."""
     if not old_item:
         return Decision(False, NOT_ENROLLED, "serial number is not in the registry")
@@ -195,6 +277,15 @@ def refusal(request: Request, old_item: Mapping[str, Any] | None, stale_before: 
         return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
     if not claimable:
         return Decision(False, NOT_ENROLLABLE, f"registry status is {status or 'missing'}")
+    enrolled_name = _attribute(old_item, "thingName")
+    if prefix and enrolled_name.startswith(prefix):
+        return Decision(False, INVALID_PARAMETERS, f"the enrolled thing name {enrolled_name} takes the claim client-id "
+                        f"prefix {prefix!r} (ClaimClientIdPrefix): enroll it under another name")  # fmt: skip
+    key = _attribute(old_item, FACTORY_KEY_ATTRIBUTE)
+    if key != enrolled_key:
+        detail = ("the device is enrolled with a factory key and sent no AttestationSignature" if not enrolled_key
+                  else "the enrolled factory key changed while the signature was checked")  # fmt: skip
+        return Decision(False, ATTESTATION_FAILED, detail)
     if _attribute(old_item, "deviceType") != request.device_type:
         return Decision(False, DEVICE_TYPE_MISMATCH, "device type differs from the enrollment")
     manufacturer = _attribute(old_item, "manufacturer")
@@ -215,7 +306,23 @@ class Registry:
         self._client = client
         self._table = table_name
 
-    def claim(self, request: Request, require_enrollment: bool, now: str, stale_before: str) -> Decision:
+    def factory_key_of(self, serial_number: str) -> tuple[bool, str]:
+        """(enrolled, its factory key or "") from a consistent read: the key the signature is checked with."""
+        item = self._client.get_item(
+            TableName=self._table,
+            Key={"serialNumber": {"S": serial_number}},
+            ConsistentRead=True,
+            ProjectionExpression="serialNumber, " + FACTORY_KEY_ATTRIBUTE,
+        ).get("Item")
+        return item is not None, _attribute(item or {}, FACTORY_KEY_ATTRIBUTE)
+
+    def claim(
+        self, request: Request, require_enrollment: bool, now: str, stale_before: str, enrolled_key: str = "",
+        prefix: str = "",
+    ) -> Decision:  # fmt: skip
+        """`enrolled_key`: the factory key the device's signature was verified with ("" for none); the
+        write happens only if the item still holds exactly that key, and (`prefix`, the claim client-id
+        prefix) only if its enrolled thing name does not start with the prefix."""
         values: dict[str, Any] = {
             ":provisioning": {"S": "provisioning"},
             ":enrolled": {"S": "enrolled"},
@@ -230,7 +337,7 @@ class Registry:
             ":derived": {"S": request.derived_thing_name},
             ":firmware": {"S": request.firmware_version or "unknown"},
         }
-        names = {"#status": "status"}
+        names = {"#status": "status", "#key": FACTORY_KEY_ATTRIBUTE}
         updates = [
             "#status = :provisioning",
             # The attempt this one replaces (a failed or abandoned one): the reconciler revokes its certificate.
@@ -263,6 +370,14 @@ class Registry:
                 "manufacturer = if_not_exists(manufacturer, :manufacturer)",
                 "enrolledAt = if_not_exists(enrolledAt, :now)",
             ]
+        if prefix:
+            values[":prefix"] = {"S": prefix}
+            condition = f"({condition}) AND (attribute_not_exists(thingName) OR NOT begins_with(thingName, :prefix))"
+        if enrolled_key:
+            values[":key"] = {"S": enrolled_key}
+            condition = f"({condition}) AND #key = :key"
+        else:
+            condition = f"({condition}) AND attribute_not_exists(#key)"
         if request.thing_name is not None:
             values[":thing"] = {"S": request.thing_name}
             if request.thing_name == request.derived_thing_name:
@@ -282,20 +397,49 @@ class Registry:
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return refusal(request, error.response.get("Item"), stale_before)
+                return refusal(request, error.response.get("Item"), stale_before, enrolled_key, prefix)
             raise
         thing_name = _attribute(result.get("Attributes", {}), "thingName") or request.derived_thing_name
         return Decision(True, ALLOWED, thing_name=thing_name)
 
 
+def reserved_thing_name(request: Request, prefix: str) -> str | None:
+    """The thing name this request names or derives if it takes the claim client-id prefix."""
+    for name in (request.thing_name, request.derived_thing_name):
+        if prefix and name and name.startswith(prefix):
+            return name
+    return None
+
+
 def decide(request: Request, settings: Settings, registry: Registry, now: str) -> Decision:
     if request.device_type not in settings.allowed_device_types:
         return Decision(False, DEVICE_TYPE_NOT_ALLOWED, "device type is not in AllowedDeviceTypes")
+    reserved = reserved_thing_name(request, settings.claim_client_id_prefix)
+    if reserved:
+        return Decision(False, INVALID_PARAMETERS, f"thing name {reserved} takes the claim client-id prefix "
+                        f"{settings.claim_client_id_prefix!r} (ClaimClientIdPrefix)")  # fmt: skip
     stale_before = time.strftime(
         "%Y-%m-%dT%H:%M:%SZ",
         time.gmtime(calendar.timegm(time.strptime(now, "%Y-%m-%dT%H:%M:%SZ")) - settings.stale_claim_seconds),
     )
-    return registry.claim(request, settings.require_enrollment, now, stale_before)
+    enrolled_key = ""
+    if settings.require_attestation or request.attestation_signature is not None:
+        # Checked before the write, so a refused attempt changes nothing; the write then requires the
+        # same key (a key changed in between refuses the write instead of admitting an old signature).
+        enrolled, enrolled_key = registry.factory_key_of(request.serial_number)
+        if enrolled and not enrolled_key and settings.require_attestation:
+            return Decision(False, ATTESTATION_FAILED, "the device is enrolled without a factory key, and "
+                            "RequireAttestation is on")  # fmt: skip
+        if enrolled_key:
+            message = attestation_message(request.serial_number, request.certificate_id, request.template_name)
+            problem = verify_attestation(enrolled_key, request.attestation_signature, message)
+            if problem:
+                return Decision(False, ATTESTATION_FAILED, problem)
+    # Without a signature the write requires the item to have no key: a keyed device never provisions
+    # unsigned, attestation required or not.
+    return registry.claim(
+        request, settings.require_enrollment, now, stale_before, enrolled_key, settings.claim_client_id_prefix
+    )
 
 
 def log_decision(

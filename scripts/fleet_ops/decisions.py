@@ -27,6 +27,10 @@ EXPLANATIONS = {
     hook.REVOKED: "the device was revoked: it may never provision again",
     hook.DECOMMISSIONED: "the device was decommissioned: it may never provision again",
     hook.NOT_ENROLLABLE: "the registry item is in a status the hook cannot admit from",
+    hook.ATTESTATION_FAILED: "the device did not prove it holds its enrolled factory key (no signature, a "
+    "wrong one, or no key enrolled while RequireAttestation is on): a device carrying the claim certificate "
+    "but not the real device's key, or a factory key enrolled wrongly (compare fleet.py show's fingerprint "
+    "with the factory's record)",
     hook.REGISTRY_ERROR: "the hook could not write the registry (DynamoDB throttling, KMS or permissions): "
     "the device may retry",
     hook.INTERNAL_ERROR: "the hook failed unexpectedly (see its log): the device may retry",

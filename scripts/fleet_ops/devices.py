@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from iot_fleet.registry_schema import THING_NAME_RESERVATION_PREFIX
 from scripts.deployed_stack import DeployedStack
+from scripts.fleet_ops import manifest
 from scripts.fleet_ops import registry as reg
 from scripts.fleet_ops.certificates import not_after
 from scripts.fleet_ops.manifest import derived_thing_name
@@ -161,6 +162,8 @@ class Devices:
                 "attributes": thing.get("attributes", {}), "version": thing.get("version"),
             },
             "groups": groups,
+            "factoryKeyFingerprint": manifest.fingerprint(str(item["factoryPublicKey"]))
+            if item.get("factoryPublicKey") else None,
             "certificates": [c for c in (self.certificate(i) for i in self.certificate_ids(item)) if c],
             "shadow": shadow,
         }  # fmt: skip

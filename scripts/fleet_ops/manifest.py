@@ -10,7 +10,9 @@ check, made next (registry.Registry.plan).
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,10 @@ COLUMNS = {
     "location": "Location",
     "thingName": "ThingName",
 }
+# Registry-only columns: the device sends none of them. factoryPublicKey: the device's factory key (EC
+# P-256, PEM or base64 DER SubjectPublicKeyInfo), whose signature the hook checks (attestation).
+REGISTRY_COLUMNS = ("factoryPublicKey",)
+ALL_COLUMNS = (*COLUMNS, *REGISTRY_COLUMNS)
 REQUIRED = ("serialNumber", "deviceType", "manufacturer")
 PLACEHOLDER_CERTIFICATE_ID = "0" * 64  # parse_request checks an event's certificate id; a manifest has none
 
@@ -47,6 +53,7 @@ class Device:
     thing_name: str  # the one given, else <type>-<serial> (what the hook derives)
     firmware_version: str = ""
     location: str = ""
+    factory_public_key: str = ""  # base64 DER SubjectPublicKeyInfo, as the hook reads it
 
     def fields(self) -> dict[str, str]:
         """The registry attributes a manifest sets (optional ones only when given)."""
@@ -55,6 +62,8 @@ class Device:
             values["firmwareVersion"] = self.firmware_version
         if self.location:
             values["location"] = self.location
+        if self.factory_public_key:
+            values[hook.FACTORY_KEY_ATTRIBUTE] = self.factory_public_key
         return values
 
 
@@ -72,6 +81,16 @@ class Problem:
 class RawRow:
     line: int
     values: dict[str, Any]
+
+
+def factory_key_text(text: str) -> str:
+    """A factory public key as the registry stores it (base64 DER); ValueError says why it is not one."""
+    return base64.b64encode(hook.factory_key(text).to_der()).decode()
+
+
+def fingerprint(stored_key: str) -> str:
+    """SHA256:<hex> of the key's DER, to compare with what the factory recorded."""
+    return "SHA256:" + hashlib.sha256(base64.b64decode(stored_key)).hexdigest()
 
 
 def derived_thing_name(device_type: str, serial_number: str) -> str:
@@ -119,9 +138,9 @@ def _csv_rows(text: str) -> tuple[list[RawRow], list[Problem]]:
 
 def _header_problems(header: Sequence[str]) -> list[Problem]:
     problems = []
-    unknown = [name for name in header if name not in COLUMNS]
+    unknown = [name for name in header if name not in ALL_COLUMNS]
     if unknown:
-        problems.append(Problem(1, f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}"))
+        problems.append(Problem(1, f"unknown column {unknown[0]!r}; the columns are {', '.join(ALL_COLUMNS)}"))
     for name in REQUIRED:
         if name not in header:
             problems.append(Problem(1, f"missing column {name!r} (required: {', '.join(REQUIRED)})"))
@@ -152,9 +171,10 @@ def _json_rows(text: str) -> tuple[list[RawRow], list[Problem]]:
         except json.JSONDecodeError as error:
             raise ManifestError(f"line {error.lineno}: not valid JSON: {error.msg}") from None
         if isinstance(value, dict):
-            unknown = [str(name) for name in value if name not in COLUMNS]
+            unknown = [str(name) for name in value if name not in ALL_COLUMNS]
             if unknown:
-                problems.append(Problem(line, f"unknown field {unknown[0]!r}; the fields are {', '.join(COLUMNS)}"))
+                problems.append(Problem(line, f"unknown field {unknown[0]!r}; the fields are "
+                                        f"{', '.join(ALL_COLUMNS)}"))  # fmt: skip
             else:
                 rows.append(RawRow(line, value))
         else:
@@ -177,15 +197,20 @@ def _line(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def validate(rows: Iterable[RawRow], allowed_device_types: Sequence[str]) -> tuple[list[Device], list[Problem]]:
+def validate(
+    rows: Iterable[RawRow], allowed_device_types: Sequence[str], *, claim_client_id_prefix: str = "claim-",
+    require_factory_key: bool = False,
+) -> tuple[list[Device], list[Problem]]:  # fmt: skip
     """The rows that pass every check on their own and against each other, and a problem per row that
-    does not (the first problem found in it)."""
+    does not (the first problem found in it). A thing name may not start with the claim client-id prefix
+    (the claim certificate could connect as that thing); `require_factory_key`: the stack requires
+    attestation, so a row without a factory key could never provision."""
     devices: list[Device] = []
     problems: list[Problem] = []
     serials: dict[str, int] = {}
     thing_names: dict[str, int] = {}
     for row in rows:
-        device, problem = _device(row, allowed_device_types)
+        device, problem = _device(row, allowed_device_types, claim_client_id_prefix, require_factory_key)
         if problem is None and device is not None:
             if device.serial_number in serials:
                 problem = Problem(row.line, f"serial {device.serial_number} is also on line "
@@ -205,7 +230,9 @@ def validate(rows: Iterable[RawRow], allowed_device_types: Sequence[str]) -> tup
     return devices, problems
 
 
-def _device(row: RawRow, allowed_device_types: Sequence[str]) -> tuple[Device | None, Problem | None]:
+def _device(
+    row: RawRow, allowed_device_types: Sequence[str], prefix: str, require_factory_key: bool
+) -> tuple[Device | None, Problem | None]:
     values = row.values
     serial = values.get("serialNumber") if isinstance(values.get("serialNumber"), str) else ""
     for name in REQUIRED:
@@ -216,6 +243,15 @@ def _device(row: RawRow, allowed_device_types: Sequence[str]) -> tuple[Device | 
         return None, Problem(row.line, f"{not_text[0]} must be a string", str(serial or ""))
     texts: dict[str, str] = {name: str(value) for name, value in values.items() if value != ""}
     thing_name = texts.get("thingName") or derived_thing_name(texts["deviceType"], texts["serialNumber"])
+    key = ""
+    key_problem = ""
+    if "factoryPublicKey" in texts:
+        try:
+            key = factory_key_text(texts["factoryPublicKey"])
+        except ValueError as error:
+            key_problem = f"factoryPublicKey: {error}"
+    elif require_factory_key:
+        key_problem = "factoryPublicKey is missing, and the stack requires attestation (RequireAttestation)"
     device = Device(
         line=row.line,
         serial_number=texts["serialNumber"],
@@ -224,15 +260,25 @@ def _device(row: RawRow, allowed_device_types: Sequence[str]) -> tuple[Device | 
         thing_name=thing_name,
         firmware_version=texts.get("firmwareVersion", ""),
         location=texts.get("location", ""),
+        factory_public_key=key,
     )
     # The parameters this device will send, checked by the hook itself; the thing name it will get
     # (given or derived) is checked as the ThingName the hook would accept.
-    parameters = {COLUMNS[name]: value for name, value in texts.items()}
+    parameters = {COLUMNS[name]: value for name, value in texts.items() if name in COLUMNS}
     parameters["ThingName"] = thing_name
     try:
         hook.parse_request({"certificateId": PLACEHOLDER_CERTIFICATE_ID, "parameters": parameters})
     except hook.Invalid as invalid:
         return device, Problem(row.line, f"the provisioning hook would refuse it: {invalid}", device.serial_number)
+    if prefix and thing_name.startswith(prefix):
+        return device, Problem(
+            row.line,
+            f"thing name {thing_name} starts with the claim client-id prefix {prefix!r} "
+            "(ClaimClientIdPrefix): the claim certificate could connect as it",
+            device.serial_number,
+        )
+    if key_problem:
+        return device, Problem(row.line, key_problem, device.serial_number)
     if device.device_type not in allowed_device_types:
         return device, Problem(
             row.line,

@@ -44,7 +44,7 @@ from scripts.fleet_ops.manifest import Device, Problem
 ENROLLED, PROVISIONING, PROVISIONED, REVOKED, DECOMMISSIONED, FAILED = (
     "enrolled", "provisioning", "provisioned", "revoked", "decommissioned", "failed",
 )  # fmt: skip
-MANIFEST_FIELDS = ("deviceType", "manufacturer", "thingName", "firmwareVersion", "location")
+MANIFEST_FIELDS = ("deviceType", "manufacturer", "thingName", "firmwareVersion", "location", "factoryPublicKey")
 BATCH_GET_MAX = 100  # BatchGetItem's limit per request
 WRITE_ATTEMPTS = 5  # a transaction refused because the registry changed meanwhile is planned again
 

@@ -196,6 +196,8 @@ def test_claim_policy_grants_exactly_the_provisioning_topics_of_this_template(sy
     assert suffixes("iot:Subscribe", "topicfilter") == topics
     actions = {a for s in claim["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions == {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
+    assert suffixes("iot:Connect", "client") == {"claim-*"}  # ClaimClientIdPrefix: no thing name takes it
+    assert synth.stack["output"]["claim_client_id_prefix"]["value"] == "claim-"
     attachment = synth.one("aws_iot_policy_attachment")
     assert attachment["target"] == synth.reference("aws_iot_certificate", synth.one("aws_iot_certificate"), "arn")
 
@@ -228,6 +230,7 @@ def test_hook_function_runtime_timeout_and_least_privilege_role(synth: Synth) ->
     env = hook["environment"]["variables"]
     assert env["ALLOWED_DEVICE_TYPES"].split(",") == list(synth.config.allowed_device_types)
     assert env["REQUIRE_ENROLLMENT"] == "true"
+    assert (env["REQUIRE_ATTESTATION"], env["CLAIM_CLIENT_ID_PREFIX"]) == ("false", "claim-")
     table = synth.one("aws_dynamodb_table")
     assert env["TABLE_NAME"] == synth.reference("aws_dynamodb_table", table, "name")
     role_policy = next(
@@ -236,7 +239,9 @@ def test_hook_function_runtime_timeout_and_least_privilege_role(synth: Synth) ->
     statements = json.loads(role_policy["policy"])["Statement"]
     table_arn = synth.reference("aws_dynamodb_table", table, "arn")
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in s["Action"])]
-    assert dynamodb == [{"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table_arn}]
+    # GetItem reads the enrolled factory key before the one conditional write (attestation).
+    reads_and_claims = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    assert dynamodb == [{"Effect": "Allow", "Action": reads_and_claims, "Resource": table_arn}]
     assert all("*" not in a for s in statements for a in s["Action"])
     logs = synth.named("aws_cloudwatch_log_group", f"/aws/lambda/{prefix}-provisioning-hook")
     assert logs["retention_in_days"] == synth.config.log_retention_days

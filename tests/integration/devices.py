@@ -4,11 +4,15 @@ the operator CLI (scripts/fleet.py) as an operator runs it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from scripts import test_provisioning as device
 from tests.integration.conftest import ROOT, Deployment
@@ -33,9 +37,20 @@ class Fleet:
         self.table = self.outputs["device_registry_table_name"]
         self.dynamodb = deployment.client("dynamodb")
 
-    def enroll(self, serial: str, device_type: str, status: str = "enrolled") -> None:
+    def enroll(self, serial: str, device_type: str, status: str = "enrolled", factory_public_key: str = "") -> None:
         item = {"serialNumber": serial, "deviceType": device_type, "status": status, "manufacturer": "AcmeIoT"}
+        if factory_public_key:
+            item["factoryPublicKey"] = factory_public_key
         self.dynamodb.put_item(TableName=self.table, Item={k: {"S": v} for k, v in item.items()})
+
+    def factory_key(self, name: str) -> tuple[str, str]:
+        """A new factory key: (its PEM file for --factory-key, its public key as the registry holds it)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()  # fmt: skip
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+        return device._write_private(self.folder / f"{name}.factory.key", pem), base64.b64encode(public).decode()
 
     def registry(self, serial: str) -> dict[str, str]:
         item = self.dynamodb.get_item(TableName=self.table, Key={"serialNumber": {"S": serial}}).get("Item", {})
@@ -45,7 +60,7 @@ class Fleet:
         values = {"serial_number": serial, "device_type": device_type, "manufacturer": "AcmeIoT",
                   "firmware_version": "v1.2.3", "location": "plant-1", "thing_name": "", "csr": False,
                   "key_type": "ec", "output_dir": str(self.folder), "client_id": None, "timeout": 15.0,
-                  "skip_device_check": False, "system_trust": False, **extra}  # fmt: skip
+                  "skip_device_check": False, "system_trust": False, "factory_key": None, **extra}  # fmt: skip
         return type("Args", (), values)()
 
     def provision(
@@ -63,7 +78,8 @@ class Fleet:
             "--template-name", self.target.template_name, "--output-dir", args.output_dir, "--timeout", "20",
         ]  # fmt: skip
         for flag, value in (("--firmware-version", args.firmware_version), ("--location", args.location),
-                            ("--client-id", args.client_id)):  # fmt: skip
+                            ("--client-id", args.client_id), ("--factory-key", args.factory_key),
+                            ("--thing-name", args.thing_name)):  # fmt: skip
             if value:
                 command += [flag, value]
         command += ["--csr"] if args.csr else []

@@ -28,8 +28,16 @@ def test_claim_certificate_may_use_only_the_provisioning_topics_of_its_template(
 
     topics = ["$aws/certificates/create/#", "$aws/certificates/create-from-csr/#",
               "$aws/provisioning-templates/Fleet/provision/#"]  # fmt: skip
-    expected = {"client *"} | {f"{verb} {t}" for verb in ("publish", "receive", "subscribe") for t in topics}
+    expected = {"client claim-*"} | {f"{verb} {t}" for verb in ("publish", "receive", "subscribe") for t in topics}
     assert set(rules) == expected
+
+
+@pytest.mark.parametrize(("prefix", "rule"), [("claim-", "client claim-*"), ("", "client *")])
+def test_claim_certificate_connects_only_with_a_client_id_of_its_prefix(prefix: str, rule: str) -> None:
+    """The claim policy's only Connect resource is client/<prefix>*; "" (the opt-out) allows any."""
+    rules = access_rules(None, [documents.claim_policy("Fleet", ARN, client_id_prefix=prefix)])
+
+    assert [r for r in rules if r.startswith("client ")] == [rule]
 
 
 def test_device_certificate_is_confined_to_its_own_thing_and_client_id() -> None:

@@ -40,6 +40,18 @@ def test_environment_variable_of_the_same_name_overrides_context() -> None:
     assert config.is_prod
 
 
+def test_claim_client_id_prefix_is_claim_unless_given_and_empty_allows_any_client_id() -> None:
+    """Secure by default: the claim policy's Connect resource is client/claim-*. Empty is the opt-out
+    (AWS's SDK samples pick their own client ids), and is a value, not "use the default"."""
+    assert load_config(CONTEXT, environ={}, base_dir=ROOT).claim_client_id_prefix == "claim-"
+    assert load_config({}, environ={}, base_dir=ROOT).claim_client_id_prefix == "claim-"
+    assert load_config(CONTEXT, environ={"ClaimClientIdPrefix": ""}, base_dir=ROOT).claim_client_id_prefix == ""
+    assert load_config(CONTEXT, environ={"ClaimClientIdPrefix": "boot."}, base_dir=ROOT).claim_client_id_prefix == (
+        "boot."
+    )
+    assert load_config(CONTEXT, environ={"RequireAttestation": "true"}, base_dir=ROOT).require_attestation is True
+
+
 def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() -> None:
     def name(**env: str) -> str:
         return load_config(CONTEXT, environ=env, base_dir=ROOT).table_name
@@ -88,6 +100,14 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"StateBucket": "192.168.0.1"}, "StateBucket"),  # S3 refuses names formatted as an IP address
         ({"StateRegion": "eu-west-1"}, "StateRegion"),  # a region for no bucket
         ({"StateBucket": "state-bucket", "StateRegion": "mars"}, "StateRegion"),
+        ({"RequireAttestation": "yes"}, "RequireAttestation"),
+        ({"RequireAttestation": "true", "RequireEnrollment": "false"}, "RequireAttestation"),
+        ({"ClaimClientIdPrefix": "claim*"}, "ClaimClientIdPrefix"),  # a policy wildcard
+        ({"ClaimClientIdPrefix": "claim/"}, "ClaimClientIdPrefix"),
+        ({"ClaimClientIdPrefix": "${iot:ClientId}"}, "ClaimClientIdPrefix"),
+        ({"ClaimClientIdPrefix": "gateway-"}, "ClaimClientIdPrefix"),  # gateway-<serial> thing names take it
+        ({"ClaimClientIdPrefix": "temp"}, "ClaimClientIdPrefix"),  # so do temperature-sensor-<serial>
+        ({"ClaimClientIdPrefix": "gateway-SN"}, "ClaimClientIdPrefix"),
     ],
 )
 def test_wrong_value_is_refused_in_one_line_naming_the_parameter_and_what_is_allowed(

@@ -34,7 +34,7 @@ def test_claim_policy_grants_only_the_provisioning_api_of_its_template() -> None
     assert resources(policy, "iot:Publish") == {PREFIX + "topic/" + t for t in topics}
     assert resources(policy, "iot:Receive") == {PREFIX + "topic/" + t for t in topics}  # Receive checks topic/
     assert resources(policy, "iot:Subscribe") == {PREFIX + "topicfilter/" + t for t in topics}
-    assert resources(policy, "iot:Connect") == {PREFIX + "client/*"}
+    assert resources(policy, "iot:Connect") == {PREFIX + "client/claim-*"}  # the claim client-id prefix only
     granted = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert granted == {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])

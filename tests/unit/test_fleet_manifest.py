@@ -3,10 +3,15 @@ by the provisioning hook's own rules (so a manifest never enrolls a device the h
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from scripts.fleet_ops import manifest
 from scripts.fleet_ops.hook_rules import hook
@@ -52,7 +57,7 @@ def test_a_missing_or_unknown_column_is_reported_once_on_the_header_line(tmp_pat
     assert devices == []
     assert problems == [
         "line 1: unknown column 'firmware'; the columns are serialNumber, deviceType, manufacturer, firmwareVersion, "
-        "location, thingName",
+        "location, thingName, factoryPublicKey",
         "line 1: missing column 'manufacturer' (required: serialNumber, deviceType, manufacturer)",
     ]
 
@@ -70,7 +75,7 @@ def test_json_rows_keep_the_line_they_start_on(tmp_path: Path) -> None:
     assert problems == [
         "line 3: manufacturer is missing",
         "line 5: unknown field 'colour'; the fields are serialNumber, deviceType, manufacturer, firmwareVersion, "
-        "location, thingName",
+        "location, thingName, factoryPublicKey",
         "line 6: serialNumber must be a string",
     ]
     one_a_line = '{"serialNumber": "SN-0001", "deviceType": "gateway", "manufacturer": "A"}\n' + (
@@ -117,3 +122,60 @@ def test_a_reservation_key_can_never_be_a_serial_the_hook_accepts() -> None:
         hook.parse_request({"certificateId": "0" * 64, "parameters": {
             "SerialNumber": THING_NAME_RESERVATION_PREFIX + "gateway-SN-0001", "DeviceType": "gateway",
             "Manufacturer": "AcmeIoT"}})  # fmt: skip
+
+
+def public_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePublicKey:
+    return ec.generate_private_key(curve or ec.SECP256R1()).public_key()
+
+
+def test_a_factory_key_is_enrolled_from_pem_or_base64_der_and_bad_ones_are_refused_by_line(tmp_path: Path) -> None:
+    key = public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    p384 = public_key(ec.SECP384R1()).public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    rows = [
+        {"serialNumber": "SN-0001", "deviceType": "gateway", "manufacturer": "A", "factoryPublicKey": pem},
+        {"serialNumber": "SN-0002", "deviceType": "gateway", "manufacturer": "A",
+         "factoryPublicKey": base64.b64encode(der).decode()},
+        {"serialNumber": "SN-0003", "deviceType": "gateway", "manufacturer": "A",
+         "factoryPublicKey": base64.b64encode(p384).decode()},
+        {"serialNumber": "SN-0004", "deviceType": "gateway", "manufacturer": "A", "factoryPublicKey": "c2VjcmV0"},
+    ]  # fmt: skip
+    devices, problems = check(tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n", "batch.jsonl")
+
+    assert [d.serial_number for d in devices] == ["SN-0001", "SN-0002"]
+    assert devices[0].factory_public_key == devices[1].factory_public_key == base64.b64encode(der).decode()
+    assert devices[0].fields()["factoryPublicKey"] == base64.b64encode(der).decode()  # what the hook reads
+    assert manifest.fingerprint(devices[0].factory_public_key) == "SHA256:" + hashlib.sha256(der).hexdigest()
+    assert problems[0].startswith("line 3: factoryPublicKey:") and "P-256" in problems[0]
+    assert problems[1].startswith("line 4: factoryPublicKey: not an EC public key")
+
+
+def test_while_attestation_is_required_a_row_without_a_factory_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_text("serialNumber,deviceType,manufacturer\nSN-0001,gateway,AcmeIoT\n")
+    rows, _ = manifest.read(path)
+
+    assert manifest.validate(rows, ALLOWED)[1] == []
+    _, problems = manifest.validate(rows, ALLOWED, require_factory_key=True)
+    assert [str(p) for p in problems] == [
+        "line 2: factoryPublicKey is missing, and the stack requires attestation (RequireAttestation)"
+    ]
+
+
+def test_a_thing_name_taking_the_claim_client_id_prefix_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_text("serialNumber,deviceType,manufacturer,thingName\nSN-0001,gateway,A,claim-boiler\n"
+                    "SN-0002,gateway,A,boiler\n")  # fmt: skip
+    rows, _ = manifest.read(path)
+
+    devices, problems = manifest.validate(rows, ALLOWED)
+    assert [d.serial_number for d in devices] == ["SN-0002"]
+    assert [str(p) for p in problems] == [
+        "line 2: thing name claim-boiler starts with the claim client-id prefix 'claim-' (ClaimClientIdPrefix): "
+        "the claim certificate could connect as it"
+    ]
+    assert [d.serial_number for d in manifest.validate(rows, ALLOWED, claim_client_id_prefix="")[0]] == [
+        "SN-0001", "SN-0002",
+    ]  # fmt: skip
