@@ -115,11 +115,14 @@ def sandbox_env(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def deployed(base: Path, parameters: dict[str, str] | None = None) -> Iterator[Deployment]:
+def deployed(
+    base: Path, parameters: dict[str, str] | None = None, sandbox_settings: dict[str, str] | None = None
+) -> Iterator[Deployment]:
     """A sandbox of its own with the stack deployed into it (with these stack parameters, for that
-    deploy only), stopped on the way out whatever the tests did with it in between (stopping forgets
-    everything deployed into it)."""
-    deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
+    deploy only; `sandbox_settings`: environment the sandbox starts with), stopped on the way out
+    whatever the tests did with it in between (stopping forgets everything deployed into it)."""
+    env = {**sandbox_env(base), **(sandbox_settings or {})}
+    deployment = Deployment(env=env, out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
     up = deployment.sandbox("up")
     assert up.returncode == 0, up.stdout + up.stderr
