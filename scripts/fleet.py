@@ -255,13 +255,19 @@ def show(serial: Annotated[str, typer.Argument(metavar="SERIAL")], json_: JsonOp
         device = Devices(stack()).show(serial)
     except Refused as refused:
         raise fail(str(refused)) from None
+    item = device["registry"]
+    if "certificateHistory" in item:  # rotations: one event each, oldest first
+        item["certificateHistory"] = certificates.history(item["certificateHistory"])
     if json_:
         emit(device)
         return
-    item = device["registry"]
     table = Table("registry", "", show_header=False)
     for name in sorted(item):
-        table.add_row(name, str(item[name]))
+        if name == "certificateHistory":
+            events = [f"{e.get('at')} {e.get('event')} {e.get('certificateId', '')[:16]}" for e in item[name]]
+            table.add_row(name, "\n".join(events))
+        else:
+            table.add_row(name, str(item[name]))
     out.print(table)
     thing = device["thing"]
     if thing is None:

@@ -76,6 +76,12 @@ def expiring(stack: DeployedStack, days: int, *, workers: int = 8) -> list[Expir
     return sorted(found, key=lambda e: e.not_after)
 
 
+def history(raw: Any) -> list[dict[str, str]]:
+    """A registry item's certificateHistory (a DynamoDB list of maps of strings) as plain events."""
+    events = raw if isinstance(raw, list) else []
+    return [{k: str(next(iter(v.values()))) for k, v in e.get("M", {}).items()} for e in events if isinstance(e, dict)]
+
+
 ROTATION_MARK = "certificateRotation"  # scripts/test_provisioning.py rotate --if-requested reads it
 
 

@@ -91,6 +91,11 @@ def test_a_rotated_device_connects_with_its_new_certificate_and_its_old_one_is_r
     item = fleet.registry("SN-ROT-1")
     assert (item["certificateId"], item["previousCertificateId"], item["status"]) == (new_id, old_id, "provisioned")
     assert fleet.history("SN-ROT-1") == [("issued", new_id), ("confirmed", new_id), ("retired", old_id)]
+    code, shown, output = fleet.cli("show", "SN-ROT-1", "--json")  # what an operator reads
+    assert code == 0, output
+    assert [(e["event"], e["certificateId"]) for e in shown["registry"]["certificateHistory"]] == [
+        ("issued", new_id), ("confirmed", new_id), ("retired", old_id),
+    ]  # fmt: skip
 
 
 def test_an_interrupted_rotation_leaves_the_old_certificate_working_and_the_new_one_is_removed(
