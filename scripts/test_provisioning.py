@@ -383,13 +383,17 @@ def _ask(
     if any(code.value >= 0x80 for code in subscribed.reason_codes):
         raise RuntimeError(f"subscribing to {base}/+ was refused: {subscribed.reason_codes}")
     waiting = answers.expect(body["requestId"])
-    device.client.publish(
-        mqtt5.PublishPacket(topic=base, payload=json.dumps(body).encode(), qos=mqtt5.QoS.AT_LEAST_ONCE)
-    ).result(timeout=timeout)
-    try:
-        outcome, answer = waiting.result(timeout=timeout)
-    except TimeoutError:
-        raise RuntimeError(f"no answer on {base}/accepted or /rejected within {timeout:.0f} s") from None
+    packet = mqtt5.PublishPacket(topic=base, payload=json.dumps(body).encode(), qos=mqtt5.QoS.AT_LEAST_ONCE)
+    # Asked twice at most: a rule delivers a message at most once, and the function answers a repeated
+    # request (same requestId) as it answered the first.
+    for attempt in (1, 2):
+        device.client.publish(packet).result(timeout=timeout)
+        try:
+            outcome, answer = waiting.result(timeout=timeout / 2)
+            break
+        except TimeoutError:
+            if attempt == 2:
+                raise RuntimeError(f"no answer on {base}/accepted or /rejected within {timeout:.0f} s") from None
     if outcome != "accepted":
         raise RuntimeError(f"{answer.get('statusCode')} {answer.get('errorCode')}: {answer.get('errorMessage')}")
     return answer

@@ -188,9 +188,12 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         )  # fmt: skip
     except ClientError as error:
         retire(new_id, thing, delete=True)  # nothing half-made stays behind
-        if _error_code(error) == "ConditionalCheckFailedException":
-            raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry") from None
-        raise
+        if _error_code(error) != "ConditionalCheckFailedException":
+            raise
+        now_pending = _item_of(thing)
+        if _text(now_pending, "rotationRequestId") == request_id:  # the device's own repeat won: its answer
+            return request(thing, principal, body)
+        raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry") from None
     if pending:  # the unconfirmed certificate of the request this one replaced
         retire(pending, thing, delete=True)
         _log(message="pending rotation replaced", serialNumber=serial, certificateId=pending)

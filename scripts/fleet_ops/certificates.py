@@ -104,7 +104,9 @@ def request_rotation(stack: DeployedStack, found: list[Expiry], *, workers: int 
     rotation_id = "rotation-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = stack.client("iot-data")
     payload = json.dumps({"state": {"desired": {ROTATION_MARK: rotation_id}}}).encode()
-    devices = [e for e in found if e.kind == "device"]
+    # Only ACTIVE certificates can rotate (the function accepts requests from the device's current
+    # certificate); a device still provisioning has nothing to rotate yet.
+    devices = [e for e in found if e.kind == "device" and e.status == "ACTIVE"]
 
     def ask(entry: Expiry) -> tuple[str, str | None]:
         if not entry.thing_name:

@@ -143,6 +143,28 @@ def test_a_device_offline_when_rotation_is_asked_rotates_when_it_connects(fleet:
     assert fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"], "--if-requested")["rotated"] is False
 
 
+def test_a_device_may_use_only_its_own_thing_s_rotation_topics(fleet: Fleet) -> None:
+    first = provisioned(fleet, "SN-ROT-4")
+    thing = first["thingName"]
+    connection = device.connect(fleet.target, first["certificateFile"], first["privateKeyFile"], thing, 15)
+    try:
+
+        def publish(topic: str) -> Any:
+            packet = mqtt5.PublishPacket(topic=topic, payload=b'{"requestId": "x"}', qos=mqtt5.QoS.AT_LEAST_ONCE)
+            return connection.client.publish(packet).result(timeout=10).puback.reason_code
+
+        def subscribe(topic_filter: str) -> Any:
+            packet = mqtt5.SubscribePacket([mqtt5.Subscription(topic_filter, mqtt5.QoS.AT_LEAST_ONCE)])
+            return connection.client.subscribe(packet).result(timeout=10).reason_codes[0]
+
+        assert publish(f"fleet/rotation/{thing}/confirm") != mqtt5.PubackReasonCode.NOT_AUTHORIZED
+        assert publish("fleet/rotation/temperature-sensor-SN-OTHER/request") == mqtt5.PubackReasonCode.NOT_AUTHORIZED
+        assert subscribe("fleet/rotation/+/request/accepted") == mqtt5.SubackReasonCode.NOT_AUTHORIZED
+        assert subscribe(f"fleet/rotation/{thing}/request/accepted") != mqtt5.SubackReasonCode.NOT_AUTHORIZED
+    finally:
+        connection.close()
+
+
 def not_after(pem_file: str) -> datetime:
     return x509.load_pem_x509_certificate(Path(pem_file).read_bytes()).not_valid_after_utc
 

@@ -210,3 +210,28 @@ def test_the_reconciler_removes_a_rotation_never_confirmed_and_the_old_certifica
     assert item is not None and item["certificateId"] == iot.current and "pendingCertificateId" not in item
     assert history(registry) == [("issued", new), ("abandoned", new)]
     assert rotation.handler(message("confirm", new, requestId="r1"))["errorCode"] == "NoPendingRotation"
+
+
+def test_a_request_repeated_while_the_first_is_still_running_gets_the_first_one_s_certificate(
+    rotation: ModuleType, iot: Any, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device asks again (no answer yet) and both requests run at once: the one recorded second
+    loses the registry's condition, removes its own certificate and answers with the winner's."""
+    body = {"requestId": "r1", "certificateSigningRequest": csr()}
+    original = rotation._item_of
+    calls = {"n": 0}
+
+    def first_request_wins_meanwhile(thing: str) -> dict[str, Any]:
+        item = original(thing)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the repeat reads the item before the first request records its certificate
+            monkeypatch.setattr(rotation, "_item_of", original)
+            rotation.handler(message("request", iot.current, **body))
+        return item
+
+    monkeypatch.setattr(rotation, "_item_of", first_request_wins_meanwhile)
+    rotation.handler(message("request", iot.current, **body))
+
+    (first, _), (second, _) = [(b["certificateId"], t) for t, b in answers()]
+    assert first == second == registry.get(SERIAL)["pendingCertificateId"]  # type: ignore[index]
+    assert [c["status"] for c in iot.list_certificates()["certificates"]].count("ACTIVE") == 2  # old + one new
