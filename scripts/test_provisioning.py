@@ -431,8 +431,9 @@ def _report_rotation(device: Connection, thing: str, mark: str, timeout: float) 
 
 
 def _connect_when_ready(target: Target, cert: str, key: str, thing: str, timeout: float, on_publish: Any) -> Connection:
-    """A new certificate may take a moment to be in force everywhere (IoT is eventually consistent):
-    connect attempts, one a second (AWS IoT's CONNECT limit per client id), until `timeout`."""
+    """A certificate just activated may take a moment to be in force at the broker (the sandbox's:
+    about two seconds): connect attempts, one a second (AWS IoT's CONNECT limit per client id), until
+    `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
