@@ -89,6 +89,13 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
 
     endpoint = f"http://127.0.0.1:{args.port}"
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
+    from datetime import timedelta
+
+    from sandbox.state import certificate_validity_seconds
+
+    seconds = certificate_validity_seconds()
+    if seconds is not None:
+        authority.device_validity = timedelta(seconds=seconds)
     moto_patches.install(authority)
     from sandbox.local_aws.iam_enforcement import AUTHORITY
 

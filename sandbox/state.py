@@ -45,6 +45,24 @@ def clock_scale() -> float:
     return scale
 
 
+MAX_CERTIFICATE_VALIDITY_SECONDS = 10 * 365 * 86400
+
+
+def certificate_validity_seconds() -> int | None:
+    """SandboxCertificateValiditySeconds (environment, read when the sandbox starts): how long the device
+    certificates the local IoT issues are valid (over MQTT, and CreateCertificateFromCsr over HTTP), so
+    expiry and rotation can be tried in seconds. Unset: 10 years, like every other sandbox certificate."""
+    value = os.environ.get("SandboxCertificateValiditySeconds") or ""
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_CERTIFICATE_VALIDITY_SECONDS:
+        raise ValueError(
+            f"SandboxCertificateValiditySeconds={value}: "
+            f"give whole seconds from 1 to {MAX_CERTIFICATE_VALIDITY_SECONDS}"
+        )
+    return int(value)
+
+
 def port_of(url: str) -> int:
     parsed = urllib.parse.urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost") or not parsed.port:

@@ -259,15 +259,21 @@ def show(serial: Annotated[str, typer.Argument(metavar="SERIAL")], json_: JsonOp
         device = Devices(stack()).show(serial)
     except Refused as refused:
         raise fail(str(refused)) from None
+    item = device["registry"]
+    if "certificateHistory" in item:  # rotations: one event each, oldest first
+        item["certificateHistory"] = certificates.history(item["certificateHistory"])
     if json_:
         emit(device)
         return
-    item = device["registry"]
     table = Table("registry", "", show_header=False)
     for name in sorted(item):
-        # The key itself is long and says nothing to a reader; its fingerprint is what the factory recorded.
-        shown = manifest.fingerprint(str(item[name])) if name == "factoryPublicKey" else str(item[name])
-        table.add_row(name, shown)
+        if name == "certificateHistory":
+            events = [f"{e.get('at')} {e.get('event')} {e.get('certificateId', '')[:16]}" for e in item[name]]
+            table.add_row(name, "\n".join(events))
+        else:
+            # The key itself is long and says nothing to a reader; its fingerprint is what the factory recorded.
+            shown = manifest.fingerprint(str(item[name])) if name == "factoryPublicKey" else str(item[name])
+            table.add_row(name, shown)
     out.print(table)
     thing = device["thing"]
     if thing is None:
@@ -431,18 +437,37 @@ def _nothing_deployed(json_: bool) -> None:
 @app.command()
 def expiring(
     days: Annotated[int, typer.Option(min=0, help="report certificates valid for fewer days than this")] = 30,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="ask each of these devices to rotate its certificate (its shadow)")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="shadow updates in parallel (--rotate)")] = 10,
     json_: JsonOption = False,
 ) -> None:
     """Claim and device certificates expiring within --days days (or expired), soonest first.
+
+    With --rotate, each device listed is asked to rotate: its shadow's desired state gets
+    `certificateRotation: <rotation id>`; the device (`test_provisioning.py rotate --if-requested`, at
+    each start) asks for a new certificate from its own CSR, proves it and confirms; only then is the
+    old one revoked. A device offline now picks it up when it connects. Exit code 3 when some could
+    not be asked.
 
     **Examples**
 
         fleet.py expiring --days 60
         fleet.py expiring --days 3650 --json     # every certificate, with its expiry
+        fleet.py expiring --days 30 --rotate     # and ask those devices to rotate
     """
-    found = certificates.expiring(stack(), days)
+    the_stack = stack()
+    found = certificates.expiring(the_stack, days)
+    asked = certificates.request_rotation(the_stack, found, workers=workers) if rotate else None
     if json_:
-        emit({"days": days, "certificates": [e.as_dict() for e in found]})
+        document: dict[str, Any] = {"days": days, "certificates": [e.as_dict() for e in found]}
+        if asked is not None:
+            document["rotation"] = {"rotationId": asked.rotation_id, "requested": asked.requested,
+                                    "errors": asked.errors, "seconds": asked.seconds}  # fmt: skip
+        emit(document)
+        if asked is not None and asked.errors:
+            raise typer.Exit(PARTIAL)
         return
     table = Table("kind", "device / generation", "certificate", "status", "not after (UTC)", "days left")
     for entry in found:
@@ -450,6 +475,12 @@ def expiring(
                       str(entry.days_left))  # fmt: skip
     out.print(table)
     out.print(f"{len(found)} certificates expire within {days} days")
+    if asked is not None:
+        out.print(f"rotation {asked.rotation_id} asked of {len(asked.requested)} devices in {asked.seconds:.1f} s")
+        for name, error in sorted(asked.errors.items())[:SHOWN_ROWS]:
+            err.print(f"  not asked: {name}: {error}")
+        if asked.errors:
+            raise typer.Exit(PARTIAL)
 
 
 # rotate-claim ---------------------------------------------------------------------------------------

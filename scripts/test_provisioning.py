@@ -19,6 +19,12 @@ Exit codes: 0 provisioned; 2 bad arguments or setup; 3 could not connect with th
 certificate; 4 certificate creation rejected; 5 RegisterThing rejected (e.g. 403 ACCESS_DENIED when
 the hook refuses the device); 6 the new certificate could not connect, read its shadow or publish.
 
+`rotate` (`test_provisioning.py rotate --thing-name T --cert C --key K`, see `rotate --help`) trades
+a provisioned device's certificate for a new one from its own CSR; exit codes: 0 rotated (or, with
+--if-requested, nothing was asked); 2 setup; 6 the current certificate could not connect; 7 the
+request was refused or not answered; 8 the new certificate could not connect or its confirmation
+was refused (the current certificate still works: rotate again).
+
 Example:
   scripts/test_provisioning.py --serial-number TEST123456 --device-type temperature-sensor \\
       --manufacturer AcmeIoT --firmware-version v1.0.0
@@ -54,6 +60,9 @@ from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
 from scripts.fleet_ops.hook_rules import hook  # noqa: E402 - the message the hook verifies, defined there once
 
 OK, USAGE, CLAIM_CONNECT, CERTIFICATE_REJECTED, REGISTER_REJECTED, DEVICE_FAILED = 0, 2, 3, 4, 5, 6
+ROTATION_REFUSED, NEW_CERTIFICATE_FAILED = 7, 8
+ROTATION_TOPICS = "fleet/rotation"  # constructs/iot_fleet/documents.py and lambda/certificate_rotation
+ROTATION_MARK = "certificateRotation"  # shadow desired.<mark> = a rotation id: `fleet.py expiring --rotate`
 
 
 class Failure(Exception):
@@ -170,6 +179,7 @@ def tls_context(target: Target, cert: str, key: str) -> io.ClientTlsContext:
 def connect(
     target: Target, cert: str, key: str, client_id: str, timeout: float, sdk_metrics: bool = True,
     context: io.ClientTlsContext | None = None, on_disconnection: Callable[[Any], None] | None = None,
+    on_publish: Callable[[Any], None] | None = None,
 ) -> Connection:  # fmt: skip
     """Connects with the SDK's mTLS builder, or with `context` (from `tls_context`) for this certificate.
     `on_disconnection` is called with the SDK's event each time the connection drops.
@@ -205,7 +215,7 @@ def connect(
             endpoint=target.endpoint, port=target.port, cert_filepath=cert, pri_key_filepath=key, client_id=client_id,
             on_lifecycle_connection_success=on_success, on_lifecycle_connection_failure=on_failure,
             on_lifecycle_stopped=lambda _: stopped.set(), enable_metrics_collection=sdk_metrics,
-            on_lifecycle_disconnection=on_disconnection,
+            on_lifecycle_disconnection=on_disconnection, on_publish_received=on_publish,
             extended_validation_and_flow_control_options=flow_control, **options,
         )  # fmt: skip
     else:  # what the builder configures for a direct mTLS connection, with the given context
@@ -219,6 +229,7 @@ def connect(
                 on_lifecycle_event_connection_failure_fn=on_failure,
                 on_lifecycle_event_stopped_fn=lambda _: stopped.set(),
                 on_lifecycle_event_disconnection_fn=on_disconnection,
+                on_publish_callback_fn=on_publish,
             )
         )  # fmt: skip
     connection = Connection(client, stopped)
@@ -372,6 +383,217 @@ def provision(
     return result
 
 
+class Answers:
+    """The rotation function's answers on this thing's fleet/rotation/<thing>/<step>/<outcome> topics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[tuple[str, dict[str, Any]]]] = {}
+
+    def expect(self, request_id: str) -> Future[tuple[str, dict[str, Any]]]:
+        future: Future[tuple[str, dict[str, Any]]] = Future()
+        with self._lock:
+            self._waiting[request_id] = future
+        return future
+
+    def on_publish(self, data: Any) -> None:
+        packet = data.publish_packet
+        try:
+            body = json.loads(bytes(packet.payload or b"{}"))
+        except ValueError:
+            return
+        with self._lock:
+            future = self._waiting.pop(str(body.get("requestId")), None) if isinstance(body, dict) else None
+        if future is not None and not future.done():
+            future.set_result((packet.topic.rsplit("/", 1)[-1], body))
+
+
+def _ask(
+    device: Connection, answers: Answers, thing: str, step: str, body: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Publishes one rotation step and waits for its answer; raises RuntimeError when it is refused."""
+    base = f"{ROTATION_TOPICS}/{thing}/{step}"
+    subscribed = device.client.subscribe(
+        mqtt5.SubscribePacket([mqtt5.Subscription(f"{base}/accepted", mqtt5.QoS.AT_LEAST_ONCE),
+                               mqtt5.Subscription(f"{base}/rejected", mqtt5.QoS.AT_LEAST_ONCE)])
+    ).result(timeout=timeout)  # fmt: skip
+    if any(code.value >= 0x80 for code in subscribed.reason_codes):
+        raise RuntimeError(f"subscribing to {base}/+ was refused: {subscribed.reason_codes}")
+    waiting = answers.expect(body["requestId"])
+    packet = mqtt5.PublishPacket(topic=base, payload=json.dumps(body).encode(), qos=mqtt5.QoS.AT_LEAST_ONCE)
+    # Asked twice at most: a rule delivers a message at most once, and the function answers a repeated
+    # request (same requestId) as it answered the first.
+    for attempt in (1, 2):
+        device.client.publish(packet).result(timeout=timeout)
+        try:
+            outcome, answer = waiting.result(timeout=timeout / 2)
+            break
+        except TimeoutError:
+            if attempt == 2:
+                raise RuntimeError(f"no answer on {base}/accepted or /rejected within {timeout:.0f} s") from None
+    if outcome != "accepted":
+        raise RuntimeError(f"{answer.get('statusCode')} {answer.get('errorCode')}: {answer.get('errorMessage')}")
+    return answer
+
+
+def _requested_rotation(device: Connection, thing: str, timeout: float) -> str | None:
+    """The rotation the operator asked for in the shadow (desired) that this device has not reported."""
+    shadow_client = iotshadow.IotShadowClientV2(
+        device.client, mqtt_request_response.ClientOptions(2, 2, operation_timeout_in_seconds=int(timeout))
+    )
+    try:
+        shadow = shadow_client.get_shadow(iotshadow.GetShadowRequest(thing_name=thing)).result(timeout=timeout)
+    except Exception as error:
+        if "404" in rejection(error) or "ResourceNotFound" in rejection(error):
+            return None
+        raise
+    finally:
+        del shadow_client
+    desired = (shadow.state.desired or {}) if shadow.state else {}
+    reported = (shadow.state.reported or {}) if shadow.state else {}
+    wanted = desired.get(ROTATION_MARK)
+    return str(wanted) if wanted and wanted != reported.get(ROTATION_MARK) else None
+
+
+def _report_rotation(device: Connection, thing: str, mark: str, timeout: float) -> None:
+    shadow_client = iotshadow.IotShadowClientV2(
+        device.client, mqtt_request_response.ClientOptions(2, 2, operation_timeout_in_seconds=int(timeout))
+    )
+    try:
+        shadow_client.update_shadow(
+            iotshadow.UpdateShadowRequest(thing_name=thing, state=iotshadow.ShadowState(reported={ROTATION_MARK: mark}))
+        ).result(timeout=timeout)
+    finally:
+        del shadow_client
+
+
+def _connect_when_ready(target: Target, cert: str, key: str, thing: str, timeout: float, on_publish: Any) -> Connection:
+    """A certificate just activated may take a moment to be in force at the broker (the sandbox's:
+    about two seconds): connect attempts, one a second (AWS IoT's CONNECT limit per client id), until
+    `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(target, cert, key, thing, min(timeout, 10.0), on_publish=on_publish)
+        except Exception:
+            if time.monotonic() + 1.0 > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """One rotation: request with the current certificate, prove the new one by connecting with it,
+    confirm, and only then replace the credential files (the old ones are kept as <file>.old until then)."""
+    started = time.monotonic()
+    thing, answers = args.thing_name, Answers()
+    try:
+        current = connect(target, args.cert, args.key, thing, args.timeout, on_publish=answers.on_publish)
+    except Exception as error:  # noqa: BLE001
+        raise Failure(DEVICE_FAILED, f"the current certificate could not connect as {thing}: {error}") from None
+    request_id = uuid.uuid4().hex
+    try:
+        mark = _requested_rotation(current, thing, args.timeout)
+        if args.if_requested and mark is None:
+            return {"thingName": thing, "rotated": False, "reason": "no rotation requested"}
+        csr, private_key = csr_and_key(args.key_type)
+        try:
+            issued = _ask(current, answers, thing, "request",
+                          {"requestId": request_id, "certificateSigningRequest": csr}, args.timeout)  # fmt: skip
+        except Exception as error:  # noqa: BLE001
+            raise Failure(ROTATION_REFUSED, f"the rotation request was refused: {error}") from None
+    finally:
+        current.close()  # one connection per client id: the new certificate's would replace it anyway
+    out = Path(args.output_dir)
+    new_cert = _write_private(out / f"{thing}.new.pem.crt", issued["certificatePem"])
+    new_key = _write_private(out / f"{thing}.new.private.key", private_key)
+    result: dict[str, Any] = {"thingName": thing, "requestId": request_id, "certificateId": issued["certificateId"],
+                              "newCertificateFile": new_cert, "newPrivateKeyFile": new_key}  # fmt: skip
+    if args.no_confirm:  # an interrupted rotation, on purpose: the current certificate stays in force
+        result.update(rotated=False, reason="not confirmed (--no-confirm)")
+        return result
+    try:
+        device = _connect_when_ready(target, new_cert, new_key, thing, args.timeout, answers.on_publish)
+    except Exception as error:  # noqa: BLE001
+        raise Failure(NEW_CERTIFICATE_FAILED, f"the new certificate could not connect as {thing}: {error}") from None
+    try:
+        try:
+            confirmed = _ask(device, answers, thing, "confirm", {"requestId": request_id}, args.timeout)
+        except Exception as error:  # noqa: BLE001
+            raise Failure(NEW_CERTIFICATE_FAILED, f"the confirmation was refused: {error}") from None
+        if mark is not None:
+            _report_rotation(device, thing, mark, args.timeout)
+    finally:
+        device.close()
+    # Confirmed: the old certificate is revoked. Keep its files as .old, make the new ones current.
+    for new, current_file in ((new_cert, args.cert), (new_key, args.key)):
+        Path(current_file).replace(f"{current_file}.old")
+        Path(new).replace(current_file)
+    result.update(rotated=True, retiredCertificateId=confirmed.get("retiredCertificateId"), rotationMark=mark,
+                  certificateFile=args.cert, privateKeyFile=args.key,
+                  totalSeconds=round(time.monotonic() - started, 3))  # fmt: skip
+    return result
+
+
+def rotate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="test_provisioning.py rotate",
+        description="Rotate a provisioned device's certificate: a new one from a CSR (the key never leaves "
+        "here), proven by connecting with it, confirmed; then the old one is revoked and the files replaced.",
+    )
+    p.add_argument("--thing-name", required=True, help="the device's thing name (its client id)")
+    p.add_argument("--cert", required=True, help="the device's current certificate file (replaced when rotated)")
+    p.add_argument("--key", required=True, help="its private key file (replaced when rotated)")
+    p.add_argument("--key-type", choices=["ec", "rsa"], default="ec", help="the new key (default ec)")
+    p.add_argument(
+        "--if-requested",
+        action="store_true",
+        help="rotate only if the shadow asks for it (desired.certificateRotation): run at each start",
+    )
+    p.add_argument("--no-confirm", action="store_true", help="stop before confirming (tests an abandoned rotation)")
+    for flag, text in (("--endpoint", "MQTT endpoint (default: the stack's)"), ("--ca", "CA bundle"),
+                       ("--stack-dir", "deployed stack folder")):  # fmt: skip
+        p.add_argument(flag, help=text)
+    p.add_argument("--port", type=int, help="MQTT port (default 8883, or the sandbox's)")
+    p.add_argument("--output-dir", default="devices", help="where the new files are written first (0600)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per step (default 15)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return p
+
+
+def rotation_target(args: argparse.Namespace) -> Target:
+    """Endpoint and CA as given, else the deployed stack's (the sandbox's broker has no IoT Core limits)."""
+    if args.endpoint and args.ca is not None:
+        loopback = args.endpoint in ("127.0.0.1", "localhost")
+        return Target(args.endpoint, args.port or 8883, args.ca, "", "", "", iot_core_limits=not loopback)
+    try:
+        stack = DeployedStack.load(Path(args.stack_dir) if args.stack_dir else None)
+        mqtt = stack.mqtt()
+    except StackError as error:
+        raise Failure(USAGE, f"{error} (or give --endpoint and --ca)") from None
+    return Target(args.endpoint or mqtt.host, args.port or mqtt.port, args.ca or mqtt.ca_file, "", "", "",
+                  iot_core_limits=stack.on_aws)  # fmt: skip
+
+
+def rotate_main(argv: list[str]) -> int:
+    args = rotate_parser().parse_args(argv)
+    try:
+        target = rotation_target(args)
+        trust_only(target.ca_file)
+        result = rotate(args, target)
+    except Failure as failure:
+        print(json.dumps({"error": str(failure), "exitCode": failure.code}) if args.json else f"FAILED: {failure}",
+              file=sys.stdout if args.json else sys.stderr)  # fmt: skip
+        return failure.code
+    if args.json:
+        print(json.dumps(result))
+    elif result.get("rotated"):
+        print(f"rotated {result['thingName']}: certificate {result['certificateId'][:12]}… in force, "
+              f"{str(result['retiredCertificateId'])[:12]}… revoked ({result['totalSeconds']:.2f} s)")  # fmt: skip
+    else:
+        print(f"{result['thingName']}: not rotated ({result.get('reason')})")
+    return OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--serial-number", required=True)
@@ -412,6 +634,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rotate"]:
+        return rotate_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         target = resolve_target(args)

@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         owned = sorted({OWN_DEPLOYMENTS[name] for name in names & OWN_DEPLOYMENTS.keys()})
         if owned:
             group = f"sandbox-{owned[0]}"
+        elif item.get_closest_marker("own_sandbox"):  # a deployment inside the test: either worker
+            group = f"sandbox-{item.name}"
         elif item.get_closest_marker("integration"):
             group = "sandbox-session"
         elif item.get_closest_marker("infra"):

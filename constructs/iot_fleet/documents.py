@@ -65,8 +65,21 @@ def claim_policy(
     }
 
 
+ROTATION_TOPICS = "fleet/rotation"  # lambda/certificate_rotation: <root>/<thing>/<request|confirm>[/<outcome>]
+# The rotation rule's SQL. Named fields only (no `*`): the sender's identity comes from the rule's
+# functions, and a payload field of the same name cannot replace it. clientid() is the thing name
+# (the device policy's Connect), principal() the id of the certificate the device connected with.
+ROTATION_SQL = (
+    "SELECT requestId, certificateSigningRequest, topic() AS topic, clientid() AS clientId, "  # noqa: S608
+    f"principal() AS principal FROM '{ROTATION_TOPICS}/+/+'"
+)
+
+
 def device_topics(device_type: DeviceType) -> dict[str, list[str]]:
     """Topics a device of this type may publish to and subscribe to/receive on, for its own thing.
+
+    Every type may rotate its certificate: publish its requests and receive the answers on its own
+    rotation topics (one resource for both, see device_policy).
 
     It publishes only the shadow requests it needs (get and update, no delete) but may subscribe to
     and receive every topic of its own shadow: one resource instead of one per reply topic, which
@@ -82,6 +95,8 @@ def device_topics(device_type: DeviceType) -> dict[str, list[str]]:
     if "jobs" in device_type.capabilities:
         publish.append(f"$aws/things/{THING}/jobs/*")
         receive.append(f"$aws/things/{THING}/jobs/*")
+    publish.append(f"{ROTATION_TOPICS}/{THING}/*")
+    receive.append(f"{ROTATION_TOPICS}/{THING}/*")
     return {"publish": publish, "receive": receive}
 
 
@@ -110,11 +125,18 @@ def device_policy(device_type: DeviceType, arn_prefix: str = ARN_PREFIX) -> dict
             statements.append(
                 {"Effect": "Allow", "Action": actions, "Resource": [f"{arn_prefix}topic/{t}" for t in names]}
             )
+    # Subscribing delivers nothing by itself: each message is checked against Receive, which stays
+    # exact. So a type receiving several of its own devices/ topics subscribes with one filter for
+    # them (one ARN instead of several keeps the gateway's policy within 2,048 characters everywhere).
+    own = f"devices/{THING}/"
+    filters = topics["receive"]
+    if sum(t.startswith(own) for t in filters) > 1:
+        filters = [f"{own}*", *(t for t in filters if not t.startswith(own))]
     statements.append(
         {
             "Effect": "Allow",
             "Action": "iot:Subscribe",
-            "Resource": [f"{arn_prefix}topicfilter/{t}" for t in topics["receive"]],
+            "Resource": [f"{arn_prefix}topicfilter/{t}" for t in filters],
         }
     )
     return {"Version": "2012-10-17", "Statement": statements}

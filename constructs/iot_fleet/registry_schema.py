@@ -25,4 +25,8 @@ class Index:
 # read without touching any other item.
 TYPE_INDEX = Index("deviceType-index", "deviceType")
 STATUS_INDEX = Index("status-index", "status", sort_key="deviceType")
-INDEXES = (TYPE_INDEX, STATUS_INDEX)
+# Devices with a rotation waiting for its confirmation, oldest request first: a sparse index (only
+# items with a rotationState are in it), so the reconciler finds abandoned rotations without reading
+# the fleet.
+ROTATION_INDEX = Index("rotation-index", "rotationState", sort_key="rotationRequestedAt")
+INDEXES = (TYPE_INDEX, STATUS_INDEX, ROTATION_INDEX)

@@ -14,6 +14,7 @@ from constructs import Construct
 
 from iot_fleet import claim_keys
 from iot_fleet.audit_trail import AuditTrail
+from iot_fleet.certificate_rotation import CertificateRotation
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
 from iot_fleet.device_fleet import DeviceFleet
@@ -24,12 +25,17 @@ from iot_fleet.monitoring import Monitoring
 from iot_fleet.naming import AccountContext
 from iot_fleet.reconciler_schedule import ReconcilerSchedule
 from iot_fleet.registry_events import RegistryEvents, rule_name
+from iot_fleet.registry_schema import ROTATION_INDEX
 from iot_fleet.stack_key import StackKey
 
 SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
 HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
 # What the hook imports beyond Lambda's runtime (standard library and boto3): shipped in its zip.
 HOOK_PACKAGES = ("ecdsa", "six")
+
+# How long a device has to confirm a rotation (connect with its new certificate) before the reconciler
+# removes the unconfirmed certificate; the device's old one works throughout.
+ROTATION_CONFIRM_SECONDS = 600
 
 
 class IotProvisioningStack(TerraformStack):
@@ -155,6 +161,59 @@ class IotProvisioningStack(TerraformStack):
                         "keep it with the factory's secrets)",
                         file=sys.stderr,
                     )
+        self.rotation_function = FleetFunction(
+            self,
+            "certificate-rotation",
+            function_name=f"{prefix}-certificate-rotation",
+            source="certificate_rotation",
+            handler="certificate_rotation.handler",
+            description="Issues a provisioned device a certificate from its CSR; retires the old one once confirmed",
+            environment={"TABLE_NAME": table.name, "IOT_DATA_ENDPOINT": self.iot_data_endpoint or ""},
+            statements=[
+                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
+                key_use("kms:Decrypt", "kms:GenerateDataKey"),
+                {"Effect": "Allow", "Action": ["iot:CreateCertificateFromCsr"], "Resource": "*"},  # no resource type
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "iot:DescribeCertificate",
+                        "iot:UpdateCertificate",
+                        "iot:DeleteCertificate",
+                        "iot:AttachPolicy",
+                        "iot:DetachPolicy",
+                        "iot:ListAttachedPolicies",
+                        "iot:AttachThingPrincipal",
+                        "iot:DetachThingPrincipal",
+                    ],
+                    "Resource": account.arn("iot", "cert/*"),
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["iot:DescribeThing", "iot:AttachThingPrincipal", "iot:DetachThingPrincipal"],
+                    "Resource": account.arn("iot", "thing/*"),
+                },
+                {  # answers go only to the rotation topics
+                    "Effect": "Allow",
+                    "Action": ["iot:Publish"],
+                    "Resource": account.arn("iot", "topic/fleet/rotation/*"),
+                },
+            ],
+            account=account,
+            key=key,
+            log_retention_days=config.log_retention_days,
+            timeout=30,
+            extra_acknowledgements={
+                "CKV_AWS_116": "A failed rotation step changes nothing the device relies on: its current certificate "
+                "keeps working, it asks again, and the reconciler removes a new certificate never confirmed.",
+            },
+        ).function
+        self.rotation = CertificateRotation(
+            self,
+            "certificate-rotation-rule",
+            rule_name=rule_name(prefix, "certificate_rotation"),
+            function=self.rotation_function,
+            audit=self.audit,
+        )
         self.claim = ClaimCertificate(
             self,
             "claim",
@@ -176,6 +235,8 @@ class IotProvisioningStack(TerraformStack):
                 "TABLE_NAME": table.name,
                 "STATUS_INDEX": "status-index",
                 "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
+                "ROTATION_CONFIRM_SECONDS": str(ROTATION_CONFIRM_SECONDS),
+                "ROTATION_INDEX": ROTATION_INDEX.name,
                 "CLAIM_CERTIFICATE_IDS": ",".join(c.id for c in self.claim.generations.values()),
                 "METRICS_NAMESPACE": metrics_namespace,
                 "INITIAL_SHADOWS": json.dumps(
@@ -185,7 +246,11 @@ class IotProvisioningStack(TerraformStack):
                 "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
             },
             statements=[
-                {"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": f"{table.arn}/index/status-index"},
+                {
+                    "Effect": "Allow",
+                    "Action": ["dynamodb:Query"],
+                    "Resource": [f"{table.arn}/index/status-index", f"{table.arn}/index/{ROTATION_INDEX.name}"],
+                },
                 {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
                 {
@@ -196,13 +261,20 @@ class IotProvisioningStack(TerraformStack):
                         "iot:DeleteCertificate",
                         "iot:ListPrincipalThings",
                         "iot:ListAttachedPolicies",
+                        "iot:DetachPolicy",  # an unconfirmed rotation's certificate is removed
+                        "iot:DetachThingPrincipal",
                     ],
                     "Resource": account.arn("iot", "cert/*"),
                 },
                 {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
                 {
                     "Effect": "Allow",
-                    "Action": ["iot:ListThingPrincipals", "iot:GetThingShadow", "iot:UpdateThingShadow"],
+                    "Action": [
+                        "iot:ListThingPrincipals",
+                        "iot:GetThingShadow",
+                        "iot:UpdateThingShadow",
+                        "iot:DetachThingPrincipal",
+                    ],
                     "Resource": account.arn("iot", "thing/*"),
                 },
             ],
@@ -324,6 +396,11 @@ class IotProvisioningStack(TerraformStack):
             "registry_events_function_name",
             self.registry_events_function.function_name,
             "Lambda that marks devices provisioned and writes their initial shadow",
+        )
+        o(
+            "certificate_rotation_function_name",
+            self.rotation_function.function_name,
+            "Lambda that rotates device certificates (requests on fleet/rotation/<thing>/request)",
         )
         self._output(
             "reconciler_function_name",

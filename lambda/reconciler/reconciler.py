@@ -10,6 +10,8 @@ created event came. The serial then stays `provisioning`. Each run:
 - marks one without such a thing `failed` (retryable: the hook lets the device try again) and
   revokes the attempt's certificate if AWS created it;
 - revokes the certificate of the attempt a newer one replaced (`previousCertificateId`);
+- removes the new certificate of a rotation never confirmed within ROTATION_CONFIRM_SECONDS (the
+  device's current certificate keeps working) and records it abandoned in the item's history;
 - deletes certificates created over MQTT but never registered (INACTIVE, attached to nothing, older
   than an ownership token's hour);
 - publishes fleet metrics as embedded-metric log lines: devices by status and type, days until each
@@ -45,6 +47,8 @@ _IOT_DATA = boto3.client(
 TABLE_NAME = os.environ.get("TABLE_NAME", "")
 STATUS_INDEX = os.environ.get("STATUS_INDEX", "status-index")
 STALE_CLAIM_SECONDS = int(os.environ.get("STALE_CLAIM_SECONDS", "600"))
+ROTATION_CONFIRM_SECONDS = int(os.environ.get("ROTATION_CONFIRM_SECONDS", "600"))
+ROTATION_INDEX = os.environ.get("ROTATION_INDEX", "rotation-index")
 CLAIM_CERTIFICATE_IDS = [c for c in os.environ.get("CLAIM_CERTIFICATE_IDS", "").split(",") if c]
 METRICS_NAMESPACE = os.environ.get("METRICS_NAMESPACE", "IoTProvisioning")
 INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
@@ -188,6 +192,60 @@ def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) ->
                 outcomes["revoked"] += 1
 
 
+def remove_certificate(certificate_id: str, thing_name: str) -> None:
+    """Deactivates, detaches and deletes a certificate (one never confirmed); a missing one is done."""
+    certificate = _certificate(certificate_id)
+    if certificate is None:
+        return
+    arn = certificate["certificateArn"]
+    _IOT.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")  # stops working first
+    try:
+        _IOT.detach_thing_principal(thingName=thing_name, principal=arn)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+    for policy in _IOT.list_attached_policies(target=arn)["policies"]:
+        _IOT.detach_policy(policyName=policy["policyName"], target=arn)
+    _IOT.delete_certificate(certificateId=certificate_id)
+
+
+def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
+    """Rotations requested longer than ROTATION_CONFIRM_SECONDS ago and never confirmed."""
+    query = {
+        "TableName": TABLE_NAME,
+        "IndexName": ROTATION_INDEX,
+        "KeyConditionExpression": "rotationState = :pending AND rotationRequestedAt < :before",
+        "ExpressionAttributeValues": {
+            ":pending": {"S": "pending"}, ":before": {"S": _timestamp(now - ROTATION_CONFIRM_SECONDS)},
+        },
+    }  # fmt: skip
+    for page in _DYNAMODB.get_paginator("query").paginate(**query):
+        for item in page["Items"]:
+            serial, pending = _text(item, "serialNumber"), _text(item, "pendingCertificateId")
+            stamp = _timestamp(now)
+            event = {"M": {"event": {"S": "abandoned"}, "certificateId": {"S": pending}, "at": {"S": stamp}}}
+            try:  # the registry first: a confirmation racing this one then fails instead of half-applying
+                _DYNAMODB.update_item(
+                    TableName=TABLE_NAME,
+                    Key={"serialNumber": {"S": serial}},
+                    UpdateExpression="SET updatedAt = :now, certificateHistory = list_append("
+                    "if_not_exists(certificateHistory, :empty), :events) REMOVE pendingCertificateId, "
+                    "rotationState, rotationRequestedAt, rotationRequestId",
+                    ConditionExpression="pendingCertificateId = :pending AND rotationRequestedAt = :requested",
+                    ExpressionAttributeValues={
+                        ":now": {"S": stamp}, ":empty": {"L": []}, ":events": {"L": [event]},
+                        ":pending": {"S": pending}, ":requested": item["rotationRequestedAt"],
+                    },
+                )  # fmt: skip
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    continue  # confirmed (or asked again) meanwhile
+                raise
+            remove_certificate(pending, _text(item, "thingName"))
+            outcomes["abandoned"] += 1
+            _log(message="rotation abandoned", result="abandoned", serialNumber=serial, certificateId=pending)
+
+
 def remove_unregistered(now: float, outcomes: Counter[str]) -> None:
     """Certificates created over MQTT (CreateKeysAndCertificate, CreateCertificateFromCsr) whose
     RegisterThing never came: INACTIVE, attached to no thing and no policy, older than the token."""
@@ -240,15 +298,17 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
             reconcile_stale(item, now, outcomes)
         except (ClientError, BotoCoreError) as error:  # the others are still reconciled; the run then fails
             errors.append(f"{_text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
-    for step in (lambda: remove_unregistered(now, outcomes), lambda: publish_fleet_metrics(now)):
+    steps = (lambda: abandon_rotations(now, outcomes), lambda: remove_unregistered(now, outcomes),
+             lambda: publish_fleet_metrics(now))  # fmt: skip
+    for step in steps:
         try:
             step()
         except (ClientError, BotoCoreError) as error:
             errors.append(f"{type(error).__name__}: {error}"[:300])
-    for outcome in ("completed", "failed", "revoked", "removed"):
+    for outcome in ("completed", "failed", "revoked", "removed", "abandoned"):
         _metric("ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
     summary = {"completed": outcomes["completed"], "failed": outcomes["failed"], "revoked": outcomes["revoked"],
-               "removed": outcomes["removed"], "errors": len(errors)}  # fmt: skip
+               "removed": outcomes["removed"], "abandoned": outcomes["abandoned"], "errors": len(errors)}  # fmt: skip
     _log(message="reconciled", result="errors" if errors else "ok", at=datetime.now(UTC).isoformat(), **summary,
          errorSamples=errors[:5])  # fmt: skip
     if errors:

@@ -38,6 +38,9 @@ class CertificateAuthority:
     directory: Path
     key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
+    # Device certificates' validity (SandboxCertificateValiditySeconds); the CA, the broker's and the
+    # claim certificates keep VALIDITY.
+    device_validity: timedelta = VALIDITY
 
     @property
     def ca_file(self) -> Path:
@@ -88,8 +91,9 @@ class CertificateAuthority:
         common_name: str = "AWS IoT Certificate",
         *,
         server_names: tuple[str, ...] = (),
+        validity: timedelta = VALIDITY,
     ) -> str:
-        """A certificate for ``public_key`` signed by this CA, as PEM."""
+        """A certificate for ``public_key`` signed by this CA, valid for ``validity`` from now, as PEM."""
         now = datetime.now(UTC)
         builder = (
             x509.CertificateBuilder()
@@ -98,7 +102,7 @@ class CertificateAuthority:
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         )
         if server_names:

@@ -5,8 +5,11 @@ as fp/req/<certificate identity>/<client id>/<topic>, and the answer goes back t
 CreateKeysAndCertificate, CreateCertificateFromCsr (sandbox-CA certificates, single-use ownership
 tokens valid 1 h), RegisterThing (the deployed template, its pre-provisioning hook, the template's
 resources, then the thing-created registry event through the topic rules the sandbox supports),
-and shadow get/update. The registry, functions and shadows are the local AWS's own, reached
-in-process (sandbox.local_aws.account): the service runs inside the local AWS's process.
+shadow get/update, and the topic rules the sandbox supports on devices' own messages (the broker
+plugin copies each to the service as fp/msg/...; sandbox.iot_data_plane.topic_rules) with the
+iot-data Publish API delivered to subscribers (fp/pub/...). The registry, functions and shadows
+are the local AWS's own, reached in-process (sandbox.local_aws.account): the service runs inside
+the local AWS's process.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ from typing import Any
 from awscrt import mqtt
 from awsiot import mqtt_connection_builder
 
-from sandbox.iot_data_plane import template_engine
+from sandbox.iot_data_plane import template_engine, topic_rules
 from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
 from sandbox.local_aws import cloudwatch_metrics
 from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
 from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
 from sandbox.local_aws.iam_requests import log_stream_arn
+from sandbox.moto_patches import iot_data_publish_to_broker
 
 TOKEN_LIFETIME = 3600.0
 HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
 KICK_PREFIX = "fp/kick/"  # the broker plugin disconnects the certificate identity that follows
+PUBLISH_PREFIX = "fp/pub/"  # the broker plugin publishes fp/pub/<qos>/<topic> on <topic>
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
@@ -127,6 +132,9 @@ class FleetProvisioningService:
         # Nagle's algorithm until mosquitto's delayed ACK (40 ms a request, measured).
         subscribed, _ = self.connection.subscribe("fp/req/#", mqtt.QoS.AT_MOST_ONCE, self._on_request)
         subscribed.result(timeout=10)
+        subscribed, _ = self.connection.subscribe("fp/msg/#", mqtt.QoS.AT_MOST_ONCE, self._on_device_message)
+        subscribed.result(timeout=10)
+        iot_data_publish_to_broker.SINK = self.publish
         threading.Thread(target=self._refresh_loop, name="access-rules", daemon=True).start()
 
     def _resumed(self, connection: mqtt.Connection, return_code: Any, session_present: bool, **_: Any) -> None:
@@ -187,6 +195,34 @@ class FleetProvisioningService:
                 certificate.certificate_id, certificate.certificate_arn, certificate.certificate_pem, thing, policies
             )
             self.broker.write_identity_rules(identity, rules)
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        """The iot-data Publish API: the message goes to the topic's subscribers, as from IoT itself."""
+        if self.connection is None or qos not in (0, 1) or not topic or any(c in topic for c in "+#"):
+            return
+        self.connection.publish(f"{PUBLISH_PREFIX}{qos}/{topic}", payload, mqtt.QoS.AT_MOST_ONCE)
+
+    # Topic rules on device messages ----------------------------------------------------------------
+    def _on_device_message(self, topic: str, payload: bytes, **_: Any) -> None:
+        self._pool.submit(self.device_message, topic, payload)
+
+    def device_message(self, topic: str, payload: bytes) -> None:
+        """Runs every enabled rule whose SELECT ... FROM '<filter>' matches a device's message."""
+        try:
+            _, _, identity, client_id, message_topic = topic.split("/", 4)
+        except ValueError:
+            return
+        sender = topic_rules.Sender(message_topic, client_id, self.rules.certificate_id_of(identity) or "")
+        for rule in self.account.topic_rules():
+            if rule.get("ruleDisabled") or message_topic.startswith("$"):
+                continue
+            try:
+                parsed = topic_rules.parse(rule.get("sql", ""))
+            except topic_rules.Unsupported:
+                continue  # such a rule never fires in the sandbox (README: topic rules)
+            if topic_matches(parsed.topic_filter, message_topic):
+                message = topic_rules.select(parsed, payload, sender)
+                self._run_actions(rule, message, int(time.time() * 1000))
 
     # Requests ----------------------------------------------------------------------------------
     def _on_request(self, topic: str, payload: bytes, **_: Any) -> None:
@@ -442,27 +478,29 @@ class FleetProvisioningService:
             message = dict(event)
             if "topic()" in match.group("select"):
                 message["topic"] = topic
-            rule_arn = self.account.arn("iot", f"rule/{rule['ruleName']}")
-            for action in rule.get("actions", []):
-                try:
-                    if "lambda" in action:
-                        function_arn = action["lambda"]["functionArn"]
-                        permitted = AUTHORITY.function_policy_allows(
-                            function_arn, IOT_SERVICE, rule_arn, self.account.account_id
-                        )
-                        if not permitted.allowed:  # the rule may invoke only what the function policy allows
-                            raise AwsError(403, "AccessDeniedException", f"the function policy of {function_arn} "
-                                           f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}")  # fmt: skip
-                        self.account.invoke(function_arn, message)
-                    if "cloudwatchLogs" in action:
-                        logs = action["cloudwatchLogs"]
-                        stream = f"rule-{rule['ruleName']}"
-                        self._authorize_log_write(logs.get("roleArn", ""), rule_arn, logs["logGroupName"], stream)
-                        self.account.put_log_event(
-                            logs["logGroupName"], stream, event["timestamp"], json.dumps(message)
-                        )
-                except AwsError as error:  # as in AWS, a failing action does not fail the registry change
-                    print(f"fleet-provisioning: rule {rule['ruleName']}: action failed: {error}", flush=True)
+            self._run_actions(rule, message, event["timestamp"])
+
+    def _run_actions(self, rule: dict[str, Any], message: dict[str, Any], timestamp_ms: int) -> None:
+        """A rule's lambda and cloudwatchLogs actions, each authorized as AWS authorizes it."""
+        rule_arn = self.account.arn("iot", f"rule/{rule['ruleName']}")
+        for action in rule.get("actions", []):
+            try:
+                if "lambda" in action:
+                    function_arn = action["lambda"]["functionArn"]
+                    permitted = AUTHORITY.function_policy_allows(
+                        function_arn, IOT_SERVICE, rule_arn, self.account.account_id
+                    )
+                    if not permitted.allowed:  # the rule may invoke only what the function policy allows
+                        raise AwsError(403, "AccessDeniedException", f"the function policy of {function_arn} "
+                                       f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}")  # fmt: skip
+                    self.account.invoke(function_arn, message)
+                if "cloudwatchLogs" in action:
+                    logs = action["cloudwatchLogs"]
+                    stream = f"rule-{rule['ruleName']}"
+                    self._authorize_log_write(logs.get("roleArn", ""), rule_arn, logs["logGroupName"], stream)
+                    self.account.put_log_event(logs["logGroupName"], stream, timestamp_ms, json.dumps(message))
+            except AwsError as error:  # as in AWS, a failing action does not fail the registry change
+                print(f"fleet-provisioning: rule {rule['ruleName']}: action failed: {error}", flush=True)
 
     def _authorize_log_write(self, role_arn: str, rule_arn: str, group: str, stream: str) -> None:
         """A cloudwatchLogs action writes as its roleArn: IoT must be able to assume the role, and the

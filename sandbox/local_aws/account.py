@@ -22,7 +22,7 @@ from moto.iot.models import FakeCertificate, IoTBackend, iot_backends
 from moto.iotdata.models import iotdata_backends
 from moto.logs.models import logs_backends
 
-from sandbox.moto_patches import missing_iot_apis
+from sandbox.moto_patches import iot_certificates_from_sandbox_ca, missing_iot_apis
 from sandbox.moto_patches.thread_safe_iot_registry import REGISTRY_LOCK
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's default account: what the sandbox's credentials map to
@@ -126,7 +126,9 @@ class LocalAccount:
 
     # IoT registry -------------------------------------------------------------------------------
     def create_keys_and_certificate(self) -> tuple[FakeCertificate, str]:
-        certificate, keys = self._call(self.iot.create_keys_and_certificate, set_as_active=False)
+        """Over MQTT: a device certificate (iot_certificates_from_sandbox_ca)."""
+        with iot_certificates_from_sandbox_ca.device_certificates():
+            certificate, keys = self._call(self.iot.create_keys_and_certificate, set_as_active=False)
         return certificate, keys["PrivateKey"]
 
     def create_certificate_from_csr(self, csr: str) -> FakeCertificate:

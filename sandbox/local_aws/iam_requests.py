@@ -180,6 +180,8 @@ def _iotdata(call: Call) -> list[Check]:
 _CERTIFICATE_PATH = re.compile(r"^/certificates/([0-9a-fA-F]{64})$")
 _THING_PRINCIPALS_PATH = re.compile(r"^/things/([^/]+)/principals$")
 _ATTACHED_POLICIES_PATH = re.compile(r"^/attached-policies/(.+)$")
+_THING_PATH = re.compile(r"^/things/([^/]+)$")
+_TARGET_POLICIES_PATH = re.compile(r"^/target-policies/([^/]+)$")
 CERTIFICATE_ACTIONS = {"GET": "DescribeCertificate", "PUT": "UpdateCertificate", "DELETE": "DeleteCertificate"}
 
 
@@ -198,6 +200,19 @@ def _iot(call: Call) -> list[Check]:
     attached = _ATTACHED_POLICIES_PATH.match(path)
     if attached and call.method == "POST" and attached.group(1).startswith("arn:"):
         return [Check("iot:ListAttachedPolicies", attached.group(1))]
+    # The certificate-rotation function's calls. Attach/DetachThingPrincipal and Attach/DetachPolicy
+    # are checked on the certificate (their resource type in the reference above is cert).
+    if principals and call.method in ("PUT", "DELETE") and call.principal.startswith("arn:"):
+        action = "AttachThingPrincipal" if call.method == "PUT" else "DetachThingPrincipal"
+        return [Check(f"iot:{action}", call.principal)]
+    thing = _THING_PATH.match(path)
+    if thing and call.method == "GET":
+        return [Check("iot:DescribeThing", call.arn("iot", f"thing/{thing.group(1)}"))]
+    if path == "/certificates" and call.method == "POST":
+        return [Check("iot:CreateCertificateFromCsr", "*")]  # no resource type
+    target = call.json().get("target") if _TARGET_POLICIES_PATH.match(path) else None
+    if isinstance(target, str) and target.startswith("arn:") and call.method in ("PUT", "POST"):
+        return [Check("iot:AttachPolicy" if call.method == "PUT" else "iot:DetachPolicy", target)]
     raise Unmapped(f"IoT {call.method} {path}")
 
 

@@ -12,6 +12,7 @@ from sandbox.moto_patches import (
     idempotent_lambda_permissions,
     indexed_iot_lookups,
     iot_certificates_from_sandbox_ca,
+    iot_data_publish_to_broker,
     iot_registry_rules,
     missing_iot_apis,
     parsed_update_expressions,
@@ -27,4 +28,5 @@ def install(authority: CertificateAuthority) -> None:
     parsed_update_expressions.install()
     idempotent_lambda_permissions.install()
     indexed_iot_lookups.install()
+    iot_data_publish_to_broker.install()
     thread_safe_iot_registry.install()

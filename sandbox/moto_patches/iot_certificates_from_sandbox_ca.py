@@ -5,12 +5,18 @@ CreateCertificateFromCsr request, and ids certificates by a hash of the PEM text
 issue from the sandbox CA (so the local broker's mutual TLS accepts them), the CSR's own public key
 is certified (the device keeps its private key), ids are the SHA-256 of the DER encoding, and
 DescribeCertificate's validity is the certificate's own (moto makes up "now plus a day").
+Device certificates (CreateCertificateFromCsr, and CreateKeysAndCertificate over MQTT: inside
+`device_certificates()`) are valid for the CA's device_validity (SandboxCertificateValiditySeconds);
+CreateKeysAndCertificate over HTTP (how Terraform makes the claim certificate) keeps 10 years.
 Delete when moto can be given a CA to sign with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography import x509
@@ -18,7 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from moto.core.config import default_user_config
 from moto.iot.models import FakeCertificate, IoTBackend
 
-from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
+from sandbox.iot_data_plane.certificate_authority import VALIDITY, CertificateAuthority
+
+_DEVICE = threading.local()
+
+
+@contextlib.contextmanager
+def device_certificates() -> Iterator[None]:
+    """Certificates created by this thread inside the block are device certificates (see above)."""
+    _DEVICE.active = True
+    try:
+        yield
+    finally:
+        _DEVICE.active = False
 
 
 def _identity() -> str:
@@ -32,7 +50,8 @@ def install(authority: CertificateAuthority) -> None:
     def _generate_certificate_pem(self: IoTBackend, domain_name: str, subject: x509.Name, key: Any = None) -> str:
         if key is None:
             raise ValueError("the sandbox CA certifies a key it is given, never a throw-away one")
-        return authority.issue(key.public_key(), _identity())
+        validity = authority.device_validity if getattr(_DEVICE, "active", False) else VALIDITY
+        return authority.issue(key.public_key(), _identity(), validity=validity)
 
     def create_certificate_from_csr(self: IoTBackend, csr: str, set_as_active: bool) -> Any:
         request = x509.load_pem_x509_csr(csr.encode())
@@ -45,7 +64,7 @@ def install(authority: CertificateAuthority) -> None:
             from moto.iot.exceptions import InvalidRequestException
 
             raise InvalidRequestException("AWS IoT certifies RSA and EC keys only")
-        pem = authority.issue(public_key, _identity())
+        pem = authority.issue(public_key, _identity(), validity=authority.device_validity)
         return self.register_certificate(pem, ca_certificate_pem=None, set_as_active=set_as_active, status="INACTIVE")
 
     IoTBackend._generate_certificate_pem = _generate_certificate_pem

@@ -247,14 +247,15 @@ def test_hook_function_runtime_timeout_and_least_privilege_role(synth: Synth) ->
     assert logs["retention_in_days"] == synth.config.log_retention_days
 
 
-def test_registry_table_is_keyed_by_serial_with_type_and_status_indexes(synth: Synth, variant: Synth) -> None:
+def test_registry_table_is_keyed_by_serial_with_type_status_and_rotation_indexes(synth: Synth, variant: Synth) -> None:
     table = synth.one("aws_dynamodb_table")
     assert table["name"] == synth.config.table_name
     assert table["hash_key"] == "serialNumber"
     assert table["billing_mode"] == "PAY_PER_REQUEST"
     # The status index is sorted by type: a list of one type in one status reads only those devices.
     assert {(i["name"], i["hash_key"], i.get("range_key")) for i in table["global_secondary_index"]} == {
-        ("deviceType-index", "deviceType", None), ("status-index", "status", "deviceType")}  # fmt: skip
+        ("deviceType-index", "deviceType", None), ("status-index", "status", "deviceType"),
+        ("rotation-index", "rotationState", "rotationRequestedAt")}  # fmt: skip
     assert table["point_in_time_recovery"] == {"enabled": True}
     assert table["server_side_encryption"]["enabled"] is True
     assert table["server_side_encryption"]["kms_key_arn"].startswith("${aws_kms_key.")
@@ -479,7 +480,7 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
     # MonitoringEnabled=false: no alarms, topic or dashboard; the log groups stay.
     for kind in ("aws_cloudwatch_metric_alarm", "aws_sns_topic", "aws_cloudwatch_dashboard"):
         assert variant.resources(kind) == {}
-    assert len(variant.resources("aws_cloudwatch_log_group")) == 4  # audit trail and the three functions
+    assert len(variant.resources("aws_cloudwatch_log_group")) == 5  # audit trail and the four functions
 
 
 def test_every_alarm_says_what_happened_and_what_to_do(synth: Synth) -> None:
@@ -614,6 +615,33 @@ def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resource
 def test_topic_rules_are_created_after_the_role_policy_they_write_with(synth: Synth) -> None:
     (audit_policy,) = [k for k, v in synth.resources("aws_iam_role_policy").items() if v["name"] == "write-audit-log"]
     rules = synth.resources("aws_iot_topic_rule").values()
-    assert len(rules) == 2
-    for rule in rules:  # the audit rule's action and the registry-events rule's error action use that role
+    assert len(rules) == 3
+    for rule in rules:  # the audit rule's action and the other rules' error actions use that role
         assert f"aws_iam_role_policy.{audit_policy}" in rule["depends_on"]
+
+
+def test_rotation_requests_reach_only_the_rotation_function_which_answers_only_on_rotation_topics(
+    synth: Synth,
+) -> None:
+    function = synth.named("aws_lambda_function", f"{synth.config.prefix}-certificate-rotation")
+    rules = {r["name"]: r for r in synth.resources("aws_iot_topic_rule").values()}
+    rule = rules[f"{synth.config.prefix}_certificate_rotation".replace("-", "_")]
+    assert rule["sql"] == (
+        "SELECT requestId, certificateSigningRequest, topic() AS topic, clientid() AS clientId, "
+        "principal() AS principal FROM 'fleet/rotation/+/+'"
+    )
+    assert rule["lambda"] == [{"function_arn": synth.reference("aws_lambda_function", function, "arn")}]
+    (permission,) = [p for p in synth.resources("aws_lambda_permission").values()
+                     if p["statement_id"] == "AllowCertificateRotationRule"]  # fmt: skip
+    assert permission["principal"] == "iot.amazonaws.com"
+    assert permission["source_arn"].startswith("${aws_iot_topic_rule.")
+    (policy,) = [json.loads(p["policy"]) for p in synth.resources("aws_iam_role_policy").values()
+                 if p["name"] == f"{synth.config.prefix}-certificate-rotation-policy"]  # fmt: skip
+    publish = [s for s in policy["Statement"] if "iot:Publish" in s["Action"]]
+    assert len(publish) == 1 and publish[0]["Resource"].endswith(":topic/fleet/rotation/*")
+    assert all("iot:*" not in s["Action"] for s in policy["Statement"])
+    for device_policy in synth.resources("aws_iot_policy").values():
+        if device_policy["name"].endswith("-claim-policy"):
+            assert "fleet/rotation" not in device_policy["policy"]  # the claim certificate cannot rotate
+        else:
+            assert "topic/fleet/rotation/$${iot:Connection.Thing.ThingName}/*" in device_policy["policy"]

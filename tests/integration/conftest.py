@@ -160,13 +160,19 @@ def interrupted_deploy(deployment: Deployment, parameters: dict[str, str]) -> In
 
 @contextlib.contextmanager
 def deployed(
-    base: Path, parameters: dict[str, str] | None = None, *, interrupt_first: bool = False
+    base: Path,
+    parameters: dict[str, str] | None = None,
+    sandbox_settings: dict[str, str] | None = None,
+    *,
+    interrupt_first: bool = False,
 ) -> Iterator[Deployment]:
     """A sandbox of its own with the stack deployed into it (with these stack parameters, for that
-    deploy only), stopped on the way out whatever the tests did with it in between (stopping forgets
-    everything deployed into it). `interrupt_first`: deployed by `make deploy` after one interrupted
-    `make deploy` (deployment.interruption says how that went)."""
-    deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
+    deploy only; `sandbox_settings`: environment the sandbox starts with), stopped on the way out
+    whatever the tests did with it in between (stopping forgets everything deployed into it).
+    `interrupt_first`: deployed by `make deploy` after one interrupted `make deploy`
+    (deployment.interruption says how that went)."""
+    env = {**sandbox_env(base), **(sandbox_settings or {})}
+    deployment = Deployment(env=env, out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
     up = deployment.sandbox("up")
     assert up.returncode == 0, up.stdout + up.stderr

@@ -54,7 +54,27 @@ class Fleet:
 
     def registry(self, serial: str) -> dict[str, str]:
         item = self.dynamodb.get_item(TableName=self.table, Key={"serialNumber": {"S": serial}}).get("Item", {})
-        return {k: v["S"] for k, v in item.items()}
+        return {k: v["S"] for k, v in item.items() if "S" in v}  # strings only (history: history())
+
+    def history(self, serial: str) -> list[tuple[str, str]]:
+        """The registry item's certificate history: (event, certificate id), oldest first."""
+        item = self.dynamodb.get_item(TableName=self.table, Key={"serialNumber": {"S": serial}}).get("Item", {})
+        events = item.get("certificateHistory", {}).get("L", [])
+        return [(e["M"]["event"]["S"], e["M"]["certificateId"]["S"]) for e in events]
+
+    def rotate(self, thing: str, cert: str, key: str, *flags: str) -> dict[str, Any]:
+        """The device client's `rotate` command, in a process of its own, as a device runs it."""
+        command = [
+            sys.executable, "scripts/test_provisioning.py", "rotate", "--json", "--thing-name", thing,
+            "--cert", cert, "--key", key, "--endpoint", self.target.endpoint, "--port", str(self.target.port),
+            "--ca", self.target.ca_file, "--output-dir", str(self.folder), "--timeout", "20", *flags,
+        ]  # fmt: skip
+        result = self.deployment.run(*command, timeout=120)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        answer = json.loads(lines[-1]) if lines else {"error": result.stderr[-500:], "exitCode": result.returncode}
+        if result.returncode != 0:
+            raise device.Failure(result.returncode, answer.get("error", ""))
+        return answer  # type: ignore[no-any-return]
 
     def args(self, serial: str, device_type: str, **extra: Any) -> Any:
         values = {"serial_number": serial, "device_type": device_type, "manufacturer": "AcmeIoT",

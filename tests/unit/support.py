@@ -54,7 +54,7 @@ class Registry:
         item = self.client.get_item(TableName=TABLE, Key={"serialNumber": {"S": serial}}, ConsistentRead=True).get(
             "Item"
         )
-        return {k: v["S"] for k, v in item.items()} if item else None
+        return {k: v["S"] for k, v in item.items() if "S" in v} if item else None  # strings only
 
     def items(self) -> list[dict[str, Any]]:
         return self.client.scan(TableName=TABLE)["Items"]

@@ -145,3 +145,13 @@ def test_a_device_publishes_only_get_and_update_of_its_shadow_and_reads_all_of_i
         r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
     ]
     assert len(named) == len(set(named))  # a topic both published and received is named once
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_every_type_may_rotate_on_its_own_thing_s_rotation_topics_only(name: str) -> None:
+    policy = documents.device_policy(TYPES[name], PREFIX)
+
+    own = "fleet/rotation/${iot:Connection.Thing.ThingName}/*"
+    assert PREFIX + "topic/" + own in resources(policy, "iot:Publish") & resources(policy, "iot:Receive")
+    assert PREFIX + "topicfilter/" + own in resources(policy, "iot:Subscribe")
+    assert not [r for r in resources(policy, "iot:Publish") if "rotation" in r and own not in r]

@@ -62,7 +62,7 @@ def test_a_stale_attempt_whose_thing_exists_is_completed_with_its_shadow_and_the
 
     summary = reconciler.handler({})
 
-    assert summary == {"completed": 1, "failed": 0, "revoked": 1, "removed": 0, "errors": 0}
+    assert summary == {"completed": 1, "failed": 0, "revoked": 1, "removed": 0, "abandoned": 0, "errors": 0}
     assert registry.get("SN-1")["status"] == "provisioned"  # type: ignore[index]
     assert (status_of(iot, current), status_of(iot, replaced)) == ("ACTIVE", "REVOKED")
     shadow = boto3.client("iot-data", region_name="us-east-1").get_thing_shadow(thingName="temperature-sensor-SN-1")

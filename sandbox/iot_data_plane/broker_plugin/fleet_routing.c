@@ -10,6 +10,12 @@
  *     drops the wrapper.
  * Only the service (client id and certificate identity both "service_client_id") may answer.
  *
+ * Topic rules: AWS IoT runs its rules on every device message. The plugin gives the service a copy
+ * of each device publish outside $aws/ as fp/msg/<certificate identity>/<client id>/<topic> (the
+ * service evaluates the rules, with clientid() and principal() of the sender), and delivers the
+ * service's fp/pub/<qos>/<topic> (the iot-data Publish API) to the topic's subscribers, each
+ * subject to its own receive rules.
+ *
  * Disconnecting: AWS IoT drops a connection whose certificate stops being ACTIVE (revoked,
  * deactivated, deleted). The broker's CRL only refuses new TLS handshakes, so the service, which
  * sees the registry change, publishes fp/kick/<certificate identity> and the plugin disconnects
@@ -43,6 +49,8 @@
 #define REQUEST_PREFIX "fp/req/"
 #define RESPONSE_PREFIX "fp/resp/"
 #define KICK_PREFIX "fp/kick/"
+#define MESSAGE_PREFIX "fp/msg/"
+#define PUBLISH_PREFIX "fp/pub/"
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char service_id[128] = "sandbox-fleet-service";
@@ -93,6 +101,31 @@ static int answer(struct mosquitto_evt_message *message)
 	return MOSQ_ERR_ACL_DENIED; /* the wrapper itself goes nowhere */
 }
 
+/* fp/pub/<qos>/<topic>: published to the topic as the broker (every subscriber's receive rules apply). */
+static int publish_for_service(struct mosquitto_evt_message *message)
+{
+	const char *rest = message->topic + strlen(PUBLISH_PREFIX);
+
+	if ((rest[0] == '0' || rest[0] == '1') && rest[1] == '/' && rest[2] && !strpbrk(rest + 2, "+#")) {
+		mosquitto_broker_publish_copy(NULL, rest + 2, (int)message->payloadlen, message->payload, rest[0] - '0',
+				false, NULL);
+	}
+	return MOSQ_ERR_ACL_DENIED; /* the wrapper itself goes nowhere */
+}
+
+/* A copy of a device's message for the service's topic rules; the message itself goes on as usual. */
+static int copy_for_rules(struct mosquitto_evt_message *message, const char *identity, const char *client_id)
+{
+	size_t length = strlen(MESSAGE_PREFIX) + strlen(identity) + 1 + strlen(client_id) + 1 + strlen(message->topic) + 1;
+	char *topic = mosquitto_malloc(length);
+
+	if (!topic) return MOSQ_ERR_NOMEM;
+	snprintf(topic, length, "%s%s/%s/%s", MESSAGE_PREFIX, identity, client_id, message->topic);
+	mosquitto_broker_publish_copy(service_id, topic, (int)message->payloadlen, message->payload, 0, false, NULL);
+	mosquitto_free(topic);
+	return MOSQ_ERR_SUCCESS;
+}
+
 /* fp/kick/<identity>: every connection of that certificate identity is closed, without its will
  * (AWS sends a will only when a connection is lost, not when IoT itself closes it). */
 static int kick(struct mosquitto_evt_message *message)
@@ -118,13 +151,15 @@ static int on_message(int event, void *event_data, void *userdata)
 	if (!client_id || !message->topic) return MOSQ_ERR_SUCCESS;
 	if (is_service(message->client)) {
 		if (starts_with(message->topic, KICK_PREFIX)) return kick(message);
+		if (starts_with(message->topic, PUBLISH_PREFIX)) return publish_for_service(message);
 		return starts_with(message->topic, RESPONSE_PREFIX) ? answer(message) : MOSQ_ERR_SUCCESS;
 	}
 	if (starts_with(message->topic, "fp/")) {
 		return MOSQ_ERR_ACL_DENIED; /* nobody else may forge requests, answers or disconnections */
 	}
-	if (!starts_with(message->topic, "$aws/") || strchr(client_id, '/')) return MOSQ_ERR_SUCCESS;
+	if (strchr(client_id, '/')) return MOSQ_ERR_SUCCESS;
 	if (!identity || !safe_identity(identity)) return MOSQ_ERR_ACL_DENIED; /* set at CONNECT: never missing */
+	if (!starts_with(message->topic, "$aws/")) return copy_for_rules(message, identity, client_id);
 
 	/* fp/req/<certificate identity>/<client id>/<topic>: the service names the requesting certificate
 	 * (the pre-provisioning hook's claimCertificateId) and answers the client id. */

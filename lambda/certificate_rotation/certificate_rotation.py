@@ -1,0 +1,277 @@
+"""Certificate rotation: a provisioned device trades its certificate for one from its own CSR.
+
+AWS IoT has no rotation service; this is the pattern AWS's blog "How to manage IoT device certificate
+rotation using AWS IoT" describes (a CSR on a request topic, a function that calls
+CreateCertificateFromCsr and answers on a reply topic, the old certificate retired only once the new
+one is proven). Devices publish by Basic Ingest (``$aws/rules/<rule>/fleet/rotation/<thing>/<step>``)
+to the topic rule that invokes this function; its SQL adds who is asking (``clientid()``,
+``principal()``: the certificate id of the connection) and the topic, so nothing in the payload can
+claim another device's identity. Answers are published on ``fleet/rotation/<thing>/<step>/accepted``
+or ``/rejected``, which only that thing's policy lets it receive.
+
+- ``request`` {requestId, certificateSigningRequest}, with the device's current certificate: a new
+  certificate for the CSR's key (ACTIVE, the current certificate's policies and the thing attached),
+  recorded as pending in the registry item; the answer carries its PEM. A new request replaces a
+  pending one that was never confirmed (its certificate is removed).
+- ``confirm`` {requestId}, connected with the new certificate (which proves it works): the registry
+  item's certificate becomes the new one, and the old one is detached and REVOKED (kept for audit;
+  a revoked certificate can never be activated again).
+
+The registry item keeps ``certificateHistory``, a list of events (issued, confirmed, retired,
+abandoned) with each certificate id and time. A pending rotation never confirmed is removed by the
+reconciler after ROTATION_CONFIRM_SECONDS. Errors a device can cause get a rejected answer; AWS errors
+raise (the function's Errors metric), after a rejected answer when one can still be sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
+_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
+_IOT = boto3.client("iot", config=_CONFIG)
+_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
+_IOT_DATA = boto3.client(
+    "iot-data", config=_CONFIG, **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {})
+)
+TABLE_NAME = os.environ.get("TABLE_NAME", "")
+TOPIC_ROOT = "fleet/rotation"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TOPIC = re.compile(r"(?:\$aws/rules/[^/]+/)?fleet/rotation/([^/]+)/(request|confirm)")
+_CERTIFICATE_ID = re.compile(r"[0-9a-f]{64}")
+MAX_CSR_CHARACTERS = 8192  # an RSA-4096 CSR is about 1,700; anything far larger is not one
+
+
+class Refused(Exception):
+    """A request the device must be told about: (status, error code, message) as in IoT's own APIs."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _log(**fields: Any) -> None:
+    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def publish(thing: str, step: str, outcome: str, body: Mapping[str, Any]) -> None:
+    _IOT_DATA.publish(topic=f"{TOPIC_ROOT}/{thing}/{step}/{outcome}", qos=1, payload=json.dumps(body).encode())
+
+
+def _item_of(thing: str) -> dict[str, Any]:
+    """The registry item of the device this thing is (by the thing's serialNumber attribute)."""
+    try:
+        attributes = _IOT.describe_thing(thingName=thing).get("attributes") or {}
+    except ClientError as error:
+        if _error_code(error) == "ResourceNotFoundException":
+            raise Refused(404, "ResourceNotFound", f"thing {thing} does not exist") from None
+        raise
+    serial = attributes.get("serialNumber")
+    item = (
+        _DYNAMODB.get_item(TableName=TABLE_NAME, Key={"serialNumber": {"S": serial}}, ConsistentRead=True).get("Item")
+        if serial
+        else None
+    )
+    if not item or item.get("thingName", {}).get("S") != thing:
+        raise Refused(404, "ResourceNotFound", f"no registry entry for thing {thing}")
+    if item.get("status", {}).get("S") != "provisioned":
+        raise Refused(403, "NotProvisioned", f"device {serial} is {item.get('status', {}).get('S')}, not provisioned")
+    return item
+
+
+def _text(item: Mapping[str, Any], name: str) -> str:
+    return str(item.get(name, {}).get("S", ""))
+
+
+def _arn(certificate_id: str) -> str:
+    return str(_IOT.describe_certificate(certificateId=certificate_id)["certificateDescription"]["certificateArn"])
+
+
+def _not_after(certificate_id: str) -> str:
+    """The certificate's notAfter as IoT reports it (the Lambda runtime has no X.509 parser)."""
+    validity = _IOT.describe_certificate(certificateId=certificate_id)["certificateDescription"]["validity"]
+    return validity["notAfter"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event(kind: str, certificate_id: str, **extra: str) -> dict[str, Any]:
+    return {"M": {"event": {"S": kind}, "certificateId": {"S": certificate_id}, "at": {"S": _now()},
+                  **{k: {"S": v} for k, v in extra.items()}}}  # fmt: skip
+
+
+def retire(certificate_id: str, thing: str, *, delete: bool) -> None:
+    """Detaches the certificate from the thing and its policies, then revokes it (retired: kept for
+    audit) or deactivates and deletes it (never confirmed). Safe to repeat; a missing one is done."""
+    try:
+        arn = _arn(certificate_id)
+    except ClientError as error:
+        if _error_code(error) == "ResourceNotFoundException":
+            return
+        raise
+    # Status first: the certificate stops working before anything else changes.
+    _IOT.update_certificate(certificateId=certificate_id, newStatus="INACTIVE" if delete else "REVOKED")
+    try:
+        _IOT.detach_thing_principal(thingName=thing, principal=arn)
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+    for page in _IOT.get_paginator("list_attached_policies").paginate(target=arn):
+        for policy in page["policies"]:
+            _IOT.detach_policy(policyName=policy["policyName"], target=arn)
+    if delete:
+        _IOT.delete_certificate(certificateId=certificate_id)
+
+
+def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    request_id = body.get("requestId")
+    csr = body.get("certificateSigningRequest")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise Refused(400, "InvalidRequest", "requestId must be 1-64 characters of [A-Za-z0-9_-]")
+    if not isinstance(csr, str) or "CERTIFICATE REQUEST" not in csr or len(csr) > MAX_CSR_CHARACTERS:
+        raise Refused(400, "InvalidCsr", "certificateSigningRequest is not a PEM certificate signing request")
+    item = _item_of(thing)
+    serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
+    if principal != current:
+        raise Refused(403, "NotCurrentCertificate", "only the device's current certificate may request a rotation")
+    pending = _text(item, "pendingCertificateId")
+    if pending and _text(item, "rotationRequestId") == request_id:  # the same request again: the same answer
+        description = _IOT.describe_certificate(certificateId=pending)["certificateDescription"]
+        return {"requestId": request_id, "certificateId": pending, "certificatePem": description["certificatePem"]}
+    try:
+        created = _IOT.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
+    except ClientError as error:
+        if _error_code(error) == "InvalidRequestException":
+            raise Refused(400, "InvalidCsr", error.response.get("Error", {}).get("Message", "invalid CSR")) from None
+        raise
+    new_id, new_arn, pem = created["certificateId"], created["certificateArn"], created["certificatePem"]
+    try:
+        current_arn = _arn(current)
+        for page in _IOT.get_paginator("list_attached_policies").paginate(target=current_arn):
+            for policy in page["policies"]:
+                _IOT.attach_policy(policyName=policy["policyName"], target=new_arn)
+        _IOT.attach_thing_principal(thingName=thing, principal=new_arn)
+        _IOT.update_certificate(certificateId=new_id, newStatus="ACTIVE")
+        # Recorded only while the item still names the certificate that asked (and any pending one
+        # this request replaces): two requests racing cannot both become pending.
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial}},
+            UpdateExpression="SET pendingCertificateId = :new, rotationState = :pending, rotationRequestedAt = :now, "
+            "rotationRequestId = :request, updatedAt = :now, "
+            "certificateHistory = list_append(if_not_exists(certificateHistory, :empty), :events)",
+            ConditionExpression="#status = :provisioned AND certificateId = :current AND "
+            + ("pendingCertificateId = :replaced" if pending else "attribute_not_exists(pendingCertificateId)"),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":new": {"S": new_id}, ":pending": {"S": "pending"}, ":now": {"S": _now()},
+                ":request": {"S": request_id}, ":provisioned": {"S": "provisioned"}, ":current": {"S": current},
+                ":empty": {"L": []}, ":events": {"L": [_event("issued", new_id, notAfter=_not_after(new_id))]},
+                **({":replaced": {"S": pending}} if pending else {}),
+            },
+        )  # fmt: skip
+    except ClientError as error:
+        retire(new_id, thing, delete=True)  # nothing half-made stays behind
+        if _error_code(error) != "ConditionalCheckFailedException":
+            raise
+        now_pending = _item_of(thing)
+        if _text(now_pending, "rotationRequestId") == request_id:  # the device's own repeat won: its answer
+            return request(thing, principal, body)
+        raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry") from None
+    if pending:  # the unconfirmed certificate of the request this one replaced
+        retire(pending, thing, delete=True)
+        _log(message="pending rotation replaced", serialNumber=serial, certificateId=pending)
+    _log(message="rotation requested", result="pending", serialNumber=serial, thingName=thing,
+         certificateId=new_id, requestId=request_id)  # fmt: skip
+    return {"requestId": request_id, "certificateId": new_id, "certificatePem": pem}
+
+
+def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    request_id = body.get("requestId")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise Refused(400, "InvalidRequest", "requestId must be 1-64 characters of [A-Za-z0-9_-]")
+    item = _item_of(thing)
+    serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
+    previous = _text(item, "previousCertificateId")
+    if (
+        current == principal
+        and _CERTIFICATE_ID.fullmatch(previous)
+        and _text(item, "rotationRequestId") in ("", request_id)
+    ):
+        retire(previous, thing, delete=False)  # a repeated confirm: finish what the first one may not have
+        return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": previous}
+    if _text(item, "pendingCertificateId") != principal or _text(item, "rotationRequestId") != request_id:
+        raise Refused(403, "NoPendingRotation", "this certificate is not the pending one of this request")
+    try:
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial}},
+            UpdateExpression="SET certificateId = :new, previousCertificateId = :old, certificateRotatedAt = :now, "
+            "updatedAt = :now, certificateHistory = list_append(if_not_exists(certificateHistory, :empty), :events) "
+            "REMOVE pendingCertificateId, rotationState, rotationRequestedAt, rotationRequestId",
+            ConditionExpression="#status = :provisioned AND certificateId = :old AND pendingCertificateId = :new",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":new": {"S": principal}, ":old": {"S": current}, ":now": {"S": _now()},
+                ":provisioned": {"S": "provisioned"}, ":empty": {"L": []},
+                ":events": {"L": [_event("confirmed", principal), _event("retired", current)]},
+            },
+        )  # fmt: skip
+    except ClientError as error:
+        if _error_code(error) == "ConditionalCheckFailedException":
+            raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile") from None
+        raise
+    # The registry says the new certificate is the device's first: a failure here leaves only the
+    # old one to retire, which a repeated confirm does.
+    retire(current, thing, delete=False)
+    _log(message="rotation confirmed", result="rotated", serialNumber=serial, thingName=thing,
+         certificateId=principal, retiredCertificateId=current)  # fmt: skip
+    return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": current}
+
+
+STEPS = {"request": request, "confirm": confirm}
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """The topic rule's message: the device's fields plus topic, clientId and principal from the rule."""
+    match = _TOPIC.fullmatch(str(event.get("topic", "")))
+    client_id, principal = str(event.get("clientId") or ""), str(event.get("principal") or "")
+    if not match:
+        _log(message="ignored message", result="ignored", topic=event.get("topic"))
+        return {"result": "ignored"}
+    thing, step = match.groups()
+    request_id = event.get("requestId") if isinstance(event.get("requestId"), str) else None
+    try:
+        # The policy lets a device use only its own thing's topics; this holds even if it did not.
+        if client_id != thing or not _CERTIFICATE_ID.fullmatch(principal):
+            raise Refused(403, "Forbidden", "the topic's thing is not the connected client, or no certificate")
+        answer = STEPS[step](thing, principal, event)
+    except Refused as refused:
+        _log(message="rotation refused", result="rejected", step=step, thingName=thing, errorCode=refused.code,
+             reason=refused.message)  # fmt: skip
+        if client_id == thing:  # never answer on a topic the caller does not own
+            publish(thing, step, "rejected", {"requestId": request_id, "statusCode": refused.status,
+                                               "errorCode": refused.code, "errorMessage": refused.message})  # fmt: skip
+        return {"result": "rejected", "errorCode": refused.code}
+    except Exception:
+        publish(thing, step, "rejected", {"requestId": request_id, "statusCode": 500, "errorCode": "InternalFailure",
+                                           "errorMessage": "the rotation failed; try again later"})  # fmt: skip
+        raise
+    publish(thing, step, "accepted", answer)
+    return {"result": "accepted", "step": step}

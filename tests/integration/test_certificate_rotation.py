@@ -1,0 +1,194 @@
+"""Certificate rotation end to end with the real device client (AWS IoT Device SDK v2) against the
+deployed sandbox stack: the new certificate works and the old one is refused afterwards, the registry
+keeps both in its history; an interrupted rotation leaves the old one working; an offline device
+picks a requested rotation up when it connects; and with short validity (its own sandbox), a device
+rotated before its old certificate's notAfter still connects after it, one not rotated is refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from awscrt import mqtt5
+from cryptography import x509
+
+from scripts import test_provisioning as device
+from tests.integration.conftest import Deployment, deployed
+from tests.integration.devices import Fleet
+
+pytestmark = pytest.mark.integration
+LONG_AGO = "2020-01-01T00:00:00Z"
+SHORT_VALIDITY_SECONDS = 25
+
+
+@pytest.fixture(scope="module")
+def fleet(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    yield Fleet(deployment, tmp_path_factory.mktemp("rotation-devices"))
+
+
+def provisioned(fleet: Fleet, serial: str, device_type: str = "temperature-sensor") -> dict[str, Any]:
+    fleet.enroll(serial, device_type)
+    return fleet.provision(serial, device_type, csr=True, skip_device_check=True)
+
+
+def works(fleet: Fleet, thing: str, cert: str, key: str) -> bool:
+    """Whether the certificate connects as the thing and may publish its telemetry."""
+    try:
+        connection = device.connect(fleet.target, cert, key, thing, 10, sdk_metrics=False)
+    except Exception:  # noqa: BLE001 - the SDK reports a refused TLS handshake or CONNECT in several ways
+        return False
+    try:
+        packet = mqtt5.PublishPacket(topic=f"devices/{thing}/telemetry", payload=b"{}", qos=mqtt5.QoS.AT_LEAST_ONCE)
+        code = connection.client.publish(packet).result(timeout=10).puback.reason_code
+        return code in (mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS)
+    finally:
+        connection.close()
+
+
+def eventually(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """The sandbox's broker takes up registry changes within about two seconds: check until then."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def status_of(fleet: Fleet, certificate_id: str) -> str:
+    try:
+        return str(fleet.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"])
+    except fleet.iot.exceptions.ResourceNotFoundException:
+        return "deleted"
+
+
+def test_a_rotated_device_connects_with_its_new_certificate_and_its_old_one_is_refused(fleet: Fleet) -> None:
+    first = provisioned(fleet, "SN-ROT-1")
+    thing, old_id = first["thingName"], first["certificateId"]
+    old_cert, old_key = Path(first["certificateFile"]).read_text(), Path(first["privateKeyFile"]).read_text()
+
+    started = time.monotonic()
+    rotated = fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"])
+    print(f"\nrotation (request, connect with the new certificate, confirm): {time.monotonic() - started:.2f} s "
+          "including the client's start-up")  # fmt: skip
+
+    new_id = rotated["certificateId"]
+    assert rotated["rotated"] is True and rotated["retiredCertificateId"] == old_id and new_id != old_id
+    assert Path(first["certificateFile"]).read_text() != old_cert  # the device's files now hold the new one
+    assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])
+    kept_cert, kept_key = fleet.folder / "old.pem.crt", fleet.folder / "old.key"
+    device._write_private(kept_cert, old_cert)
+    device._write_private(kept_key, old_key)
+    assert eventually(lambda: not works(fleet, thing, str(kept_cert), str(kept_key)))
+    assert (status_of(fleet, old_id), status_of(fleet, new_id)) == ("REVOKED", "ACTIVE")
+    principals = fleet.iot.list_thing_principals(thingName=thing)["principals"]
+    assert [p.rsplit("/", 1)[-1] for p in principals] == [new_id]
+    item = fleet.registry("SN-ROT-1")
+    assert (item["certificateId"], item["previousCertificateId"], item["status"]) == (new_id, old_id, "provisioned")
+    assert fleet.history("SN-ROT-1") == [("issued", new_id), ("confirmed", new_id), ("retired", old_id)]
+    code, shown, output = fleet.cli("show", "SN-ROT-1", "--json")  # what an operator reads
+    assert code == 0, output
+    assert [(e["event"], e["certificateId"]) for e in shown["registry"]["certificateHistory"]] == [
+        ("issued", new_id), ("confirmed", new_id), ("retired", old_id),
+    ]  # fmt: skip
+
+
+def test_an_interrupted_rotation_leaves_the_old_certificate_working_and_the_new_one_is_removed(
+    fleet: Fleet,
+) -> None:
+    first = provisioned(fleet, "SN-ROT-2")
+    thing, old_id = first["thingName"], first["certificateId"]
+
+    interrupted = fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"], "--no-confirm")
+
+    new_id = interrupted["certificateId"]
+    assert interrupted["rotated"] is False
+    assert fleet.registry("SN-ROT-2")["pendingCertificateId"] == new_id
+    assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])  # nothing changed for it yet
+    # The confirmation window passes (dated back), and the scheduled reconciler runs.
+    fleet.dynamodb.update_item(TableName=fleet.table, Key={"serialNumber": {"S": "SN-ROT-2"}},
+                               UpdateExpression="SET rotationRequestedAt = :t",
+                               ExpressionAttributeValues={":t": {"S": LONG_AGO}})  # fmt: skip
+    answer = fleet.deployment.client("lambda").invoke(FunctionName=fleet.outputs["reconciler_function_name"])
+    summary = json.loads(answer["Payload"].read())
+    assert summary["abandoned"] == 1, summary
+
+    assert status_of(fleet, new_id) == "deleted" and status_of(fleet, old_id) == "ACTIVE"
+    assert eventually(lambda: not works(fleet, thing, interrupted["newCertificateFile"],
+                                        interrupted["newPrivateKeyFile"]))  # fmt: skip
+    assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])
+    item = fleet.registry("SN-ROT-2")
+    assert item["certificateId"] == old_id and "pendingCertificateId" not in item
+    assert fleet.history("SN-ROT-2") == [("issued", new_id), ("abandoned", new_id)]
+
+
+def test_a_device_offline_when_rotation_is_asked_rotates_when_it_connects(fleet: Fleet) -> None:
+    first = provisioned(fleet, "SN-ROT-3", "gateway")  # the type with the largest policy
+    thing = first["thingName"]
+    assert fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"], "--if-requested")["rotated"] is False
+
+    code, document, output = fleet.cli("expiring", "--days", "3650", "--rotate", "--json")
+
+    assert code == 0, output
+    assert thing in document["rotation"]["requested"] and document["rotation"]["errors"] == {}
+    rotated = fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"], "--if-requested")
+    assert rotated["rotated"] is True and rotated["rotationMark"] == document["rotation"]["rotationId"]
+    assert fleet.registry("SN-ROT-3")["certificateId"] == rotated["certificateId"]
+    # Reported: the next start finds nothing asked.
+    assert fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"], "--if-requested")["rotated"] is False
+
+
+def test_a_device_may_use_only_its_own_thing_s_rotation_topics(fleet: Fleet) -> None:
+    first = provisioned(fleet, "SN-ROT-4")
+    thing = first["thingName"]
+    connection = device.connect(fleet.target, first["certificateFile"], first["privateKeyFile"], thing, 15)
+    try:
+
+        def publish(topic: str) -> Any:
+            packet = mqtt5.PublishPacket(topic=topic, payload=b'{"requestId": "x"}', qos=mqtt5.QoS.AT_LEAST_ONCE)
+            return connection.client.publish(packet).result(timeout=10).puback.reason_code
+
+        def subscribe(topic_filter: str) -> Any:
+            packet = mqtt5.SubscribePacket([mqtt5.Subscription(topic_filter, mqtt5.QoS.AT_LEAST_ONCE)])
+            return connection.client.subscribe(packet).result(timeout=10).reason_codes[0]
+
+        assert publish(f"fleet/rotation/{thing}/confirm") != mqtt5.PubackReasonCode.NOT_AUTHORIZED
+        assert publish("fleet/rotation/temperature-sensor-SN-OTHER/request") == mqtt5.PubackReasonCode.NOT_AUTHORIZED
+        assert subscribe("fleet/rotation/+/request/accepted") == mqtt5.SubackReasonCode.NOT_AUTHORIZED
+        assert subscribe(f"fleet/rotation/{thing}/request/accepted") != mqtt5.SubackReasonCode.NOT_AUTHORIZED
+    finally:
+        connection.close()
+
+
+def not_after(pem_file: str) -> datetime:
+    return x509.load_pem_x509_certificate(Path(pem_file).read_bytes()).not_valid_after_utc
+
+
+@pytest.mark.own_sandbox
+def test_with_short_validity_a_device_rotated_in_time_outlives_its_old_certificate_and_one_not_rotated_is_refused(
+    tmp_path: Path,
+) -> None:
+    settings = {"SandboxCertificateValiditySeconds": str(SHORT_VALIDITY_SECONDS)}
+    with deployed(tmp_path, sandbox_settings=settings) as short:
+        fleet = Fleet(short, tmp_path / "devices")
+        rotated, kept = provisioned(fleet, "SN-SHORT-1"), provisioned(fleet, "SN-SHORT-2")
+        old_end = not_after(rotated["certificateFile"])
+        issued = fleet.iot.describe_certificate(certificateId=rotated["certificateId"])["certificateDescription"]
+        assert issued["validity"]["notAfter"].astimezone(UTC) == old_end  # DescribeCertificate reports it
+        assert (old_end - datetime.now(UTC)).total_seconds() <= SHORT_VALIDITY_SECONDS
+        time.sleep(5)  # the rotation comes later, so the new certificate ends later than the old one
+
+        fleet.rotate(rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
+        new_end = not_after(rotated["certificateFile"])
+        print(f"\nold notAfter {old_end:%H:%M:%S}, new notAfter {new_end:%H:%M:%S}, now {datetime.now(UTC):%H:%M:%S}")
+        time.sleep(max(0.0, (max(old_end, not_after(kept["certificateFile"])) - datetime.now(UTC)).total_seconds()) + 1)
+
+        assert datetime.now(UTC) < new_end, "the test machine was too slow for the validity chosen"
+        assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
+        assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
+        assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
