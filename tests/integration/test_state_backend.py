@@ -11,7 +11,7 @@ README lists are AWS's documentation, not a test), encryption itself (moto recor
 algorithm; it encrypts nothing), bucket versioning, and `terraform init -migrate-state`.
 
 To stay quick it applies one resource of the stack (`-target` the claim policy), under a project name
-of its own, in the session's sandbox, and destroys it on the way out.
+of its own, in a sandbox of its own, and destroys it on the way out.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from iot_fleet.config import PARAMETERS
-from tests.integration.conftest import ROOT, Deployment
+from tests.integration.conftest import ROOT, Deployment, sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,20 @@ class S3Stack:
 
 
 @pytest.fixture(scope="module")
-def s3_stack(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Stack]:
-    out = tmp_path_factory.mktemp("s3-state")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Stack]:
+    """A sandbox of its own (it needs no stack deployed, so make test runs it beside the session's)."""
+    base = tmp_path_factory.mktemp("s3-state")
+    deployment = Deployment(env=sandbox_env(base), out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
+    up = deployment.sandbox("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        (base / "out").mkdir()
+        yield from _s3_stack(deployment, base / "out")
+    finally:
+        deployment.sandbox("down")
+
+
+def _s3_stack(deployment: Deployment, out: Path) -> Iterator[S3Stack]:
     deployment.client("s3").create_bucket(Bucket=BUCKET)
     env = {k: v for k, v in deployment.env.items() if k not in PARAMETERS or k in ("SandboxEndpoint", "Target")}
     env.update(StateBucket=BUCKET, ProjectName=PROJECT, CDKTF_OUTDIR=str(out))
