@@ -291,8 +291,9 @@ class Devices:
     ) -> Sweep:
         """These devices (in_service()), then whatever IoT still holds of the stack's: things of its
         thing type and certificates attached to its device policies (left by an interrupted run, or
-        made outside the registry). Afterwards `cdktf destroy` finds no device policy attached and no
-        thing of its type."""
+        made outside the registry), and the certificates of attempts the hook refused. Afterwards
+        `cdktf destroy` finds no device policy attached and no thing of its type, and no certificate
+        of the stack's devices is left."""
 
         def one(serial: str) -> Decommissioned | str:
             try:
@@ -334,4 +335,34 @@ class Devices:
                 if not _missing(error):
                     raise
         claims = self.claim_certificate_ids()
+        certificates += self.refused_attempts()
         return things, [c for c in dict.fromkeys(certificates) if c not in claims]
+
+    def refused_attempts(self) -> list[str]:
+        """Certificates made over MQTT for attempts the stack's hook refused, still INACTIVE and
+        attached to nothing: IoT keeps them, and the hook's log names them, so a destroy removes these
+        and no other certificate of the account."""
+        group = f"/aws/lambda/{self.stack.output('provisioning_hook_function_name')}"
+        named: list[str] = []
+        try:
+            pages = self.stack.client("logs").get_paginator("filter_log_events").paginate(
+                logGroupName=group, filterPattern='{ $.decision = "deny" }')  # fmt: skip
+            for page in pages:
+                for event in page.get("events", []):
+                    try:
+                        record = json.loads(event.get("message", ""))
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("decision") == "deny" and record.get("certificateId"):
+                        named.append(str(record["certificateId"]))
+        except ClientError as error:
+            if not _missing(error):
+                raise
+        refused = []
+        for certificate_id in dict.fromkeys(named):
+            certificate = self.certificate(certificate_id)
+            if certificate is None or certificate["status"] != "INACTIVE" or certificate["policies"]:
+                continue
+            if not self.iot.list_principal_things(principal=certificate["certificateArn"])["things"]:
+                refused.append(certificate_id)
+        return refused

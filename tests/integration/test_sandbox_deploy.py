@@ -178,6 +178,8 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
 
         attempt("overlap, generation 1", "LIFE-1", "gateway", first)
         attempt("overlap, generation 2", "LIFE-2", "temperature-sensor", second)
+        with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):  # NOT_ENROLLED: IoT keeps its certificate
+            fleet.provision("LIFE-UNKNOWN", "gateway", claim=second, skip_device_check=True)
         context = base / "cdktf.json"  # the rotation's record, as the first --apply left it
         context.write_text((ROOT / "cdktf.json").read_text().replace(
             '"ClaimCertificateGenerations": "1"', '"ClaimCertificateGenerations": "1,2"'))  # fmt: skip
@@ -299,7 +301,8 @@ def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
 def test_make_destroy_decommissions_the_provisioned_devices_and_leaves_nothing_behind(destroyed: Destroyed) -> None:
     assert len(destroyed.before["things"]) == 3  # provisioned devices, with their certificates and policies
     assert destroyed.destroy.returncode == 0, (destroyed.destroy.stdout + destroyed.destroy.stderr)[-4000:]
-    assert "decommissioned 3 devices of iot-provisioning-dev (3 certificates and 3 things deleted)" in (
+    # 4 certificates: the devices' 3 and the INACTIVE one of the refused attempt (named in the hook's log)
+    assert "decommissioned 3 devices of iot-provisioning-dev (4 certificates and 3 things deleted)" in (
         destroyed.destroy.stdout
     )
     assert destroyed.leftovers == {}
