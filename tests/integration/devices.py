@@ -112,10 +112,15 @@ class Fleet:
             raise device.Failure(result.returncode, answer.get("error", ""))
         return answer  # type: ignore[no-any-return]
 
-    def footprint(self) -> tuple[int, int, list[dict[str, Any]]]:
+    def footprint(self, *serials: str) -> tuple[int, int, int, list[dict[str, Any]]]:
+        """(things, ACTIVE certificates, registry items, the items of these serials). Only the named
+        serials' items are compared whole: other tests' devices change by themselves meanwhile (the
+        reconciler completes or fails their attempts), while a count catches any item written."""
         things = len(self.iot.list_things()["things"])
         active = len([c for c in self.iot.list_certificates()["certificates"] if c["status"] == "ACTIVE"])
-        return things, active, sorted(self.dynamodb.scan(TableName=self.table)["Items"], key=str)
+        items = self.dynamodb.scan(TableName=self.table)["Items"]
+        watched = sorted((i for i in items if i["serialNumber"]["S"] in serials), key=str)
+        return things, active, len(items), watched
 
     def cli(self, *args: str, stdin: str = "") -> tuple[int, Any, str]:
         """scripts/fleet.py against this stack: (exit code, its JSON document or None, everything it wrote)."""

@@ -45,7 +45,7 @@ def test_a_keyed_device_provisions_only_with_its_own_signature_of_this_attempt(f
     key_file, public = fleet.factory_key(serial)
     impostor_file, _ = fleet.factory_key("impostor")
     fleet.enroll(serial, "temperature-sensor", factory_public_key=public)
-    before = fleet.footprint()
+    before = fleet.footprint(serial)
 
     for extra in ({}, {"factory_key": impostor_file}):
         with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
@@ -71,7 +71,7 @@ def test_a_keyed_device_provisions_only_with_its_own_signature_of_this_attempt(f
         client.close()
     reason, detail = last_reason(fleet, serial)
     assert (reason, "not the enrolled factory key's signature" in detail) == ("ATTESTATION_FAILED", True)
-    assert fleet.footprint() == before  # no thing, no active certificate, the registry item as enrolled
+    assert fleet.footprint(serial) == before  # no thing, no active certificate, the registry item as enrolled
     assert fleet.registry(serial)["status"] == "enrolled"
 
     result = fleet.provision(serial, "temperature-sensor", factory_key=key_file)

@@ -79,7 +79,7 @@ def test_a_provisioning_role_without_an_action_the_template_needs_fails_register
     thing_name = f"{DEVICE_TYPE}-{serial}"
     fleet.enroll(serial, DEVICE_TYPE)
     without_action(fleet, fleet.outputs["provisioning_role_name"], "provisioning-policy", permission.action, request)
-    things, active, _ = fleet.footprint()
+    things, active, *_ = fleet.footprint()
 
     with pytest.raises(device.Failure) as refused:
         fleet.provision(serial, DEVICE_TYPE)
