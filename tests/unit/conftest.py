@@ -8,13 +8,14 @@ from types import ModuleType
 import pytest
 from moto import mock_aws
 
-from tests.unit.support import Registry, create_registry, load_hook
+from tests.unit.support import Registry, create_registry, drain_hook_decisions, load_hook
 
 
 @pytest.fixture
 def aws() -> Iterator[None]:
     with mock_aws():
         yield
+        drain_hook_decisions()
 
 
 @pytest.fixture

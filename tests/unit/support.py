@@ -60,6 +60,18 @@ class Registry:
         return self.client.scan(TableName=TABLE)["Items"]
 
 
+# The decision pools of the hook modules loaded by the running test: a decision still running when the
+# test ends (a registry the test slowed down) must finish inside that test's moto, not write into the
+# registry of whichever test runs next.
+_HOOK_POOLS: list[Any] = []
+
+
+def drain_hook_decisions() -> None:
+    """Waits for every decision the running test's hooks started (conftest's `aws` fixture calls it)."""
+    while _HOOK_POOLS:
+        _HOOK_POOLS.pop().shutdown(wait=True)
+
+
 def load_hook(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
     settings = {
         "TABLE_NAME": TABLE,
@@ -73,7 +85,9 @@ def load_hook(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         monkeypatch.setenv(key, value)
     import provisioning_hook
 
-    return importlib.reload(provisioning_hook)
+    module = importlib.reload(provisioning_hook)
+    _HOOK_POOLS.append(module._DECIDING)
+    return module
 
 
 def event(certificate_id: str = "a" * 64, **parameters: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from tests.conftest import SUMMARY
-from tests.unit.support import ALLOWED, Registry, create_registry, event, load_hook
+from tests.unit.support import ALLOWED, Registry, create_registry, drain_hook_decisions, event, load_hook
 
 # AWS's own rules (API_AttributePayload / API_ThingAttribute, API_CreateThing), matched whole.
 AWS_ATTRIBUTE_VALUE = re.compile(r"[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}")
@@ -123,6 +123,7 @@ def enrolled(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Regi
     with mock_aws():
         registry = Registry(create_registry())
         yield load_hook(monkeypatch), registry
+        drain_hook_decisions()
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
