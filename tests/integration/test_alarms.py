@@ -89,20 +89,38 @@ class Monitoring:
         return float(period) / self.scale * (found["EvaluationPeriods"] + EXTRA_PERIODS)
 
     def quiet(self, alarm: str) -> float:
-        """Waits until the alarm is OK and has been for its whole evaluation range, so no datapoint of an
-        earlier test's cause can still move it (CloudWatch re-evaluates the last datapoints after a metric
+        """Waits until the alarm is OK and has been for its whole evaluation range, and the events it counts
+        add up to nothing in that range, so nothing of an earlier test's cause can still move it or add to
+        the datapoint this test makes it evaluate (CloudWatch re-evaluates the last datapoints after a metric
         stops: AlarmThatSendsEmail.html); forgets older notifications. Returns the time (epoch s) it did."""
         window = self.range_seconds(alarm)
         deadline = time.monotonic() + 3 * window + 20
         while True:
             found = self.alarm(alarm)
             steady = time.time() - found["StateUpdatedTimestamp"].timestamp()
-            if found["StateValue"] == "OK" and steady >= window:
+            recent = sum(self.total(*metric, since=time.time() - window)[0] for metric in self.counted(found))
+            if found["StateValue"] == "OK" and steady >= window and not recent:
                 break
-            assert time.monotonic() < deadline, f"{alarm} not steadily OK before the test: {found['StateReason']}"
+            assert time.monotonic() < deadline, (
+                f"{alarm} not steadily OK with an empty window before the test: {found['StateReason']}, "
+                f"{recent:.0f} counted in the last {window:.0f} s"
+            )
             time.sleep(0.5)
         self.alerts.drain()
         return time.time()
+
+    @staticmethod
+    def counted(alarm: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+        """(namespace, metric name, dimensions) of each metric the alarm sums (events it counts, metric
+        math included); a gauge's (a Minimum of days left) holds datapoints whatever happened before."""
+        stats = [
+            m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if m.get("MetricStat", {}).get("Stat") == "Sum"
+        ]
+        if alarm.get("Statistic") == "Sum":
+            stats.append(alarm)
+        return [
+            (m["Namespace"], m["MetricName"], {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}) for m in stats
+        ]
 
     def total(self, namespace: str, metric: str, dimensions: dict[str, str], since: float) -> tuple[float, float]:
         """(Sum, SampleCount) of a metric's datapoints from `since` on, as GetMetricStatistics gives them."""
