@@ -132,7 +132,10 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
     first = json.loads(stdout.splitlines()[-1])
 
     assert broker_pid(deployment) != killed  # restarted by the sandbox
-    status = deployment.sandbox("status")
+    # Ready again once the fleet service has reconnected, within its reconnect backoff (5 s at most).
+    deadline = time.monotonic() + 30
+    while (status := deployment.sandbox("status")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert status.returncode == 0, status.stdout + status.stderr
     assert first["failed"], first  # the devices in flight were cut off ...
     assert all(first["failed"].values()), first["failed"]  # ... and each says why
@@ -160,6 +163,11 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
         things = fleet.iot.list_things(attributeName="serialNumber", attributeValue=item["serialNumber"])["things"]
         assert [t["thingName"] for t in things] == [item["thingName"]]
         assert len(fleet.iot.list_thing_principals(thingName=item["thingName"])["principals"]) == 1
+    # Devices' messages reach their topic rules again: a provisioned device rotates its certificate.
+    (item, *_) = items
+    credentials = tmp_path / f"run-{run}"
+    files = credentials / f"{item['thingName']}.pem.crt", credentials / f"{item['thingName']}.private.key"
+    assert fleet.rotate(item["thingName"], *map(str, files))["rotated"] is True
     SUMMARY.append(f"fault test, broker restart: {len(first['failed'])} of {RESTART_FLEET} devices cut off, all "
                    f"{RESTART_FLEET} provisioned {recovered:.1f} s after the kill, {len(reruns)} rerun(s)")  # fmt: skip
 
