@@ -21,13 +21,10 @@ CDKTF := npx --no-install cdktf
 # backend so switching never stops at "Backend configuration changed" (state itself is untouched).
 FORGET_BACKEND := rm -f $(CDKTF_OUT)/stacks/*/.terraform/terraform.tfstate
 STACK_DIR = $(shell ls -d $(CDKTF_OUT)/stacks/* 2>/dev/null | head -1)
-# Deploy = synth, then Terraform itself on the synthesized stack (what `cdktf deploy` runs). Interrupted
-# (Ctrl-C), Terraform finishes the calls in flight and records in state all it created, so the next
-# deploy converges. Under `cdktf deploy` the same Ctrl-C ends cdktf first, Terraform's output pipe with
-# it, and Terraform dies without recording what it had created: the next deploy then fails on
-# "already exists" (IoT policies, a KMS alias: seen in the sandbox).
-APPLY = $(CDKTF) synth --output $(CDKTF_OUT) >/dev/null && cd "$$(ls -d $(CDKTF_OUT)/stacks/* | head -1)" && \
-	terraform init -input=false >/dev/null && terraform apply -auto-approve -input=false
+# Deploy = synth, then Terraform itself on the synthesized stack, with Ctrl-C reaching Terraform alone
+# (so it records what it created), and one round adopting what an interrupted deploy left unrecorded
+# (scripts/deploy.py says how and why that is safe).
+APPLY = $(PY) -m scripts.deploy apply --out $(CDKTF_OUT)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 
@@ -87,18 +84,15 @@ test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, 
 deploy: setup ## synth + terraform apply (Target=sandbox, the default, starts the local sandbox first)
 	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
 	@$(FORGET_BACKEND)
-	@($(APPLY)) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
+	@$(APPLY) || { status=$$?; [ $$status = 130 ] || $(MAKE) --no-print-directory _deploy-hint; exit $$status; }
 
 # The stack's devices go first: IoT refuses to delete a device policy still attached to a device's
 # certificate, and a thing type still used by things. ALLOW_PROD=1 lets a prod stack's devices go.
-destroy: setup ## decommission the stack's devices (scripts/fleet.py), then cdktf destroy (sandbox: while it is up)
+destroy: setup ## decommission the stack's devices (scripts/fleet.py), then terraform destroy (sandbox: while it is up)
 	@if [ "$(TARGET)" = sandbox ] && ! $(PY) -m sandbox status >/dev/null; then \
 		echo "sandbox is down: nothing deployed into it survives; nothing to destroy"; exit 0; fi
 	@$(FORGET_BACKEND)
-	@if [ -n "$(STACK_DIR)" ]; then \
-		(cd $(STACK_DIR) && terraform init -input=false -no-color >/dev/null) && \
-		$(PY) scripts/fleet.py --stack-dir $(STACK_DIR) decommission --all --yes $(if $(ALLOW_PROD),--allow-prod); fi
-	@$(CDKTF) destroy --auto-approve --skip-provider-lock --output $(CDKTF_OUT)
+	@$(PY) -m scripts.deploy destroy --out $(CDKTF_OUT) $(if $(ALLOW_PROD),--allow-prod)
 
 verify: setup ## check the deployed stack against the live system (scripts/verify.py)
 	@if [ "$(TARGET)" = sandbox ]; then eval "$$($(PY) -m sandbox env)"; fi; $(PY) scripts/verify.py

@@ -14,6 +14,7 @@ from sandbox.moto_patches import (
     iot_certificates_from_sandbox_ca,
     iot_data_publish_to_broker,
     iot_registry_rules,
+    logs_kms_key_association,
     missing_iot_apis,
     parsed_update_expressions,
     thread_safe_iot_registry,
@@ -29,4 +30,5 @@ def install(authority: CertificateAuthority) -> None:
     idempotent_lambda_permissions.install()
     indexed_iot_lookups.install()
     iot_data_publish_to_broker.install()
+    logs_kms_key_association.install()
     thread_safe_iot_registry.install()

@@ -18,19 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts import deploy as deployment
 from scripts.deployed_stack import ROOT, DeployedStack, StackError
 from scripts.fleet_ops.certificates import not_after
 from scripts.fleet_ops.decisions import hook_log_group
 
 PARAMETER = "ClaimCertificateGenerations"
 CONTEXT_FILE = ROOT / "cdktf.json"
-DEPLOY_TIMEOUT = 1800
-APPLY_SUMMARY = re.compile(r"Resources: (?P<added>\d+) added, (?P<changed>\d+) changed, (?P<destroyed>\d+) destroyed")
-# What the Makefile exports for every cdktf run; set here when the CLI is run outside make.
-CDKTF_ENVIRONMENT = {
-    "CHECKPOINT_DISABLE": "1", "DISABLE_VERSION_CHECK": "1", "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
-    "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "TF_IN_AUTOMATION": "1",
-}  # fmt: skip
+APPLY_SUMMARY = re.compile(
+    r"Resources: (?:\d+ imported, )?(?P<added>\d+) added, (?P<changed>\d+) changed, (?P<destroyed>\d+) destroyed"
+)
 
 
 @dataclass(frozen=True)
@@ -149,24 +146,10 @@ def applied(output: str) -> dict[str, int] | None:
 def deploy(
     stack: DeployedStack, generations_: tuple[int, ...], *, capture: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """The deploy of this stack with these generations as `make deploy` runs it (same target,
-    environment and output folder as the deployed stack): cdktf synth, then Terraform itself, which
-    an interruption leaves with its state recorded (see the Makefile's APPLY)."""
-    env = {**CDKTF_ENVIRONMENT, **os.environ, PARAMETER: ",".join(map(str, generations_)),
-           "Target": stack.target, "Environment": stack.environment}  # fmt: skip
-    cli_config = ROOT / ".terraformrc.generated"
-    if not env.get("TF_CLI_CONFIG_FILE") and cli_config.is_file():
-        env["TF_CLI_CONFIG_FILE"] = str(cli_config)
-    steps = [
-        (["npx", "--no-install", "cdktf", "synth", "--output", str(stack.directory.parents[1])], ROOT),
-        (["terraform", "init", "-input=false"], stack.directory),
-        (["terraform", "apply", "-auto-approve", "-input=false"], stack.directory),
-    ]
+    """The deploy of this stack with these generations as `make deploy` runs it (scripts/deploy.py),
+    with the same target, environment and output folder as the deployed stack. `capture`: its output
+    is returned instead of printed."""
     said: list[str] = []
-    for command, cwd in steps:
-        done = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture, check=False,
-                              timeout=DEPLOY_TIMEOUT)  # fmt: skip
-        said += [done.stdout or "", done.stderr or ""]
-        if done.returncode != 0:
-            break
-    return subprocess.CompletedProcess(command, done.returncode, "".join(said[0::2]), "".join(said[1::2]))
+    overrides = {PARAMETER: ",".join(map(str, generations_)), "Target": stack.target, "Environment": stack.environment}
+    code = deployment.deploy(stack.directory.parents[1], overrides, echo=said.append if capture else print)
+    return subprocess.CompletedProcess(["make", "deploy"], code, "\n".join(said), "")

@@ -21,7 +21,7 @@ import pytest
 from iot_fleet.fleet_provisioning import template_revision
 from scripts import test_provisioning as device
 from tests.conftest import SUMMARY
-from tests.integration.conftest import ROOT, Deployment, deployed
+from tests.integration.conftest import FORGOTTEN_KINDS, ROOT, Deployment, adopted, deployed, forget, make_deploy
 from tests.integration.devices import Fleet
 
 pytestmark = pytest.mark.integration
@@ -236,8 +236,10 @@ def test_a_make_deploy_interrupted_midway_converges_on_the_next_and_a_plan_then_
     lifecycle: Lifecycle,
 ) -> None:
     """Ctrl-C in the middle of `make deploy` (the lifecycle's first deploy): Terraform stops gracefully
-    with part of the stack recorded in state; `make deploy` again creates the rest, adopting nothing
-    twice (no "already exists"), and a plan right after finds nothing to change."""
+    with part of the stack recorded in state. Some of it is then forgotten by the state, as a create
+    cut short between AWS and Terraform's record leaves it; the next `make deploy`, knowing the last one
+    did not finish, adopts exactly what it finds of the stack outside its state, creates the rest, and
+    a plan right after finds nothing to change."""
     interruption = lifecycle.deployment.interruption
     assert interruption is not None
     total = interruption.synthesized
@@ -245,9 +247,15 @@ def test_a_make_deploy_interrupted_midway_converges_on_the_next_and_a_plan_then_
     assert "Interrupt received" in interruption.interrupted.stdout, interruption.interrupted.stdout[-3000:]
     assert 0 < interruption.recorded < total  # stopped midway, with what it had created recorded
     assert interruption.again.returncode == 0, (interruption.again.stdout + interruption.again.stderr)[-4000:]
+    assert "the last deploy of this stack did not finish" in interruption.again.stdout
+    assert interruption.forgotten  # roles and IoT policies are recorded before the registry table exists
+    assert set(interruption.forgotten) <= adopted(interruption.again.stdout)
     assert interruption.plan.returncode == 0, interruption.plan.stdout[-3000:]
-    SUMMARY.append(f"make deploy interrupted with {interruption.recorded} of {total} resources recorded; "
-                   "the next make deploy converged, plan: no changes")  # fmt: skip
+    SUMMARY.append(
+        f"make deploy interrupted with {interruption.recorded} of {total} resources recorded, "
+        f"{len(interruption.forgotten)} of them then forgotten; the next make deploy adopted "
+        f"{len(adopted(interruption.again.stdout))} and converged, plan: no changes"
+    )
 
 
 def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changing_nothing_else(
@@ -267,11 +275,22 @@ def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changin
 
 
 @dataclass
+class Adoption:
+    """Resources of the stack forgotten by its state (the objects stay), then `make deploy` and a plan."""
+
+    forgotten: list[str]
+    deploy: subprocess.CompletedProcess[str]
+    plan: subprocess.CompletedProcess[str]
+
+
+@dataclass
 class Destroyed:
     """The lifecycle's deployment, destroyed and stopped as a user does it (`make destroy`, then
-    `sandbox down`), and what that left behind."""
+    `sandbox down`), and what that left behind; before that, a deploy that met resources the stack
+    names outside its state."""
 
     deployment: Deployment
+    adoption: Adoption
     before: dict[str, list[Any]]
     destroy: subprocess.CompletedProcess[str]
     leftovers: dict[str, list[Any]]
@@ -282,6 +301,13 @@ class Destroyed:
 @pytest.fixture(scope="module")
 def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
     deployment = lifecycle.deployment
+    env = {**deployment.env, "ClaimCertificateGenerations": lifecycle.recorded}  # as the rotation left it
+    forgotten = forget(deployment, FORGOTTEN_KINDS, env)
+    again = deployment.run(*make_deploy(deployment), env=env)
+    plan = deployment.run(
+        "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=deployment.stack_dir, env=env
+    )
+    adoption = Adoption(forgotten, again, plan)
     before = inventory(deployment)
     assert before["templates"] and before["functions"] and before["tables"]
     started = time.monotonic()
@@ -295,7 +321,22 @@ def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
     SUMMARY.append(
         "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
     )
-    yield Destroyed(deployment, before, destroy, leftovers, down, group)
+    yield Destroyed(deployment, adoption, before, destroy, leftovers, down, group)
+
+
+def test_an_apply_stopped_by_names_the_stack_owns_adopts_them_once_and_converges(destroyed: Destroyed) -> None:
+    """Resources the stack names exist but its state does not know them, and nothing marks the last
+    deploy unfinished: the apply stops on "already exists", the deploy adopts them into state in one
+    round, saying which, applies again, and a plan right after finds nothing to change."""
+    adoption = destroyed.adoption
+    assert len({a.split(".")[0] for a in adoption.forgotten}) == len(FORGOTTEN_KINDS)
+    said = adoption.deploy.stdout
+
+    assert adoption.deploy.returncode == 0, (said + adoption.deploy.stderr)[-4000:]
+    assert "the last deploy of this stack did not finish" not in said
+    assert said.count("already exists") >= len(adoption.forgotten)  # the apply that stopped, quoted
+    assert adopted(said) == set(adoption.forgotten)
+    assert adoption.plan.returncode == 0, adoption.plan.stdout[-3000:]
 
 
 def test_make_destroy_decommissions_the_provisioned_devices_and_leaves_nothing_behind(destroyed: Destroyed) -> None:

@@ -1,0 +1,392 @@
+"""`make deploy` and `make destroy`: cdktf synth, then Terraform itself on the synthesized stack.
+
+Usage: python -m scripts.deploy apply|destroy [--out cdktf.out]
+
+Terraform runs in the terminal's process group, so Ctrl-C reaches it directly and it stops gracefully,
+recording in state what it created; this process ignores that Ctrl-C and keeps reading Terraform's
+output until it exits (under `cdktf deploy`, cdktf dies first and Terraform's output pipe with it, so
+Terraform dies without recording what it had created).
+
+A deploy plans (`terraform plan -out`) and applies that saved plan. When the apply stops on "already
+exists" for resources the stack names, left behind by an earlier deploy that was interrupted after a
+create reached AWS and before Terraform recorded it, it adopts them into state with Terraform `import`
+blocks and applies again, once (scripts/orphan_adoption.py says what is adopted and why it is safe).
+An interrupted destroy needs nothing of the kind: the next destroy's refresh drops from state what is
+already gone, and deletes the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scripts import orphan_adoption
+from scripts.deployed_stack import ROOT
+
+# What the Makefile exports for every cdktf and Terraform run; set here when run outside make.
+TOOL_ENVIRONMENT = {
+    "CHECKPOINT_DISABLE": "1",
+    "DISABLE_VERSION_CHECK": "1",
+    "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
+    "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    "TF_IN_AUTOMATION": "1",
+}
+INTERRUPTED = 130  # the shell's exit status for a command ended by Ctrl-C
+# In the stack folder from the start of a deploy until it completes: the next deploy finds what an
+# unfinished one created without recording it before it applies (a Lambda function left behind would
+# otherwise cost five minutes: the provider retries its create while the name is taken).
+UNFINISHED = ".deploy-unfinished"
+
+Echo = Callable[[str], None]
+
+
+def environment(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**TOOL_ENVIRONMENT, **os.environ, **(overrides or {})}
+    cli_config = ROOT / ".terraformrc.generated"
+    if not env.get("TF_CLI_CONFIG_FILE") and cli_config.is_file():
+        env["TF_CLI_CONFIG_FILE"] = str(cli_config)
+    return env
+
+
+class Interrupt:
+    """Ctrl-C while a deploy runs: noted, not acted on (Terraform, which got it too, stops by itself)."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+
+@contextmanager
+def interrupt_noted() -> Iterator[Interrupt]:
+    interrupt = Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class Run:
+    returncode: int
+    lines: list[str]
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], echo: Echo | None, render_json: bool = False) -> Run:
+    """Runs a command to its end, passing each line of its output to `echo` as it comes (None: quiet);
+    `render_json`: the output is Terraform's machine-readable UI, echoed as its human messages."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if echo is not None:
+            shown = _human(line) if render_json else line.rstrip("\n")
+            if shown is not None:
+                echo(shown)
+    return Run(process.wait(), lines)
+
+
+def _human(line: str) -> str | None:
+    """The human message of one line of Terraform's machine-readable UI (errors in full)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return line.rstrip("\n")
+    kind = message.get("type")
+    if kind in ("version", "outputs", "planned_change", "resource_drift"):  # the plan was shown before
+        return None
+    if kind == "diagnostic":
+        d = message.get("diagnostic", {})
+        where = f"\n  with {d['address']}" if d.get("address") else ""
+        detail = f"\n\n{d['detail']}" if d.get("detail") else ""
+        return f"\n{d.get('severity', 'error').capitalize()}: {d.get('summary', '')}{where}{detail}\n"
+    return str(message.get("@message", "")) or None
+
+
+class Deployment:
+    """One synthesized stack and the Terraform commands run on it."""
+
+    def __init__(self, out_dir: Path, env: dict[str, str], echo: Echo) -> None:
+        self.out_dir = out_dir
+        self.env = env
+        self.echo = echo
+
+    @property
+    def stack_dir(self) -> Path:
+        stacks = sorted(p.parent for p in (self.out_dir / "stacks").glob("*/cdk.tf.json"))
+        if len(stacks) != 1:
+            raise SystemExit(f"deploy: expected one synthesized stack under {self.out_dir}/stacks, found {len(stacks)}")
+        return stacks[0]
+
+    def quietly(self, *command: str, cwd: Path | None = None) -> Run:
+        """A step whose output matters only when it fails (then it is shown)."""
+        done = run(list(command), cwd or self.stack_dir, self.env, None)
+        if done.returncode != 0:
+            self.echo("".join(done.lines).rstrip())
+        return done
+
+    def terraform(self, *args: str, render_json: bool = False, echo: bool = True) -> Run:
+        return run(["terraform", *args], self.stack_dir, self.env, self.echo if echo else None, render_json)
+
+    def prepare(self) -> bool:
+        """Synthesizes the stack and initialises Terraform in it (the backend follows Target)."""
+        synth = ["npx", "--no-install", "cdktf", "synth", "--output", str(self.out_dir)]
+        if self.quietly(*synth, cwd=ROOT).returncode != 0:
+            return False
+        (self.stack_dir / orphan_adoption.IMPORT_FILE).unlink(missing_ok=True)  # a round cut short
+        try:
+            restored = restore_damaged_local_state(self.stack_dir)
+        except DamagedState as damaged:
+            self.echo(f"deploy: {damaged}")
+            return False
+        if restored:
+            self.echo(f"deploy: {restored}")
+        return self.quietly("terraform", "init", "-input=false").returncode == 0
+
+    def recorded(self) -> set[str]:
+        listed = self.quietly("terraform", "state", "list")
+        return {line.strip() for line in listed.lines if line.strip()} if listed.returncode == 0 else set()
+
+    def show(self, plan: Path) -> dict[str, Any]:
+        shown = run(["terraform", "show", "-json", str(plan)], self.stack_dir, self.env, None)
+        return json.loads("".join(shown.lines)) if shown.returncode == 0 else {}
+
+    def plan(self, plan: Path, *, render_json: bool = False, echo: bool = True) -> Run:
+        return self.terraform(
+            "plan",
+            "-input=false",
+            *(["-json"] if render_json else []),
+            f"-out={plan}",
+            render_json=render_json,
+            echo=echo,
+        )
+
+    def apply(self, interrupt: Interrupt) -> int:
+        if not self.prepare():
+            return INTERRUPTED if interrupt.received else 1
+        unfinished = self.stack_dir / UNFINISHED
+        looked = unfinished.exists()  # the last deploy here never finished: look for what it left first
+        unfinished.touch()  # removed only once this deploy completes, whatever ends it before
+        with saved_plan(self.stack_dir) as plan:
+            if looked:
+                self.echo(
+                    "deploy: the last deploy of this stack did not finish; looking for what it created "
+                    "without recording it"
+                )
+                planned = self._plan_adopting(plan, required=set(), interrupt=interrupt)
+            else:
+                planned = 0 if self.plan(plan).returncode == 0 else 1
+            if planned != 0 or interrupt.received:
+                return INTERRUPTED if interrupt.received else planned
+            applied = self.terraform("apply", "-input=false", "-json", str(plan), render_json=True)
+            if applied.returncode == 0:
+                unfinished.unlink()
+                return self._outputs()
+            if interrupt.received:
+                self.echo("deploy interrupted: Terraform recorded what it created; `make deploy` again finishes it")
+                return INTERRUPTED
+            if applied.returncode < 0:
+                self.echo(
+                    f"deploy: Terraform was killed (signal {-applied.returncode}); `make deploy` again "
+                    "adopts what it created without recording it"
+                )
+                return 1
+            if looked:  # one adoption round per deploy
+                self.echo("\ndeploy failed (it had already looked for unrecorded resources): see the error above")
+                return 1
+            try:
+                taken = orphan_adoption.already_existing(orphan_adoption.diagnostics(applied.lines), self.recorded())
+            except orphan_adoption.NotAdoptable as why:
+                self.echo(f"\ndeploy failed; nothing adopted ({why}). `make deploy` is safe to run again.")
+                return 1
+            planned = self._plan_adopting(plan, required=set(taken), interrupt=interrupt, failed=plan)
+            if planned != 0 or interrupt.received:
+                return INTERRUPTED if interrupt.received else planned
+            applied = self.terraform("apply", "-input=false", "-json", str(plan), render_json=True)
+            if applied.returncode != 0:
+                if interrupt.received:
+                    return INTERRUPTED
+                self.echo("\ndeploy failed after adopting (one adoption round per deploy): see the error above")
+                return 1
+            unfinished.unlink()
+            return self._outputs()
+
+    def _plan_adopting(
+        self, plan: Path, *, required: set[str], interrupt: Interrupt, failed: Path | None = None
+    ) -> int:
+        """Saves to `plan` a plan that imports every resource the stack names which exists but is not in
+        its state (module docstring of orphan_adoption); `required`: addresses that must be among them
+        (an apply failed on them). `failed`: the saved plan of that apply, whose values give the import
+        ids; without it a plan is made for them first. Returns 0 when the plan is saved."""
+        recorded = self.recorded()
+        if failed is None and self.plan(plan, render_json=True, echo=False).returncode != 0:
+            return self._refuse("the plan failed: run `terraform plan` in the stack folder to see why")
+        planned = self.show(failed or plan)
+        found = orphan_adoption.candidates(planned, recorded)
+        unknown = required - {c.address for c in found}
+        if unknown:
+            return self._refuse(f"no import id can be known for {', '.join(sorted(unknown))}")
+        imports = self.stack_dir / orphan_adoption.IMPORT_FILE
+        try:
+            chosen = found
+            # With every candidate, then without those whose import found nothing and what depends on
+            # them; each pass drops at least one, so this ends.
+            for _ in range(len(found) + 1):
+                imports.write_text(json.dumps(orphan_adoption.import_blocks(chosen), indent=2))
+                probe = self.plan(plan, render_json=True, echo=False)
+                missing, other = orphan_adoption.not_found(orphan_adoption.diagnostics(probe.lines))
+                if other or interrupt.received or (probe.returncode != 0 and not missing):
+                    said = "; ".join(f"{d.address or 'Terraform'}: {d.summary}" for d in other) or (
+                        "interrupted" if interrupt.received else "see `terraform plan` in the stack folder"
+                    )
+                    return self._refuse(f"the plan that adopts them failed: {said}")
+                if required & missing:
+                    return self._refuse(
+                        f"{', '.join(sorted(required & missing))}: 'already exists', yet its import found nothing"
+                    )
+                if not missing:
+                    break
+                chosen = orphan_adoption.without_dependents(planned, chosen, missing)
+            else:
+                return self._refuse("the plan that adopts them kept finding imports with nothing to import")
+            configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
+            problems = orphan_adoption.refusals(self.show(plan), orphan_adoption.stack_tags(configuration))
+            if problems:
+                return self._refuse("; ".join(problems))
+        finally:
+            imports.unlink(missing_ok=True)
+        if chosen:
+            self.echo(
+                f"\ndeploy: adopting {len(chosen)} resource(s) this stack names that exist in its account "
+                "and region but not in its state (left by a deploy that did not finish):"
+            )
+            for candidate in chosen:
+                self.echo(f"  adopted: {candidate.address} (id {candidate.import_id})")
+        elif not required:
+            self.echo("deploy: nothing was left unrecorded")
+        self.terraform("show", str(plan))
+        return 0
+
+    def _refuse(self, why: str) -> int:
+        self.echo(f"\ndeploy failed; nothing adopted: {why}")
+        return 1
+
+    def _outputs(self) -> int:
+        self.terraform("output")
+        return 0
+
+    def destroy(self, interrupt: Interrupt, allow_prod: bool = False) -> int:
+        """Decommissions the stack's devices, then destroys it: IoT refuses to delete a device policy
+        still attached to a device's certificate, and a thing type still used by things."""
+        if not self.prepare():
+            return INTERRUPTED if interrupt.received else 1
+        outputs = self.quietly("terraform", "output", "-json")
+        if outputs.returncode == 0 and json.loads("".join(outputs.lines) or "{}"):  # something is deployed
+            fleet = [sys.executable, "scripts/fleet.py", "--stack-dir", str(self.stack_dir), "decommission", "--all"]
+            decommissioned = run(
+                [*fleet, "--yes", *(["--allow-prod"] if allow_prod else [])], ROOT, self.env, self.echo
+            )
+            if decommissioned.returncode != 0:
+                return INTERRUPTED if interrupt.received else 1
+        destroyed = self.terraform("destroy", "-auto-approve", "-input=false")
+        if destroyed.returncode != 0 and interrupt.received:
+            self.echo("destroy interrupted: `make destroy` again finishes it")
+            return INTERRUPTED
+        return 0 if destroyed.returncode == 0 else 1
+
+
+class DamagedState(Exception):
+    """The local state file is damaged and has no usable backup; the message says what to do."""
+
+
+def _state_file_is_whole(path: Path) -> bool:
+    try:
+        return "version" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def restore_damaged_local_state(stack_dir: Path) -> str | None:
+    """With a local backend, Terraform rewrites its state file in place (truncate, then write): killed
+    between the two, it leaves the file empty or cut short, and the next run would take an empty file
+    for "nothing deployed". Its backup (`<state>.backup`) holds the state as that run found it, so it
+    is put back, and the damaged file kept beside it; what the killed run created after that is then
+    adopted like any unrecorded resource. Returns what was done, or None when the state is whole."""
+    configuration = json.loads((stack_dir / "cdk.tf.json").read_text())
+    local = configuration.get("terraform", {}).get("backend", {}).get("local")
+    if local is None:  # a remote backend writes each state as a whole
+        return None
+    path = stack_dir / local.get("path", "terraform.tfstate")
+    if not path.exists() or _state_file_is_whole(path):
+        return None
+    backup = path.with_name(f"{path.name}.backup")
+    if not _state_file_is_whole(backup):
+        raise DamagedState(
+            f"the state file {path} is damaged ({path.stat().st_size} bytes) and has no whole "
+            f"backup: restore it from a copy of yours before deploying"
+        )
+    damaged = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.rename(damaged)
+    shutil.copy2(backup, path)
+    return (
+        f"the state file {path} was damaged ({damaged.stat().st_size} bytes: a Terraform killed while writing "
+        f"it); restored it from its backup, the state that run started from (the damaged file: {damaged})"
+    )
+
+
+@contextmanager
+def saved_plan(stack_dir: Path) -> Iterator[Path]:
+    """A file for one saved plan (it holds the stack's values, secrets among them): 0600, removed after."""
+    handle, name = tempfile.mkstemp(prefix=".deploy-", suffix=".tfplan", dir=stack_dir)
+    os.close(handle)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def deploy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print) -> int:
+    """Synth and apply (with one adoption round); 0 when the stack is deployed, 130 when interrupted."""
+    with interrupt_noted() as interrupt:
+        return Deployment(out_dir, environment(env), echo).apply(interrupt)
+
+
+def destroy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print, allow_prod: bool = False) -> int:
+    with interrupt_noted() as interrupt:
+        return Deployment(out_dir, environment(env), echo).destroy(interrupt, allow_prod)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["apply", "destroy"])
+    parser.add_argument("--out", type=Path, default=ROOT / "cdktf.out", help="cdktf's output folder")
+    parser.add_argument("--allow-prod", action="store_true", help="destroy: let a prod stack's devices go")
+    args = parser.parse_args(argv)
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    if args.command == "apply":
+        return deploy(args.out.resolve(), echo=echo)
+    return destroy(args.out.resolve(), echo=echo, allow_prod=args.allow_prod)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
