@@ -79,7 +79,7 @@ integration: setup ## the sandbox, real terraform and the device SDK (tests mark
 	$(PY) -m pytest -q -m integration
 
 test: setup lint ## everything CI runs: lint, all tests (unit, synth, validate, checkov, sandbox deploy)
-	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; tests/conftest.py keeps each deployment on one
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15  # two workers; tests/conftest.py keeps each deployment on one
 
 deploy: setup ## synth + terraform apply (Target=sandbox, the default, starts the local sandbox first)
 	@if [ "$(TARGET)" = sandbox ]; then $(PY) -m sandbox up; fi
