@@ -10,7 +10,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -132,6 +132,19 @@ class Monitoring:
         )["Datapoints"]  # fmt: skip
         return sum(p["Sum"] for p in points), sum(p["SampleCount"] for p in points)
 
+    def gained(
+        self, namespace: str, metric: str, dimensions: dict[str, str], since: float
+    ) -> Callable[[], tuple[float, float]]:
+        """What the metric gains from now on: `total` since `since`, less what it held already (`total`
+        reaches a second back, where an earlier test's last datapoint can sit)."""
+        before = self.total(namespace, metric, dimensions, since)
+
+        def now() -> tuple[float, float]:
+            after = self.total(namespace, metric, dimensions, since)
+            return after[0] - before[0], after[1] - before[1]
+
+        return now
+
     def fired(self, alarm: str) -> tuple[str, dict[str, Any]]:
         return self.alerts.wait_for(self.name(alarm), "ALARM", timeout=self.range_seconds(alarm) + 15)
 
@@ -221,6 +234,8 @@ def test_a_registry_outage_denies_devices_and_raises_the_hooks_error_alarm_not_i
     hook's own ProvisioningErrors metric can tell; the device provisions once the registry is back."""
     began = monitoring.quiet("hook-denied-on-errors")
     fleet = monitoring.fleet
+    hook = {"FunctionName": fleet.outputs["provisioning_hook_function_name"]}
+    lambda_errors = monitoring.gained("AWS/Lambda", "Errors", hook, began)
     fleet.enroll("SN-ALARM-OUTAGE", "humidity-sensor")
 
     with monitoring.fault("unavailable", "UpdateItem"):  # the hook's only registry call
@@ -231,8 +246,7 @@ def test_a_registry_outage_denies_devices_and_raises_the_hooks_error_alarm_not_i
     assert fired["Trigger"]["MetricName"] == "ProvisioningErrors"
     assert fleet.provision("SN-ALARM-OUTAGE", "humidity-sensor")["thingName"] == "humidity-sensor-SN-ALARM-OUTAGE"
     monitoring.recovered("hook-denied-on-errors")
-    hook = {"FunctionName": fleet.outputs["provisioning_hook_function_name"]}
-    errors, invocations = monitoring.total("AWS/Lambda", "Errors", hook, began)
+    errors, invocations = lambda_errors()
     assert (errors, invocations >= 2) == (0, True)  # both invocations answered: hook-errors had nothing to see
 
 
@@ -265,6 +279,8 @@ def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     so IoT denies the device and hook-errors fires; the hook's own error metric does not. (A slow registry
     no longer makes Lambda kill the hook: it answers REGISTRY_ERROR within its remaining time.)"""
     began = monitoring.quiet("hook-errors")
+    namespace = monitoring.alarm("hook-denied-on-errors")["Namespace"]
+    hook_decisions = monitoring.gained(namespace, "ProvisioningErrors", {}, began)
     fleet, functions = monitoring.fleet, monitoring.deployment.client("lambda")
     hook = fleet.outputs["provisioning_hook_function_name"]
     original = functions.get_function_configuration(FunctionName=hook)["Environment"]
@@ -282,8 +298,7 @@ def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     assert fleet.registry("SN-ALARM-START")["status"] == "enrolled"  # nothing written: it can try again
     fleet.provision("SN-ALARM-START", "gateway", skip_device_check=True)  # the restored hook answers
     monitoring.recovered("hook-errors")
-    namespace = monitoring.alarm("hook-denied-on-errors")["Namespace"]
-    errors, decisions = monitoring.total(namespace, "ProvisioningErrors", {}, began)
+    errors, decisions = hook_decisions()
     assert (errors, decisions) == (0, 1)  # the failed start logged no decision, the retry an allow
 
 
