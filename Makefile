@@ -16,7 +16,6 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/.terraformrc.generated
 PY := .venv/bin/python
 # Where cdktf synthesizes (its --output); the integration tests give a folder of their own.
 CDKTF_OUT ?= cdktf.out
-CDKTF := npx --no-install cdktf
 # The backend (where state lives) follows Target and IOT_SANDBOX_DIR; forget the previous init's
 # backend so switching never stops at "Backend configuration changed" (state itself is untouched).
 FORGET_BACKEND := rm -f $(CDKTF_OUT)/stacks/*/.terraform/terraform.tfstate
@@ -118,7 +117,7 @@ _deploy-hint:
 
 demo: setup ## start the sandbox, deploy, provision devices of every type (and refuse some), print the result
 	@$(PY) -m sandbox up
-	@echo "deploying the stack into the sandbox: cdktf synth, terraform apply (about 90 s)..."
+	@echo "deploying the stack into the sandbox: synth, terraform plan and apply (about 90 s)..."
 	@$(FORGET_BACKEND)
 	@(export RequireAttestation=true; $(APPLY) >/dev/null) || { $(MAKE) --no-print-directory _deploy-hint; exit 1; }
 	@echo "provisioning devices with the AWS IoT Device SDK v2..."

@@ -1,18 +1,19 @@
-"""`make deploy` and `make destroy`: cdktf synth, then Terraform itself on the synthesized stack.
+"""`make deploy` and `make destroy`: synth, then Terraform itself on the synthesized stack.
 
-Usage: python -m scripts.deploy apply|destroy [--out cdktf.out]
+Usage: python -m scripts.deploy apply|destroy [--out cdktf.out] [--no-synth]
 
 Terraform runs in the terminal's process group, so Ctrl-C reaches it directly and it stops gracefully,
 recording in state what it created; this process ignores that Ctrl-C and keeps reading Terraform's
 output until it exits (under `cdktf deploy`, cdktf dies first and Terraform's output pipe with it, so
 Terraform dies without recording what it had created).
 
-A deploy plans (`terraform plan -out`) and applies that saved plan. When the apply stops on "already
-exists" for resources the stack names, left behind by an earlier deploy that was interrupted after a
-create reached AWS and before Terraform recorded it, it adopts them into state with Terraform `import`
-blocks and applies again, once (scripts/orphan_adoption.py says what is adopted and why it is safe).
-An interrupted destroy needs nothing of the kind: the next destroy's refresh drops from state what is
-already gone, and deletes the rest.
+A deploy plans (`terraform plan -out`) and applies that saved plan. A create that reached AWS before
+Terraform recorded it (an interruption, a kill, a lost connection) leaves an object no state knows, and
+the next apply would stop on "already exists". So the deploy adopts what the stack names that exists
+outside its state, with Terraform `import` blocks, in one round: before it applies when the last deploy
+here did not finish (its mark is still in the stack folder), else after an apply that stopped only on
+"already exists" (scripts/orphan_adoption.py says what is adopted and why it is safe). An interrupted
+destroy needs nothing of the kind: the next destroy's refresh drops from state what is already gone.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def _human(line: str) -> str | None:
     try:
         message = json.loads(line)
     except ValueError:
+        message = None
+    if not isinstance(message, dict):
         return line.rstrip("\n")
     kind = message.get("type")
     if kind in ("version", "outputs", "planned_change", "resource_drift"):  # the plan was shown before
@@ -123,10 +126,11 @@ def _human(line: str) -> str | None:
 class Deployment:
     """One synthesized stack and the Terraform commands run on it."""
 
-    def __init__(self, out_dir: Path, env: dict[str, str], echo: Echo) -> None:
+    def __init__(self, out_dir: Path, env: dict[str, str], echo: Echo, *, synthesize: bool = True) -> None:
         self.out_dir = out_dir
         self.env = env
         self.echo = echo
+        self.synthesize = synthesize
 
     @property
     def stack_dir(self) -> Path:
@@ -147,8 +151,7 @@ class Deployment:
 
     def prepare(self) -> bool:
         """Synthesizes the stack and initialises Terraform in it (the backend follows Target)."""
-        synth = ["npx", "--no-install", "cdktf", "synth", "--output", str(self.out_dir)]
-        if self.quietly(*synth, cwd=ROOT).returncode != 0:
+        if self.synthesize and not self.synth():
             return False
         (self.stack_dir / orphan_adoption.IMPORT_FILE).unlink(missing_ok=True)  # a round cut short
         try:
@@ -160,6 +163,21 @@ class Deployment:
             self.echo(f"deploy: {restored}")
         return self.quietly("terraform", "init", "-input=false").returncode == 0
 
+    def synth(self) -> bool:
+        """What `cdktf synth --output` does: the app (main.py) writes the stacks and their manifest, and
+        a stack the manifest no longer lists (another Environment's) goes. Run with this Python, not
+        through cdktf-cli and pipenv (cdktf.json's `app`), which add seconds and nothing else."""
+        env = {**self.env, "CDKTF_OUTDIR": str(self.out_dir)}
+        synthesized = run([sys.executable, str(ROOT / "main.py")], ROOT, env, self.echo)  # its notices, warnings
+        if synthesized.returncode != 0:
+            return False
+        manifest = json.loads((self.out_dir / "manifest.json").read_text())
+        listed = {Path(stack["workingDirectory"]).name for stack in manifest["stacks"].values()}
+        for stale in (self.out_dir / "stacks").iterdir():
+            if stale.is_dir() and stale.name not in listed:
+                shutil.rmtree(stale)
+        return True
+
     def recorded(self) -> set[str]:
         listed = self.quietly("terraform", "state", "list")
         return {line.strip() for line in listed.lines if line.strip()} if listed.returncode == 0 else set()
@@ -168,11 +186,13 @@ class Deployment:
         shown = run(["terraform", "show", "-json", str(plan)], self.stack_dir, self.env, None)
         return json.loads("".join(shown.lines)) if shown.returncode == 0 else {}
 
-    def plan(self, plan: Path, *, render_json: bool = False, echo: bool = True) -> Run:
+    def plan(self, plan: Path, *, render_json: bool = False, echo: bool = True, refresh: bool = True) -> Run:
+        """`refresh=False`: a quick plan from the state as recorded (imports still read their objects)."""
         return self.terraform(
             "plan",
             "-input=false",
             *(["-json"] if render_json else []),
+            *([] if refresh else ["-refresh=false"]),
             f"-out={plan}",
             render_json=render_json,
             echo=echo,
@@ -236,27 +256,33 @@ class Deployment:
         (an apply failed on them). `failed`: the saved plan of that apply, whose values give the import
         ids; without it a plan is made for them first. Returns 0 when the plan is saved."""
         recorded = self.recorded()
-        if failed is None and self.plan(plan, render_json=True, echo=False).returncode != 0:
-            return self._refuse("the plan failed: run `terraform plan` in the stack folder to see why")
+        if failed is None:
+            first = self.plan(plan, render_json=True, echo=False, refresh=False)
+            if first.returncode != 0:
+                self._errors(first)
+                return self._refuse("the plan failed (above)")
         planned = self.show(failed or plan)
         found = orphan_adoption.candidates(planned, recorded)
         unknown = required - {c.address for c in found}
         if unknown:
             return self._refuse(f"no import id can be known for {', '.join(sorted(unknown))}")
         imports = self.stack_dir / orphan_adoption.IMPORT_FILE
+
+        def plan_importing(chosen: list[orphan_adoption.Candidate], refresh: bool) -> Run:
+            imports.write_text(json.dumps(orphan_adoption.import_blocks(chosen), indent=2))
+            return self.plan(plan, render_json=True, echo=False, refresh=refresh)
+
         try:
             chosen = found
-            # With every candidate, then without those whose import found nothing and what depends on
-            # them; each pass drops at least one, so this ends.
-            for _ in range(len(found) + 1):
-                imports.write_text(json.dumps(orphan_adoption.import_blocks(chosen), indent=2))
-                probe = self.plan(plan, render_json=True, echo=False)
+            # A plan with every candidate, then quick ones (no refresh) without those whose import found
+            # nothing and what depends on them: each pass drops at least one, so this ends. The plan
+            # applied is one that refreshed the state.
+            for attempt in range(len(found) + 1):
+                probe = plan_importing(chosen, refresh=attempt == 0)
                 missing, other = orphan_adoption.not_found(orphan_adoption.diagnostics(probe.lines))
                 if other or interrupt.received or (probe.returncode != 0 and not missing):
-                    said = "; ".join(f"{d.address or 'Terraform'}: {d.summary}" for d in other) or (
-                        "interrupted" if interrupt.received else "see `terraform plan` in the stack folder"
-                    )
-                    return self._refuse(f"the plan that adopts them failed: {said}")
+                    self._errors(probe)
+                    return self._refuse("the plan that adopts them failed (above)")
                 if required & missing:
                     return self._refuse(
                         f"{', '.join(sorted(required & missing))}: 'already exists', yet its import found nothing"
@@ -266,6 +292,11 @@ class Deployment:
                 chosen = orphan_adoption.without_dependents(planned, chosen, missing)
             else:
                 return self._refuse("the plan that adopts them kept finding imports with nothing to import")
+            if attempt > 0:
+                final = plan_importing(chosen, refresh=True)
+                if final.returncode != 0 or interrupt.received:
+                    self._errors(final)
+                    return self._refuse("the plan that adopts them failed (above)")
             configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
             problems = orphan_adoption.refusals(self.show(plan), orphan_adoption.stack_tags(configuration))
             if problems:
@@ -281,8 +312,15 @@ class Deployment:
                 self.echo(f"  adopted: {candidate.address} (id {candidate.import_id})")
         elif not required:
             self.echo("deploy: nothing was left unrecorded")
-        self.terraform("show", str(plan))
+        if not required:  # no plan was shown yet: this is the one applied
+            self.terraform("show", str(plan))
         return 0
+
+    def _errors(self, quiet: Run) -> None:
+        """The errors of a plan that ran quietly, as Terraform words them."""
+        for line in quiet.lines:
+            if '"diagnostic"' in line:
+                self.echo(_human(line) or "")
 
     def _refuse(self, why: str) -> int:
         self.echo(f"\ndeploy failed; nothing adopted: {why}")
@@ -362,15 +400,23 @@ def saved_plan(stack_dir: Path) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
-def deploy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print) -> int:
-    """Synth and apply (with one adoption round); 0 when the stack is deployed, 130 when interrupted."""
+def deploy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print, *, synthesize: bool = True) -> int:
+    """Synth and apply (with one adoption round); 0 when the stack is deployed, 130 when interrupted.
+    `synthesize=False`: apply the stack already synthesized in `out_dir`."""
     with interrupt_noted() as interrupt:
-        return Deployment(out_dir, environment(env), echo).apply(interrupt)
+        return Deployment(out_dir, environment(env), echo, synthesize=synthesize).apply(interrupt)
 
 
-def destroy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print, allow_prod: bool = False) -> int:
+def destroy(
+    out_dir: Path,
+    env: dict[str, str] | None = None,
+    echo: Echo = print,
+    *,
+    synthesize: bool = True,
+    allow_prod: bool = False,
+) -> int:
     with interrupt_noted() as interrupt:
-        return Deployment(out_dir, environment(env), echo).destroy(interrupt, allow_prod)
+        return Deployment(out_dir, environment(env), echo, synthesize=synthesize).destroy(interrupt, allow_prod)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,14 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["apply", "destroy"])
     parser.add_argument("--out", type=Path, default=ROOT / "cdktf.out", help="cdktf's output folder")
     parser.add_argument("--allow-prod", action="store_true", help="destroy: let a prod stack's devices go")
+    parser.add_argument("--no-synth", action="store_true", help="use the stack already synthesized in --out")
     args = parser.parse_args(argv)
 
     def echo(line: str) -> None:
         print(line, flush=True)
 
+    synthesize = not args.no_synth
     if args.command == "apply":
-        return deploy(args.out.resolve(), echo=echo)
-    return destroy(args.out.resolve(), echo=echo, allow_prod=args.allow_prod)
+        return deploy(args.out.resolve(), echo=echo, synthesize=synthesize)
+    return destroy(args.out.resolve(), echo=echo, synthesize=synthesize, allow_prod=args.allow_prod)
 
 
 if __name__ == "__main__":
