@@ -19,7 +19,7 @@ SUMMARY: list[str] = []
 # `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that share an expensive session
 # or module fixture stay on one worker, so it is built once: the synth, the session's sandbox
 # deployment, and each deployment of its own (a test module's fixture named here).
-OWN_DEPLOYMENTS = {"lifecycle": "lifecycle", "destroyed": "lifecycle", "s3_stack": "s3-state"}
+OWN_DEPLOYMENTS = {"lifecycle": "lifecycle", "destroyed": "lifecycle", "s3_stack": "s3-state", "small": "adoption"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

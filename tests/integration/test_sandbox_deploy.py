@@ -21,7 +21,7 @@ import pytest
 from iot_fleet.fleet_provisioning import template_revision
 from scripts import test_provisioning as device
 from tests.conftest import SUMMARY
-from tests.integration.conftest import FORGOTTEN_KINDS, ROOT, Deployment, adopted, deployed, forget, make_deploy
+from tests.integration.conftest import ROOT, Deployment, adopted, deployed
 from tests.integration.devices import Fleet
 
 pytestmark = pytest.mark.integration
@@ -275,22 +275,11 @@ def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changin
 
 
 @dataclass
-class Adoption:
-    """Resources of the stack forgotten by its state (the objects stay), then `make deploy` and a plan."""
-
-    forgotten: list[str]
-    deploy: subprocess.CompletedProcess[str]
-    plan: subprocess.CompletedProcess[str]
-
-
-@dataclass
 class Destroyed:
     """The lifecycle's deployment, destroyed and stopped as a user does it (`make destroy`, then
-    `sandbox down`), and what that left behind; before that, a deploy that met resources the stack
-    names outside its state."""
+    `sandbox down`), and what that left behind."""
 
     deployment: Deployment
-    adoption: Adoption
     before: dict[str, list[Any]]
     destroy: subprocess.CompletedProcess[str]
     leftovers: dict[str, list[Any]]
@@ -301,13 +290,6 @@ class Destroyed:
 @pytest.fixture(scope="module")
 def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
     deployment = lifecycle.deployment
-    env = {**deployment.env, "ClaimCertificateGenerations": lifecycle.recorded}  # as the rotation left it
-    forgotten = forget(deployment, FORGOTTEN_KINDS, env)
-    again = deployment.run(*make_deploy(deployment), env=env)
-    plan = deployment.run(
-        "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=deployment.stack_dir, env=env
-    )
-    adoption = Adoption(forgotten, again, plan)
     before = inventory(deployment)
     assert before["templates"] and before["functions"] and before["tables"]
     started = time.monotonic()
@@ -321,22 +303,7 @@ def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
     SUMMARY.append(
         "sandbox timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in deployment.timings.items())
     )
-    yield Destroyed(deployment, adoption, before, destroy, leftovers, down, group)
-
-
-def test_an_apply_stopped_by_names_the_stack_owns_adopts_them_once_and_converges(destroyed: Destroyed) -> None:
-    """Resources the stack names exist but its state does not know them, and nothing marks the last
-    deploy unfinished: the apply stops on "already exists", the deploy adopts them into state in one
-    round, saying which, applies again, and a plan right after finds nothing to change."""
-    adoption = destroyed.adoption
-    assert len({a.split(".")[0] for a in adoption.forgotten}) == len(FORGOTTEN_KINDS)
-    said = adoption.deploy.stdout
-
-    assert adoption.deploy.returncode == 0, (said + adoption.deploy.stderr)[-4000:]
-    assert "the last deploy of this stack did not finish" not in said
-    assert said.count("already exists") >= len(adoption.forgotten)  # the apply that stopped, quoted
-    assert adopted(said) == set(adoption.forgotten)
-    assert adoption.plan.returncode == 0, adoption.plan.stdout[-3000:]
+    yield Destroyed(deployment, before, destroy, leftovers, down, group)
 
 
 def test_make_destroy_decommissions_the_provisioned_devices_and_leaves_nothing_behind(destroyed: Destroyed) -> None:
