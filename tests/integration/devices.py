@@ -95,7 +95,8 @@ class Fleet:
             "--serial-number", serial, "--device-type", args.device_type, "--manufacturer", args.manufacturer,
             "--endpoint", self.target.endpoint, "--port", str(self.target.port), "--ca", self.target.ca_file,
             "--claim-cert", claim_cert, "--claim-key", claim_key,
-            "--template-name", self.target.template_name, "--output-dir", args.output_dir, "--timeout", "20",
+            "--template-name", self.target.template_name, "--output-dir", args.output_dir,
+            "--timeout", str(extra.get("timeout", 20)),
         ]  # fmt: skip
         for flag, value in (("--firmware-version", args.firmware_version), ("--location", args.location),
                             ("--client-id", args.client_id), ("--factory-key", args.factory_key),
