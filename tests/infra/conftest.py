@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,21 +46,23 @@ class Synth:
         return f"${{{kind}.{logical}.{attribute}}}"
 
 
-def _synth(config: StackConfig) -> Synth:
+def _synth(config: StackConfig, folder: Path) -> Synth:
     from cdktf import Testing
 
     from iot_fleet.stack import IotProvisioningStack
 
-    app = Testing.app()
+    app = Testing.app(outdir=str(folder / "app"))
     stack = IotProvisioningStack(app, config.stack_name, config)
-    directory = Path(Testing.full_synth(stack))
+    directory = folder / "synth"
+    shutil.move(Testing.full_synth(stack), directory)  # out of the system's temporary folder, made by cdktf
     (document,) = directory.rglob("cdk.tf.json")
     return Synth(config, document.parent, json.loads(document.read_text()))
 
 
 @pytest.fixture(scope="session")
-def synth() -> Synth:
-    return _synth(load_config(read_context(ROOT / "cdktf.json"), environ={}, base_dir=ROOT))
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    folder = tmp_path_factory.mktemp("synth")
+    return _synth(load_config(read_context(ROOT / "cdktf.json"), environ={}, base_dir=ROOT), folder)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +81,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "StateRegion": "eu-west-1",
         "IOT_FACTORY_DIR": str(folder / "factory"),
     }
-    return _synth(load_config(read_context(ROOT / "cdktf.json"), environ=environ, base_dir=ROOT))
+    return _synth(load_config(read_context(ROOT / "cdktf.json"), environ=environ, base_dir=ROOT), folder)
 
 
 @dataclass
