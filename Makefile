@@ -23,7 +23,8 @@ STACK_DIR = $(shell ls -d $(CDKTF_OUT)/stacks/* 2>/dev/null | head -1)
 # Deploy = synth, then Terraform itself on the synthesized stack, with Ctrl-C reaching Terraform alone
 # (so it records what it created), and one round adopting what an interrupted deploy left unrecorded
 # (scripts/deploy.py says how and why that is safe).
-APPLY = $(PY) -m scripts.deploy apply --out $(CDKTF_OUT)
+# ADOPT=1: adopt any object under the stack's names, not only what an unfinished deploy here left (README)
+APPLY = $(PY) -m scripts.deploy apply --out $(CDKTF_OUT) $(if $(ADOPT),--adopt)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
 

@@ -1,6 +1,6 @@
 """`make deploy` and `make destroy`: synth, then Terraform itself on the synthesized stack.
 
-Usage: python -m scripts.deploy apply|destroy [--out cdktf.out] [--no-synth]
+Usage: python -m scripts.deploy apply|destroy [--out cdktf.out] [--no-synth] [--adopt]
 
 Terraform runs in the terminal's process group, so Ctrl-C reaches it directly and it stops gracefully,
 recording in state what it created; this process ignores that Ctrl-C and keeps reading Terraform's
@@ -9,16 +9,19 @@ Terraform dies without recording what it had created).
 
 A deploy plans (`terraform plan -out`) and applies that saved plan. A create that reached AWS before
 Terraform recorded it (an interruption, a kill, a lost connection) leaves an object no state knows, and
-the next apply would stop on "already exists". So the deploy adopts what the stack names that exists
-outside its state, with Terraform `import` blocks, in one round: before it applies when the last deploy
-here did not finish (its mark is still in the stack folder), else after an apply that stopped only on
-"already exists" (scripts/orphan_adoption.py says what is adopted and why it is safe). An interrupted
-destroy needs nothing of the kind: the next destroy's refresh drops from state what is already gone.
+the next apply would stop on "already exists". The deploy keeps a mark in the stack folder until it
+completes, recording the creates Terraform starts and the answers they get (scripts/unfinished_deploy.py);
+the next deploy adopts, with Terraform `import` blocks, in one round before it applies, the objects of
+the creates that were never answered (scripts/orphan_adoption.py says what is adopted and why it is
+safe). Other objects under the stack's names stop the apply on "already exists", and are adopted only
+when the operator says so (`--adopt`, `make deploy ADOPT=1`). An interrupted destroy needs nothing of
+the kind: the next destroy's refresh drops from state what is already gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts import orphan_adoption
+from scripts import orphan_adoption, unfinished_deploy
 from scripts.deployed_stack import ROOT
 
 # What the Makefile exports for every cdktf and Terraform run; set here when run outside make.
@@ -45,10 +48,10 @@ TOOL_ENVIRONMENT = {
     "TF_IN_AUTOMATION": "1",
 }
 INTERRUPTED = 130  # the shell's exit status for a command ended by Ctrl-C
-# In the stack folder from the start of a deploy until it completes: the next deploy finds what an
-# unfinished one created without recording it before it applies (a Lambda function left behind would
-# otherwise cost five minutes: the provider retries its create while the name is taken).
-UNFINISHED = ".deploy-unfinished"
+# In the stack folder from the start of a deploy until it completes: the next deploy adopts what an
+# unfinished one created without recording it before it applies (a Lambda function or permission left
+# behind would otherwise cost five minutes: the provider retries their create while the name is taken).
+UNFINISHED = unfinished_deploy.MARK
 
 Echo = Callable[[str], None]
 
@@ -87,9 +90,17 @@ class Run:
     lines: list[str]
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str], echo: Echo | None, render_json: bool = False) -> Run:
+def run(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    echo: Echo | None,
+    render_json: bool = False,
+    observe: Echo | None = None,
+) -> Run:
     """Runs a command to its end, passing each line of its output to `echo` as it comes (None: quiet);
-    `render_json`: the output is Terraform's machine-readable UI, echoed as its human messages."""
+    `render_json`: the output is Terraform's machine-readable UI, echoed as its human messages;
+    `observe`: also given each line as it comes, as it is."""
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -97,6 +108,8 @@ def run(command: list[str], cwd: Path, env: dict[str, str], echo: Echo | None, r
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line)
+        if observe is not None:
+            observe(line)
         if echo is not None:
             shown = _human(line) if render_json else line.rstrip("\n")
             if shown is not None:
@@ -126,11 +139,15 @@ def _human(line: str) -> str | None:
 class Deployment:
     """One synthesized stack and the Terraform commands run on it."""
 
-    def __init__(self, out_dir: Path, env: dict[str, str], echo: Echo, *, synthesize: bool = True) -> None:
+    def __init__(
+        self, out_dir: Path, env: dict[str, str], echo: Echo, *, synthesize: bool = True, adopt: bool = False
+    ) -> None:
         self.out_dir = out_dir
         self.env = env
         self.echo = echo
         self.synthesize = synthesize
+        self.adopt = adopt  # the operator's word: adopt every leftover the stack names, not only its own
+        self.restored = False  # the state was put back from its backup: the killed run's creates are gone
 
     @property
     def stack_dir(self) -> Path:
@@ -146,8 +163,8 @@ class Deployment:
             self.echo("".join(done.lines).rstrip())
         return done
 
-    def terraform(self, *args: str, render_json: bool = False, echo: bool = True) -> Run:
-        return run(["terraform", *args], self.stack_dir, self.env, self.echo if echo else None, render_json)
+    def terraform(self, *args: str, render_json: bool = False, echo: bool = True, observe: Echo | None = None) -> Run:
+        return run(["terraform", *args], self.stack_dir, self.env, self.echo if echo else None, render_json, observe)
 
     def prepare(self) -> bool:
         """Synthesizes the stack and initialises Terraform in it (the backend follows Target)."""
@@ -161,6 +178,7 @@ class Deployment:
             return False
         if restored:
             self.echo(f"deploy: {restored}")
+            self.restored = True
         return self.quietly("terraform", "init", "-input=false").returncode == 0
 
     def synth(self) -> bool:
@@ -201,23 +219,38 @@ class Deployment:
     def apply(self, interrupt: Interrupt) -> int:
         if not self.prepare():
             return INTERRUPTED if interrupt.received else 1
-        unfinished = self.stack_dir / UNFINISHED
-        looked = unfinished.exists()  # the last deploy here never finished: look for what it left first
-        unfinished.touch()  # removed only once this deploy completes, whatever ends it before
+        configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
+        mark = unfinished_deploy.Mark(self.stack_dir)
+        unfinished, set_aside = mark.read(configuration)
+        if set_aside:
+            self.echo(f"deploy: {set_aside}")
+        if unfinished is None:
+            mark.begin(configuration)  # removed only once this deploy completes, whatever ends it before
+        # What may have been created without being recorded: the creates never answered; after the state
+        # was put back from its backup, every create since the first unfinished deploy began.
+        evidence = (unfinished.creating if self.restored else unfinished.in_flight) if unfinished else frozenset()
+        looked = bool(evidence) or (unfinished is not None and self.adopt)
         with saved_plan(self.stack_dir) as plan:
             if looked:
+                assert unfinished is not None
+                whose = "it, or anyone," if self.adopt else "it"
                 self.echo(
-                    "deploy: the last deploy of this stack did not finish; looking for what it created "
-                    "without recording it"
+                    f"deploy: the last deploy of this stack did not finish (it began {unfinished.started}); looking "
+                    f"for what {whose} created without recording it ({len(evidence)} create(s) never answered)"
                 )
-                planned = self._plan_adopting(plan, required=set(), interrupt=interrupt)
+                allowed = None if self.adopt else set(evidence)
+                planned = self._plan_adopting(plan, required=set(), allowed=allowed, interrupt=interrupt)
             else:
+                if unfinished is not None:
+                    self.echo("deploy: the last deploy of this stack did not finish; no create of it went unanswered")
                 planned = 0 if self.plan(plan).returncode == 0 else 1
             if planned != 0 or interrupt.received:
                 return INTERRUPTED if interrupt.received else planned
-            applied = self.terraform("apply", "-input=false", "-json", str(plan), render_json=True)
+            applied = self.terraform(
+                "apply", "-input=false", "-json", str(plan), render_json=True, observe=mark.observe
+            )
             if applied.returncode == 0:
-                unfinished.unlink()
+                mark.clear()
                 return self._outputs()
             if interrupt.received:
                 self.echo("deploy interrupted: Terraform recorded what it created; `make deploy` again finishes it")
@@ -236,25 +269,42 @@ class Deployment:
             except orphan_adoption.NotAdoptable as why:
                 self.echo(f"\ndeploy failed; nothing adopted ({why}). `make deploy` is safe to run again.")
                 return 1
-            planned = self._plan_adopting(plan, required=set(taken), interrupt=interrupt, failed=plan)
+            if not self.adopt:
+                return self._refuse(
+                    f"{', '.join(taken)}: 'already exists', and no deploy of this stack folder left a create of "
+                    "it unanswered, so the object may be another deployment's (another checkout, region or "
+                    "state of the same stack) or someone else's. If it is this stack's own (its state was lost), "
+                    "`make deploy ADOPT=1` adopts it; else remove it, or deploy under another ProjectName or "
+                    "Environment"
+                )
+            planned = self._plan_adopting(plan, required=set(taken), allowed=None, interrupt=interrupt, failed=plan)
             if planned != 0 or interrupt.received:
                 return INTERRUPTED if interrupt.received else planned
-            applied = self.terraform("apply", "-input=false", "-json", str(plan), render_json=True)
+            applied = self.terraform(
+                "apply", "-input=false", "-json", str(plan), render_json=True, observe=mark.observe
+            )
             if applied.returncode != 0:
                 if interrupt.received:
                     return INTERRUPTED
                 self.echo("\ndeploy failed after adopting (one adoption round per deploy): see the error above")
                 return 1
-            unfinished.unlink()
+            mark.clear()
             return self._outputs()
 
     def _plan_adopting(
-        self, plan: Path, *, required: set[str], interrupt: Interrupt, failed: Path | None = None
+        self,
+        plan: Path,
+        *,
+        required: set[str],
+        allowed: set[str] | None,
+        interrupt: Interrupt,
+        failed: Path | None = None,
     ) -> int:
         """Saves to `plan` a plan that imports every resource the stack names which exists but is not in
-        its state (module docstring of orphan_adoption); `required`: addresses that must be among them
-        (an apply failed on them). `failed`: the saved plan of that apply, whose values give the import
-        ids; without it a plan is made for them first. Returns 0 when the plan is saved."""
+        its state (module docstring of orphan_adoption); `allowed`: only these addresses (None: any);
+        `required`: addresses that must be among them (an apply failed on them). `failed`: the saved plan
+        of that apply, whose values give the import ids; without it a plan is made for them first.
+        Returns 0 when the plan is saved."""
         recorded = self.recorded()
         if failed is None:
             first = self.plan(plan, render_json=True, echo=False, refresh=False)
@@ -262,7 +312,9 @@ class Deployment:
                 self._errors(first)
                 return self._refuse("the plan failed (above)")
         planned = self.show(failed or plan)
-        found = orphan_adoption.candidates(planned, recorded)
+        if not planned:
+            return self._refuse("Terraform could not show the plan to find the import ids in")
+        found = [c for c in orphan_adoption.candidates(planned, recorded) if allowed is None or c.address in allowed]
         unknown = required - {c.address for c in found}
         if unknown:
             return self._refuse(f"no import id can be known for {', '.join(sorted(unknown))}")
@@ -298,7 +350,11 @@ class Deployment:
                     self._errors(final)
                     return self._refuse("the plan that adopts them failed (above)")
             configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
-            problems = orphan_adoption.refusals(self.show(plan), orphan_adoption.stack_tags(configuration))
+            final_plan = self.show(plan)
+            importing = {c["address"] for c in final_plan.get("resource_changes", []) if c["change"].get("importing")}
+            if importing != {c.address for c in chosen}:  # also when the plan could not be read
+                return self._refuse("the plan that adopts them does not import exactly the resources chosen")
+            problems = orphan_adoption.refusals(final_plan, orphan_adoption.stack_tags(configuration))
             if problems:
                 return self._refuse("; ".join(problems))
         finally:
@@ -306,7 +362,9 @@ class Deployment:
         if chosen:
             self.echo(
                 f"\ndeploy: adopting {len(chosen)} resource(s) this stack names that exist in its account "
-                "and region but not in its state (left by a deploy that did not finish):"
+                "and region but not in its state"
+                + (" (by your word: ADOPT)" if allowed is None else " (left by a deploy that did not finish)")
+                + ":"
             )
             for candidate in chosen:
                 self.echo(f"  adopted: {candidate.address} (id {candidate.import_id})")
@@ -335,6 +393,14 @@ class Deployment:
         still attached to a device's certificate, and a thing type still used by things."""
         if not self.prepare():
             return INTERRUPTED if interrupt.received else 1
+        configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
+        unfinished, _ = unfinished_deploy.Mark(self.stack_dir).read(configuration)
+        if unfinished and unfinished.in_flight:
+            self.echo(
+                f"destroy: the last deploy of this stack did not finish, and these creates of it were never "
+                f"answered: {', '.join(sorted(unfinished.in_flight))}. What they made is not in the state, so "
+                "this destroy cannot delete it: `make deploy` (which adopts it), then `make destroy`, does."
+            )
         outputs = self.quietly("terraform", "output", "-json")
         if outputs.returncode == 0 and json.loads("".join(outputs.lines) or "{}"):  # something is deployed
             fleet = [sys.executable, "scripts/fleet.py", "--stack-dir", str(self.stack_dir), "decommission", "--all"]
@@ -361,6 +427,18 @@ def _state_file_is_whole(path: Path) -> bool:
         return False
 
 
+def _locked_by_another(path: Path) -> bool:
+    """A running Terraform holds an fcntl lock on a local state file while it uses it (and rewrites it in
+    place, so it is empty for a moment): that file is not damaged, only being written."""
+    with path.open("r+b") as state:
+        try:
+            fcntl.lockf(state, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(state, fcntl.LOCK_UN)
+        return False
+
+
 def restore_damaged_local_state(stack_dir: Path) -> str | None:
     """With a local backend, Terraform rewrites its state file in place (truncate, then write): killed
     between the two, it leaves the file empty or cut short, and the next run would take an empty file
@@ -374,6 +452,11 @@ def restore_damaged_local_state(stack_dir: Path) -> str | None:
     path = stack_dir / local.get("path", "terraform.tfstate")
     if not path.exists() or _state_file_is_whole(path):
         return None
+    if _locked_by_another(path):
+        raise DamagedState(
+            f"the state file {path} is being written by a Terraform running now (it holds the file's lock): "
+            "wait for it to finish, then deploy"
+        )
     backup = path.with_name(f"{path.name}.backup")
     if not _state_file_is_whole(backup):
         raise DamagedState(
@@ -400,11 +483,19 @@ def saved_plan(stack_dir: Path) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
-def deploy(out_dir: Path, env: dict[str, str] | None = None, echo: Echo = print, *, synthesize: bool = True) -> int:
+def deploy(
+    out_dir: Path,
+    env: dict[str, str] | None = None,
+    echo: Echo = print,
+    *,
+    synthesize: bool = True,
+    adopt: bool = False,
+) -> int:
     """Synth and apply (with one adoption round); 0 when the stack is deployed, 130 when interrupted.
-    `synthesize=False`: apply the stack already synthesized in `out_dir`."""
+    `synthesize=False`: apply the stack already synthesized in `out_dir`. `adopt`: the operator's word
+    that every object under the stack's names in its account and region is the stack's own."""
     with interrupt_noted() as interrupt:
-        return Deployment(out_dir, environment(env), echo, synthesize=synthesize).apply(interrupt)
+        return Deployment(out_dir, environment(env), echo, synthesize=synthesize, adopt=adopt).apply(interrupt)
 
 
 def destroy(
@@ -425,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "cdktf.out", help="cdktf's output folder")
     parser.add_argument("--allow-prod", action="store_true", help="destroy: let a prod stack's devices go")
     parser.add_argument("--no-synth", action="store_true", help="use the stack already synthesized in --out")
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="apply: adopt any object under the stack's names, not only its own leftovers",
+    )
     args = parser.parse_args(argv)
 
     def echo(line: str) -> None:
@@ -432,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
     synthesize = not args.no_synth
     if args.command == "apply":
-        return deploy(args.out.resolve(), echo=echo, synthesize=synthesize)
+        return deploy(args.out.resolve(), echo=echo, synthesize=synthesize, adopt=args.adopt)
     return destroy(args.out.resolve(), echo=echo, synthesize=synthesize, allow_prod=args.allow_prod)
 
 

@@ -4,17 +4,22 @@ Terraform records a resource only after the provider's create call returns. Inte
 (Ctrl-C cancels the provider's calls in flight, SIGKILL or a lost connection ends them), a create that
 already reached AWS leaves an object no state knows, and the next apply stops on "already exists".
 This module decides, from Terraform's own machine-readable output (`apply -json` diagnostics,
-`show -json` of a saved plan), whether such a failure may be resolved by importing those objects, and
-how: the import blocks to plan with, which of them found nothing, and whether the plan that imports
-them is safe to apply. `scripts/deploy.py` runs Terraform around it.
+`show -json` of a saved plan), which such objects may be imported, and how: the import blocks to plan
+with, which of them found nothing, and whether the plan that imports them is safe to apply.
+`scripts/deploy.py` runs Terraform around it; `scripts/unfinished_deploy.py` keeps the evidence.
 
 What is adopted, and why it is safe:
-- Only after an apply whose every error is "already exists" on creating a resource of a type below.
+- Only resources whose create a deploy from this stack folder, against this state, started and never
+  saw answered (the mark of scripts/unfinished_deploy.py): the objects those creates may have made.
+  Anything else under the stack's names (another deployment of the same stack, someone else's object)
+  is adopted only when the operator says so (`make deploy ADOPT=1`), after an apply whose every error
+  is "already exists" on creating a resource of a type below.
 - Only resources of this stack's configuration that the state does not hold, each imported under the
   name the stack gives it (an import finds nothing where nothing was left behind).
-- Only objects this stack owns: a taggable object must carry the stack's own `Project` and
-  `Environment` tags (the provider's default tags, sent with every create); an untaggable one (a
-  Lambda permission, a KMS alias) must carry the stack's name prefix, `<Project>-<Environment>`.
+- A taggable object must also carry the stack's `Project` and `Environment` tags (the provider's
+  default tags, sent with every create). Tags are a second check, not proof: anyone allowed to create
+  the object can give it those tags. An untaggable one (a Lambda permission, a KMS alias) has no
+  second check.
 - Never when the plan would delete or replace an adopted object: adoption only records what exists.
 - One round: the apply after adopting is final, whatever it says.
 """
@@ -98,6 +103,11 @@ def resource_type(address: str) -> str:
     return address.split(".", 1)[0]
 
 
+def is_already_exists(diagnostic: Diagnostic) -> bool:
+    """An error that AWS refused a create because the name was taken."""
+    return diagnostic.is_error and bool(ALREADY_EXISTS.search(f"{diagnostic.summary} {diagnostic.detail}"))
+
+
 def already_existing(errors: Iterable[Diagnostic], recorded: set[str]) -> list[str]:
     """The addresses an apply could not create because their name was taken. Raises NotAdoptable when
     any error is something else: adoption resolves that one failure and nothing more."""
@@ -106,8 +116,7 @@ def already_existing(errors: Iterable[Diagnostic], recorded: set[str]) -> list[s
         raise NotAdoptable("the apply reported no error to resolve")
     taken, other = [], []
     for error in errors:
-        text = f"{error.summary} {error.detail}"
-        if error.address and resource_type(error.address) in IMPORT_ID and ALREADY_EXISTS.search(text):
+        if error.address and resource_type(error.address) in IMPORT_ID and is_already_exists(error):
             if error.address in recorded:  # in state: not something an interruption left behind
                 other.append(error)
             else:
@@ -217,15 +226,12 @@ def stack_tags(configuration: Mapping[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _owned(kind: str, import_id: str, before: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+def _owned(kind: str, before: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
     """Why this existing object is not the stack's to adopt, or None when it is."""
     ownership = {k: tags[k] for k in ("Project", "Environment") if k in tags}
     if len(ownership) != 2:
         return "the stack has no Project and Environment default tags to recognise its own objects by"
-    if kind in UNTAGGABLE:
-        prefix = f"{ownership['Project']}-{ownership['Environment']}".lower()
-        if prefix not in import_id.lower().replace("_", "-"):
-            return f"its name does not carry the stack's prefix {prefix!r}"
+    if kind in UNTAGGABLE:  # no tags to check: its import id is the stack's own name for it
         return None
     carried = before.get("tags_all") or before.get("tags") or {}
     if any(carried.get(k) != v for k, v in ownership.items()):
@@ -242,12 +248,7 @@ def refusals(plan: Mapping[str, Any], tags: Mapping[str, str]) -> list[str]:
         if not importing:
             continue
         address, actions = change["address"], change["change"].get("actions", [])
-        why = _owned(
-            change.get("type", resource_type(address)),
-            importing.get("id", ""),
-            change["change"].get("before") or {},
-            tags,
-        )
+        why = _owned(change.get("type", resource_type(address)), change["change"].get("before") or {}, tags)
         if why:
             problems.append(f"{address} (id {importing.get('id')}): {why}")
         if "delete" in actions:

@@ -22,6 +22,8 @@ from typing import Any
 import boto3
 import pytest
 
+from scripts import unfinished_deploy
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_TIMEOUT = 600
 
@@ -119,12 +121,13 @@ def sandbox_env(base: Path) -> dict[str, str]:
 class Interruption:
     """`make deploy` interrupted with Ctrl-C (SIGINT to its process group, as a terminal sends it) once
     the sandbox held the stack's first resources; then some of what it had recorded forgotten by the
-    state, as when a create reaches AWS and the interruption comes before Terraform records it; then
-    `make deploy` again and a plan."""
+    state and their creates marked unanswered, as when a create reaches AWS and the interruption comes
+    before Terraform records it; then `make deploy` again and a plan."""
 
     interrupted: subprocess.CompletedProcess[str]
-    recorded: int  # resources in Terraform's state after the interruption
+    recorded: set[str]  # the managed resources in Terraform's state after the interruption
     synthesized: int  # resources in the stack it was deploying
+    marked: dict[str, set[str]]  # what the interrupted deploy's mark recorded: its creates, and those answered
     forgotten: list[str]  # addresses removed from the state after the interruption
     again: subprocess.CompletedProcess[str]
     plan: subprocess.CompletedProcess[str]  # -detailed-exitcode: 0 means no changes
@@ -181,14 +184,23 @@ def interrupted_deploy(deployment: Deployment, parameters: dict[str, str]) -> In
             process.wait()
     interrupted = subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), "")
     listed = deployment.run("terraform", "state", "list", cwd=deployment.stack_dir, env=env)
+    mark = unfinished_deploy.Mark(deployment.stack_dir)
+    stack = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())
+    unfinished, _ = mark.read(stack)
+    marked = {
+        "creating": set(unfinished.creating if unfinished else ()),
+        "answered": set(unfinished.answered if unfinished else ()),
+    }
     forgotten = forget(deployment, FORGOTTEN_KINDS, env)
-    stack = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())["resource"]
+    for address in forgotten:  # as when the interruption cut these creates off before their answer
+        mark.creating(address)
     again = deployment.run(*make_deploy(deployment), env=env)
     plan = deployment.run(
         "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=deployment.stack_dir, env=env
     )
-    recorded = len(listed.stdout.split())
-    return Interruption(interrupted, recorded, sum(map(len, stack.values())), forgotten, again, plan)
+    recorded = {a for a in listed.stdout.split() if not a.startswith("data.")}
+    synthesized = sum(map(len, stack["resource"].values()))
+    return Interruption(interrupted, recorded, synthesized, marked, forgotten, again, plan)
 
 
 @contextlib.contextmanager

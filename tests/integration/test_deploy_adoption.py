@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from scripts import deploy
+from scripts import deploy, unfinished_deploy
 from tests.integration.conftest import Deployment, adopted, sandbox_env
 
 pytestmark = pytest.mark.integration
@@ -73,10 +73,15 @@ class SmallStack:
         }
         (self.directory / "cdk.tf.json").write_text(json.dumps(stack, indent=2))
 
-    def deploy(self) -> subprocess.CompletedProcess[str]:
+    def deploy(self, adopt: bool = False) -> subprocess.CompletedProcess[str]:
         said: list[str] = []
-        code = deploy.deploy(self.out, self.deployment.env, said.append, synthesize=False)
+        code = deploy.deploy(self.out, self.deployment.env, said.append, synthesize=False, adopt=adopt)
         return subprocess.CompletedProcess(["deploy"], code, "\n".join(said), "")
+
+    def reset(self) -> None:
+        """The stack as first written, and no mark of an unfinished deploy (another test's refusal leaves one)."""
+        self.write(RESOURCES)
+        unfinished_deploy.Mark(self.directory).clear()
 
     def terraform(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.deployment.run("terraform", *args, cwd=self.directory, timeout=300)
@@ -111,33 +116,65 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallStack]:
         deployment.sandbox("down")
 
 
-def test_an_apply_stopped_by_names_the_stack_owns_adopts_them_once_and_converges(small: SmallStack) -> None:
-    """Nothing marks the last deploy unfinished: the apply stops on "already exists", the deploy adopts
-    those objects into state in one round, saying which, applies again, and nothing is left to change."""
-    small.write(RESOURCES)
+def test_an_object_no_unfinished_deploy_here_explains_is_adopted_only_on_the_operator_s_word(
+    small: SmallStack,
+) -> None:
+    """The stack's objects exist and its state does not know them, and no mark says a deploy from this
+    folder was creating them (another checkout's deployment of the same stack looks just so): the apply
+    stops on "already exists", the deploy adopts nothing and says how to; with ADOPT it adopts them in one
+    round, saying which, applies again, and nothing is left to change."""
+    small.reset()
     small.forget(*ADDRESSES)
-    (small.directory / deploy.UNFINISHED).unlink(missing_ok=True)  # left by a refused deploy, if one ran
 
-    again = small.deploy()
+    refused = small.deploy()
+
+    assert refused.returncode == 1
+    assert refused.stdout.count("already exists") >= len(ADDRESSES)  # the apply that stopped, quoted
+    assert "nothing adopted" in refused.stdout and "make deploy ADOPT=1" in refused.stdout
+    assert adopted(refused.stdout) == set() and small.recorded() == []
+
+    again = small.deploy(adopt=True)
 
     assert again.returncode == 0, again.stdout[-3000:]
-    assert again.stdout.count("already exists") == len(ADDRESSES)  # the apply that stopped, quoted
     assert adopted(again.stdout) == set(ADDRESSES)
     assert small.recorded() == ADDRESSES
     assert small.plan_changes() == 0
 
 
-def test_an_object_with_the_stack_s_name_but_not_its_tags_is_not_adopted(small: SmallStack) -> None:
+def test_a_create_an_unfinished_deploy_never_saw_answered_is_adopted_and_nothing_else(small: SmallStack) -> None:
+    """The mark says a deploy from this folder started creating the role and never saw the answer; the
+    log group is unrecorded too, but no create of it is in the mark. The next deploy adopts the role
+    before it applies, not the log group: the apply stops on it, and the deploy says so."""
+    role, logs = "aws_iam_role.role", "aws_cloudwatch_log_group.logs"
+    small.reset()
+    small.forget(role, logs)
+    mark = unfinished_deploy.Mark(small.directory)
+    mark.begin(json.loads((small.directory / "cdk.tf.json").read_text()))
+    mark.creating(role)
+
+    again = small.deploy()
+
+    assert again.returncode == 1
+    assert "the last deploy of this stack did not finish" in again.stdout
+    assert adopted(again.stdout) == {role}
+    assert "already exists" in again.stdout and "it had already looked for unrecorded resources" in again.stdout
+    assert role in small.recorded() and logs not in small.recorded()
+
+
+def test_an_object_with_the_stack_s_name_but_not_its_tags_is_not_adopted_even_on_the_operator_s_word(
+    small: SmallStack,
+) -> None:
     """Someone else's log group under a name the stack now wants: refused, named, and nothing adopted."""
     logs = small.deployment.client("logs")
     if not logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/someone-else")["logGroups"]:
         logs.create_log_group(logGroupName="/aws/lambda/someone-else", tags={"Team": "other"})
+    small.reset()
     small.forget(ADDRESSES[0])  # a leftover of the stack's own beside it: adopted only if all are
     resources = json.loads(json.dumps(RESOURCES))
     resources["aws_cloudwatch_log_group"]["theirs"] = {"name": "/aws/lambda/someone-else"}
     small.write(resources)
 
-    again = small.deploy()
+    again = small.deploy(adopt=True)
 
     assert again.returncode == 1
     assert "nothing adopted" in again.stdout

@@ -4,6 +4,8 @@ before the next deploy or destroy reads it (which would otherwise take it for "n
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,31 @@ def test_a_damaged_state_without_a_whole_backup_stops_the_deploy_saying_so(tmp_p
     with pytest.raises(DamagedState, match=r"is damaged .* and has no whole backup"):
         restore_damaged_local_state(stack(tmp_path, {"local": {"path": "terraform.tfstate"}}))
     assert not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_state_file_a_running_terraform_holds_is_left_alone_even_when_empty(tmp_path: Path) -> None:
+    """Terraform rewrites a local state in place under its fcntl lock: empty for a moment, not damaged."""
+    state = tmp_path / "terraform.tfstate"
+    state.write_text("")
+    state.with_name(state.name + ".backup").write_text(WHOLE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state)], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+
+        with pytest.raises(DamagedState, match="being written by a Terraform running now"):
+            restore_damaged_local_state(stack(tmp_path, {"local": {"path": "terraform.tfstate"}}))
+    finally:
+        holder.communicate("", timeout=10)
+    assert state.read_text() == "" and not list(tmp_path.glob("*.damaged-*"))
+
+
+# What Terraform's local backend does while it runs: an fcntl write lock on the whole state file.
+HOLD_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "r+b") as state:
+    fcntl.lockf(state, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.read()
+"""

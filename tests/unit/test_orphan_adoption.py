@@ -201,7 +201,7 @@ def importing(address: str, import_id: str, before: dict[str, Any], actions: tup
     return {"address": address, "type": kind, "change": change}
 
 
-def test_a_leftover_carrying_the_stack_s_tags_or_prefix_is_adopted() -> None:
+def test_a_leftover_carrying_the_stack_s_tags_or_untaggable_is_adopted() -> None:
     planned = {
         "resource_changes": [
             importing("aws_iam_role.hook_role", "IoTProvisioning-dev-provisioning-hook-role", {"tags_all": TAGS}),
@@ -231,11 +231,6 @@ def test_a_leftover_carrying_the_stack_s_tags_or_prefix_is_adopted() -> None:
             importing("aws_iam_role.hook_role", "IoTProvisioning-dev-provisioning-hook-role", {"tags_all": {}}),
             "does not carry the stack's tags",
         ),
-        (importing("aws_kms_alias.key_alias", "alias/billing", {}), "does not carry the stack's prefix"),
-        (
-            importing("aws_lambda_permission.p", "billing-worker/AllowIoTProvisioningTemplate", {}),
-            "does not carry the stack's prefix",
-        ),
         (
             importing(
                 "aws_dynamodb_table.registry", "device-registry-5c46f9f2", {"tags_all": TAGS}, ("delete", "create")
@@ -243,7 +238,7 @@ def test_a_leftover_carrying_the_stack_s_tags_or_prefix_is_adopted() -> None:
             "the plan would replace it",
         ),
     ],
-    ids=["another project's table", "an untagged role", "another alias", "another function's permission", "replaced"],
+    ids=["another project's table", "an untagged role", "replaced"],
 )
 def test_an_object_that_is_not_the_stack_s_own_or_that_the_plan_would_replace_is_refused(change: Any, why: str) -> None:
     problems = adoption.refusals({"resource_changes": [change]}, TAGS)

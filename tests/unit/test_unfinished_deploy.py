@@ -1,0 +1,119 @@
+"""The mark an unfinished deploy leaves: which creates it started and never saw answered, read from
+Terraform's own `apply -json` lines, and for which state. It is the evidence adoption rests on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.unfinished_deploy import Mark
+from tests.unit.test_orphan_adoption import TAKEN
+
+STACK = {
+    "terraform": {"backend": {"local": {"path": "/state/terraform.iot-provisioning-dev.tfstate"}}},
+    "provider": {"aws": [{"region": "us-east-1"}]},
+}
+
+
+def hook(kind: str, address: str, action: str = "create") -> str:
+    """One line of `terraform apply -json` about a resource, with the fields Terraform 1.11 writes."""
+    resource = {"addr": address, "resource_type": address.split(".")[0]}
+    return json.dumps(
+        {
+            "@level": "info",
+            "@message": f"{address}: ...",
+            "type": kind,
+            "hook": {"resource": resource, "action": action},
+        }
+    )
+
+
+def diagnostic(address: str, summary: str) -> str:
+    return json.dumps(
+        {"type": "diagnostic", "diagnostic": {"severity": "error", "summary": summary, "address": address}}
+    )
+
+
+def observed(tmp_path: Path, lines: list[str], configuration: dict[str, Any] = STACK) -> Mark:
+    mark = Mark(tmp_path)
+    mark.begin(configuration)
+    for line in lines:
+        mark.observe(line + "\n")
+    return mark
+
+
+def test_a_create_started_and_never_answered_is_in_flight_and_answered_ones_are_not(tmp_path: Path) -> None:
+    role, policy, table, logs = (
+        "aws_iam_role.hook_role", "aws_iot_policy.claim_policy", "aws_dynamodb_table.registry_table",
+        "aws_cloudwatch_log_group.hook_logs",
+    )  # fmt: skip
+    mark = observed(
+        tmp_path,
+        [
+            hook("apply_start", role),
+            hook("apply_complete", role),  # created and recorded
+            hook("apply_start", policy),
+            diagnostic(policy, TAKEN["aws_iot_policy.claim_policy"]),  # refused: the name was taken
+            hook("apply_start", table),
+            hook("apply_errored", table),  # cancelled by Ctrl-C: whether AWS made it is unknown
+            hook("apply_start", logs),  # killed while waiting
+            hook("apply_start", "aws_iot_topic_rule.audit", action="update"),  # changes an object it knows
+            "not JSON: Terraform's plain words",
+        ],
+    )
+
+    unfinished, set_aside = mark.read(STACK)
+
+    assert set_aside is None and unfinished is not None
+    assert unfinished.in_flight == {table, logs}
+    assert unfinished.creating == {role, policy, table, logs}
+
+
+def test_a_line_cut_short_by_a_kill_loses_nothing_before_it(tmp_path: Path) -> None:
+    mark = observed(tmp_path, [hook("apply_start", "aws_iam_role.a")])
+    with mark.path.open("a") as written:
+        written.write('{"creating": "aws_iam_ro')  # the deploy was killed while writing this line
+
+    unfinished, _ = mark.read(STACK)
+
+    assert unfinished is not None and unfinished.in_flight == {"aws_iam_role.a"}
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        {**STACK, "terraform": {"backend": {"s3": {"bucket": "fleet-state", "key": "dev.tfstate"}}}},
+        {**STACK, "provider": {"aws": [{"region": "eu-west-1"}]}},
+    ],
+    ids=["another backend", "another region"],
+)
+def test_a_mark_about_another_state_is_set_aside_saying_so(tmp_path: Path, elsewhere: dict[str, Any]) -> None:
+    mark = observed(tmp_path, [hook("apply_start", "aws_iam_role.a")])
+
+    unfinished, set_aside = mark.read(elsewhere)
+
+    assert unfinished is None
+    assert set_aside is not None and "about another state" in set_aside
+
+
+def test_no_mark_and_a_mark_without_its_first_line(tmp_path: Path) -> None:
+    mark = Mark(tmp_path)
+    assert mark.read(STACK) == (None, None)
+    mark.path.write_text(json.dumps({"creating": "aws_iam_role.a"}) + "\n")
+
+    unfinished, set_aside = mark.read(STACK)
+
+    assert unfinished is None and set_aside is not None and "set aside" in set_aside
+
+
+def test_a_new_mark_replaces_the_evidence_and_clear_removes_it(tmp_path: Path) -> None:
+    mark = observed(tmp_path, [hook("apply_start", "aws_iam_role.a")])
+    mark.begin(STACK)
+
+    unfinished, _ = mark.read(STACK)
+    assert unfinished is not None and unfinished.creating == frozenset()
+    mark.clear()
+    assert not mark.path.exists()
