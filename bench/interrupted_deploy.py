@@ -60,9 +60,24 @@ class Sandbox:
         self.endpoint = endpoint
 
     def run(self, *command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            list(command), cwd=cwd, env=self.env, capture_output=True, text=True, check=False, timeout=TIMEOUT
+        """Runs a command in a process group of its own, which goes whole if the bench is stopped (a
+        Terraform and its provider would otherwise outlive it)."""
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
+        try:
+            out, err = process.communicate(timeout=TIMEOUT)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
     def make(self, verb: str) -> list[str]:
         return ["make", "-o", "setup", "--no-print-directory", verb, f"CDKTF_OUT={self.out}"]

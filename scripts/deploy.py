@@ -11,9 +11,9 @@ A deploy plans (`terraform plan -out`) and applies that saved plan. A create tha
 Terraform recorded it (an interruption, a kill, a lost connection) leaves an object no state knows, and
 the next apply would stop on "already exists". The deploy keeps a mark in the stack folder until it
 completes, recording the creates Terraform starts and the answers they get (scripts/unfinished_deploy.py);
-the next deploy adopts, with Terraform `import` blocks, in one round before it applies, the objects of
-the creates that were never answered (scripts/orphan_adoption.py says what is adopted and why it is
-safe). Other objects under the stack's names stop the apply on "already exists", and are adopted only
+the next deploy adopts, with Terraform `import` blocks, in one round before it applies, the objects its
+creates may have made that the state does not hold (scripts/orphan_adoption.py says what is adopted
+and why it is safe). Other objects under the stack's names stop the apply on "already exists", and are adopted only
 when the operator says so (`--adopt`, `make deploy ADOPT=1`). An interrupted destroy needs nothing of
 the kind: the next destroy's refresh drops from state what is already gone.
 """
@@ -147,7 +147,6 @@ class Deployment:
         self.echo = echo
         self.synthesize = synthesize
         self.adopt = adopt  # the operator's word: adopt every leftover the stack names, not only its own
-        self.restored = False  # the state was put back from its backup: the killed run's creates are gone
 
     @property
     def stack_dir(self) -> Path:
@@ -178,7 +177,6 @@ class Deployment:
             return False
         if restored:
             self.echo(f"deploy: {restored}")
-            self.restored = True
         return self.quietly("terraform", "init", "-input=false").returncode == 0
 
     def synth(self) -> bool:
@@ -226,9 +224,8 @@ class Deployment:
             self.echo(f"deploy: {set_aside}")
         if unfinished is None:
             mark.begin(configuration)  # removed only once this deploy completes, whatever ends it before
-        # What may have been created without being recorded: the creates never answered; after the state
-        # was put back from its backup, every create since the first unfinished deploy began.
-        evidence = (unfinished.creating if self.restored else unfinished.in_flight) if unfinished else frozenset()
+        # What a deploy from here may have made that the state does not hold (scripts/unfinished_deploy.py).
+        evidence = unfinished.evidence - self.recorded() if unfinished else frozenset()
         looked = bool(evidence) or (unfinished is not None and self.adopt)
         with saved_plan(self.stack_dir) as plan:
             if looked:
@@ -236,13 +233,13 @@ class Deployment:
                 whose = "it, or anyone," if self.adopt else "it"
                 self.echo(
                     f"deploy: the last deploy of this stack did not finish (it began {unfinished.started}); looking "
-                    f"for what {whose} created without recording it ({len(evidence)} create(s) never answered)"
+                    f"for what {whose} created without recording it ({len(evidence)} create(s) unrecorded)"
                 )
                 allowed = None if self.adopt else set(evidence)
                 planned = self._plan_adopting(plan, required=set(), allowed=allowed, interrupt=interrupt)
             else:
                 if unfinished is not None:
-                    self.echo("deploy: the last deploy of this stack did not finish; no create of it went unanswered")
+                    self.echo("deploy: the last deploy of this stack did not finish; all it created is recorded")
                 planned = 0 if self.plan(plan).returncode == 0 else 1
             if planned != 0 or interrupt.received:
                 return INTERRUPTED if interrupt.received else planned
@@ -271,8 +268,8 @@ class Deployment:
                 return 1
             if not self.adopt:
                 return self._refuse(
-                    f"{', '.join(taken)}: 'already exists', and no deploy of this stack folder left a create of "
-                    "it unanswered, so the object may be another deployment's (another checkout, region or "
+                    f"{', '.join(taken)}: 'already exists', and no unfinished deploy of this stack folder "
+                    "explains it, so the object may be another deployment's (another checkout, region or "
                     "state of the same stack) or someone else's. If it is this stack's own (its state was lost), "
                     "`make deploy ADOPT=1` adopts it; else remove it, or deploy under another ProjectName or "
                     "Environment"
@@ -394,12 +391,16 @@ class Deployment:
         if not self.prepare():
             return INTERRUPTED if interrupt.received else 1
         configuration = json.loads((self.stack_dir / "cdk.tf.json").read_text())
-        unfinished, _ = unfinished_deploy.Mark(self.stack_dir).read(configuration)
-        if unfinished and unfinished.in_flight:
+        mark = unfinished_deploy.Mark(self.stack_dir)
+        unfinished, set_aside = mark.read(configuration)
+        if set_aside:
+            self.echo(f"destroy: {set_aside}")
+        unrecorded = sorted(unfinished.evidence - self.recorded()) if unfinished else []
+        if unrecorded:
             self.echo(
-                f"destroy: the last deploy of this stack did not finish, and these creates of it were never "
-                f"answered: {', '.join(sorted(unfinished.in_flight))}. What they made is not in the state, so "
-                "this destroy cannot delete it: `make deploy` (which adopts it), then `make destroy`, does."
+                "destroy: the last deploy of this stack did not finish, and what it may have made of these is "
+                f"not in the state, so this destroy cannot delete it: {', '.join(unrecorded)}. `make deploy` "
+                "(which adopts it), then `make destroy`, does."
             )
         outputs = self.quietly("terraform", "output", "-json")
         if outputs.returncode == 0 and json.loads("".join(outputs.lines) or "{}"):  # something is deployed
@@ -413,7 +414,16 @@ class Deployment:
         if destroyed.returncode != 0 and interrupt.received:
             self.echo("destroy interrupted: `make destroy` again finishes it")
             return INTERRUPTED
-        return 0 if destroyed.returncode == 0 else 1
+        if destroyed.returncode != 0:
+            return 1
+        # The mark keeps only the evidence no destroy could act on, so a later deploy adopts it and nothing
+        # the destroyed deployment had recorded (another deployment may take those names now).
+        mark.clear()
+        if unrecorded:
+            mark.begin(configuration)
+            for address in unrecorded:
+                mark.creating(address)
+        return 0
 
 
 class DamagedState(Exception):

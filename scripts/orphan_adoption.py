@@ -9,11 +9,11 @@ with, which of them found nothing, and whether the plan that imports them is saf
 `scripts/deploy.py` runs Terraform around it; `scripts/unfinished_deploy.py` keeps the evidence.
 
 What is adopted, and why it is safe:
-- Only resources whose create a deploy from this stack folder, against this state, started and never
-  saw answered (the mark of scripts/unfinished_deploy.py): the objects those creates may have made.
-  Anything else under the stack's names (another deployment of the same stack, someone else's object)
-  is adopted only when the operator says so (`make deploy ADOPT=1`), after an apply whose every error
-  is "already exists" on creating a resource of a type below.
+- Only resources that a create started by a deploy from this stack folder, against this state, may
+  have made and the state does not hold (the mark of scripts/unfinished_deploy.py), never a name AWS
+  refused as taken. Anything else under the stack's names (another deployment of the same stack,
+  someone else's object) is adopted only when the operator says so (`make deploy ADOPT=1`), after an
+  apply whose every error is "already exists" on creating a resource of a type below.
 - Only resources of this stack's configuration that the state does not hold, each imported under the
   name the stack gives it (an import finds nothing where nothing was left behind).
 - A taggable object must also carry the stack's `Project` and `Environment` tags (the provider's

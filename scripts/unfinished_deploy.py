@@ -1,17 +1,21 @@
-"""The mark a deploy keeps in its stack folder until it completes: which creates it started and never
-saw answered. That is the evidence `make deploy` adopts on (scripts/orphan_adoption.py says how).
+"""The mark a deploy keeps in its stack folder until it completes: which creates it started, and what
+became of them. That is the evidence `make deploy` adopts on (scripts/orphan_adoption.py says how).
 
 A create that reached AWS and whose answer never reached Terraform's state (Ctrl-C cancels the calls in
-flight, a SIGKILL or a lost connection ends them) leaves an object no state knows. Terraform says in its
-machine-readable output when it starts each create (`apply_start`) and when one completes
-(`apply_complete`), and a create AWS refused because the name was taken says so in its error. The mark
-records those events as they come, one JSON object per line, so the next deploy knows which objects can
-be this stack's own leftovers: those whose create a deploy from this folder started and never saw
-answered. An object of the same name that no such create explains (another checkout's, another
-region's or another state's deployment of the same stack, or someone else's) is never adopted on it.
+flight, a SIGKILL or a lost connection ends them, an S3 backend saves state at most every 20 seconds, a
+local state file can be cut short and put back from its backup) leaves an object no state knows.
+Terraform says in its machine-readable output when it starts each create (`apply_start`), when one
+completes (`apply_complete`) or fails (`apply_errored`), and, once the apply ends, why each failed. The
+mark records those events as they come, one JSON object per line, and the next deploy takes as
+evidence every address whose last event is a create started, completed or failed for an unknown
+reason, that the state does not hold: the objects a deploy from this folder may have made. A create
+AWS refused because the name was taken made nothing, and its address is never evidence again in this
+mark (the name was someone's before this deploy's create). An object of the same name that no such
+create explains (another checkout's, another region's or another state's deployment of the same stack,
+or someone else's) is never adopted on it.
 
 The first line says where the state lives (the backend block and the provider's regions): evidence
-about one state says nothing about another's, so a mark about another is set aside.
+about one state says nothing about another's, so a mark about another is set aside (renamed, kept).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from scripts import orphan_adoption
 
 MARK = ".deploy-unfinished"
 CREATING = ("create", "replace")  # Terraform's apply hook actions that create an object
+HOOKS = {"apply_start": "creating", "apply_complete": "created", "apply_errored": "errored"}
+EVENTS = ("creating", "created", "errored", "refused")
 
 
 def state_location(configuration: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,20 +48,23 @@ class Unfinished:
     """What the mark says of the deploys here that did not finish, since the first of them."""
 
     started: str
-    creating: frozenset[str]  # every create they started
-    answered: frozenset[str]  # of those, the ones Terraform saw end: created and recorded, or refused as taken
+    last: dict[str, str]  # each address's last event: creating, created, errored or refused
+    refused: frozenset[str]  # addresses whose create AWS refused as taken, at any time
 
     @property
-    def in_flight(self) -> frozenset[str]:
-        return self.creating - self.answered
+    def evidence(self) -> frozenset[str]:
+        """The addresses whose object a deploy from here may have made (before subtracting the state)."""
+        return frozenset(a for a, event in self.last.items() if event != "refused" and a not in self.refused)
 
 
 class Mark:
     def __init__(self, stack_dir: Path) -> None:
         self.path = stack_dir / MARK
+        self.unwritten: str | None = None  # why an event could not be recorded, if one could not
 
     def read(self, configuration: Mapping[str, Any]) -> tuple[Unfinished | None, str | None]:
-        """What the mark records for this stack's state, or None; and why a mark found was set aside."""
+        """What the mark records for this stack's state, or None; and why a mark found was set aside
+        (it is then renamed beside, so a new one can begin)."""
         try:
             lines = self.path.read_text().splitlines()
         except FileNotFoundError:
@@ -69,13 +78,20 @@ class Mark:
             if isinstance(event, dict):
                 events.append(event)
         header = events[0] if events and "started" in events[0] else None
-        if header is None:
-            return None, f"the mark {self.path} has no record of where its deploy kept state: set aside"
-        if header.get("state") != state_location(configuration):
-            return None, (f"the mark {self.path} is about another state ({json.dumps(header.get('state'))}): set aside")
-        creating = frozenset(str(e["creating"]) for e in events if "creating" in e)
-        answered = frozenset(str(e["answered"]) for e in events if "answered" in e)
-        return Unfinished(str(header["started"]), creating, answered), None
+        if header is None or header.get("state") != state_location(configuration):
+            kept = self.path.with_name(f"{MARK}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}")
+            self.path.rename(kept)
+            about = "has no record of where its deploy kept state" if header is None else "is about another state"
+            return None, f"the mark of an unfinished deploy here {about}: set aside as {kept}"
+        last: dict[str, str] = {}
+        refused = set()
+        for event in events[1:]:
+            for kind in EVENTS:
+                if kind in event:
+                    last[str(event[kind])] = kind
+                    if kind == "refused":
+                        refused.add(str(event[kind]))
+        return Unfinished(str(header["started"]), last, frozenset(refused)), None
 
     def begin(self, configuration: Mapping[str, Any]) -> None:
         """A new mark: this deploy is the first unfinished one."""
@@ -83,13 +99,10 @@ class Mark:
         self.path.write_text(json.dumps({"started": started, "state": state_location(configuration)}) + "\n")
 
     def creating(self, address: str) -> None:
-        self._append({"creating": address})
-
-    def answered(self, address: str) -> None:
-        self._append({"answered": address})
+        self._append("creating", address)
 
     def observe(self, line: str) -> None:
-        """One line of `terraform apply -json`: records the creates it starts and the answers they get."""
+        """One line of `terraform apply -json`: records the creates it starts and what becomes of them."""
         try:
             message = json.loads(line)
         except ValueError:
@@ -99,19 +112,22 @@ class Mark:
         kind = message.get("type")
         hook = message.get("hook") or {}
         address = (hook.get("resource") or {}).get("addr")
-        if kind == "apply_start" and address and hook.get("action") in CREATING:
-            self.creating(address)
-        elif kind == "apply_complete" and address and hook.get("action") in CREATING:
-            self.answered(address)
+        if address and hook.get("action") in CREATING and kind in HOOKS:
+            self._append(HOOKS[kind], address)
         elif kind == "diagnostic":
             (diagnostic,) = orphan_adoption.diagnostics([line])
             if diagnostic.address and orphan_adoption.is_already_exists(diagnostic):
-                self.answered(diagnostic.address)  # AWS refused it: this create made nothing
+                self._append("refused", diagnostic.address)  # AWS refused it: this create made nothing
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def _append(self, event: dict[str, str]) -> None:
+    def _append(self, kind: str, address: str) -> None:
         # Appended and closed line by line: a deploy killed right after still leaves every line before.
-        with self.path.open("a") as mark:
-            mark.write(json.dumps(event) + "\n")
+        # A mark that cannot be written is reported, never raised: raising here would end the deploy
+        # and Terraform with it, before it records what it created.
+        try:
+            with self.path.open("a") as mark:
+                mark.write(json.dumps({kind: address}) + "\n")
+        except OSError as why:
+            self.unwritten = f"the mark {self.path} could not be written ({why})"

@@ -121,13 +121,13 @@ def sandbox_env(base: Path) -> dict[str, str]:
 class Interruption:
     """`make deploy` interrupted with Ctrl-C (SIGINT to its process group, as a terminal sends it) once
     the sandbox held the stack's first resources; then some of what it had recorded forgotten by the
-    state and their creates marked unanswered, as when a create reaches AWS and the interruption comes
-    before Terraform records it; then `make deploy` again and a plan."""
+    state and their creates marked as started, never completed, as when a create reaches AWS and the
+    interruption comes before Terraform records it; then `make deploy` again and a plan."""
 
     interrupted: subprocess.CompletedProcess[str]
     recorded: set[str]  # the managed resources in Terraform's state after the interruption
     synthesized: int  # resources in the stack it was deploying
-    marked: dict[str, set[str]]  # what the interrupted deploy's mark recorded: its creates, and those answered
+    marked: dict[str, set[str]]  # what the interrupted deploy's mark recorded: its creates, and those completed
     forgotten: list[str]  # addresses removed from the state after the interruption
     again: subprocess.CompletedProcess[str]
     plan: subprocess.CompletedProcess[str]  # -detailed-exitcode: 0 means no changes
@@ -187,10 +187,8 @@ def interrupted_deploy(deployment: Deployment, parameters: dict[str, str]) -> In
     mark = unfinished_deploy.Mark(deployment.stack_dir)
     stack = json.loads((deployment.stack_dir / "cdk.tf.json").read_text())
     unfinished, _ = mark.read(stack)
-    marked = {
-        "creating": set(unfinished.creating if unfinished else ()),
-        "answered": set(unfinished.answered if unfinished else ()),
-    }
+    last = unfinished.last if unfinished else {}
+    marked = {"creating": set(last), "created": {a for a, event in last.items() if event == "created"}}
     forgotten = forget(deployment, FORGOTTEN_KINDS, env)
     for address in forgotten:  # as when the interruption cut these creates off before their answer
         mark.creating(address)

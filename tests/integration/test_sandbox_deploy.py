@@ -237,7 +237,7 @@ def test_a_make_deploy_interrupted_midway_converges_on_the_next_and_a_plan_then_
 ) -> None:
     """Ctrl-C in the middle of `make deploy` (the lifecycle's first deploy): Terraform stops gracefully
     with part of the stack recorded in state. Some of it is then forgotten by the state, as a create
-    cut short between AWS and Terraform's record leaves it, and their creates marked unanswered; the next
+    cut short between AWS and Terraform's record leaves it, and their creates marked unfinished; the next
     `make deploy`, knowing the last one did not finish, adopts what those creates left, creates the rest,
     and a plan right after finds nothing to change."""
     interruption = lifecycle.deployment.interruption
@@ -246,8 +246,8 @@ def test_a_make_deploy_interrupted_midway_converges_on_the_next_and_a_plan_then_
     assert interruption.interrupted.returncode != 0
     assert "Interrupt received" in interruption.interrupted.stdout, interruption.interrupted.stdout[-3000:]
     assert 0 < len(interruption.recorded) < total  # stopped midway, with what it had created recorded
-    # The mark read Terraform's own output: every create it recorded was started and answered.
-    assert interruption.recorded <= interruption.marked["answered"] <= interruption.marked["creating"]
+    # The mark read Terraform's own output: every create it recorded was started and completed.
+    assert interruption.recorded <= interruption.marked["created"] <= interruption.marked["creating"]
     assert interruption.again.returncode == 0, (interruption.again.stdout + interruption.again.stderr)[-4000:]
     assert "the last deploy of this stack did not finish" in interruption.again.stdout
     assert interruption.forgotten  # roles and IoT policies are recorded before the registry table exists

@@ -1,4 +1,4 @@
-"""The mark an unfinished deploy leaves: which creates it started and never saw answered, read from
+"""The mark an unfinished deploy leaves: which creates it started and what became of them, read from
 Terraform's own `apply -json` lines, and for which state. It is the evidence adoption rests on."""
 
 from __future__ import annotations
@@ -45,31 +45,37 @@ def observed(tmp_path: Path, lines: list[str], configuration: dict[str, Any] = S
     return mark
 
 
-def test_a_create_started_and_never_answered_is_in_flight_and_answered_ones_are_not(tmp_path: Path) -> None:
-    role, policy, table, logs = (
+def test_evidence_is_each_create_started_completed_or_failed_unknowably_but_never_one_refused_as_taken(
+    tmp_path: Path,
+) -> None:
+    role, policy, table, logs, rule, alias = (
         "aws_iam_role.hook_role", "aws_iot_policy.claim_policy", "aws_dynamodb_table.registry_table",
-        "aws_cloudwatch_log_group.hook_logs",
+        "aws_cloudwatch_log_group.hook_logs", "aws_iot_topic_rule.audit", "aws_kms_alias.key_alias",
     )  # fmt: skip
     mark = observed(
         tmp_path,
         [
             hook("apply_start", role),
-            hook("apply_complete", role),  # created and recorded
+            hook("apply_complete", role),  # created: in the state, or not (an S3 state not yet saved)
             hook("apply_start", policy),
-            diagnostic(policy, TAKEN["aws_iot_policy.claim_policy"]),  # refused: the name was taken
+            hook("apply_errored", policy),
             hook("apply_start", table),
             hook("apply_errored", table),  # cancelled by Ctrl-C: whether AWS made it is unknown
             hook("apply_start", logs),  # killed while waiting
-            hook("apply_start", "aws_iot_topic_rule.audit", action="update"),  # changes an object it knows
+            hook("apply_start", rule, action="update"),  # changes an object it knows
+            hook("apply_start", alias),
             "not JSON: Terraform's plain words",
+            diagnostic(policy, TAKEN["aws_iot_policy.claim_policy"]),  # after the apply: refused, the name was taken
         ],
     )
+    mark.creating(policy)  # a later deploy tries it again, and is cut off: still someone else's name
+    mark.observe(hook("apply_complete", alias))
 
     unfinished, set_aside = mark.read(STACK)
 
     assert set_aside is None and unfinished is not None
-    assert unfinished.in_flight == {table, logs}
-    assert unfinished.creating == {role, policy, table, logs}
+    assert unfinished.evidence == {role, table, logs, alias}
+    assert unfinished.last[policy] == "creating" and unfinished.refused == {policy}
 
 
 def test_a_line_cut_short_by_a_kill_loses_nothing_before_it(tmp_path: Path) -> None:
@@ -79,7 +85,7 @@ def test_a_line_cut_short_by_a_kill_loses_nothing_before_it(tmp_path: Path) -> N
 
     unfinished, _ = mark.read(STACK)
 
-    assert unfinished is not None and unfinished.in_flight == {"aws_iam_role.a"}
+    assert unfinished is not None and unfinished.evidence == {"aws_iam_role.a"}
 
 
 @pytest.mark.parametrize(
@@ -90,13 +96,16 @@ def test_a_line_cut_short_by_a_kill_loses_nothing_before_it(tmp_path: Path) -> N
     ],
     ids=["another backend", "another region"],
 )
-def test_a_mark_about_another_state_is_set_aside_saying_so(tmp_path: Path, elsewhere: dict[str, Any]) -> None:
+def test_a_mark_about_another_state_is_set_aside_saying_so_and_kept(tmp_path: Path, elsewhere: dict[str, Any]) -> None:
     mark = observed(tmp_path, [hook("apply_start", "aws_iam_role.a")])
+    before = mark.path.read_text()
 
     unfinished, set_aside = mark.read(elsewhere)
 
-    assert unfinished is None
-    assert set_aside is not None and "about another state" in set_aside
+    assert unfinished is None and not mark.path.exists()
+    (kept,) = tmp_path.glob(".deploy-unfinished.set-aside-*")
+    assert set_aside is not None and "is about another state" in set_aside and str(kept) in set_aside
+    assert kept.read_text() == before
 
 
 def test_no_mark_and_a_mark_without_its_first_line(tmp_path: Path) -> None:
@@ -114,6 +123,15 @@ def test_a_new_mark_replaces_the_evidence_and_clear_removes_it(tmp_path: Path) -
     mark.begin(STACK)
 
     unfinished, _ = mark.read(STACK)
-    assert unfinished is not None and unfinished.creating == frozenset()
+    assert unfinished is not None and unfinished.evidence == frozenset()
     mark.clear()
     assert not mark.path.exists()
+
+
+def test_a_mark_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
+    """Raising while Terraform's output is read would end the deploy, and Terraform with it."""
+    mark = Mark(tmp_path / "gone")  # the stack folder was removed mid-deploy
+
+    mark.observe(hook("apply_start", "aws_iam_role.a"))
+
+    assert mark.unwritten is not None and "could not be written" in mark.unwritten
