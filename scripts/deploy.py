@@ -243,9 +243,7 @@ class Deployment:
                 planned = 0 if self.plan(plan).returncode == 0 else 1
             if planned != 0 or interrupt.received:
                 return INTERRUPTED if interrupt.received else planned
-            applied = self.terraform(
-                "apply", "-input=false", "-json", str(plan), render_json=True, observe=mark.observe
-            )
+            applied = self._apply(plan, mark)
             if applied.returncode == 0:
                 mark.clear()
                 return self._outputs()
@@ -277,9 +275,7 @@ class Deployment:
             planned = self._plan_adopting(plan, required=set(taken), allowed=None, interrupt=interrupt, failed=plan)
             if planned != 0 or interrupt.received:
                 return INTERRUPTED if interrupt.received else planned
-            applied = self.terraform(
-                "apply", "-input=false", "-json", str(plan), render_json=True, observe=mark.observe
-            )
+            applied = self._apply(plan, mark)
             if applied.returncode != 0:
                 if interrupt.received:
                     return INTERRUPTED
@@ -287,6 +283,16 @@ class Deployment:
                 return 1
             mark.clear()
             return self._outputs()
+
+    def _apply(self, plan: Path, mark: unfinished_deploy.Mark) -> Run:
+        """Applies the saved plan, the mark recording its creates as Terraform reports them."""
+        applied = self.terraform("apply", "-input=false", "-json", str(plan), render_json=True, observe=mark.observe)
+        if mark.unwritten:
+            self.echo(
+                f"deploy: {mark.unwritten}; what this apply created without recording it can be adopted only "
+                "with `make deploy ADOPT=1`"
+            )
+        return applied
 
     def _plan_adopting(
         self,
@@ -419,8 +425,8 @@ class Deployment:
         # The mark keeps only the evidence no destroy could act on, so a later deploy adopts it and nothing
         # the destroyed deployment had recorded (another deployment may take those names now).
         mark.clear()
-        if unrecorded:
-            mark.begin(configuration)
+        if unfinished and unrecorded:
+            mark.begin(configuration, started=unfinished.started)
             for address in unrecorded:
                 mark.creating(address)
         return 0
@@ -534,7 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def echo(line: str) -> None:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:  # whoever read it went (a `| tee` ended by the same Ctrl-C): Terraform goes on
+            pass
 
     synthesize = not args.no_synth
     if args.command == "apply":

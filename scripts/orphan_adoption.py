@@ -10,8 +10,8 @@ with, which of them found nothing, and whether the plan that imports them is saf
 
 What is adopted, and why it is safe:
 - Only resources that a create started by a deploy from this stack folder, against this state, may
-  have made and the state does not hold (the mark of scripts/unfinished_deploy.py), never a name AWS
-  refused as taken. Anything else under the stack's names (another deployment of the same stack,
+  have made and the state does not hold (the mark of scripts/unfinished_deploy.py), never a name the
+  mark saw AWS refuse as taken. Anything else under the stack's names (another deployment of the same stack,
   someone else's object) is adopted only when the operator says so (`make deploy ADOPT=1`), after an
   apply whose every error is "already exists" on creating a resource of a type below.
 - Only resources of this stack's configuration that the state does not hold, each imported under the

@@ -7,10 +7,11 @@ local state file can be cut short and put back from its backup) leaves an object
 Terraform says in its machine-readable output when it starts each create (`apply_start`), when one
 completes (`apply_complete`) or fails (`apply_errored`), and, once the apply ends, why each failed. The
 mark records those events as they come, one JSON object per line, and the next deploy takes as
-evidence every address whose last event is a create started, completed or failed for an unknown
-reason, that the state does not hold: the objects a deploy from this folder may have made. A create
-AWS refused because the name was taken made nothing, and its address is never evidence again in this
-mark (the name was someone's before this deploy's create). An object of the same name that no such
+evidence every address whose last event is a create started, completed or failed (for a reason not
+yet known: Terraform prints reasons when the apply ends), that the state does not hold: the objects a
+deploy from this folder may have made. A create the mark saw AWS refuse because the name was taken
+made nothing, and its address is never evidence again in this mark (the name was someone's before
+this deploy's create); nor is an object a later apply deleted. An object of the same name that no such
 create explains (another checkout's, another region's or another state's deployment of the same stack,
 or someone else's) is never adopted on it.
 
@@ -21,6 +22,7 @@ about one state says nothing about another's, so a mark about another is set asi
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from scripts import orphan_adoption
 MARK = ".deploy-unfinished"
 CREATING = ("create", "replace")  # Terraform's apply hook actions that create an object
 HOOKS = {"apply_start": "creating", "apply_complete": "created", "apply_errored": "errored"}
-EVENTS = ("creating", "created", "errored", "refused")
+EVENTS = ("creating", "created", "errored", "refused", "deleted")
 
 
 def state_location(configuration: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,7 +56,9 @@ class Unfinished:
     @property
     def evidence(self) -> frozenset[str]:
         """The addresses whose object a deploy from here may have made (before subtracting the state)."""
-        return frozenset(a for a, event in self.last.items() if event != "refused" and a not in self.refused)
+        return frozenset(
+            a for a, event in self.last.items() if event not in ("refused", "deleted") and a not in self.refused
+        )
 
 
 class Mark:
@@ -93,9 +97,9 @@ class Mark:
                         refused.add(str(event[kind]))
         return Unfinished(str(header["started"]), last, frozenset(refused)), None
 
-    def begin(self, configuration: Mapping[str, Any]) -> None:
-        """A new mark: this deploy is the first unfinished one."""
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    def begin(self, configuration: Mapping[str, Any], started: str | None = None) -> None:
+        """A new mark: this deploy is the first unfinished one (`started`: it carries on an earlier one)."""
+        started = started or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.path.write_text(json.dumps({"started": started, "state": state_location(configuration)}) + "\n")
 
     def creating(self, address: str) -> None:
@@ -114,6 +118,8 @@ class Mark:
         address = (hook.get("resource") or {}).get("addr")
         if address and hook.get("action") in CREATING and kind in HOOKS:
             self._append(HOOKS[kind], address)
+        elif address and hook.get("action") == "delete" and kind == "apply_complete":
+            self._append("deleted", address)  # gone: nothing of it is left to adopt
         elif kind == "diagnostic":
             (diagnostic,) = orphan_adoption.diagnostics([line])
             if diagnostic.address and orphan_adoption.is_already_exists(diagnostic):
@@ -127,7 +133,12 @@ class Mark:
         # A mark that cannot be written is reported, never raised: raising here would end the deploy
         # and Terraform with it, before it records what it created.
         try:
-            with self.path.open("a") as mark:
-                mark.write(json.dumps({kind: address}) + "\n")
+            with self.path.open("a+b") as mark:
+                line = json.dumps({kind: address}).encode() + b"\n"
+                if mark.seek(0, os.SEEK_END):
+                    mark.seek(-1, os.SEEK_END)
+                    if mark.read(1) != b"\n":  # the last line was cut short by a kill: it stays apart
+                        line = b"\n" + line
+                mark.write(line)
         except OSError as why:
             self.unwritten = f"the mark {self.path} could not be written ({why})"

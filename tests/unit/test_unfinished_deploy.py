@@ -78,14 +78,39 @@ def test_evidence_is_each_create_started_completed_or_failed_unknowably_but_neve
     assert unfinished.last[policy] == "creating" and unfinished.refused == {policy}
 
 
-def test_a_line_cut_short_by_a_kill_loses_nothing_before_it(tmp_path: Path) -> None:
+def test_a_line_cut_short_by_a_kill_loses_nothing_before_it_or_after_it(tmp_path: Path) -> None:
     mark = observed(tmp_path, [hook("apply_start", "aws_iam_role.a")])
     with mark.path.open("a") as written:
         written.write('{"creating": "aws_iam_ro')  # the deploy was killed while writing this line
+    mark.observe(hook("apply_start", "aws_iot_policy.b"))  # the next deploy's first event
 
     unfinished, _ = mark.read(STACK)
 
-    assert unfinished is not None and unfinished.evidence == {"aws_iam_role.a"}
+    assert unfinished is not None and unfinished.evidence == {"aws_iam_role.a", "aws_iot_policy.b"}
+
+
+def test_an_object_a_later_apply_deleted_is_no_longer_evidence(tmp_path: Path) -> None:
+    mark = observed(
+        tmp_path,
+        [
+            hook("apply_start", "aws_iam_role.a"),
+            hook("apply_start", "aws_iam_role.a", action="delete"),
+            hook("apply_complete", "aws_iam_role.a", action="delete"),
+        ],
+    )
+
+    unfinished, _ = mark.read(STACK)
+
+    assert unfinished is not None and unfinished.evidence == frozenset()
+
+
+def test_a_mark_begun_again_for_an_earlier_deploy_keeps_when_that_one_began(tmp_path: Path) -> None:
+    mark = Mark(tmp_path)
+    mark.begin(STACK, started="2026-01-02T03:04:05Z")
+
+    unfinished, _ = mark.read(STACK)
+
+    assert unfinished is not None and unfinished.started == "2026-01-02T03:04:05Z"
 
 
 @pytest.mark.parametrize(
