@@ -48,10 +48,6 @@ TOOL_ENVIRONMENT = {
     "TF_IN_AUTOMATION": "1",
 }
 INTERRUPTED = 130  # the shell's exit status for a command ended by Ctrl-C
-# In the stack folder from the start of a deploy until it completes: the next deploy adopts what an
-# unfinished one created without recording it before it applies (a Lambda function or permission left
-# behind would otherwise cost five minutes: the provider retries their create while the name is taken).
-UNFINISHED = unfinished_deploy.MARK
 
 Echo = Callable[[str], None]
 
@@ -226,6 +222,8 @@ class Deployment:
             mark.begin(configuration)  # removed only once this deploy completes, whatever ends it before
         # What a deploy from here may have made that the state does not hold (scripts/unfinished_deploy.py).
         evidence = unfinished.evidence - self.recorded() if unfinished else frozenset()
+        # Adopted before the apply, not after it fails: a Lambda function or permission left behind would
+        # cost five minutes first (the provider retries their create while the name is taken).
         looked = bool(evidence) or (unfinished is not None and self.adopt)
         with saved_plan(self.stack_dir) as plan:
             if looked:
