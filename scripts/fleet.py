@@ -36,7 +36,7 @@ from rich.table import Table  # noqa: E402
 from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
 from scripts.fleet_ops import certificates, claim_rotation, decisions, manifest  # noqa: E402
 from scripts.fleet_ops import registry as reg  # noqa: E402
-from scripts.fleet_ops.devices import Devices, Refused  # noqa: E402
+from scripts.fleet_ops.devices import Devices, Refused, Unrecorded  # noqa: E402
 
 OK, REFUSED, PARTIAL = 0, 1, 3  # 2 is a usage error (typer's)
 STATUSES = (reg.ENROLLED, reg.PROVISIONING, reg.PROVISIONED, reg.REVOKED, reg.DECOMMISSIONED, reg.FAILED)
@@ -338,8 +338,9 @@ def revoke(
     reason: Annotated[str, typer.Option(help="why (kept in the registry with the time; required)")],
     json_: JsonOption = False,
 ) -> None:
-    """Revoke a device: registry `revoked` (with reason and time) so the hook refuses it from now on,
-    and its certificates REVOKED, so it is disconnected and can no longer connect.
+    """Revoke a device: its certificates REVOKED, so it can no longer connect (AWS closes open connections
+    within a few minutes), then registry `revoked` (with reason and time) so the hook refuses it from now
+    on. A registry write that fails is retried, then reported (exit code 3; running it again records it).
 
     **Example**
 
@@ -351,6 +352,8 @@ def revoke(
         result = Devices(stack()).revoke(serial, reason.strip())
     except Refused as refused:
         raise fail(str(refused)) from None
+    except Unrecorded as unrecorded:
+        raise fail(str(unrecorded), PARTIAL) from None
     if json_:
         emit(result)
         return
@@ -376,9 +379,10 @@ def decommission(
     workers: Annotated[int, typer.Option(min=1, max=32, help="devices in flight at once")] = 8,
     json_: JsonOption = False,
 ) -> None:
-    """Decommission a device for good: registry `decommissioned`, policies and thing detached from its
-    certificates, the certificates deactivated and deleted, its thing and shadows deleted. Running it
-    again finishes what an interrupted run left.
+    """Decommission a device for good: policies and thing detached from its certificates, the
+    certificates deactivated and deleted, its thing and shadows deleted, then registry `decommissioned`
+    (a failing registry write is retried, then reported with exit code 3). Running it again finishes
+    what an interrupted run left.
 
     **Examples**
 
@@ -400,6 +404,8 @@ def decommission(
             done = devices.decommission(serial)
         except Refused as refused:
             raise fail(str(refused)) from None
+        except Unrecorded as unrecorded:
+            raise fail(str(unrecorded), PARTIAL) from None
         if json_:
             emit({"serialNumber": serial, "alreadyDecommissioned": done.already,
                   "certificatesDeleted": done.removed.certificates, "thingsDeleted": done.removed.things})  # fmt: skip

@@ -65,6 +65,7 @@ PARAMETERS = (
     "RequireAttestation",
     "ClaimClientIdPrefix",
     "StaleClaimMinutes",
+    "RotationIntervalMinutes",
     "ClaimExpiryWarningDays",
     "DeviceTypeCatalogue",
     "Target",
@@ -115,6 +116,7 @@ class StackConfig:
     require_attestation: bool = False
     claim_client_id_prefix: str = documents.CLAIM_CLIENT_ID_PREFIX
     stale_claim_minutes: int = 10
+    rotation_interval_minutes: int = 60
     claim_expiry_warning_days: int = 30
     device_type_catalogue: str = ""
     target: str = "sandbox"
@@ -155,7 +157,13 @@ class StackConfig:
             1 <= self.stale_claim_minutes <= 60,
             "StaleClaimMinutes",
             self.stale_claim_minutes,
-            "1-60 (minutes after which an unfinished provisioning attempt may be taken over)",
+            "1-60 (minutes after which the reconciler settles an unfinished provisioning attempt)",
+        )
+        _check(
+            1 <= self.rotation_interval_minutes <= 10080,
+            "RotationIntervalMinutes",
+            self.rotation_interval_minutes,
+            "1-10080 (minutes a device waits between two certificate rotation requests)",
         )
         _check(
             1 <= self.claim_expiry_warning_days <= 3650,
@@ -360,7 +368,7 @@ def _integer(parameter: str, raw: str) -> int:
     try:
         return int(str(raw).strip())
     except ValueError:
-        raise ConfigError(f"{parameter}={raw}: invalid; allowed: a whole number of days") from None
+        raise ConfigError(f"{parameter}={raw}: invalid; allowed: a whole number") from None
 
 
 def _generations(raw: str) -> tuple[int, ...]:
@@ -435,6 +443,8 @@ def load_config(
         kwargs["claim_expiry_warning_days"] = _integer("ClaimExpiryWarningDays", values["ClaimExpiryWarningDays"])
     if "StaleClaimMinutes" in values:
         kwargs["stale_claim_minutes"] = _integer("StaleClaimMinutes", values["StaleClaimMinutes"])
+    if "RotationIntervalMinutes" in values:
+        kwargs["rotation_interval_minutes"] = _integer("RotationIntervalMinutes", values["RotationIntervalMinutes"])
     if "DeviceTypeCatalogue" in values:
         kwargs["device_type_catalogue"] = catalogue_path
     if "Target" in values:

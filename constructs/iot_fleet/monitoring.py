@@ -26,7 +26,17 @@ from cdktf_cdktf_provider_aws.sns_topic_subscription import SnsTopicSubscription
 from constructs import Construct
 
 FIVE_MINUTES = 300
-SERIAL_GUESSES = 20  # NOT_ENROLLED + ATTESTATION_FAILED denials in 5 minutes before serial-guessing fires
+# Denials in 5 minutes before serial-guessing fires: serials not enrolled, failed attestations,
+# retries of a serial another attempt holds or that already provisioned (someone retrying a known one),
+# and serials whose thing name is another device's.
+SERIAL_GUESSES = 20
+GUESSED = {
+    "unknown": "NOT_ENROLLED",
+    "attestation": "ATTESTATION_FAILED",
+    "inprogress": "PROVISIONING_IN_PROGRESS",
+    "provisioned": "ALREADY_PROVISIONED",
+    "taken": "THING_NAME_TAKEN",
+}
 
 
 @dataclass(frozen=True)
@@ -131,22 +141,21 @@ class Monitoring(Construct):
             ),
             Alarm(
                 "serial-guessing",
-                f"More than {SERIAL_GUESSES} provisioning attempts in 5 minutes named serials that are not enrolled "
-                "(NOT_ENROLLED) or failed the device's attestation (ATTESTATION_FAILED): someone holding the claim "
-                "certificate may be guessing serials, or a batch of devices was shipped before its manifest (or "
-                "its factory keys) was enrolled. Check the hook's log lines with those reasons (serials, client ids, "
-                "claim certificate); enroll the manifest, or rotate the claim certificate if it leaked "
+                f"More than {SERIAL_GUESSES} provisioning attempts in 5 minutes were denied as a guess or a takeover "
+                "would be: a serial not enrolled (NOT_ENROLLED), a failed attestation (ATTESTATION_FAILED), a serial "
+                "another attempt holds (PROVISIONING_IN_PROGRESS) or that already provisioned (ALREADY_PROVISIONED), "
+                "or a thing name that is another device's (THING_NAME_TAKEN). Someone holding the claim certificate "
+                "may be guessing serials or retrying a known device's; or a batch of devices was shipped before its "
+                "manifest (or its factory keys) was enrolled, or is retrying registrations throttled or left "
+                "unanswered. Check the hook's log lines with those reasons (serials, "
+                "client ids, claim certificate); enroll the manifest, or rotate the claim certificate if it leaked "
                 "(scripts/fleet.py rotate-claim).",
                 SERIAL_GUESSES,
                 # Each series exists only once the hook has denied for that reason: FILL counts its absence as 0.
-                expression="FILL(unknown, 0) + FILL(attestation, 0)",
+                expression=" + ".join(f"FILL({name}, 0)" for name in GUESSED),
                 metrics={
-                    "unknown": Metric(
-                        metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "NOT_ENROLLED"}
-                    ),
-                    "attestation": Metric(
-                        metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": "ATTESTATION_FAILED"}
-                    ),
+                    name: Metric(metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": reason})
+                    for name, reason in GUESSED.items()
                 },
             ),
             Alarm(

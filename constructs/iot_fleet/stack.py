@@ -36,6 +36,8 @@ HOOK_PACKAGES = ("ecdsa", "six")
 # How long a device has to confirm a rotation (connect with its new certificate) before the reconciler
 # removes the unconfirmed certificate; the device's old one works throughout.
 ROTATION_CONFIRM_SECONDS = 600
+# Events a registry item keeps in certificateHistory (the rotation function and the reconciler trim it).
+CERTIFICATE_HISTORY_LIMIT = 20
 
 
 class IotProvisioningStack(TerraformStack):
@@ -92,14 +94,21 @@ class IotProvisioningStack(TerraformStack):
                 "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
                 "REQUIRE_ATTESTATION": str(config.require_attestation).lower(),
                 "CLAIM_CLIENT_ID_PREFIX": config.claim_client_id_prefix,
-                "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
                 "METRICS_NAMESPACE": metrics_namespace,
                 "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
             },
             statements=[
-                # GetItem: the enrolled factory key, read before the one conditional write.
+                # GetItem: the enrolled factory key, read before the one conditional write (open
+                # enrollment: also the serial's thing-name reservation, taken in the same transaction).
                 {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
+                *(
+                    []
+                    if config.require_enrollment
+                    else [  # open enrollment: a derived thing name that is another device's thing is refused
+                        {"Effect": "Allow", "Action": ["iot:DescribeThing"], "Resource": account.arn("iot", "thing/*")}
+                    ]
+                ),
             ],
             account=account,
             key=key,
@@ -135,7 +144,11 @@ class IotProvisioningStack(TerraformStack):
             statements=[
                 {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
-                {"Effect": "Allow", "Action": ["iot:UpdateThingShadow"], "Resource": account.arn("iot", "thing/*")},
+                {  # the thing must hold the attempt's certificate before the device is provisioned
+                    "Effect": "Allow",
+                    "Action": ["iot:ListThingPrincipals", "iot:UpdateThingShadow"],
+                    "Resource": account.arn("iot", "thing/*"),
+                },
                 {  # the certificate of an attempt this one replaced is revoked
                     "Effect": "Allow",
                     "Action": ["iot:DescribeCertificate", "iot:UpdateCertificate"],
@@ -168,7 +181,12 @@ class IotProvisioningStack(TerraformStack):
             source="certificate_rotation",
             handler="certificate_rotation.handler",
             description="Issues a provisioned device a certificate from its CSR; retires the old one once confirmed",
-            environment={"TABLE_NAME": table.name, "IOT_DATA_ENDPOINT": self.iot_data_endpoint or ""},
+            environment={
+                "TABLE_NAME": table.name,
+                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
+                "ROTATION_INTERVAL_SECONDS": str(config.rotation_interval_minutes * 60),
+                "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
+            },
             statements=[
                 {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),
@@ -236,6 +254,7 @@ class IotProvisioningStack(TerraformStack):
                 "STATUS_INDEX": "status-index",
                 "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
                 "ROTATION_CONFIRM_SECONDS": str(ROTATION_CONFIRM_SECONDS),
+                "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
                 "ROTATION_INDEX": ROTATION_INDEX.name,
                 "CLAIM_CERTIFICATE_IDS": ",".join(c.id for c in self.claim.generations.values()),
                 "METRICS_NAMESPACE": metrics_namespace,

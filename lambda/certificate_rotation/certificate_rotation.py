@@ -45,6 +45,13 @@ _IOT_DATA = boto3.client(
     "iot-data", config=_CONFIG, **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {})
 )
 TABLE_NAME = os.environ.get("TABLE_NAME", "")
+# One rotation request per device per interval: each request costs about ten IoT control-plane calls
+# (quotas RegisterThing shares) and a certificate. The same requestId again is the same request.
+ROTATION_INTERVAL_SECONDS = int(os.environ.get("ROTATION_INTERVAL_SECONDS", "3600"))
+# The newest events the item keeps in certificateHistory; older ones are dropped and counted
+# (certificateEventsDropped), so no device can grow its item towards DynamoDB's 400 KB.
+HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", "20"))
+REQUEST_ATTEMPTS = 3  # tries of one request (one requestId) in its slot: a repeat after a failure, not a loop
 TOPIC_ROOT = "fleet/rotation"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOPIC = re.compile(r"(?:\$aws/rules/[^/]+/)?fleet/rotation/([^/]+)/(request|confirm)")
@@ -65,7 +72,11 @@ def _log(**fields: Any) -> None:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return _timestamp(time.time())
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _error_code(error: ClientError) -> str:
@@ -116,6 +127,80 @@ def _event(kind: str, certificate_id: str, **extra: str) -> dict[str, Any]:
                   **{k: {"S": v} for k, v in extra.items()}}}  # fmt: skip
 
 
+def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(SET clause, condition, values) that record `events` after the item's certificateHistory as read:
+    the newest HISTORY_LIMIT kept, the older counted in certificateEventsDropped, and certificateEvents
+    counting every event ever recorded. The condition holds only while no other event was recorded since
+    `item` was read (a concurrent writer's events are never overwritten: the write fails instead)."""
+    held = list(item.get("certificateHistory", {}).get("L", []))
+    recorded = int(item.get("certificateEvents", {}).get("N", len(held)))
+    dropped = int(item.get("certificateEventsDropped", {}).get("N", "0"))
+    kept = held + list(events)
+    cut = max(0, len(kept) - HISTORY_LIMIT)
+    values = {
+        ":history": {"L": kept[cut:]},
+        ":events": {"N": str(recorded + len(events))},
+        ":dropped": {"N": str(dropped + cut)},
+    }
+    if "certificateEvents" in item:
+        condition = "certificateEvents = :recorded"
+        values[":recorded"] = {"N": str(recorded)}
+    else:  # written before events were counted: the list itself says nothing was added
+        condition = "attribute_not_exists(certificateEvents) AND " + (
+            "size(certificateHistory) = :held" if held else "attribute_not_exists(certificateHistory)"
+        )
+        if held:
+            values[":held"] = {"N": str(len(held))}
+    clause = "certificateHistory = :history, certificateEvents = :events, certificateEventsDropped = :dropped"
+    return clause, condition, values
+
+
+def reserve(serial: str, current: str, request_id: str) -> None:
+    """Takes the device's rotation slot for this request before any certificate is made: one request per
+    ROTATION_INTERVAL_SECONDS. The same requestId again (a device repeating a request that failed) may
+    use the slot it holds, at most REQUEST_ATTEMPTS times in all."""
+    now = time.time()
+    names = {"#status": "status"}
+    values = {":provisioned": {"S": "provisioned"}, ":current": {"S": current}, ":request": {"S": request_id}}
+    held = "#status = :provisioned AND certificateId = :current"
+    try:
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME, Key={"serialNumber": {"S": serial}},
+            UpdateExpression="SET rotationReservedAt = :now, rotationReservedBy = :request, rotationAttempts = :one",
+            ConditionExpression=f"{held} AND (attribute_not_exists(rotationReservedAt) OR "
+            "rotationReservedAt <= :since)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={**values, ":now": {"S": _timestamp(now)}, ":one": {"N": "1"},
+                                       ":since": {"S": _timestamp(now - ROTATION_INTERVAL_SECONDS)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )  # fmt: skip
+        return
+    except ClientError as error:
+        if _error_code(error) != "ConditionalCheckFailedException":
+            raise
+        old = error.response.get("Item") or {}
+    if _text(old, "status") != "provisioned" or _text(old, "certificateId") != current:
+        raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry")
+    minutes = ROTATION_INTERVAL_SECONDS / 60
+    limit = Refused(429, "RotationLimitExceeded", f"one rotation request per {minutes:g} minutes per device (and "
+                    f"{REQUEST_ATTEMPTS} attempts of it); the last began at {_text(old, 'rotationReservedAt')}: ask "
+                    "again after that interval")  # fmt: skip
+    if _text(old, "rotationReservedBy") != request_id:
+        raise limit
+    try:
+        _DYNAMODB.update_item(
+            TableName=TABLE_NAME, Key={"serialNumber": {"S": serial}},
+            UpdateExpression="ADD rotationAttempts :one",
+            ConditionExpression=f"{held} AND rotationReservedBy = :request AND rotationAttempts < :attempts",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={**values, ":one": {"N": "1"}, ":attempts": {"N": str(REQUEST_ATTEMPTS)}},
+        )  # fmt: skip
+    except ClientError as error:
+        if _error_code(error) != "ConditionalCheckFailedException":
+            raise
+        raise limit from None
+
+
 def retire(certificate_id: str, thing: str, *, delete: bool) -> None:
     """Detaches the certificate from the thing and its policies, then revokes it (retired: kept for
     audit) or deactivates and deletes it (never confirmed). Safe to repeat; a missing one is done."""
@@ -154,6 +239,7 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     if pending and _text(item, "rotationRequestId") == request_id:  # the same request again: the same answer
         description = _IOT.describe_certificate(certificateId=pending)["certificateDescription"]
         return {"requestId": request_id, "certificateId": pending, "certificatePem": description["certificatePem"]}
+    reserve(serial, current, request_id)
     try:
         created = _IOT.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
     except ClientError as error:
@@ -169,21 +255,24 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         _IOT.attach_thing_principal(thingName=thing, principal=new_arn)
         _IOT.update_certificate(certificateId=new_id, newStatus="ACTIVE")
         # Recorded only while the item still names the certificate that asked (and any pending one
-        # this request replaces): two requests racing cannot both become pending.
+        # this request replaces), and this request holds the slot: two requests racing cannot both
+        # become pending.
+        issued = _event("issued", new_id, notAfter=_not_after(new_id))
+        replaced = [_event("replaced", pending)] if pending else []  # its certificate is removed below
+        recorded, unchanged, events = history(item, issued, *replaced)
         _DYNAMODB.update_item(
             TableName=TABLE_NAME,
             Key={"serialNumber": {"S": serial}},
             UpdateExpression="SET pendingCertificateId = :new, rotationState = :pending, rotationRequestedAt = :now, "
-            "rotationRequestId = :request, updatedAt = :now, "
-            "certificateHistory = list_append(if_not_exists(certificateHistory, :empty), :events)",
-            ConditionExpression="#status = :provisioned AND certificateId = :current AND "
+            f"rotationRequestId = :request, updatedAt = :now, {recorded}",
+            ConditionExpression="#status = :provisioned AND certificateId = :current AND rotationReservedBy = :request "
+            f"AND {unchanged} AND "
             + ("pendingCertificateId = :replaced" if pending else "attribute_not_exists(pendingCertificateId)"),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
                 ":new": {"S": new_id}, ":pending": {"S": "pending"}, ":now": {"S": _now()},
                 ":request": {"S": request_id}, ":provisioned": {"S": "provisioned"}, ":current": {"S": current},
-                ":empty": {"L": []}, ":events": {"L": [_event("issued", new_id, notAfter=_not_after(new_id))]},
-                **({":replaced": {"S": pending}} if pending else {}),
+                **events, **({":replaced": {"S": pending}} if pending else {}),
             },
         )  # fmt: skip
     except ClientError as error:
@@ -208,29 +297,36 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         raise Refused(400, "InvalidRequest", "requestId must be 1-64 characters of [A-Za-z0-9_-]")
     item = _item_of(thing)
     serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
-    previous = _text(item, "previousCertificateId")
+    # A repeated confirm finishes what the first may not have: it retires only the certificate that the
+    # confirmed rotation of this very request replaced, never the current one (previousCertificateId is
+    # not it: the provisioning hook sets that one, to the current certificate on a same-certificate retry).
+    replaced = _text(item, "retiredCertificateId")
     if (
         current == principal
-        and _CERTIFICATE_ID.fullmatch(previous)
-        and _text(item, "rotationRequestId") in ("", request_id)
+        and _text(item, "confirmedRequestId") == request_id
+        and _CERTIFICATE_ID.fullmatch(replaced)
+        and replaced != current
     ):
-        retire(previous, thing, delete=False)  # a repeated confirm: finish what the first one may not have
-        return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": previous}
+        retire(replaced, thing, delete=False)
+        return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": replaced}
     if _text(item, "pendingCertificateId") != principal or _text(item, "rotationRequestId") != request_id:
         raise Refused(403, "NoPendingRotation", "this certificate is not the pending one of this request")
+    recorded, unchanged, events = history(item, _event("confirmed", principal), _event("retired", current))
     try:
+        # rotationReservedBy goes: the slot's time stays (the interval runs from the request), but this
+        # requestId can no longer pass for a retry of a request in progress.
         _DYNAMODB.update_item(
             TableName=TABLE_NAME,
             Key={"serialNumber": {"S": serial}},
-            UpdateExpression="SET certificateId = :new, previousCertificateId = :old, certificateRotatedAt = :now, "
-            "updatedAt = :now, certificateHistory = list_append(if_not_exists(certificateHistory, :empty), :events) "
-            "REMOVE pendingCertificateId, rotationState, rotationRequestedAt, rotationRequestId",
-            ConditionExpression="#status = :provisioned AND certificateId = :old AND pendingCertificateId = :new",
+            UpdateExpression="SET certificateId = :new, previousCertificateId = :old, retiredCertificateId = :old, "
+            f"confirmedRequestId = :request, certificateRotatedAt = :now, updatedAt = :now, {recorded} "
+            "REMOVE pendingCertificateId, rotationState, rotationRequestedAt, rotationRequestId, rotationReservedBy",
+            ConditionExpression="#status = :provisioned AND certificateId = :old AND pendingCertificateId = :new "
+            f"AND {unchanged}",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":new": {"S": principal}, ":old": {"S": current}, ":now": {"S": _now()},
-                ":provisioned": {"S": "provisioned"}, ":empty": {"L": []},
-                ":events": {"L": [_event("confirmed", principal), _event("retired", current)]},
+                ":new": {"S": principal}, ":old": {"S": current}, ":now": {"S": _now()}, ":request": {"S": request_id},
+                ":provisioned": {"S": "provisioned"}, **events,
             },
         )  # fmt: skip
     except ClientError as error:

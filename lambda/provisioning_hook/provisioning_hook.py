@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import hashlib
 import json
 import os
@@ -51,6 +50,8 @@ TEMPLATE_ARN = re.compile(r"arn:[a-z-]+:iot:[a-z0-9-]*:[0-9]*:provisioningtempla
 # protocol using the same key) can never pass for one.
 ATTESTATION_CONTEXT = "aws-iot-fleet-attestation/1"
 FACTORY_KEY_ATTRIBUTE = "factoryPublicKey"  # base64 DER SubjectPublicKeyInfo, as enrolled
+# A thing name held for one serial: the registry item "thingName#<name>" (constructs/iot_fleet/registry_schema.py).
+THING_NAME_RESERVATION_PREFIX = "thingName#"
 
 # Reason codes: one per way a request ends. Operators search logs and metrics by them.
 ALLOWED = "ALLOWED"
@@ -60,6 +61,8 @@ NOT_ENROLLED = "NOT_ENROLLED"
 DEVICE_TYPE_MISMATCH = "DEVICE_TYPE_MISMATCH"
 MANUFACTURER_MISMATCH = "MANUFACTURER_MISMATCH"
 THING_NAME_MISMATCH = "THING_NAME_MISMATCH"
+THING_NAME_TAKEN = "THING_NAME_TAKEN"
+ATTEMPT_FAILED = "ATTEMPT_FAILED"
 PROVISIONING_IN_PROGRESS = "PROVISIONING_IN_PROGRESS"
 ALREADY_PROVISIONED = "ALREADY_PROVISIONED"
 REVOKED = "REVOKED"
@@ -88,9 +91,6 @@ class Settings:
     require_enrollment: bool
     metrics_namespace: str
     debug: bool
-    # A `provisioning` claim older than this was abandoned (the template failed, the device dropped):
-    # a new attempt may take it over.
-    stale_claim_seconds: int = 600
     # Every device must be enrolled with a factory key and sign with it (otherwise only those enrolled with one).
     require_attestation: bool = False
     # The client-id prefix of claim connections (the claim policy's only Connect resource): no thing
@@ -107,7 +107,6 @@ class Settings:
             require_enrollment=environ.get("REQUIRE_ENROLLMENT", "true").lower() != "false",
             metrics_namespace=environ.get("METRICS_NAMESPACE", "IoTProvisioning"),
             debug=environ.get("IOT_PROVISIONING_DEBUG", "false").lower() == "true",
-            stale_claim_seconds=int(environ.get("STALE_CLAIM_SECONDS", "600")),
             require_attestation=environ.get("REQUIRE_ATTESTATION", "false").lower() == "true",
             claim_client_id_prefix=environ.get("CLAIM_CLIENT_ID_PREFIX", "claim-"),
         )
@@ -255,24 +254,25 @@ def verify_attestation(enrolled_key: str, signature: str | None, message: bytes)
     return None
 
 
-def refusal(
-    request: Request, old_item: Mapping[str, Any] | None, stale_before: str, enrolled_key: str = "",
-    prefix: str = "",
-) -> Decision:  # fmt: skip
+def refusal(request: Request, old_item: Mapping[str, Any] | None, enrolled_key: str = "", prefix: str = "") -> Decision:
     """Why the conditional claim was refused, from the item as it was (the same rules as the condition)."""
     if not old_item:
         return Decision(False, NOT_ENROLLED, "serial number is not in the registry")
     status = _attribute(old_item, "status")
-    started = _attribute(old_item, "provisioningStartedAt")  # as in the condition: absent is never stale
-    claimable = status in ("enrolled", "failed") or (
-        status == "provisioning"
-        and (
-            _attribute(old_item, "certificateId") == request.certificate_id
-            or (bool(started) and started < stale_before)
-        )
+    same_certificate = _attribute(old_item, "certificateId") == request.certificate_id
+    claimable = (
+        status == "enrolled"
+        or (status == "failed" and not same_certificate)
+        or (status == "provisioning" and same_certificate)
     )
+    if status == "failed" and same_certificate:
+        return Decision(False, ATTEMPT_FAILED, "this certificate's attempt failed and the reconciler revoked the "
+                        "certificate: the device must create a new certificate and try again")  # fmt: skip
     if not claimable and status == "provisioning":
-        return Decision(False, PROVISIONING_IN_PROGRESS, f"another certificate's attempt is under way since {started}")
+        started = _attribute(old_item, "provisioningStartedAt")
+        return Decision(False, PROVISIONING_IN_PROGRESS, f"another certificate's attempt is under way since "
+                        f"{started}; the reconciler completes it, or marks it failed (then the device may try "
+                        "again) once StaleClaimMinutes have passed")  # fmt: skip
     if not claimable and status in STATUS_REASONS:
         return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
     if not claimable:
@@ -302,9 +302,10 @@ def _attribute(item: Mapping[str, Any], name: str) -> str:
 class Registry:
     """The one conditional write that claims an enrolled serial for this provisioning attempt."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: Any, table_name: str, iot: Any = None) -> None:
         self._client = client
         self._table = table_name
+        self._iot = iot  # open enrollment only: whether a thing of the name already exists
 
     def factory_key_of(self, serial_number: str) -> tuple[bool, str]:
         """(enrolled, its factory key or "") from a consistent read: the key the signature is checked with."""
@@ -317,9 +318,8 @@ class Registry:
         return item is not None, _attribute(item or {}, FACTORY_KEY_ATTRIBUTE)
 
     def claim(
-        self, request: Request, require_enrollment: bool, now: str, stale_before: str, enrolled_key: str = "",
-        prefix: str = "",
-    ) -> Decision:  # fmt: skip
+        self, request: Request, require_enrollment: bool, now: str, enrolled_key: str = "", prefix: str = ""
+    ) -> Decision:
         """`enrolled_key`: the factory key the device's signature was verified with ("" for none); the
         write happens only if the item still holds exactly that key, and (`prefix`, the claim client-id
         prefix) only if its enrolled thing name does not start with the prefix."""
@@ -327,7 +327,6 @@ class Registry:
             ":provisioning": {"S": "provisioning"},
             ":enrolled": {"S": "enrolled"},
             ":failed": {"S": "failed"},
-            ":stale": {"S": stale_before},
             ":none": {"S": "none"},
             ":type": {"S": request.device_type},
             ":manufacturer": {"S": request.manufacturer},
@@ -340,7 +339,7 @@ class Registry:
         names = {"#status": "status", "#key": FACTORY_KEY_ATTRIBUTE}
         updates = [
             "#status = :provisioning",
-            # The attempt this one replaces (a failed or abandoned one): the reconciler revokes its certificate.
+            # The attempt this one replaces (one the reconciler marked failed; it revoked its certificate).
             "previousCertificateId = if_not_exists(certificateId, :none)",
             "certificateId = :certificate",
             "claimCertificateId = :claim",
@@ -349,13 +348,16 @@ class Registry:
             "firmwareVersion = :firmware",
             "thingName = if_not_exists(thingName, :derived)",
         ]
-        # Claimable: enrolled; failed (the reconciler found an attempt that never completed: retryable);
+        # Claimable: enrolled; failed (the reconciler found the attempt's thing without the attempt's
+        # certificate, and revoked it: retryable with a new certificate, never with the revoked one); or
         # provisioning by this very certificate (the same attempt, retried by IoT or by this function's
-        # client after an answer was lost: allowed again, same thing name); or provisioning by an attempt
-        # abandoned longer than the stale window (taken over). Anything else locks nobody out for good.
+        # client after an answer was lost: allowed again, same thing name). A `provisioning` claim of
+        # another certificate is never taken over here, however old: its template may have given the
+        # device its thing and certificate while only the registry event failed, and only the reconciler
+        # looks at IoT before it lets the serial go.
         claimable = (
-            "(#status IN (:enrolled, :failed) OR (#status = :provisioning"
-            " AND (certificateId = :certificate OR provisioningStartedAt < :stale)))"
+            "(#status = :enrolled OR (#status = :failed AND certificateId <> :certificate)"
+            " OR (#status = :provisioning AND certificateId = :certificate))"
         )
         if require_enrollment:
             condition = (
@@ -384,6 +386,8 @@ class Registry:
                 condition = f"({condition}) AND (attribute_not_exists(thingName) OR thingName = :thing)"
             else:
                 condition = f"({condition}) AND thingName = :thing"
+        if not require_enrollment:
+            return self._claim_with_name(request, now, updates, condition, names, values, enrolled_key, prefix)
         try:
             result = self._client.update_item(
                 TableName=self._table,
@@ -397,10 +401,81 @@ class Registry:
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return refusal(request, error.response.get("Item"), stale_before, enrolled_key, prefix)
+                return refusal(request, error.response.get("Item"), enrolled_key, prefix)
             raise
         thing_name = _attribute(result.get("Attributes", {}), "thingName") or request.derived_thing_name
         return Decision(True, ALLOWED, thing_name=thing_name)
+
+    def _claim_with_name(
+        self, request: Request, now: str, updates: list[str], condition: str, names: dict[str, str],
+        values: dict[str, Any], enrolled_key: str, prefix: str,
+    ) -> Decision:  # fmt: skip
+        """Open enrollment: no manifest reserved the serial's thing name, so the claim takes the
+        reservation in the same transaction, and a name reserved for another serial, or a thing of that
+        name that is another device's, is refused: a new serial never gets an existing device's thing."""
+        item = self._client.get_item(
+            TableName=self._table, Key={"serialNumber": {"S": request.serial_number}}, ConsistentRead=True,
+            ProjectionExpression="thingName",
+        ).get("Item") or {}  # fmt: skip
+        name = _attribute(item, "thingName") or request.derived_thing_name
+        key = {"serialNumber": {"S": THING_NAME_RESERVATION_PREFIX + name}}
+        held = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        if held is not None and _attribute(held, "reservedFor") != request.serial_number:
+            return Decision(False, THING_NAME_TAKEN, f"thing name {name} is reserved for another serial")
+        if held is None and self._thing_of_another(name, request.serial_number):
+            return Decision(False, THING_NAME_TAKEN, f"a thing named {name} exists and is not this serial's")
+        reservation = {
+            "TableName": self._table,
+            "Key": key,
+            "UpdateExpression": "SET reservedFor = :serial, reservedAt = if_not_exists(reservedAt, :now)",
+            "ConditionExpression": "attribute_not_exists(serialNumber) OR reservedFor = :serial",
+            "ExpressionAttributeValues": {":serial": {"S": request.serial_number}, ":now": {"S": now}},
+        }
+        # The name answered is the one reserved: an item renamed since it was read fails the claim.
+        if _attribute(item, "thingName"):
+            condition = f"({condition}) AND thingName = :reserved_name"
+            values = {**values, ":reserved_name": {"S": name}}
+        else:
+            condition = f"({condition}) AND attribute_not_exists(thingName)"
+        claim = {
+            "TableName": self._table,
+            "Key": {"serialNumber": {"S": request.serial_number}},
+            "UpdateExpression": "SET " + ", ".join(updates),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        try:
+            self._client.transact_write_items(TransactItems=[{"Update": claim}, {"Update": reservation}])
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = error.response.get("CancellationReasons") or [{}, {}]
+            if any(reason.get("Code") == "TransactionConflict" for reason in reasons):
+                # Another write to the serial or its name was under way (DynamoDB cancels the later one).
+                return Decision(False, PROVISIONING_IN_PROGRESS, "another attempt for this serial or its thing "
+                                "name was being written at the same moment; the device may try again")  # fmt: skip
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                old = reasons[0].get("Item") or self._client.get_item(
+                    TableName=self._table, Key=claim["Key"], ConsistentRead=True
+                ).get("Item")
+                return refusal(request, old, enrolled_key, prefix)
+            if len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+                return Decision(False, THING_NAME_TAKEN, f"thing name {name} was reserved for another serial meanwhile")
+            raise
+        return Decision(True, ALLOWED, thing_name=name)
+
+    def _thing_of_another(self, name: str, serial_number: str) -> bool:
+        """A thing of this name exists and does not carry this serial (a device provisioned before names
+        were reserved, or one made outside the fleet)."""
+        try:
+            thing = self._iot.describe_thing(thingName=name)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            raise
+        return bool((thing.get("attributes") or {}).get("serialNumber") != serial_number)
 
 
 def reserved_thing_name(request: Request, prefix: str) -> str | None:
@@ -418,10 +493,6 @@ def decide(request: Request, settings: Settings, registry: Registry, now: str) -
     if reserved:
         return Decision(False, INVALID_PARAMETERS, f"thing name {reserved} takes the claim client-id prefix "
                         f"{settings.claim_client_id_prefix!r} (ClaimClientIdPrefix)")  # fmt: skip
-    stale_before = time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ",
-        time.gmtime(calendar.timegm(time.strptime(now, "%Y-%m-%dT%H:%M:%SZ")) - settings.stale_claim_seconds),
-    )
     enrolled_key = ""
     if settings.require_attestation or request.attestation_signature is not None:
         # Checked before the write, so a refused attempt changes nothing; the write then requires the
@@ -437,9 +508,7 @@ def decide(request: Request, settings: Settings, registry: Registry, now: str) -
                 return Decision(False, ATTESTATION_FAILED, problem)
     # Without a signature the write requires the item to have no key: a keyed device never provisions
     # unsigned, attestation required or not.
-    return registry.claim(
-        request, settings.require_enrollment, now, stale_before, enrolled_key, settings.claim_client_id_prefix
-    )
+    return registry.claim(request, settings.require_enrollment, now, enrolled_key, settings.claim_client_id_prefix)
 
 
 def log_decision(
@@ -510,10 +579,14 @@ _DYNAMODB = boto3.client(
     ),
 )
 _SETTINGS = Settings.from_environment(os.environ)
-_REGISTRY = Registry(_DYNAMODB, _SETTINGS.table_name)
+_IOT = boto3.client(
+    "iot", config=Config(connect_timeout=0.5, read_timeout=1.5, retries={"total_max_attempts": 2, "mode": "standard"})
+)
+_REGISTRY = Registry(_DYNAMODB, _SETTINGS.table_name, _IOT)
 # The decision runs on a worker thread so the handler can stop waiting at its own deadline: a
 # registry slower than the function's remaining time is a REGISTRY_ERROR logged and answered, not a
-# Lambda timeout that logs nothing (and a claim written late is recovered by the stale window).
+# Lambda timeout that logs nothing (a claim written late is one whose thing never gets the certificate:
+# the reconciler marks it failed after StaleClaimMinutes, and the device may try again).
 _DECIDING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decide")
 ANSWER_MARGIN_SECONDS = 0.25  # left for the log line and the answer
 DEFAULT_BUDGET_SECONDS = 3.5  # without a Lambda context (tests, local calls)

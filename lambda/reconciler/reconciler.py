@@ -49,6 +49,7 @@ STATUS_INDEX = os.environ.get("STATUS_INDEX", "status-index")
 STALE_CLAIM_SECONDS = int(os.environ.get("STALE_CLAIM_SECONDS", "600"))
 ROTATION_CONFIRM_SECONDS = int(os.environ.get("ROTATION_CONFIRM_SECONDS", "600"))
 ROTATION_INDEX = os.environ.get("ROTATION_INDEX", "rotation-index")
+HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", "20"))  # as the rotation function keeps it
 CLAIM_CERTIFICATE_IDS = [c for c in os.environ.get("CLAIM_CERTIFICATE_IDS", "").split(",") if c]
 METRICS_NAMESPACE = os.environ.get("METRICS_NAMESPACE", "IoTProvisioning")
 INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
@@ -109,9 +110,14 @@ def _certificate(certificate_id: str) -> dict[str, Any] | None:
         raise
 
 
-def revoke(certificate_id: str, why: str) -> bool:
-    """Revokes a certificate AWS issued for a dead attempt; False when there is nothing to revoke."""
+def revoke(certificate_id: str, why: str, thing_name: str) -> bool:
+    """Revokes a certificate AWS issued for a dead attempt; False when there is nothing to revoke, or
+    when the certificate is attached to the device's thing (then it is the device's own: kept)."""
     if not certificate_id or certificate_id == "none":
+        return False
+    if _thing_has(thing_name, certificate_id):
+        _log(message="certificate kept: it is attached to the device's thing", result="kept",
+             certificateId=certificate_id, thingName=thing_name, reason=why)  # fmt: skip
         return False
     certificate = _certificate(certificate_id)
     if certificate is None or certificate["status"] == "REVOKED":
@@ -124,25 +130,29 @@ def revoke(certificate_id: str, why: str) -> bool:
 def _thing_has(thing_name: str, certificate_id: str) -> bool:
     """The thing exists and the attempt's certificate is attached to it."""
     try:
-        principals = _IOT.list_thing_principals(thingName=thing_name)["principals"]
+        pages = _IOT.get_paginator("list_thing_principals").paginate(thingName=thing_name)
+        return any(p.rsplit("/", 1)[-1] == certificate_id for page in pages for p in page["principals"])
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             return False
         raise
-    return any(p.rsplit("/", 1)[-1] == certificate_id for p in principals)
 
 
-def _update(serial: str, certificate_id: str, expression: str, values: dict[str, Any]) -> bool:
-    """One conditional write on an item still in this attempt (False when the item moved on meanwhile)."""
+def _update(serial: str, certificate_id: str, started: str, expression: str, values: dict[str, Any]) -> bool:
+    """One conditional write on an item still in this attempt as read (False when the item moved on
+    meanwhile, a retry of the same attempt included: the hook's allow of it sets provisioningStartedAt
+    again, and the template it runs may be attaching the certificate right now)."""
     try:
         _DYNAMODB.update_item(
             TableName=TABLE_NAME,
             Key={"serialNumber": {"S": serial}},
             UpdateExpression=expression,
-            ConditionExpression="#status = :provisioning AND certificateId = :certificate",
+            ConditionExpression="#status = :provisioning AND certificateId = :certificate AND "
+            "provisioningStartedAt = :started",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":provisioning": {"S": "provisioning"}, ":certificate": {"S": certificate_id}, **values,
+                ":provisioning": {"S": "provisioning"}, ":certificate": {"S": certificate_id},
+                ":started": {"S": started}, **values,
             },
         )  # fmt: skip
     except ClientError as error:
@@ -168,27 +178,32 @@ def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) ->
     serial, certificate_id = _text(item, "serialNumber"), _text(item, "certificateId")
     thing_name = _text(item, "thingName") or f"{_text(item, 'deviceType')}-{serial}"
     stamp = _timestamp(now)
-    if _thing_has(thing_name, certificate_id):
+    started = _text(item, "provisioningStartedAt")
+    attempt = _certificate(certificate_id) if _thing_has(thing_name, certificate_id) else None
+    if attempt is not None and attempt["status"] == "ACTIVE":  # the device holds its thing
         _ensure_shadow(thing_name, _text(item, "deviceType"))
-        if _update(serial, certificate_id, "SET #status = :provisioned, provisionedAt = :now, updatedAt = :now, "
-                   "completedBy = :reconciler", {":provisioned": {"S": "provisioned"}, ":now": {"S": stamp},
-                                                 ":reconciler": {"S": "reconciler"}}):  # fmt: skip
+        completed = {":provisioned": {"S": "provisioned"}, ":now": {"S": stamp}, ":reconciler": {"S": "reconciler"}}
+        expression = "SET #status = :provisioned, provisionedAt = :now, updatedAt = :now, completedBy = :reconciler"
+        if _update(serial, certificate_id, started, expression, completed):
             outcomes["completed"] += 1
             _log(message="provisioning completed", result="completed", serialNumber=serial, thingName=thing_name)
             previous = _text(item, "previousCertificateId")
-            if previous != certificate_id and revoke(previous, "replaced by a newer attempt"):
+            if previous != certificate_id and revoke(previous, "replaced by a newer attempt", thing_name):
                 outcomes["revoked"] += 1
         return
     minutes = STALE_CLAIM_SECONDS // 60
     reason = f"no thing {thing_name} with the attempt's certificate {minutes} minutes after the hook allowed it"
+    if attempt is not None:
+        reason = f"the attempt's certificate is on thing {thing_name} but {attempt['status']}, not ACTIVE, {minutes} "
+        reason += "minutes after the hook allowed it"
     failed = {":failed": {"S": "failed"}, ":reason": {"S": reason}, ":now": {"S": stamp}}
-    if _update(serial, certificate_id, "SET #status = :failed, failureReason = :reason, failedAt = :now, "
+    if _update(serial, certificate_id, started, "SET #status = :failed, failureReason = :reason, failedAt = :now, "
                "updatedAt = :now", failed):  # fmt: skip
         outcomes["failed"] += 1
         _log(message="provisioning failed", result="failed", serialNumber=serial, certificateId=certificate_id,
              reason=reason)  # fmt: skip
         for dead in {certificate_id, _text(item, "previousCertificateId")}:
-            if revoke(dead, "its provisioning attempt failed"):
+            if revoke(dead, "its provisioning attempt failed", thing_name):
                 outcomes["revoked"] += 1
 
 
@@ -209,6 +224,33 @@ def remove_certificate(certificate_id: str, thing_name: str) -> None:
     _IOT.delete_certificate(certificateId=certificate_id)
 
 
+def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(SET clause, condition, values) recording `events` in certificateHistory as the rotation function
+    does (lambda/certificate_rotation: history()): the newest HISTORY_LIMIT kept, the rest counted; the
+    write holds only if no event was recorded since `item` was read."""
+    held = list(item.get("certificateHistory", {}).get("L", []))
+    recorded = int(item.get("certificateEvents", {}).get("N", len(held)))
+    dropped = int(item.get("certificateEventsDropped", {}).get("N", "0"))
+    kept = held + list(events)
+    cut = max(0, len(kept) - HISTORY_LIMIT)
+    values = {
+        ":history": {"L": kept[cut:]},
+        ":events": {"N": str(recorded + len(events))},
+        ":dropped": {"N": str(dropped + cut)},
+    }
+    if "certificateEvents" in item:
+        condition = "certificateEvents = :recorded"
+        values[":recorded"] = {"N": str(recorded)}
+    else:
+        condition = "attribute_not_exists(certificateEvents) AND " + (
+            "size(certificateHistory) = :held" if held else "attribute_not_exists(certificateHistory)"
+        )
+        if held:
+            values[":held"] = {"N": str(len(held))}
+    clause = "certificateHistory = :history, certificateEvents = :events, certificateEventsDropped = :dropped"
+    return clause, condition, values
+
+
 def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
     """Rotations requested longer than ROTATION_CONFIRM_SECONDS ago and never confirmed."""
     query = {
@@ -224,22 +266,25 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
             serial, pending = _text(item, "serialNumber"), _text(item, "pendingCertificateId")
             stamp = _timestamp(now)
             event = {"M": {"event": {"S": "abandoned"}, "certificateId": {"S": pending}, "at": {"S": stamp}}}
+            # The index is read eventually consistently: an item behind the table fails the condition and
+            # is taken up by a later run.
+            recorded, unchanged, events = history(item, event)
             try:  # the registry first: a confirmation racing this one then fails instead of half-applying
                 _DYNAMODB.update_item(
                     TableName=TABLE_NAME,
                     Key={"serialNumber": {"S": serial}},
-                    UpdateExpression="SET updatedAt = :now, certificateHistory = list_append("
-                    "if_not_exists(certificateHistory, :empty), :events) REMOVE pendingCertificateId, "
-                    "rotationState, rotationRequestedAt, rotationRequestId",
-                    ConditionExpression="pendingCertificateId = :pending AND rotationRequestedAt = :requested",
+                    UpdateExpression=f"SET updatedAt = :now, {recorded} REMOVE pendingCertificateId, "
+                    "rotationState, rotationRequestedAt, rotationRequestId, rotationReservedBy",
+                    ConditionExpression="pendingCertificateId = :pending AND rotationRequestedAt = :requested "
+                    f"AND {unchanged}",
                     ExpressionAttributeValues={
-                        ":now": {"S": stamp}, ":empty": {"L": []}, ":events": {"L": [event]},
-                        ":pending": {"S": pending}, ":requested": item["rotationRequestedAt"],
+                        ":now": {"S": stamp}, ":pending": {"S": pending}, ":requested": item["rotationRequestedAt"],
+                        **events,
                     },
                 )  # fmt: skip
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    continue  # confirmed (or asked again) meanwhile
+                    continue  # confirmed, asked again or recorded meanwhile: a later run looks again
                 raise
             remove_certificate(pending, _text(item, "thingName"))
             outcomes["abandoned"] += 1

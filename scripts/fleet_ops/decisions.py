@@ -21,9 +21,15 @@ EXPLANATIONS = {
     hook.DEVICE_TYPE_MISMATCH: "the device sent another device type than the one it was enrolled with",
     hook.MANUFACTURER_MISMATCH: "the device sent another manufacturer than the one it was enrolled with",
     hook.THING_NAME_MISMATCH: "the device asked for another thing name than the one it was enrolled with",
-    hook.PROVISIONING_IN_PROGRESS: "another attempt, with another certificate, was provisioning this serial",
+    hook.PROVISIONING_IN_PROGRESS: "another attempt, with another certificate, was provisioning this serial: "
+    "the reconciler completes it (its thing holds its certificate) or marks it failed StaleClaimMinutes after "
+    "it began, and then the device may try again; many of these for one serial are someone retrying it",
+    hook.THING_NAME_TAKEN: "open enrollment: the serial's thing name is reserved for another serial, or a thing "
+    "of that name is another device's (provision it under another serial, or enroll it with its own thing name)",
     hook.ALREADY_PROVISIONED: "the serial was provisioned already: a replay, a clone, or a device that lost "
     "its certificate (decommission it and enroll it again under a new serial)",
+    hook.ATTEMPT_FAILED: "this certificate's own attempt failed and the reconciler revoked it: the device must "
+    "create a new certificate (CreateKeysAndCertificate or CreateCertificateFromCsr) and try again",
     hook.REVOKED: "the device was revoked: it may never provision again",
     hook.DECOMMISSIONED: "the device was decommissioned: it may never provision again",
     hook.NOT_ENROLLABLE: "the registry item is in a status the hook cannot admit from",
@@ -129,8 +135,9 @@ def findings(
             said.append(f"registry: provisioned at {item.get('provisionedAt', '?')} as {item.get('thingName')}")
         elif status == "provisioning":
             said.append(f"registry: provisioning since {item.get('provisioningStartedAt', '?')}: the hook allowed "
-                        "it, the thing-created event has not completed it (if this lasts, the template stage "
-                        "failed after the hook's allow)")  # fmt: skip
+                        "it, the thing-created event has not completed it (still under way, or the template or "
+                        "the registry event failed); the reconciler completes it or marks it failed "
+                        "StaleClaimMinutes after it began")  # fmt: skip
         else:
             said.append(f"registry: {status} as {item.get('deviceType')} from {item.get('manufacturer')}, "
                         f"thing name {item.get('thingName') or '(derived)'}")  # fmt: skip

@@ -1,9 +1,12 @@
 """A device as IoT and the registry hold it together: what `show` reports, and what `revoke` and
 `decommission` change in both.
 
-The registry moves first (revoked, decommissioned): from then on the hook refuses the serial, so no
-new certificate can appear while the old ones are being revoked or deleted. The IoT side is then
-made to match, in an order AWS accepts (a certificate is detached from its policies and things and
+The certificates go first (revoked, or deleted): AWS refuses the device's next connection at once
+and closes open ones within a few minutes, whatever happens to the registry write that follows,
+which is retried and, if it still fails, reported (running the command again records it). The
+registry then says revoked or decommissioned, so the hook refuses the serial from then on; a
+certificate an attempt got meanwhile is found and revoked or deleted after the write. The IoT side
+is changed in an order AWS accepts (a certificate is detached from its policies and things and
 deactivated before it is deleted; a thing loses its principals before it is deleted). Every step
 tolerates what is already gone, so an interrupted run is finished by running it again.
 """
@@ -17,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from iot_fleet.registry_schema import THING_NAME_RESERVATION_PREFIX
 from scripts.deployed_stack import DeployedStack
@@ -27,10 +30,16 @@ from scripts.fleet_ops.certificates import not_after
 from scripts.fleet_ops.manifest import derived_thing_name
 
 DETACH_RETRIES = 6  # AWS applies detachments eventually: a delete right after one may still be refused
+REGISTRY_ATTEMPTS = 4  # a registry write after the certificates changed: tried this often, then reported
 
 
 class Refused(Exception):
     """The operation is refused for this device; nothing was changed. The message says why."""
+
+
+class Unrecorded(Exception):
+    """The device's certificates were revoked or deleted, but the registry write failed every attempt:
+    the message says what was done and that running the command again records it."""
 
 
 def _code(error: ClientError) -> str:
@@ -135,10 +144,12 @@ class Devices:
         }
 
     def certificate_ids(self, item: dict[str, Any]) -> list[str]:
-        """The device's certificates: those attached to its thing and the one the registry names."""
+        """The device's certificates: those attached to its thing and those the registry names (its
+        current one, a rotation's pending one, the one its last rotation retired)."""
         ids = [certificate_id_of(p) for p in self.principals(self.thing_name_of(item)) if ":cert/" in p]
-        if item.get("certificateId"):
-            ids.append(str(item["certificateId"]))
+        for name in ("certificateId", "pendingCertificateId", "retiredCertificateId"):
+            if item.get(name):
+                ids.append(str(item[name]))
         return [i for i in dict.fromkeys(ids) if i not in self.claim_certificate_ids()]
 
     def show(self, serial_number: str) -> dict[str, Any]:
@@ -170,36 +181,80 @@ class Devices:
 
     # Revoke ---------------------------------------------------------------------------------------
     def revoke(self, serial_number: str, reason: str) -> dict[str, Any]:
-        """Registry revoked (the hook refuses the serial from now on), then every certificate of the
-        device REVOKED (AWS closes its connections and refuses the next). Again on a revoked device:
-        its certificates are revoked again if needed, the first revocation's time and reason kept."""
+        """Every certificate of the device REVOKED (AWS refuses its next connection and closes open ones),
+        then the registry revoked (the hook refuses the serial from now on), then any certificate an
+        attempt got meanwhile revoked too. Again on a revoked device: its certificates are revoked again
+        if needed, the first revocation's time and reason kept."""
         item = self._device(serial_number)
         if item.get("status") == reg.DECOMMISSIONED:
             raise Refused(f"{serial_number} is decommissioned: it has no certificate left to revoke")
+        revoked = self._revoke_certificates(item)
         now = reg.now_text()
-        moved = self.registry.move(serial_number, reg.REVOKED, unless=[reg.REVOKED, reg.DECOMMISSIONED],
-                                   fields={"revokedAt": now, "revocationReason": reason, "updatedAt": now})  # fmt: skip
-        item = self._device(serial_number)  # as it is now: the hook may have set a certificate meanwhile
+        try:
+            moved = self._recorded(
+                lambda: self.registry.move(serial_number, reg.REVOKED, unless=[reg.REVOKED, reg.DECOMMISSIONED],
+                                           fields={"revokedAt": now, "revocationReason": reason, "updatedAt": now}),
+                f"{serial_number}: certificates revoked",
+            )  # fmt: skip
+        except Unrecorded as unrecorded:  # what an attempt got meanwhile is revoked all the same
+            revoked += self._revoke_certificates(self._device(serial_number))
+            raise Unrecorded(
+                str(unrecorded).replace(
+                    "certificates revoked", "certificates revoked: " + (", ".join(revoked) or "none left to revoke"), 1
+                )
+            ) from None
+        item = self._device(serial_number)  # as it is now: an attempt may have got a certificate meanwhile
+        revoked += self._revoke_certificates(item)
         if item.get("status") != reg.REVOKED:
-            raise Refused(f"{serial_number} became {item.get('status')} meanwhile: nothing revoked")
+            raise Refused(f"{serial_number} became {item.get('status')} meanwhile; its certificates were revoked "
+                          f"({', '.join(revoked) or 'none left'})")  # fmt: skip
+        return {"serialNumber": serial_number, "status": reg.REVOKED, "alreadyRevoked": not moved,
+                "revokedAt": item.get("revokedAt"), "reason": item.get("revocationReason"),
+                "certificatesRevoked": revoked}  # fmt: skip
+
+    def _revoke_certificates(self, item: dict[str, Any]) -> list[str]:
         revoked = []
         for certificate_id in self.certificate_ids(item):
             described = self.certificate(certificate_id)
             if described is not None and described["status"] != "REVOKED":
                 self.iot.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
                 revoked.append(certificate_id)
-        return {"serialNumber": serial_number, "status": reg.REVOKED, "alreadyRevoked": not moved,
-                "revokedAt": item.get("revokedAt"), "reason": item.get("revocationReason"),
-                "certificatesRevoked": revoked}  # fmt: skip
+        return revoked
+
+    @staticmethod
+    def _recorded(write: Callable[[], bool], done: str) -> bool:
+        """A registry write after the IoT side changed: retried, then reported with what was done."""
+        for attempt in range(REGISTRY_ATTEMPTS):
+            try:
+                return write()
+            except (ClientError, BotoCoreError) as error:
+                if attempt == REGISTRY_ATTEMPTS - 1:
+                    raise Unrecorded(f"{done}; the registry did not record it after {REGISTRY_ATTEMPTS} attempts "
+                                     f"({error}): run the same command again to record it") from error  # fmt: skip
+                time.sleep(0.5 * 2**attempt)
+        return False
 
     # Decommission ---------------------------------------------------------------------------------
     def decommission(self, serial_number: str) -> Decommissioned:
-        item = self._device(serial_number)
-        now = reg.now_text()
-        moved = self.registry.move(serial_number, reg.DECOMMISSIONED, unless=[reg.DECOMMISSIONED],
-                                   fields={"decommissionedAt": now, "updatedAt": now})  # fmt: skip
+        """The device's certificates and thing deleted, then the registry decommissioned, then whatever
+        an attempt made meanwhile deleted too."""
         item = self._device(serial_number)
         removed = self.remove(self.thing_name_of(item), self.certificate_ids(item))
+        now = reg.now_text()
+        try:
+            moved = self._recorded(
+                lambda: self.registry.move(serial_number, reg.DECOMMISSIONED, unless=[reg.DECOMMISSIONED],
+                                           fields={"decommissionedAt": now, "updatedAt": now}),
+                f"{serial_number}: certificates and thing deleted",
+            )  # fmt: skip
+        except Unrecorded:  # what an attempt made meanwhile goes all the same
+            item = self._device(serial_number)
+            self.remove(self.thing_name_of(item), self.certificate_ids(item))
+            raise
+        item = self._device(serial_number)
+        again = self.remove(self.thing_name_of(item), self.certificate_ids(item))
+        removed.certificates += again.certificates
+        removed.things += again.things
         return Decommissioned(serial_number, already=not moved, removed=removed)
 
     def remove(self, thing_name: str | None, certificate_ids: Iterable[str]) -> Removal:
@@ -298,7 +353,7 @@ class Devices:
         def one(serial: str) -> Decommissioned | str:
             try:
                 return self.decommission(serial)
-            except (ClientError, Refused) as error:
+            except (ClientError, Refused, Unrecorded) as error:
                 return f"{serial}: {error}"
             finally:
                 if on_progress:

@@ -275,7 +275,7 @@ def test_a_registry_read_outage_fails_registry_events_and_raises_its_alarm(monit
 def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     monitoring: Monitoring, request: pytest.FixtureRequest
 ) -> None:
-    """A release sets a value the hook cannot read: it fails at start (a Lambda error, no decision logged),
+    """A release names a handler the hook's code lacks: it fails at start (a Lambda error, no decision logged),
     so IoT denies the device and hook-errors fires; the hook's own error metric does not. (A slow registry
     no longer makes Lambda kill the hook: it answers REGISTRY_ERROR within its remaining time.)"""
     began = monitoring.quiet("hook-errors")
@@ -283,16 +283,15 @@ def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     hook_decisions = monitoring.gained(namespace, "ProvisioningErrors", {}, began)
     fleet, functions = monitoring.fleet, monitoring.deployment.client("lambda")
     hook = fleet.outputs["provisioning_hook_function_name"]
-    original = functions.get_function_configuration(FunctionName=hook)["Environment"]
-    request.addfinalizer(lambda: functions.update_function_configuration(FunctionName=hook, Environment=original))
-    broken = {"Variables": {**original["Variables"], "STALE_CLAIM_SECONDS": "ten minutes"}}
-    functions.update_function_configuration(FunctionName=hook, Environment=broken)
+    original = functions.get_function_configuration(FunctionName=hook)["Handler"]
+    request.addfinalizer(lambda: functions.update_function_configuration(FunctionName=hook, Handler=original))
+    functions.update_function_configuration(FunctionName=hook, Handler="provisioning_hook.no_such_handler")
     fleet.enroll("SN-ALARM-START", "gateway")
 
     with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
         fleet.provision("SN-ALARM-START", "gateway", skip_device_check=True)
     _, fired = monitoring.fired("hook-errors")
-    functions.update_function_configuration(FunctionName=hook, Environment=original)
+    functions.update_function_configuration(FunctionName=hook, Handler=original)
 
     assert fired["Trigger"]["Dimensions"] == [{"value": hook, "name": "FunctionName"}]
     assert fleet.registry("SN-ALARM-START")["status"] == "enrolled"  # nothing written: it can try again
@@ -407,7 +406,9 @@ def test_a_burst_of_unknown_serials_or_failed_attestations_raises_serial_guessin
 
     reasons = {d["value"] for m in fired["Trigger"]["Metrics"] if "MetricStat" in m
                for d in m["MetricStat"]["Metric"]["Dimensions"] if d["name"] == "Reason"}  # fmt: skip
-    assert reasons == {"NOT_ENROLLED", "ATTESTATION_FAILED"}
+    assert reasons == {
+        "NOT_ENROLLED", "ATTESTATION_FAILED", "PROVISIONING_IN_PROGRESS", "ALREADY_PROVISIONED", "THING_NAME_TAKEN"
+    }  # fmt: skip
     assert datapoint(fired["NewStateReason"]) >= guesses
     assert fleet.footprint("SN-GUESS-KEYED")[2:] == before[2:]  # no item for a guessed serial, the keyed one as it was
     monitoring.recovered("serial-guessing")

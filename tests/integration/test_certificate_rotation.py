@@ -192,3 +192,85 @@ def test_with_short_validity_a_device_rotated_in_time_outlives_its_old_certifica
         assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
         assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
         assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
+
+
+def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_disconnects_the_device(
+    fleet: Fleet,
+) -> None:
+    """A device (or whoever holds its key) floods the rotation topic: the first request is answered with a
+    certificate, the other 49 are refused RotationLimitExceeded before anything is created; the registry
+    item stays small, and `fleet.py revoke` then revokes both certificates and disconnects it."""
+    first = provisioned(fleet, "SN-ROT-FLOOD")
+    thing = first["thingName"]
+    answers, drops = device.Answers(), []
+    connection = device.connect(fleet.target, first["certificateFile"], first["privateKeyFile"], thing, 15,
+                                on_publish=answers.on_publish, on_disconnection=drops.append)  # fmt: skip
+    try:
+        outcomes = []
+        for n in range(50):
+            csr, _ = device.csr_and_key("ec")
+            body = {"requestId": f"flood-{n}", "certificateSigningRequest": csr}
+            try:
+                issued = device._ask(connection, answers, thing, "request", body, 15)
+                outcomes.append("accepted")
+            except RuntimeError as refused:
+                outcomes.append(str(refused).split(":", 1)[0])
+        assert outcomes == ["accepted"] + ["429 RotationLimitExceeded"] * 49
+        item = fleet.dynamodb.get_item(TableName=fleet.table, Key={"serialNumber": {"S": "SN-ROT-FLOOD"}})["Item"]
+        assert len(json.dumps(item)) < 10 * 1024, len(json.dumps(item))  # an upper bound of its DynamoDB size
+        assert item["pendingCertificateId"]["S"] == issued["certificateId"]
+        principals = fleet.iot.list_thing_principals(thingName=thing)["principals"]
+        assert sorted(p.rsplit("/", 1)[1] for p in principals) == sorted(
+            [first["certificateId"], issued["certificateId"]]
+        )
+
+        code, revoked, said = fleet.cli("revoke", "SN-ROT-FLOOD", "--reason", "rotation flood", "--json")
+
+        assert code == 0, said
+        assert sorted(revoked["certificatesRevoked"]) == sorted([first["certificateId"], issued["certificateId"]])
+        assert eventually(lambda: bool(drops), 10), "the broker did not disconnect the revoked device"
+    finally:
+        connection.close()
+
+
+def test_a_confirm_with_the_current_certificate_after_a_same_certificate_hook_retry_retires_nothing(
+    fleet: Fleet,
+) -> None:
+    """IoT retries the hook with the attempt's own certificate (an answer lost): the item's
+    previousCertificateId is then the current certificate. A confirm sent with it afterwards (no rotation
+    pending or confirmed) is refused, and the certificate keeps working."""
+    from tests.integration.test_recovery import date_back, reconcile, role_without
+
+    serial = "SN-ROT-RETRY"
+    fleet.enroll(serial, "temperature-sensor")
+    function = fleet.outputs["registry_events_function_name"]
+    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
+    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
+        result = fleet.provision(serial, "temperature-sensor", skip_device_check=True)
+    retry = {
+        "claimCertificateId": fleet.outputs["claim_certificate_id"], "certificateId": result["certificateId"],
+        "certificatePem": Path(result["certificateFile"]).read_text(), "clientId": "claim-retry",
+        "templateArn": fleet.iot.describe_provisioning_template(templateName=fleet.target.template_name)["templateArn"],
+        "parameters": {"SerialNumber": serial, "DeviceType": "temperature-sensor", "Manufacturer": "AcmeIoT",
+                       "FirmwareVersion": "v1.2.3", "Location": "plant-1"},
+    }  # fmt: skip
+    answer = fleet.deployment.client("lambda").invoke(
+        FunctionName=fleet.outputs["provisioning_hook_function_name"], Payload=json.dumps(retry).encode()
+    )
+    assert json.loads(answer["Payload"].read())["allowProvisioning"] is True
+    date_back(fleet, serial)
+    reconcile(fleet)
+    item = fleet.registry(serial)
+    assert (item["status"], item["previousCertificateId"]) == ("provisioned", result["certificateId"])
+    thing = result["thingName"]
+    answers = device.Answers()
+    connection = device.connect(fleet.target, result["certificateFile"], result["privateKeyFile"], thing, 15,
+                                on_publish=answers.on_publish)  # fmt: skip
+    try:
+        with pytest.raises(RuntimeError, match="403 NoPendingRotation"):
+            device._ask(connection, answers, thing, "confirm", {"requestId": "any"}, 15)
+    finally:
+        connection.close()
+
+    assert status_of(fleet, result["certificateId"]) == "ACTIVE"
+    assert works(fleet, thing, result["certificateFile"], result["privateKeyFile"])

@@ -297,3 +297,59 @@ def test_a_client_trusting_only_the_system_store_provisions_once_the_sandbox_ca_
         fleet.provision("SN-SYSTRUST-3", "gateway", system_trust=True, timeout=5)
     assert untrusted_again.value.code == device.CLAIM_CONNECT
     assert fleet.registry("SN-SYSTRUST-3")["status"] == "enrolled"
+
+
+def test_with_open_enrollment_a_new_serial_never_gets_an_existing_device_s_thing_name(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """RequireEnrollment=false, as the stack deploys it (the hook's environment and the grant that
+    parameter adds: iot:DescribeThing on things). A serial whose derived thing name is held by another
+    device, through its reservation or only through its thing (one provisioned before names were
+    reserved), is refused THING_NAME_TAKEN; the existing device is untouched and keeps working."""
+    manifest = tmp_path / "named.csv"
+    manifest.write_text("serialNumber,deviceType,manufacturer,thingName\nSN-OPEN-A,gateway,AcmeIoT,gateway-SN-OPEN-9\n")
+    assert fleet.cli("enroll", str(manifest))[0] == 0
+    existing = fleet.provision("SN-OPEN-A", "gateway", thing_name="gateway-SN-OPEN-9")
+    fleet.iot.create_thing(
+        thingName="humidity-sensor-SN-OPEN-8", attributePayload={"attributes": {"serialNumber": "SN-OLD-8"}}
+    )
+    hook = fleet.outputs["provisioning_hook_function_name"]
+    functions, iam = fleet.deployment.client("lambda"), fleet.deployment.client("iam")
+    configuration = functions.get_function_configuration(FunctionName=hook)
+    role = configuration["Role"].rsplit("/", 1)[1]
+    (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    policy = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    things = fleet.iot.describe_thing(thingName=existing["thingName"])["thingArn"].rsplit("/", 1)[0] + "/*"
+    describe = {"Effect": "Allow", "Action": ["iot:DescribeThing"], "Resource": things}
+    opened = {**policy, "Statement": [*policy["Statement"], describe]}
+
+    def restore() -> None:
+        functions.update_function_configuration(FunctionName=hook, Environment=configuration["Environment"])
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(policy))
+
+    request.addfinalizer(restore)
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(opened))
+    variables = {**configuration["Environment"]["Variables"], "REQUIRE_ENROLLMENT": "false"}
+    functions.update_function_configuration(FunctionName=hook, Environment={"Variables": variables})
+    before = fleet.footprint("SN-OPEN-A")
+
+    for serial, device_type in (("SN-OPEN-9", "gateway"), ("SN-OPEN-8", "humidity-sensor")):
+        with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
+            fleet.provision(serial, device_type, skip_device_check=True)
+        decisions = fleet.cli("why", serial, "--json")[1]["decisions"]
+        assert [d["reason"] for d in decisions] == ["THING_NAME_TAKEN"]
+        assert fleet.dynamodb.get_item(TableName=fleet.table, Key={"serialNumber": {"S": serial}}).get("Item") is None
+
+    fresh = fleet.provision("SN-OPEN-7", "gateway")  # an unclaimed name still registers once, reserved
+    reservation = fleet.dynamodb.get_item(
+        TableName=fleet.table, Key={"serialNumber": {"S": "thingName#gateway-SN-OPEN-7"}}
+    )
+    assert (fresh["thingName"], reservation["Item"]["reservedFor"]["S"]) == ("gateway-SN-OPEN-7", "SN-OPEN-7")
+    restore()
+    after = fleet.footprint("SN-OPEN-A")
+    assert after[3] == before[3]  # the existing device's item as it was
+    principals = fleet.iot.list_thing_principals(thingName="gateway-SN-OPEN-9")["principals"]
+    assert [p.rsplit("/", 1)[1] for p in principals] == [existing["certificateId"]]
+    device.connect(
+        fleet.target, existing["certificateFile"], existing["privateKeyFile"], existing["thingName"], 15
+    ).close()

@@ -1,6 +1,7 @@
 """Provisioning interrupted after the hook's allow, and what brings the device back: the scheduled
-reconciler and the hook's takeover of a stale claim, against the deployed sandbox stack with the
-real device client. The stale window is passed by dating the claim back (StaleClaimMinutes is real
+reconciler, which completes the attempt or marks it failed (then the device tries again); and what
+never does, a claim-certificate holder retrying the serial. Against the deployed sandbox stack with
+the real device client. The stale window is passed by dating the claim back (StaleClaimMinutes is real
 time: at least a minute)."""
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from awsiot import iotidentity
 
 from scripts import test_provisioning as device
 from tests.integration.conftest import Deployment
-from tests.integration.test_device_provisioning import Fleet
+from tests.integration.test_alarms import Alerts, Monitoring
+from tests.integration.test_device_provisioning import Fleet, claim_identity
 
 pytestmark = pytest.mark.integration
 LONG_AGO = "2020-01-01T00:00:00Z"
@@ -24,6 +27,16 @@ LONG_AGO = "2020-01-01T00:00:00Z"
 @pytest.fixture(scope="module")
 def fleet(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     yield Fleet(deployment, tmp_path_factory.mktemp("recovery-devices"))
+
+
+@pytest.fixture(scope="module")
+def monitoring(fleet: Fleet) -> Iterator[Monitoring]:
+    """The stack's alarms as an operator receives them (tests/integration/test_alarms.py)."""
+    alerts = Alerts(fleet.deployment, fleet.outputs["alerts_topic_arn"])
+    try:
+        yield Monitoring(fleet.deployment, fleet, alerts)
+    finally:
+        alerts.close()
 
 
 @pytest.fixture
@@ -89,6 +102,8 @@ def test_an_attempt_whose_template_fails_is_marked_failed_and_the_next_attempt_p
     interrupted = fleet.registry(serial)
     assert interrupted["status"] == "provisioning"  # the hook allowed it; the template never applied
     date_back(fleet, serial)
+    with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):  # however old: only the reconciler lets it go
+        fleet.provision(serial, "temperature-sensor", skip_device_check=True)
 
     reconcile(fleet)
 
@@ -98,7 +113,10 @@ def test_an_attempt_whose_template_fails_is_marked_failed_and_the_next_attempt_p
     assert certificate_status(fleet, interrupted["certificateId"]) == "REVOKED"
     result = fleet.provision(serial, "temperature-sensor")  # its next attempt: the whole flow, reconnect included
     assert result["thingName"] == f"temperature-sensor-{serial}"
-    assert fleet.registry(serial)["status"] == "provisioned"
+    item = fleet.registry(serial)
+    assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
+        "provisioned", result["certificateId"], interrupted["certificateId"]
+    )  # fmt: skip
 
 
 def test_an_attempt_whose_registry_event_fails_is_completed_by_the_reconciler(
@@ -121,26 +139,65 @@ def test_an_attempt_whose_registry_event_fails_is_completed_by_the_reconciler(
     assert json.loads(shadow["payload"].read())["state"]["desired"] == {"enabled": True, "reportingInterval": 60}
 
 
-def test_a_stale_claim_is_taken_over_by_the_next_attempt_and_the_abandoned_certificate_revoked(
-    fleet: Fleet, no_scheduled_runs: None
+def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_takes_it_over(
+    fleet: Fleet, monitoring: Monitoring, no_scheduled_runs: None
 ) -> None:
-    serial = "SN-RECOVER-STALE"
-    fleet.enroll(serial, "pressure-sensor")
-    with role_without(fleet, fleet.outputs["provisioning_role_name"], "provisioning-policy", "iot:CreateThing"):
-        with pytest.raises(device.Failure):
-            fleet.provision(serial, "pressure-sensor", skip_device_check=True)
-    abandoned = fleet.registry(serial)["certificateId"]
-    with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):  # within the window: still refused
-        fleet.provision(serial, "pressure-sensor", skip_device_check=True)
+    """The device provisioned (its thing holds its certificate) but the registry-events function failed,
+    so the serial stays `provisioning`; the stale window passes. Someone holding the claim certificate
+    retries the serial again and again: each attempt is refused, the retries raise serial-guessing, the
+    device stays connected, and the reconciler completes the item with the device's own certificate."""
+    serial = "SN-RECOVER-HIJACK"
+    fleet.enroll(serial, "humidity-sensor")
+    function = fleet.outputs["registry_events_function_name"]
+    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
+    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
+        victim = fleet.provision(serial, "humidity-sensor", skip_device_check=True)
+    assert fleet.registry(serial)["status"] == "provisioning"
     date_back(fleet, serial)
+    monitoring.quiet("serial-guessing")
+    drops: list[Any] = []
+    connected = device.connect(fleet.target, victim["certificateFile"], victim["privateKeyFile"], victim["thingName"],
+                               15, on_disconnection=drops.append)  # fmt: skip
+    try:
+        retries = int(monitoring.alarm("serial-guessing")["Threshold"]) + 1
+        client, identity = claim_identity(fleet)
+        try:
+            created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
+            for _ in range(retries):
+                with pytest.raises(Exception) as denied:
+                    identity.register_thing(iotidentity.RegisterThingRequest(
+                        template_name=fleet.target.template_name,
+                        certificate_ownership_token=created.certificate_ownership_token,
+                        parameters={"SerialNumber": serial, "DeviceType": "humidity-sensor",
+                                    "Manufacturer": "AcmeIoT"}),
+                    ).result(15)  # fmt: skip
+                assert "403 ACCESS_DENIED" in device.rejection(denied.value)
+        finally:
+            client.close()
+        _, fired = monitoring.fired("serial-guessing")
+        item = fleet.registry(serial)
+        assert (item["status"], item["certificateId"]) == ("provisioning", victim["certificateId"])
 
-    result = fleet.provision(serial, "pressure-sensor")
+        reconcile(fleet)
 
-    item = fleet.registry(serial)
-    assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
-        "provisioned", result["certificateId"], abandoned
-    )  # fmt: skip
-    assert certificate_status(fleet, abandoned) == "REVOKED"
+        item = fleet.registry(serial)
+        assert (item["status"], item["certificateId"], item["completedBy"]) == (
+            "provisioned", victim["certificateId"], "reconciler"
+        )  # fmt: skip
+        assert certificate_status(fleet, victim["certificateId"]) == "ACTIVE"
+        principals = fleet.iot.list_thing_principals(thingName=victim["thingName"])["principals"]
+        assert [p.rsplit("/", 1)[1] for p in principals] == [victim["certificateId"]]
+        assert not drops, "the device was disconnected"
+    finally:
+        connected.close()
+    reasons = [r["reason"] for r in fleet.cli("why", serial, "--limit", "50", "--json")[1]["decisions"]]
+    assert reasons == ["ALLOWED"] + ["PROVISIONING_IN_PROGRESS"] * retries  # what an operator reads
+    assert "PROVISIONING_IN_PROGRESS" in {
+        d["value"] for m in fired["Trigger"]["Metrics"] if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"] if d["name"] == "Reason"
+    }  # fmt: skip
+    device.connect(fleet.target, victim["certificateFile"], victim["privateKeyFile"], victim["thingName"], 15).close()
+    monitoring.recovered("serial-guessing")
 
 
 def test_the_schedule_runs_the_reconciler_and_it_publishes_fleet_metrics(fleet: Fleet) -> None:

@@ -122,6 +122,24 @@ def test_a_repeated_confirmation_is_answered_the_same_and_changes_nothing(
     assert len(history(registry)) == 3
 
 
+def test_a_confirm_with_no_confirmed_rotation_never_retires_the_current_certificate(
+    rotation: ModuleType, iot: Any, registry: Registry
+) -> None:
+    """After a same-certificate retry of the provisioning hook the item's previousCertificateId is the
+    current certificate: a confirm from it (no rotation pending, none confirmed) must not revoke it."""
+    registry.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}},
+                                UpdateExpression="SET previousCertificateId = :current",
+                                ExpressionAttributeValues={":current": {"S": iot.current}})  # fmt: skip
+    before = registry.get(SERIAL)
+
+    result = rotation.handler(message("confirm", iot.current, requestId="r1"))
+
+    assert result == {"result": "rejected", "errorCode": "NoPendingRotation"}
+    assert answers()[-1][0] == f"fleet/rotation/{THING}/confirm/rejected"
+    assert state(iot, iot.current) == ("ACTIVE", [THING], [POLICY])
+    assert registry.get(SERIAL) == before
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -170,6 +188,7 @@ def test_a_new_request_replaces_an_unconfirmed_one_and_removes_its_certificate(
 ) -> None:
     rotation.handler(message("request", iot.current, requestId="r1", certificateSigningRequest=csr()))
     first = answers()[-1][1]["certificateId"]
+    interval_passes(registry)
 
     rotation.handler(message("request", iot.current, requestId="r2", certificateSigningRequest=csr()))
     second = answers()[-1][1]["certificateId"]
@@ -177,6 +196,99 @@ def test_a_new_request_replaces_an_unconfirmed_one_and_removes_its_certificate(
     assert second != first and state(iot, first) == ("gone", [], [])
     assert registry.get(SERIAL)["pendingCertificateId"] == second  # type: ignore[index]
     assert rotation.handler(message("confirm", first, requestId="r1"))["errorCode"] == "NoPendingRotation"
+
+
+def interval_passes(registry: Registry) -> None:
+    """RotationIntervalMinutes pass (the device's slot dated back)."""
+    registry.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}},
+                                UpdateExpression="SET rotationReservedAt = :then",
+                                ExpressionAttributeValues={":then": {"S": LONG_AGO}})  # fmt: skip
+
+
+def test_within_the_interval_a_second_request_is_refused_before_any_certificate_is_made(
+    rotation: ModuleType, iot: Any, registry: Registry
+) -> None:
+    rotation.handler(message("request", iot.current, requestId="r1", certificateSigningRequest=csr()))
+    rotation.handler(message("confirm", answers()[-1][1]["certificateId"], requestId="r1"))
+    current = registry.get(SERIAL)["certificateId"]  # type: ignore[index]
+    certificates = len(iot.list_certificates()["certificates"])
+
+    result = rotation.handler(message("request", current, requestId="r2", certificateSigningRequest=csr()))
+
+    assert result == {"result": "rejected", "errorCode": "RotationLimitExceeded"}
+    topic, answer = answers()[-1]
+    assert (topic, answer["statusCode"], answer["requestId"]) == (f"fleet/rotation/{THING}/request/rejected", 429, "r2")
+    assert answer["errorMessage"].startswith("one rotation request per 60 minutes per device (and 3 attempts of it)")
+    assert len(iot.list_certificates()["certificates"]) == certificates
+    again = rotation.handler(message("request", current, requestId="r1", certificateSigningRequest=csr()))
+    assert again["errorCode"] == "RotationLimitExceeded"  # a confirmed request's id holds no slot any more
+    interval_passes(registry)
+    assert rotation.handler(message("request", current, requestId="r3", certificateSigningRequest=csr()))["result"] == (
+        "accepted"
+    )
+
+
+def test_a_request_that_failed_can_be_repeated_with_its_own_request_id(
+    rotation: ModuleType, iot: Any, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS failed after the slot was taken: the device's repeat of the same request is not refused."""
+    original = rotation._IOT.create_certificate_from_csr
+    failures = iter([True])
+
+    def fail_once(**kwargs: Any) -> Any:
+        if next(failures, False):
+            raise rotation.ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Create")
+        return original(**kwargs)
+
+    monkeypatch.setattr(rotation._IOT, "create_certificate_from_csr", fail_once)
+    with pytest.raises(rotation.ClientError):
+        rotation.handler(message("request", iot.current, requestId="r1", certificateSigningRequest=csr()))
+    assert answers()[-1][1]["errorCode"] == "InternalFailure"
+
+    assert (
+        rotation.handler(message("request", iot.current, requestId="r1", certificateSigningRequest=csr()))["result"]
+        == "accepted"
+    )
+
+
+def test_one_request_id_gets_at_most_three_attempts_in_its_slot(
+    rotation: ModuleType, iot: Any, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSR AWS refuses keeps the request's slot: repeating it is allowed, but not without end."""
+    calls: list[str] = []
+
+    def refuse(**_: Any) -> None:
+        calls.append("CreateCertificateFromCsr")
+        raise rotation.ClientError({"Error": {"Code": "InvalidRequestException", "Message": "bad CSR"}}, "Create")
+
+    monkeypatch.setattr(rotation._IOT, "create_certificate_from_csr", refuse)
+    body = {"requestId": "r1", "certificateSigningRequest": csr()}
+
+    codes = [rotation.handler(message("request", iot.current, **body))["errorCode"] for _ in range(5)]
+
+    assert codes == ["InvalidCsr"] * 3 + ["RotationLimitExceeded"] * 2
+    assert len(calls) == 3
+
+
+def test_the_history_keeps_its_newest_events_and_counts_the_rest(
+    rotation: ModuleType, iot: Any, registry: Registry
+) -> None:
+    current = iot.current
+    for n in range(12):  # three events each: issued, confirmed, retired
+        interval_passes(registry)
+        rotation.handler(message("request", current, requestId=f"r{n}", certificateSigningRequest=csr()))
+        new = answers()[-1][1]["certificateId"]
+        assert rotation.handler(message("confirm", new, requestId=f"r{n}"))["result"] == "accepted"
+        current = new
+
+    item = registry.client.get_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}})["Item"]
+    assert len(item["certificateHistory"]["L"]) == rotation.HISTORY_LIMIT
+    assert (item["certificateEvents"]["N"], item["certificateEventsDropped"]["N"]) == ("36", str(36 - 20))
+    assert history(registry)[-3:] == [
+        ("issued", current),
+        ("confirmed", current),
+        ("retired", history(registry)[-1][1]),
+    ]
 
 
 def test_a_device_not_provisioned_cannot_rotate(rotation: ModuleType, iot: Any, registry: Registry) -> None:

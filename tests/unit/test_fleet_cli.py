@@ -67,3 +67,51 @@ def test_decommission_needs_a_serial_or_all_but_not_both(cli: Any) -> None:
     assert cli("dev", "decommission").exit_code == 2
     assert cli("dev", "decommission", "SN-0001", "--all").exit_code == 2
     assert FakeDevices.decommissioned == []
+
+
+def test_revoke_revokes_the_certificates_first_and_reports_a_registry_write_that_keeps_failing(
+    registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry that refuses the write (throttled, or an item DynamoDB will not grow) must not leave a
+    revoked device connected: its certificates are revoked before the write, the write is retried and
+    then reported with what was done, and running revoke again records it."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from scripts.fleet_ops import devices as devices_module
+    from tests.unit.support import TABLE
+
+    iot = boto3.client("iot", region_name="us-east-1")
+    thing = "temperature-sensor-SN-0001"
+    iot.create_thing(thingName=thing)
+    certificate = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_thing_principal(thingName=thing, principal=certificate["certificateArn"])
+    registry.enroll("SN-0001", status="provisioned", certificateId=certificate["certificateId"], thingName=thing)
+    stack = DeployedStack(Path("cdktf.out/stacks/unit"), {"device_registry_table_name": TABLE})
+    monkeypatch.setattr(
+        DeployedStack, "client", lambda _, service, **__: boto3.client(service, region_name="us-east-1")
+    )
+    monkeypatch.setattr(devices_module.time, "sleep", lambda _: None)
+    devices = devices_module.Devices(stack)
+    attempts: list[str] = []
+
+    def refused(*_: Any, **__: Any) -> bool:
+        attempts.append("move")
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "Item size has exceeded"}}, "UpdateItem")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(devices.registry, "move", refused)
+        with pytest.raises(devices_module.Unrecorded) as unrecorded:
+            devices.revoke("SN-0001", "reported stolen")
+
+    assert str(unrecorded.value).startswith(f"SN-0001: certificates revoked: {certificate['certificateId']}; ")
+    assert "run the same command again to record it" in str(unrecorded.value)
+    assert len(attempts) == devices_module.REGISTRY_ATTEMPTS
+    described = iot.describe_certificate(certificateId=certificate["certificateId"])["certificateDescription"]
+    assert described["status"] == "REVOKED"
+    assert registry.get("SN-0001")["status"] == "provisioned"  # type: ignore[index]
+
+    again = devices.revoke("SN-0001", "reported stolen")
+
+    assert (again["alreadyRevoked"], again["certificatesRevoked"]) == (False, [])
+    assert registry.get("SN-0001")["status"] == "revoked"  # type: ignore[index]

@@ -6,10 +6,11 @@ import threading
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.unit.support import Registry, drain_hook_decisions, event, load_hook, log_records
+from tests.unit.support import TABLE, Registry, drain_hook_decisions, event, load_hook, log_records
 
 DENY = {"allowProvisioning": False}
 
@@ -214,36 +215,18 @@ def test_given_the_answer_to_the_registry_write_is_lost_then_the_client_s_retry_
     assert log_records(capsys.readouterr().out)[-1]["reason"] == "ALLOWED"
 
 
-def test_given_an_attempt_abandoned_longer_than_the_stale_window_then_a_new_one_takes_it_over(
-    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("started", ["2020-01-01T00:00:00Z", "now"])
+def test_given_another_certificate_s_attempt_under_way_then_it_is_refused_however_old_the_claim(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str], started: str
 ) -> None:
-    """The template failed or the device dropped after the hook allowed it: the serial stays
-    `provisioning`. A new attempt (a new certificate) takes the claim over once it is stale, and the
-    abandoned certificate is recorded for the reconciler to revoke."""
-    registry.enroll(
-        "SN-0001", status="provisioning", certificateId="1" * 64, provisioningStartedAt="2020-01-01T00:00:00Z"
-    )
-
-    answer = hook.handler(event(certificate_id="2" * 64))
-
-    assert answer == {"allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}
-    item = registry.get("SN-0001")
-    assert item is not None
-    assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
-        "provisioning",
-        "2" * 64,
-        "1" * 64,
-    )
-    assert item["provisioningStartedAt"] > "2020-01-01T00:00:00Z"
-
-
-def test_given_an_attempt_under_way_within_the_stale_window_then_another_certificate_is_refused(
-    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+    """The attempt may have given the device its thing and certificate while only its registry event
+    failed: whoever holds the claim certificate and retries the serial must not take the device over.
+    Only the reconciler, after it looked at IoT, lets the serial go (it marks the attempt failed)."""
     import time
 
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    registry.enroll("SN-0001", status="provisioning", certificateId="1" * 64, provisioningStartedAt=now)
+    if started == "now":
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    registry.enroll("SN-0001", status="provisioning", certificateId="1" * 64, provisioningStartedAt=started)
     before = registry.get("SN-0001")
 
     assert hook.handler(event(certificate_id="2" * 64)) == DENY
@@ -252,7 +235,8 @@ def test_given_an_attempt_under_way_within_the_stale_window_then_another_certifi
     record = log_records(capsys.readouterr().out)[-1]
     assert (record["reason"], record["detail"]) == (
         "PROVISIONING_IN_PROGRESS",
-        f"another certificate's attempt is under way since {now}",
+        f"another certificate's attempt is under way since {started}; the reconciler completes it, or marks it "
+        "failed (then the device may try again) once StaleClaimMinutes have passed",
     )
 
 
@@ -269,6 +253,20 @@ def test_given_a_failed_attempt_then_the_device_provisions_on_its_next_attempt(
         "2" * 64,
         "1" * 64,
     )
+
+
+def test_given_a_failed_attempt_its_own_revoked_certificate_cannot_claim_the_serial_again(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A late retry of the failed attempt (its ownership token lives an hour) would put the serial back to
+    `provisioning` with a revoked certificate and hold the device's next attempt off for another window."""
+    registry.enroll("SN-0001", status="failed", certificateId="1" * 64, failureReason="no thing after 10 minutes")
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event(certificate_id="1" * 64)) == DENY
+
+    assert registry.get("SN-0001") == before
+    assert log_records(capsys.readouterr().out)[-1]["reason"] == "ATTEMPT_FAILED"
 
 
 def test_given_concurrent_requests_for_one_serial_then_exactly_one_is_allowed(
@@ -340,7 +338,7 @@ def test_given_a_registry_slower_than_the_remaining_time_then_the_hook_denies_in
     assert (record["reason"], record["detail"]) == ("REGISTRY_ERROR", "the registry did not answer within 550 ms "
                                                     "(the function's remaining time)")  # fmt: skip
     # The write it gave up on still lands, later: the serial reads `provisioning` for a device that was
-    # refused, until the stale window lets its next attempt take the claim over.
+    # refused, until the reconciler finds no thing with that certificate and marks it failed (retryable).
     drain_hook_decisions()
     assert registry.get("SN-0001")["status"] == "provisioning"  # type: ignore[index]
 
@@ -436,6 +434,60 @@ def test_given_debug_flag_when_deciding_then_log_carries_event_without_certifica
     record = log_records(capsys.readouterr().out)[-1]
     assert record["event"]["parameters"]["SerialNumber"] == "SN-0001"
     assert record["event"]["certificatePem"] == "<redacted>"
+
+
+def test_given_open_enrollment_a_new_serial_reserves_its_thing_name_in_the_claim(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
+
+    assert hook.handler(event(SerialNumber="NEW-0001"))["allowProvisioning"] is True
+
+    reservation = registry.get("thingName#temperature-sensor-NEW-0001")
+    assert reservation is not None and reservation["reservedFor"] == "NEW-0001"
+    assert hook.handler(event(SerialNumber="NEW-0001"))["allowProvisioning"] is True  # its own retry
+
+
+@pytest.mark.parametrize("held_by", ["reservation", "thing"])
+def test_given_open_enrollment_a_serial_whose_thing_name_is_another_device_s_is_refused_and_nothing_written(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], held_by: str
+) -> None:
+    """The name is held by a reservation of another serial, or by a thing of another serial (a device
+    that provisioned before names were reserved has only its thing): the newcomer gets neither."""
+    hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
+    name = "temperature-sensor-NEW-0002"
+    if held_by == "reservation":
+        registry.client.put_item(TableName=TABLE, Item={"serialNumber": {"S": f"thingName#{name}"},
+                                                        "reservedFor": {"S": "OTHER-0001"}})  # fmt: skip
+    else:
+        iot = boto3.client("iot", region_name="us-east-1")
+        iot.create_thing(thingName=name, attributePayload={"attributes": {"serialNumber": "OTHER-0001"}})
+    before = registry.items()
+
+    assert hook.handler(event(SerialNumber="NEW-0002")) == DENY
+
+    assert registry.items() == before
+    record = log_records(capsys.readouterr().out)[-1]
+    assert record["reason"] == "THING_NAME_TAKEN" and name in record["detail"]
+
+
+def test_given_open_enrollment_a_claim_that_collides_with_another_transaction_is_in_progress_not_an_error(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DynamoDB cancels a transaction that collides with another on the same item (TransactionConflict):
+    that is a concurrent attempt, not a registry failure (no ProvisioningErrors)."""
+    hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
+
+    def conflict(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                           "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}]},
+                          "TransactWriteItems")  # fmt: skip
+
+    monkeypatch.setattr(hook._REGISTRY._client, "transact_write_items", conflict)
+
+    assert hook.handler(event(SerialNumber="NEW-0003")) == DENY
+    record = log_records(capsys.readouterr().out)[-1]
+    assert (record["reason"], record["ProvisioningErrors"]) == ("PROVISIONING_IN_PROGRESS", 0)
 
 
 def test_given_open_enrollment_when_unknown_serial_registers_then_allowed_once_and_recorded(

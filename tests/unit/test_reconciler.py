@@ -89,6 +89,26 @@ def test_a_stale_attempt_without_its_thing_is_marked_failed_and_its_certificate_
     assert any(r.get("result") == "failed" and r.get("serialNumber") == "SN-2" for r in records)
 
 
+def test_a_failed_attempt_never_revokes_a_certificate_the_device_s_thing_holds(
+    reconciler: ModuleType, registry: Registry, iot: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attempt's certificate never reached the thing, but the certificate the attempt replaced is
+    on it: that one is the device's own, and revoking it would lock the device out."""
+    attempt, _ = certificate(iot, status="INACTIVE")
+    owned, owned_arn = certificate(iot)
+    iot.create_thing(thingName="temperature-sensor-SN-4")
+    iot.attach_thing_principal(thingName="temperature-sensor-SN-4", principal=owned_arn)
+    registry.enroll("SN-4", status="provisioning", certificateId=attempt, thingName="temperature-sensor-SN-4",
+                    provisioningStartedAt=LONG_AGO, previousCertificateId=owned)  # fmt: skip
+
+    summary = reconciler.handler({})
+
+    assert (registry.get("SN-4")["status"], summary["revoked"]) == ("failed", 1)  # type: ignore[index]
+    assert (status_of(iot, attempt), status_of(iot, owned)) == ("REVOKED", "ACTIVE")
+    records = log_records(capsys.readouterr().out)
+    assert any(r.get("result") == "kept" and r.get("certificateId") == owned for r in records)
+
+
 def test_an_attempt_within_the_stale_window_is_left_alone(reconciler: ModuleType, registry: Registry, iot: Any) -> None:
     attempt, _ = certificate(iot, status="INACTIVE")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
