@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # before moto is imported
+# The account's Lambda concurrency, AWS's default (an account may be given less, or more): moto then
+# refuses a reservation that leaves fewer than 100 executions unreserved, as AWS does.
+os.environ.setdefault("MOTO_LAMBDA_CONCURRENCY_QUOTA", "1000")
 
 
 class Health:

@@ -66,6 +66,7 @@ PARAMETERS = (
     "ClaimClientIdPrefix",
     "StaleClaimMinutes",
     "RotationIntervalMinutes",
+    "RotationConcurrency",
     "ClaimExpiryWarningDays",
     "DeviceTypeCatalogue",
     "Target",
@@ -117,6 +118,7 @@ class StackConfig:
     claim_client_id_prefix: str = documents.CLAIM_CLIENT_ID_PREFIX
     stale_claim_minutes: int = 10
     rotation_interval_minutes: int = 60
+    rotation_concurrency: int = 2
     claim_expiry_warning_days: int = 30
     device_type_catalogue: str = ""
     target: str = "sandbox"
@@ -164,6 +166,13 @@ class StackConfig:
             "RotationIntervalMinutes",
             self.rotation_interval_minutes,
             "1-10080 (minutes a device waits between two certificate rotation requests)",
+        )
+        _check(
+            0 <= self.rotation_concurrency <= 100,
+            "RotationConcurrency",
+            self.rotation_concurrency,
+            "0-100 (executions reserved for the rotation function, its most at once; 0: none, for an account "
+            "whose concurrency limit leaves fewer than 100 unreserved, as AWS requires)",
         )
         _check(
             1 <= self.claim_expiry_warning_days <= 3650,
@@ -445,6 +454,8 @@ def load_config(
         kwargs["stale_claim_minutes"] = _integer("StaleClaimMinutes", values["StaleClaimMinutes"])
     if "RotationIntervalMinutes" in values:
         kwargs["rotation_interval_minutes"] = _integer("RotationIntervalMinutes", values["RotationIntervalMinutes"])
+    if "RotationConcurrency" in values:
+        kwargs["rotation_concurrency"] = _integer("RotationConcurrency", values["RotationConcurrency"])
     if "DeviceTypeCatalogue" in values:
         kwargs["device_type_catalogue"] = catalogue_path
     if "Target" in values:

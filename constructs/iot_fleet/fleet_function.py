@@ -91,7 +91,9 @@ class FleetFunction(Construct):
         memory_size: int = 256,
         extra_acknowledgements: Mapping[str, str] | None = None,
         packages: Sequence[str] = (),
+        reserved_concurrency: int = 0,
     ) -> None:
+        """`reserved_concurrency`: executions reserved for the function, also its most at once (0: none)."""
         super().__init__(scope, id_)
         self.log_group = log_group(
             self, "logs", name=f"/aws/lambda/{function_name}", key=key, retention_days=log_retention_days
@@ -136,6 +138,10 @@ class FleetFunction(Construct):
             memory_size=memory_size,
             environment={"variables": dict(environment)},
             tracing_config={"mode": "Active"},
+            reserved_concurrent_executions=reserved_concurrency or None,
             depends_on=[self.log_group, self.policy, tracing],
         )
-        acknowledge(self.function, **FUNCTION_ACKNOWLEDGEMENTS, **(extra_acknowledgements or {}))
+        acknowledgements = {**FUNCTION_ACKNOWLEDGEMENTS, **(extra_acknowledgements or {})}
+        if reserved_concurrency:
+            del acknowledgements["CKV_AWS_115"]  # the function has its reservation
+        acknowledge(self.function, **acknowledgements)

@@ -187,6 +187,9 @@ class IotProvisioningStack(TerraformStack):
                 "ROTATION_INTERVAL_SECONDS": str(config.rotation_interval_minutes * 60),
                 "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
             },
+            # Each request is about ten IoT control-plane calls: a flood from many devices at once may
+            # not spend the account's IoT quotas or Lambda concurrency (more events wait in Lambda's queue).
+            reserved_concurrency=config.rotation_concurrency,
             statements=[
                 {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
                 key_use("kms:Decrypt", "kms:GenerateDataKey"),

@@ -40,6 +40,7 @@ TOKEN_LIFETIME = 3600.0
 HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
 KICK_PREFIX = "fp/kick/"  # the broker plugin disconnects the certificate identity that follows
 PUBLISH_PREFIX = "fp/pub/"  # the broker plugin publishes fp/pub/<qos>/<topic> on <topic>
+THROTTLED_EVENT_SECONDS = 300.0  # how long a rule's throttled lambda event is tried again (AWS: 6 hours)
 FULL_PASS_SECONDS = 60.0  # the rules follow in-process changes other than registrations within this
 _PROVISION = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/json$")
 _SHADOW = re.compile(r"^\$aws/things/([^/]+)/shadow/(get|update)$")
@@ -493,7 +494,7 @@ class FleetProvisioningService:
                     if not permitted.allowed:  # the rule may invoke only what the function policy allows
                         raise AwsError(403, "AccessDeniedException", f"the function policy of {function_arn} "
                                        f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}")  # fmt: skip
-                    self.account.invoke(function_arn, message)
+                    self._invoke_asynchronously(function_arn, message)
                 if "cloudwatchLogs" in action:
                     logs = action["cloudwatchLogs"]
                     stream = f"rule-{rule['ruleName']}"
@@ -501,6 +502,22 @@ class FleetProvisioningService:
                     self.account.put_log_event(logs["logGroupName"], stream, timestamp_ms, json.dumps(message))
             except AwsError as error:  # as in AWS, a failing action does not fail the registry change
                 print(f"fleet-provisioning: rule {rule['ruleName']}: action failed: {error}", flush=True)
+
+    def _invoke_asynchronously(self, function_arn: str, message: dict[str, Any]) -> None:
+        """A rule's lambda action invokes asynchronously: an event the function's reserved concurrency
+        throttles goes back to Lambda's queue and is tried again (AWS: for up to 6 hours; here while
+        THROTTLED_EVENT_SECONDS last), never dropped (invocation-async-error-handling.html)."""
+        deadline = time.monotonic() + THROTTLED_EVENT_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                self.account.invoke(function_arn, message)
+                return
+            except AwsError as error:
+                if error.code != "TooManyRequestsException" or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _authorize_log_write(self, role_arn: str, rule_arn: str, group: str, stream: str) -> None:
         """A cloudwatchLogs action writes as its roleArn: IoT must be able to assume the role, and the

@@ -645,3 +645,14 @@ def test_rotation_requests_reach_only_the_rotation_function_which_answers_only_o
             assert "fleet/rotation" not in device_policy["policy"]  # the claim certificate cannot rotate
         else:
             assert "topic/fleet/rotation/$${iot:Connection.Thing.ThingName}/*" in device_policy["policy"]
+
+
+def test_only_the_rotation_function_reserves_concurrency_and_checkov_is_told_why_for_the_others(synth: Synth) -> None:
+    """RotationConcurrency bounds what a rotation flood can spend; the others keep their acknowledgment."""
+    functions = synth.resources("aws_lambda_function").values()
+    reserved = {f["function_name"]: f.get("reserved_concurrent_executions") for f in functions}
+    rotation = f"{synth.config.prefix}-certificate-rotation"
+    assert reserved.pop(rotation) == synth.config.rotation_concurrency == 2
+    assert set(reserved.values()) == {None}
+    skipped = {f["function_name"]: "CKV_AWS_115" in json.dumps(f) for f in functions}
+    assert skipped == {name: name != rotation for name in skipped}

@@ -393,3 +393,18 @@ def test_a_template_change_applies_when_the_template_already_has_five_versions(d
     finally:
         document.write_text(original)
     SUMMARY.append(f"two template changes at 5 versions applied in {time.monotonic() - started:.0f} s")
+
+
+def test_the_rotation_function_runs_with_its_reservation_and_one_leaving_under_100_unreserved_is_refused(
+    deployment: Deployment,
+) -> None:
+    """As on an AWS account with the default concurrency (1000): the stack's reservation deploys, and one
+    that would leave fewer than 100 executions unreserved is refused."""
+    functions = deployment.client("lambda")
+    outputs = _outputs(deployment)
+    rotation = outputs["provisioning_hook_function_name"].replace("provisioning-hook", "certificate-rotation")
+    assert functions.get_function_concurrency(FunctionName=rotation)["ReservedConcurrentExecutions"] == 2
+
+    with pytest.raises(functions.exceptions.InvalidParameterValueException, match="below its minimum value of"):
+        functions.put_function_concurrency(FunctionName=rotation, ReservedConcurrentExecutions=901)
+    assert functions.get_function_concurrency(FunctionName=rotation)["ReservedConcurrentExecutions"] == 2

@@ -636,3 +636,34 @@ def test_certificates_that_stop_being_active_are_named_for_disconnection_after_t
     rules.refresh()
     assert rules.stopped == []  # named once
     assert kept[0] in {c.certificate_id for c in LocalAccount("us-east-1").certificates() if c.status == "ACTIVE"}
+
+
+def test_a_rule_s_throttled_lambda_event_is_tried_again_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A topic rule invokes its function asynchronously: when the function's reserved concurrency is
+    taken, Lambda keeps the event and tries again (rotation requests from many devices at once)."""
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.local_aws.account import AwsError
+
+    calls: list[str] = []
+
+    class Account:
+        def invoke(self, function: str, event: Any) -> None:
+            calls.append(function)
+            if len(calls) < 3:
+                raise AwsError(429, "TooManyRequestsException", "Rate Exceeded.")
+
+    monkeypatch.setattr(fleet_provisioning.time, "sleep", lambda _: None)
+    service = object.__new__(fleet_provisioning.FleetProvisioningService)
+    service.account = Account()  # type: ignore[assignment]
+
+    service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
+
+    assert len(calls) == 3
+
+    class Refusing:
+        def invoke(self, function: str, event: Any) -> None:
+            raise AwsError(400, "InvalidRequestContentException", "bad")
+
+    service.account = Refusing()  # type: ignore[assignment]
+    with pytest.raises(AwsError, match="InvalidRequestContentException"):  # any other failure: the action's
+        service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
