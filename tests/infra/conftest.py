@@ -79,6 +79,8 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "MonitoringEnabled": "false",
         "StateBucket": "fleet-state.example",
         "StateRegion": "eu-west-1",
+        "RequireEnrollment": "false",  # open enrollment: the hook may look up things
+        "RotationConcurrency": "0",  # an account whose limit leaves no 100 unreserved
         "IOT_FACTORY_DIR": str(folder / "factory"),
     }
     return _synth(load_config(read_context(ROOT / "cdktf.json"), environ=environ, base_dir=ROOT), folder)

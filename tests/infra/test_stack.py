@@ -656,3 +656,22 @@ def test_only_the_rotation_function_reserves_concurrency_and_checkov_is_told_why
     assert set(reserved.values()) == {None}
     skipped = {f["function_name"]: "CKV_AWS_115" in json.dumps(f) for f in functions}
     assert skipped == {name: name != rotation for name in skipped}
+
+
+def test_with_open_enrollment_the_hook_alone_may_describe_things_and_rotation_concurrency_0_reserves_none(
+    synth: Synth, variant: Synth
+) -> None:
+    """RequireEnrollment=false adds exactly one grant (a derived name's existing thing is looked up, as
+    tests/integration/test_device_provisioning.py grants it); RotationConcurrency=0 reserves nothing."""
+
+    def hook_statements(stack: Synth) -> list[dict[str, Any]]:
+        policy = next(p for p in stack.resources("aws_iam_role_policy").values()
+                      if p["name"] == f"{stack.config.prefix}-provisioning-hook-policy")  # fmt: skip
+        return list(json.loads(policy["policy"])["Statement"])
+
+    opened = [s for s in hook_statements(variant) if s not in hook_statements(synth)]
+    assert [(s["Action"], s["Resource"].rsplit(":", 1)[1]) for s in opened] == [(["iot:DescribeThing"], "thing/*")]
+    hook = variant.named("aws_lambda_function", f"{variant.config.prefix}-provisioning-hook")
+    assert hook["environment"]["variables"]["REQUIRE_ENROLLMENT"] == "false"
+    rotation = variant.named("aws_lambda_function", f"{variant.config.prefix}-certificate-rotation")
+    assert rotation.get("reserved_concurrent_executions") is None and "CKV_AWS_115" in json.dumps(rotation)
