@@ -171,8 +171,8 @@ class StackConfig:
             0 <= self.rotation_concurrency <= 100,
             "RotationConcurrency",
             self.rotation_concurrency,
-            "0-100 (executions reserved for the rotation function, its most at once; 0: none, for an account "
-            "whose concurrency limit leaves fewer than 100 unreserved, as AWS requires)",
+            "0-100 (executions reserved for the rotation function, its most at once; 0: no reservation and no cap, "
+            "for an account whose concurrency limit leaves fewer than 100 unreserved, as AWS requires)",
         )
         _check(
             1 <= self.claim_expiry_warning_days <= 3650,

@@ -93,7 +93,8 @@ class FleetFunction(Construct):
         packages: Sequence[str] = (),
         reserved_concurrency: int = 0,
     ) -> None:
-        """`reserved_concurrency`: executions reserved for the function, also its most at once (0: none)."""
+        """`reserved_concurrency`: executions reserved for the function, also its most at once (0: no
+        reservation and no cap, not Lambda's 0, which stops every invocation)."""
         super().__init__(scope, id_)
         self.log_group = log_group(
             self, "logs", name=f"/aws/lambda/{function_name}", key=key, retention_days=log_retention_days

@@ -9,6 +9,7 @@ from typing import Any
 
 from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
+from cdktf_cdktf_provider_aws.lambda_function_event_invoke_config import LambdaFunctionEventInvokeConfig
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from constructs import Construct
 
@@ -38,6 +39,8 @@ HOOK_PACKAGES = ("ecdsa", "six")
 ROTATION_CONFIRM_SECONDS = 600
 # Events a registry item keeps in certificateHistory (the rotation function and the reconciler trim it).
 CERTIFICATE_HISTORY_LIMIT = 20
+# How long a rotation message may wait in Lambda's queue (AWS's smallest maximum event age is 60 s).
+ROTATION_EVENT_AGE_SECONDS = 120
 
 
 class IotProvisioningStack(TerraformStack):
@@ -228,6 +231,17 @@ class IotProvisioningStack(TerraformStack):
                 "keeps working, it asks again, and the reconciler removes a new certificate never confirmed.",
             },
         ).function
+        # The device asks again itself (a repeat keeps its requestId): Lambda's own retries of a failed
+        # event would spend the request's tries and answer a device that had given up. An event queued
+        # behind RotationConcurrency longer than a device waits is dropped, not run late (a late request
+        # would take the device's slot for a certificate nobody waits for).
+        self.rotation_retries = LambdaFunctionEventInvokeConfig(
+            self,
+            "certificate-rotation-retries",
+            function_name=self.rotation_function.function_name,
+            maximum_retry_attempts=0,
+            maximum_event_age_in_seconds=ROTATION_EVENT_AGE_SECONDS,
+        )
         self.rotation = CertificateRotation(
             self,
             "certificate-rotation-rule",

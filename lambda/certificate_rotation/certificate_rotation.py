@@ -17,10 +17,11 @@ or ``/rejected``, which only that thing's policy lets it receive.
   item's certificate becomes the new one, and the old one is detached and REVOKED (kept for audit;
   a revoked certificate can never be activated again).
 
-The registry item keeps ``certificateHistory``, a list of events (issued, confirmed, retired,
-abandoned) with each certificate id and time. A pending rotation never confirmed is removed by the
-reconciler after ROTATION_CONFIRM_SECONDS. Errors a device can cause get a rejected answer; AWS errors
-raise (the function's Errors metric), after a rejected answer when one can still be sent.
+The registry item keeps ``certificateHistory``, the newest events (issued, confirmed, retired,
+abandoned, replaced) with each certificate id and time. A pending rotation never confirmed is removed
+by the reconciler after ROTATION_CONFIRM_SECONDS. Errors a device can cause get a rejected answer; AWS
+errors raise (the function's Errors metric), after a rejected answer when one can still be sent; the
+stack turns Lambda's retries of a failed event off (the device repeats its request itself).
 """
 
 from __future__ import annotations
@@ -155,6 +156,20 @@ def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str,
     return clause, condition, values
 
 
+def require_active(principal: str) -> None:
+    """A revoked or deactivated certificate still connected (AWS closes its connections only within
+    a few minutes) may not rotate, whatever the registry says: a revoke whose registry write failed
+    must not let the connection it left open get a working certificate."""
+    try:
+        status = _IOT.describe_certificate(certificateId=principal)["certificateDescription"]["status"]
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        status = "deleted"
+    if status != "ACTIVE":
+        raise Refused(403, "CertificateNotActive", f"the connection's certificate is {status}, not ACTIVE")
+
+
 def reserve(serial: str, current: str, request_id: str) -> None:
     """Takes the device's rotation slot for this request before any certificate is made: one request per
     ROTATION_INTERVAL_SECONDS. The same requestId again (a device repeating a request that failed) may
@@ -235,6 +250,7 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
     if principal != current:
         raise Refused(403, "NotCurrentCertificate", "only the device's current certificate may request a rotation")
+    require_active(principal)
     pending = _text(item, "pendingCertificateId")
     if pending and _text(item, "rotationRequestId") == request_id:  # the same request again: the same answer
         description = _IOT.describe_certificate(certificateId=pending)["certificateDescription"]
@@ -297,6 +313,7 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         raise Refused(400, "InvalidRequest", "requestId must be 1-64 characters of [A-Za-z0-9_-]")
     item = _item_of(thing)
     serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
+    require_active(principal)
     # A repeated confirm finishes what the first may not have: it retires only the certificate that the
     # confirmed rotation of this very request replaced, never the current one (previousCertificateId is
     # not it: the provisioning hook sets that one, to the current certificate on a same-certificate retry).

@@ -91,6 +91,7 @@ class FleetProvisioningService:
         self._passed_writes, self._passed_access, self._last_pass = -1, 0, 0.0  # no pass yet
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
         self._hooks = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hook")
+        self._throttled = ThreadPoolExecutor(max_workers=16, thread_name_prefix="throttled")
         self._stopping = threading.Event()
         self.connection: mqtt.Connection | None = None
         self._connected = threading.Event()
@@ -505,19 +506,32 @@ class FleetProvisioningService:
 
     def _invoke_asynchronously(self, function_arn: str, message: dict[str, Any]) -> None:
         """A rule's lambda action invokes asynchronously: an event the function's reserved concurrency
-        throttles goes back to Lambda's queue and is tried again (AWS: for up to 6 hours; here while
-        THROTTLED_EVENT_SECONDS last), never dropped (invocation-async-error-handling.html)."""
-        deadline = time.monotonic() + THROTTLED_EVENT_SECONDS
+        throttles goes back to Lambda's queue and is tried again until its maximum event age (the
+        function's setting, else 6 hours on AWS; here at most THROTTLED_EVENT_SECONDS), rather than
+        dropped at once (invocation-async-error-handling.html). The retries run on a pool of their
+        own, so a flood of throttled events never holds up provisioning."""
+        try:
+            self.account.invoke(function_arn, message)
+            return
+        except AwsError as error:
+            if error.code != "TooManyRequestsException":
+                raise
+        age = min(self.account.event_max_age(function_arn) or THROTTLED_EVENT_SECONDS, THROTTLED_EVENT_SECONDS)
+        self._throttled.submit(self._retry_throttled, function_arn, message, time.monotonic() + age)
+
+    def _retry_throttled(self, function_arn: str, message: dict[str, Any], deadline: float) -> None:
         delay = 0.05
-        while True:
+        while time.monotonic() + delay <= deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
             try:
                 self.account.invoke(function_arn, message)
                 return
             except AwsError as error:
-                if error.code != "TooManyRequestsException" or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+                if error.code != "TooManyRequestsException":
+                    print(f"fleet-provisioning: {function_arn}: throttled event failed: {error}", flush=True)
+                    return
+        print(f"fleet-provisioning: {function_arn}: a throttled event reached its maximum age", flush=True)
 
     def _authorize_log_write(self, role_arn: str, rule_arn: str, group: str, stream: str) -> None:
         """A cloudwatchLogs action writes as its roleArn: IoT must be able to assume the role, and the

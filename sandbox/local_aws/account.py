@@ -198,6 +198,13 @@ class LocalAccount:
             decoded = None
         return Invocation(decoded, "x-amz-function-error" in headers)
 
+    def event_max_age(self, function: str) -> float | None:
+        """The function's MaximumEventAgeInSeconds for asynchronous events, if it set one."""
+        backend = lambda_backends[self.account_id][self.region]
+        configs = getattr(self._call(backend.get_function, function), "event_invoke_config", [])
+        age = configs[-1].config.get("MaximumEventAgeInSeconds") if configs else None
+        return float(age) if age is not None else None
+
     # IoT device shadow ----------------------------------------------------------------------------
     def get_thing_shadow(self, thing: str) -> dict[str, Any]:
         """The shadow document as of now (a copy: moto merges later updates into its own dicts)."""

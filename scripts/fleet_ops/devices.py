@@ -1,8 +1,8 @@
 """A device as IoT and the registry hold it together: what `show` reports, and what `revoke` and
 `decommission` change in both.
 
-The certificates go first (revoked, or deleted): AWS refuses the device's next connection at once
-and closes open ones within a few minutes, whatever happens to the registry write that follows,
+The certificates go first (revoked, or deleted): AWS refuses the device's reconnection and closes
+its open connections within a few minutes, whatever happens to the registry write that follows,
 which is retried and, if it still fails, reported (running the command again records it). The
 registry then says revoked or decommissioned, so the hook refuses the serial from then on; a
 certificate an attempt got meanwhile is found and revoked or deleted after the write. The IoT side
@@ -181,7 +181,7 @@ class Devices:
 
     # Revoke ---------------------------------------------------------------------------------------
     def revoke(self, serial_number: str, reason: str) -> dict[str, Any]:
-        """Every certificate of the device REVOKED (AWS refuses its next connection and closes open ones),
+        """Every certificate of the device REVOKED (AWS refuses its reconnection and closes open ones),
         then the registry revoked (the hook refuses the serial from now on), then any certificate an
         attempt got meanwhile revoked too. Again on a revoked device: its certificates are revoked again
         if needed, the first revocation's time and reason kept."""

@@ -656,6 +656,12 @@ def test_only_the_rotation_function_reserves_concurrency_and_checkov_is_told_why
     assert set(reserved.values()) == {None}
     skipped = {f["function_name"]: "CKV_AWS_115" in json.dumps(f) for f in functions}
     assert skipped == {name: name != rotation for name in skipped}
+    # The device repeats a failed request itself: Lambda's retries would only spend its tries.
+    (retries,) = synth.resources("aws_lambda_function_event_invoke_config").values()
+    rotation_function = synth.named("aws_lambda_function", rotation)
+    assert (retries["function_name"], retries["maximum_retry_attempts"]) == (
+        synth.reference("aws_lambda_function", rotation_function, "function_name"), 0
+    )  # fmt: skip
 
 
 def test_with_open_enrollment_the_hook_alone_may_describe_things_and_rotation_concurrency_0_reserves_none(

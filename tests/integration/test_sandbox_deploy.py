@@ -404,6 +404,7 @@ def test_the_rotation_function_runs_with_its_reservation_and_one_leaving_under_1
     outputs = _outputs(deployment)
     rotation = outputs["provisioning_hook_function_name"].replace("provisioning-hook", "certificate-rotation")
     assert functions.get_function_concurrency(FunctionName=rotation)["ReservedConcurrentExecutions"] == 2
+    assert functions.get_function_event_invoke_config(FunctionName=rotation)["MaximumRetryAttempts"] == 0
 
     with pytest.raises(functions.exceptions.InvalidParameterValueException, match="below its minimum value of"):
         functions.put_function_concurrency(FunctionName=rotation, ReservedConcurrentExecutions=901)

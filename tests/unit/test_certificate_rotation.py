@@ -195,7 +195,20 @@ def test_a_new_request_replaces_an_unconfirmed_one_and_removes_its_certificate(
 
     assert second != first and state(iot, first) == ("gone", [], [])
     assert registry.get(SERIAL)["pendingCertificateId"] == second  # type: ignore[index]
-    assert rotation.handler(message("confirm", first, requestId="r1"))["errorCode"] == "NoPendingRotation"
+    assert rotation.handler(message("confirm", first, requestId="r1"))["errorCode"] == "CertificateNotActive"  # gone
+
+
+def test_a_revoked_certificate_still_connected_cannot_rotate_whatever_the_registry_says(
+    rotation: ModuleType, iot: Any, registry: Registry
+) -> None:
+    """fleet.py revoke revoked the certificate but its registry write failed: the connection AWS has not
+    closed yet must not get a working certificate."""
+    iot.update_certificate(certificateId=iot.current, newStatus="REVOKED")
+
+    result = rotation.handler(message("request", iot.current, requestId="r1", certificateSigningRequest=csr()))
+
+    assert result == {"result": "rejected", "errorCode": "CertificateNotActive"}
+    assert len(iot.list_certificates()["certificates"]) == 1
 
 
 def interval_passes(registry: Registry) -> None:
@@ -321,7 +334,7 @@ def test_the_reconciler_removes_a_rotation_never_confirmed_and_the_old_certifica
     item = registry.get(SERIAL)
     assert item is not None and item["certificateId"] == iot.current and "pendingCertificateId" not in item
     assert history(registry) == [("issued", new), ("abandoned", new)]
-    assert rotation.handler(message("confirm", new, requestId="r1"))["errorCode"] == "NoPendingRotation"
+    assert rotation.handler(message("confirm", new, requestId="r1"))["errorCode"] == "CertificateNotActive"  # gone
 
 
 def test_a_request_repeated_while_the_first_is_still_running_gets_the_first_one_s_certificate(

@@ -641,6 +641,8 @@ def test_certificates_that_stop_being_active_are_named_for_disconnection_after_t
 def test_a_rule_s_throttled_lambda_event_is_tried_again_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A topic rule invokes its function asynchronously: when the function's reserved concurrency is
     taken, Lambda keeps the event and tries again (rotation requests from many devices at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from sandbox.iot_data_plane import fleet_provisioning
     from sandbox.local_aws.account import AwsError
 
@@ -652,15 +654,20 @@ def test_a_rule_s_throttled_lambda_event_is_tried_again_not_dropped(monkeypatch:
             if len(calls) < 3:
                 raise AwsError(429, "TooManyRequestsException", "Rate Exceeded.")
 
+        def event_max_age(self, function: str) -> float | None:
+            return 120.0
+
     monkeypatch.setattr(fleet_provisioning.time, "sleep", lambda _: None)
     service = object.__new__(fleet_provisioning.FleetProvisioningService)
     service.account = Account()  # type: ignore[assignment]
+    service._throttled = ThreadPoolExecutor(max_workers=1)
 
     service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
+    service._throttled.shutdown(wait=True)  # the retries run on a pool of their own
 
     assert len(calls) == 3
 
-    class Refusing:
+    class Refusing(Account):
         def invoke(self, function: str, event: Any) -> None:
             raise AwsError(400, "InvalidRequestContentException", "bad")
 
