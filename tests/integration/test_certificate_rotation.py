@@ -243,14 +243,11 @@ def test_a_confirm_with_the_current_certificate_after_a_same_certificate_hook_re
     """IoT retries the hook with the attempt's own certificate (an answer lost): the item's
     previousCertificateId is then the current certificate. A confirm sent with it afterwards (no rotation
     pending or confirmed) is refused, and the certificate keeps working."""
-    from tests.integration.test_recovery import date_back, reconcile, role_without
+    from tests.integration.test_recovery import date_back, provisioned_without_registry_event, reconcile
 
     serial = "SN-ROT-RETRY"
     fleet.enroll(serial, "temperature-sensor")
-    function = fleet.outputs["registry_events_function_name"]
-    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
-    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
-        result = fleet.provision(serial, "temperature-sensor", skip_device_check=True)
+    result = provisioned_without_registry_event(fleet, serial, "temperature-sensor")
     retry = {
         "claimCertificateId": fleet.outputs["claim_certificate_id"], "certificateId": result["certificateId"],
         "certificatePem": Path(result["certificateFile"]).read_text(), "clientId": "claim-retry",

@@ -72,6 +72,15 @@ def role_without(fleet: Fleet, role: str, policy: str, action: str) -> Iterator[
         iam.put_role_policy(RoleName=role, PolicyName=policy, PolicyDocument=json.dumps(original))
 
 
+def provisioned_without_registry_event(fleet: Fleet, serial: str, device_type: str) -> dict[str, Any]:
+    """The device provisions (its thing holds its certificate) while the registry-events function cannot
+    read the registry, so its serial stays `provisioning`."""
+    function = fleet.outputs["registry_events_function_name"]
+    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
+    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
+        return fleet.provision(serial, device_type, skip_device_check=True)
+
+
 def date_back(fleet: Fleet, serial: str) -> None:
     """The stale window passes."""
     fleet.dynamodb.update_item(
@@ -124,10 +133,7 @@ def test_an_attempt_whose_registry_event_fails_is_completed_by_the_reconciler(
 ) -> None:
     serial = "SN-RECOVER-EVENT"
     fleet.enroll(serial, "humidity-sensor")
-    function = fleet.outputs["registry_events_function_name"]
-    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
-    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
-        result = fleet.provision(serial, "humidity-sensor", skip_device_check=True)  # the device got its thing
+    result = provisioned_without_registry_event(fleet, serial, "humidity-sensor")  # the device got its thing
     assert fleet.registry(serial)["status"] == "provisioning"  # ...but the registry-events function failed
     date_back(fleet, serial)
 
@@ -148,10 +154,7 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
     device stays connected, and the reconciler completes the item with the device's own certificate."""
     serial = "SN-RECOVER-HIJACK"
     fleet.enroll(serial, "humidity-sensor")
-    function = fleet.outputs["registry_events_function_name"]
-    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
-    with role_without(fleet, role.rsplit("/", 1)[1], f"{function}-policy", "dynamodb:GetItem"):
-        victim = fleet.provision(serial, "humidity-sensor", skip_device_check=True)
+    victim = provisioned_without_registry_event(fleet, serial, "humidity-sensor")
     assert fleet.registry(serial)["status"] == "provisioning"
     date_back(fleet, serial)
     monitoring.quiet("serial-guessing")
