@@ -16,6 +16,9 @@
                               unavailable, slow=<seconds>, throttle, lose-answer (`fault --help`)
   python -m sandbox fault clear
                               end it (`status` shows a fault that is set)
+  python -m sandbox certificate-validity [SECONDS|default]
+                              how long device certificates issued from now on are valid (none: say it);
+                              `status` shows a validity set this way
 
 The endpoint is SandboxEndpoint (cdktf.json context or environment, default http://127.0.0.1:4566),
 the broker's port SandboxMqttPort (default 8883); state, logs and Lambda code live in
@@ -39,6 +42,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from sandbox.iot_data_plane import certificate_validity
 from sandbox.iot_data_plane.broker_plugin import build as plugin
 from sandbox.local_aws import faults
 from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
@@ -338,6 +342,13 @@ def status() -> int:
             acted = ", ".join(f"{op} {n}" for op, n in sorted(active.get("affected", {}).items())) or "none yet"
             print(f"sandbox: fault: {active['fault']['description']}; requests affected: {acted}"
                   " (end it with `python -m sandbox fault clear`)")  # fmt: skip
+        try:
+            validity = certificate_validity.request(state.endpoint, "GET")
+        except (OSError, ValueError):
+            validity = {"default": True}
+        if not validity.get("default"):
+            print(f"sandbox: {certificate_validity.describe(validity)}"
+                  " (back with `python -m sandbox certificate-validity default`)")  # fmt: skip
         return 0
     print(f"sandbox: down: {why_down()}")
     print("Start it with `make sandbox-up` (or `pipenv run python -m sandbox up`).")
@@ -439,13 +450,14 @@ COMMANDS = {"up": up, "down": down, "status": status, "env": env, "build": build
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["fault"]:  # its own arguments (sandbox.local_aws.faults)
+    if argv[:1] in (["fault"], ["certificate-validity"]):  # their own arguments (their modules' `main`)
         state = SandboxState.load()
-        return faults.main(argv[1:], state.endpoint if state and _ours(state.pid) else endpoint())
+        switch = faults.main if argv[0] == "fault" else certificate_validity.main
+        return switch(argv[1:], state.endpoint if state and _ours(state.pid) else endpoint())
     parser = argparse.ArgumentParser(
         prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=[*COMMANDS, "fault"])
+    parser.add_argument("command", choices=[*COMMANDS, "fault", "certificate-validity"])
     parser.add_argument("--all", action="store_true", help="untrust: every sandbox CA `trust` added, not only this one")
     args = parser.parse_args(argv)
     try:

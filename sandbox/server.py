@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
 
     from sandbox.local_aws.http_front import serve
 
-    server = serve(args.port, health.report)
+    server = serve(args.port, health.report, authority)
     started.append(server.shutdown)
     health.parts["local AWS"] = "up"
     from sandbox.iot_data_plane.broker import Broker

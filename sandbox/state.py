@@ -48,19 +48,20 @@ def clock_scale() -> float:
 MAX_CERTIFICATE_VALIDITY_SECONDS = 10 * 365 * 86400
 
 
+def validity_seconds(value: str, name: str) -> int:
+    """A device-certificate validity in whole seconds, from 1 to 10 years; ValueError naming `name` else."""
+    if not value.isdigit() or not 1 <= int(value) <= MAX_CERTIFICATE_VALIDITY_SECONDS:
+        raise ValueError(f"{name}={value}: give whole seconds from 1 to {MAX_CERTIFICATE_VALIDITY_SECONDS}")
+    return int(value)
+
+
 def certificate_validity_seconds() -> int | None:
     """SandboxCertificateValiditySeconds (environment, read when the sandbox starts): how long the device
     certificates the local IoT issues are valid (over MQTT, and CreateCertificateFromCsr over HTTP), so
-    expiry and rotation can be tried in seconds. Unset: 10 years, like every other sandbox certificate."""
+    expiry and rotation can be tried in seconds; `python -m sandbox certificate-validity` changes it while
+    the sandbox runs. Unset: 10 years, like every other sandbox certificate."""
     value = os.environ.get("SandboxCertificateValiditySeconds") or ""
-    if not value:
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= MAX_CERTIFICATE_VALIDITY_SECONDS:
-        raise ValueError(
-            f"SandboxCertificateValiditySeconds={value}: "
-            f"give whole seconds from 1 to {MAX_CERTIFICATE_VALIDITY_SECONDS}"
-        )
-    return int(value)
+    return validity_seconds(value, "SandboxCertificateValiditySeconds") if value else None
 
 
 def port_of(url: str) -> int:

@@ -26,6 +26,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.server import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
+from sandbox.iot_data_plane.certificate_validity import CertificateValiditySwitch
 from sandbox.local_aws.dynamodb_fast_path import DynamoDBFastPath
 from sandbox.local_aws.faults import DropConnection, FaultSwitch
 from sandbox.local_aws.iam_requests import FunctionCallsChecked
@@ -246,13 +248,14 @@ class HealthEndpoint:
         return [json.dumps(self.report()).encode()]
 
 
-def serve(port: int, report: Callable[[], dict[str, Any]]) -> BaseWSGIServer:
-    """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread."""
+def serve(port: int, report: Callable[[], dict[str, Any]], authority: CertificateAuthority) -> BaseWSGIServer:
+    """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread, with the sandbox's own
+    paths: its health, the fault switch and the device-certificate validity switch."""
     remember_action_methods()
     # A function's request is checked against its role before anything answers it (the fast path included);
     # an injected fault (python -m sandbox fault) then stands in for the service itself.
     local_aws = FunctionCallsChecked(FaultSwitch(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))))
-    app = HealthEndpoint(local_aws, report)
+    app = HealthEndpoint(CertificateValiditySwitch(local_aws, authority), report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
     return server

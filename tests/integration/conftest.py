@@ -63,8 +63,8 @@ class Deployment:
             stderr += f"\n[killed after {timeout:.0f} s]"
         return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
 
-    def sandbox(self, command: str) -> subprocess.CompletedProcess[str]:
-        return self.run(sys.executable, "-m", "sandbox", command, timeout=120)
+    def sandbox(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "sandbox", command, *args, timeout=120)
 
     def cdktf(self, command: str, parameters: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`cdktf <command>` into this deployment's folder, with these stack parameters (env overrides)."""

@@ -1,15 +1,17 @@
 """Certificate rotation end to end with the real device client (AWS IoT Device SDK v2) against the
 deployed sandbox stack: the new certificate works and the old one is refused afterwards, the registry
 keeps both in its history; an interrupted rotation leaves the old one working; an offline device
-picks a requested rotation up when it connects; and with short validity (its own sandbox), a device
-rotated before its old certificate's notAfter still connects after it, one not rotated is refused."""
+picks a requested rotation up when it connects; and with short validity (`python -m sandbox
+certificate-validity`), a device rotated before its old certificate's notAfter still connects after it,
+one not rotated is refused."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from cryptography import x509
 
 from scripts import test_provisioning as device
 from tests.conftest import SUMMARY
-from tests.integration.conftest import Deployment, deployed
+from tests.integration.conftest import Deployment
 from tests.integration.devices import Fleet
 
 pytestmark = pytest.mark.integration
@@ -170,13 +172,23 @@ def not_after(pem_file: str) -> datetime:
     return x509.load_pem_x509_certificate(Path(pem_file).read_bytes()).not_valid_after_utc
 
 
-@pytest.mark.own_sandbox
+@contextmanager
+def device_certificates_valid_for(deployment: Deployment, seconds: int) -> Iterator[None]:
+    """`python -m sandbox certificate-validity` while the block runs, then back to the start setting."""
+    set_ = deployment.sandbox("certificate-validity", str(seconds))
+    assert set_.returncode == 0, set_.stdout + set_.stderr
+    assert f"valid {seconds} s" in deployment.sandbox("status").stdout  # what an operator sees it set to
+    try:
+        yield
+    finally:
+        back = deployment.sandbox("certificate-validity", "default")
+        assert back.returncode == 0, back.stdout + back.stderr
+
+
 def test_with_short_validity_a_device_rotated_in_time_outlives_its_old_certificate_and_one_not_rotated_is_refused(
-    tmp_path: Path,
+    fleet: Fleet,
 ) -> None:
-    settings = {"SandboxCertificateValiditySeconds": str(SHORT_VALIDITY_SECONDS)}
-    with deployed(tmp_path, sandbox_settings=settings) as short:
-        fleet = Fleet(short, tmp_path / "devices")
+    with device_certificates_valid_for(fleet.deployment, SHORT_VALIDITY_SECONDS):
         rotated, kept = provisioned(fleet, "SN-SHORT-1"), provisioned(fleet, "SN-SHORT-2")
         old_end = not_after(rotated["certificateFile"])
         issued = fleet.iot.describe_certificate(certificateId=rotated["certificateId"])["certificateDescription"]
@@ -186,13 +198,16 @@ def test_with_short_validity_a_device_rotated_in_time_outlives_its_old_certifica
 
         fleet.rotate(rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
         new_end = not_after(rotated["certificateFile"])
-        print(f"\nold notAfter {old_end:%H:%M:%S}, new notAfter {new_end:%H:%M:%S}, now {datetime.now(UTC):%H:%M:%S}")
-        time.sleep(max(0.0, (max(old_end, not_after(kept["certificateFile"])) - datetime.now(UTC)).total_seconds()) + 1)
+    print(f"\nold notAfter {old_end:%H:%M:%S}, new notAfter {new_end:%H:%M:%S}, now {datetime.now(UTC):%H:%M:%S}")
+    assert new_end - old_end < timedelta(seconds=SHORT_VALIDITY_SECONDS + 60)  # issued under the short validity
+    time.sleep(max(0.0, (max(old_end, not_after(kept["certificateFile"])) - datetime.now(UTC)).total_seconds()) + 1)
 
-        assert datetime.now(UTC) < new_end, "the test machine was too slow for the validity chosen"
-        assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
-        assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
-        assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
+    assert datetime.now(UTC) < new_end, "the test machine was too slow for the validity chosen"
+    assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
+    assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
+    assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
+    later = provisioned(fleet, "SN-SHORT-3")  # after `default`: the sandbox's start setting (10 years) again
+    assert not_after(later["certificateFile"]) - datetime.now(UTC) > timedelta(days=365)
 
 
 def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_disconnects_the_device(

@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
 from sandbox.local_aws import http_front
 from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
 from sandbox.local_aws.iam_requests import Call, Unmapped, checks_for
@@ -67,11 +68,11 @@ class LocalAws:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The local AWS's real HTTP front on a port of its own (moto's server-mode state, no mock)."""
     AUTHORITY.install()
     port = free_port()
-    running = http_front.serve(port, lambda: {})
+    running = http_front.serve(port, lambda: {}, CertificateAuthority.load_or_create(tmp_path_factory.mktemp("ca")))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

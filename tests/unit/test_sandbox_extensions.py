@@ -8,6 +8,8 @@ import json
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,6 +278,59 @@ def test_issued_certificates_chain_to_the_sandbox_ca_with_aws_ids(iot: Any, sand
     # DescribeCertificate gives the certificate's own validity (moto made up "now plus a day").
     assert described["validity"]["notAfter"].timestamp() == issued.not_valid_after_utc.timestamp()
     assert described["validity"]["notBefore"].timestamp() == issued.not_valid_before_utc.timestamp()
+
+
+def test_the_validity_switch_changes_only_certificates_issued_after_it_and_refuses_bad_values(
+    iot: Any, sandbox_ca: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m sandbox certificate-validity` against a running HTTP front: certificates issued from
+    then on get the validity asked for, refused values change nothing, `default` restores the start setting."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from werkzeug.serving import make_server
+
+    from sandbox.iot_data_plane import certificate_validity
+
+    def elsewhere(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [])
+        return [b"local AWS"]
+
+    def lifetime() -> float:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "device")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        issued = iot.create_certificate_from_csr(certificateSigningRequest=pem, setAsActive=True)
+        certificate = x509.load_pem_x509_certificate(issued["certificatePem"].encode())
+        return (certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).total_seconds()
+
+    switch = certificate_validity.CertificateValiditySwitch(elsewhere, sandbox_ca)
+    server = make_server("127.0.0.1", 0, switch, True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.port}"
+    try:
+        assert lifetime() > 9 * 365 * 86400  # the start setting: 10 years
+        assert certificate_validity.main(["25"], endpoint) == 0
+        assert "valid 25 s" in capsys.readouterr().out
+        assert 20 < lifetime() <= 25
+        for bad in ("0", "-5", "1.5", "soon", str(10 * 365 * 86400 + 1)):
+            assert certificate_validity.main([bad], endpoint) == 2
+            assert "give whole seconds from 1 to" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="seconds=0"):  # the server refuses what the CLI would not send
+            certificate_validity.request(endpoint, "PUT", 0)
+        assert certificate_validity.request(endpoint, "GET") == {"seconds": 25, "default": False}
+        assert 20 < lifetime() <= 25
+        assert certificate_validity.main(["default"], endpoint) == 0
+        assert "the sandbox's start setting" in capsys.readouterr().out
+        assert lifetime() > 9 * 365 * 86400
+        with pytest.raises(urllib.error.HTTPError) as passed_on:  # any other path: the local AWS answers
+            urllib.request.urlopen(f"{endpoint}/_sandbox/other")  # noqa: S310 - local http
+        assert passed_on.value.read() == b"local AWS"
+    finally:
+        server.shutdown()
+    assert certificate_validity.main([], endpoint) == 1  # nothing answers: says so
+    assert "does not answer" in capsys.readouterr().err
 
 
 def test_a_terraform_retry_of_a_completed_write_gets_the_first_answer_instead_of_running_twice() -> None:
