@@ -43,8 +43,16 @@ def _init_worker(target: device.Target) -> None:
 def rotate_one(thing: str, cert: str, key: str, folder: str) -> tuple[str, float, str]:
     """(outcome, seconds, detail) for one device, in a worker process."""
     assert _TARGET is not None
-    options = argparse.Namespace(thing_name=thing, cert=cert, key=key, key_type="ec", if_requested=True,
-                                 no_confirm=False, output_dir=folder, timeout=30.0)  # fmt: skip
+    options = argparse.Namespace(
+        thing_name=thing,
+        cert=cert,
+        key=key,
+        key_type="ec",
+        if_requested=True,
+        no_confirm=False,
+        output_dir=folder,
+        timeout=30.0,
+    )
     started = time.monotonic()
     try:
         result = device.rotate(options, _TARGET)
@@ -67,8 +75,16 @@ def main() -> int:
         bench = Bench(Path(folder))
         try:
             bench.run(sys.executable, "-m", "sandbox", "up")
-            deploy, _ = bench.run("npx", "--no-install", "cdktf", "deploy", "--auto-approve", "--skip-provider-lock",
-                                  "--output", str(bench.out))  # fmt: skip
+            deploy, _ = bench.run(
+                "npx",
+                "--no-install",
+                "cdktf",
+                "deploy",
+                "--auto-approve",
+                "--skip-provider-lock",
+                "--output",
+                str(bench.out),
+            )
             print(f"deploy: {deploy:.0f} s", flush=True)
             seconds, simulated = bench.run(
                 sys.executable,
@@ -86,22 +102,38 @@ def main() -> int:
                 check=False,  # a device refused here is reported; the others are rotated
             )
             fleet = json.loads(simulated.stdout.splitlines()[-1])
-            print(f"provisioned {fleet['provisioned']}/{args.devices} in {seconds:.0f} s "
-                  f"({fleet['devices_per_s']} devices/s; refused {fleet['rejections']})", flush=True)  # fmt: skip
-            seconds, listed = bench.run(sys.executable, "scripts/fleet.py", "--stack-dir", str(bench.stack),
-                                        "expiring", "--days", "3650", "--rotate", "--json", check=False)  # fmt: skip
+            print(
+                f"provisioned {fleet['provisioned']}/{args.devices} in {seconds:.0f} s "
+                f"({fleet['devices_per_s']} devices/s; refused {fleet['rejections']})",
+                flush=True,
+            )
+            seconds, listed = bench.run(
+                sys.executable,
+                "scripts/fleet.py",
+                "--stack-dir",
+                str(bench.stack),
+                "expiring",
+                "--days",
+                "3650",
+                "--rotate",
+                "--json",
+                check=False,
+            )
             asked = json.loads(listed.stdout)
             rotation = asked["rotation"]
-            print(f"fleet.py expiring --days 3650 --rotate: {len(rotation['requested'])} devices asked, "
-                  f"{len(rotation['errors'])} errors, {seconds:.1f} s (shadow updates {rotation['seconds']} s)",
-                  flush=True)  # fmt: skip
+            print(
+                f"fleet.py expiring --days 3650 --rotate: {len(rotation['requested'])} devices asked, "
+                f"{len(rotation['errors'])} errors, {seconds:.1f} s (shadow updates {rotation['seconds']} s)",
+                flush=True,
+            )
             state = json.loads((Path(folder) / "sandbox" / "state.json").read_text())
-            target = device.Target("127.0.0.1", state["mqtt_port"], state["ca_file"], "", "", "",
-                                   iot_core_limits=False)  # fmt: skip
+            target = device.Target("127.0.0.1", state["mqtt_port"], state["ca_file"], "", "", "", iot_core_limits=False)
             credentials = Path(fleet["credentials"])
             files = sorted(p for p in credentials.glob("*.pem.crt") if not p.name.endswith(".new.pem.crt"))
-            devices = [(p.name.removesuffix(".pem.crt"), str(p), str(p).removesuffix(".pem.crt") + ".private.key")
-                       for p in files]  # fmt: skip
+            devices = [
+                (p.name.removesuffix(".pem.crt"), str(p), str(p).removesuffix(".pem.crt") + ".private.key")
+                for p in files
+            ]
             outcomes: Counter[str] = Counter()
             latencies: list[float] = []
             details: list[str] = []
@@ -124,18 +156,25 @@ def main() -> int:
             )
             for detail in details:
                 print(f"  e.g. {detail}")
-            aws = {"endpoint_url": bench.env["SandboxEndpoint"], "region_name": "us-east-1",
-                   "aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}  # fmt: skip
+            aws = {
+                "endpoint_url": bench.env["SandboxEndpoint"],
+                "region_name": "us-east-1",
+                "aws_access_key_id": "sandbox",
+                "aws_secret_access_key": "sandbox",
+            }
             iot, dynamodb = boto3.client("iot", **aws), boto3.client("dynamodb", **aws)
-            statuses = Counter(c["status"] for page in iot.get_paginator("list_certificates").paginate()
-                               for c in page["certificates"])  # fmt: skip
+            statuses = Counter(
+                c["status"] for page in iot.get_paginator("list_certificates").paginate() for c in page["certificates"]
+            )
             confirmed = 0
             for page in dynamodb.get_paginator("scan").paginate(
                 TableName=bench.outputs()["device_registry_table_name"]
             ):
                 for item in page["Items"]:
-                    events = [(e["M"]["event"]["S"], e["M"]["certificateId"]["S"])
-                              for e in item.get("certificateHistory", {}).get("L", [])]  # fmt: skip
+                    events = [
+                        (e["M"]["event"]["S"], e["M"]["certificateId"]["S"])
+                        for e in item.get("certificateHistory", {}).get("L", [])
+                    ]
                     confirmed += ("confirmed", item.get("certificateId", {}).get("S")) in events
             print(
                 f"afterwards: {confirmed} registry items name their confirmed new certificate; "

@@ -43,9 +43,15 @@ class Bench:
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ClaimCertificateGenerations"
         }
-        self.env.update({"SandboxEndpoint": f"http://127.0.0.1:{free_port()}", "SandboxMqttPort": str(free_port()),
-                         "IOT_SANDBOX_DIR": str(folder / "sandbox"), "Target": "sandbox",
-                         "TF_CLI_CONFIG_FILE": str(ROOT / ".terraformrc.generated")})  # fmt: skip
+        self.env.update(
+            {
+                "SandboxEndpoint": f"http://127.0.0.1:{free_port()}",
+                "SandboxMqttPort": str(free_port()),
+                "IOT_SANDBOX_DIR": str(folder / "sandbox"),
+                "Target": "sandbox",
+                "TF_CLI_CONFIG_FILE": str(ROOT / ".terraformrc.generated"),
+            }
+        )
         self.context = folder / "cdktf.json"
         self.context.write_text((ROOT / "cdktf.json").read_text())
 
@@ -53,8 +59,9 @@ class Bench:
         self, *command: str, cwd: Path = ROOT, check: bool = True
     ) -> tuple[float, subprocess.CompletedProcess[str]]:
         started = time.monotonic()
-        result = subprocess.run(list(command), cwd=cwd, env=self.env, capture_output=True, text=True, check=False,
-                                timeout=1800)  # fmt: skip
+        result = subprocess.run(
+            list(command), cwd=cwd, env=self.env, capture_output=True, text=True, check=False, timeout=1800
+        )
         if check and result.returncode != 0:
             sys.exit(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
         return time.monotonic() - started, result
@@ -73,16 +80,40 @@ class Bench:
 
     def claim(self, generation: int) -> tuple[str, str]:
         outputs, named = self.outputs(), self.folder / f"claim-{generation}"
-        return (device._write_private(named.with_suffix(".pem"), outputs["claim_certificate_pem"]),
-                device._write_private(named.with_suffix(".key"), outputs["claim_private_key"]))  # fmt: skip
+        return (
+            device._write_private(named.with_suffix(".pem"), outputs["claim_certificate_pem"]),
+            device._write_private(named.with_suffix(".key"), outputs["claim_private_key"]),
+        )
 
     def provision(self, serial: str, device_type: str, claim: tuple[str, str]) -> str:
         result = subprocess.run(
-            [sys.executable, "scripts/test_provisioning.py", "--json", "--serial-number", serial, "--device-type",
-             device_type, "--manufacturer", "BenchCorp", "--claim-cert", claim[0], "--claim-key", claim[1],
-             "--stack-dir", str(self.stack), "--output-dir", str(self.folder / "devices"), "--skip-device-check"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "scripts/test_provisioning.py",
+                "--json",
+                "--serial-number",
+                serial,
+                "--device-type",
+                device_type,
+                "--manufacturer",
+                "BenchCorp",
+                "--claim-cert",
+                claim[0],
+                "--claim-key",
+                claim[1],
+                "--stack-dir",
+                str(self.stack),
+                "--output-dir",
+                str(self.folder / "devices"),
+                "--skip-device-check",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         return "provisioned" if result.returncode == 0 else f"refused (exit {result.returncode})"
 
 
@@ -92,22 +123,37 @@ def main() -> int:
         bench = Bench(Path(folder))
         try:
             bench.run(sys.executable, "-m", "sandbox", "up")
-            deploy, _ = bench.run("npx", "--no-install", "cdktf", "deploy", "--auto-approve", "--skip-provider-lock",
-                                  "--output", str(bench.out))  # fmt: skip
+            deploy, _ = bench.run(
+                "npx",
+                "--no-install",
+                "cdktf",
+                "deploy",
+                "--auto-approve",
+                "--skip-provider-lock",
+                "--output",
+                str(bench.out),
+            )
             print(f"deploy, generation 1: {deploy:.0f} s", flush=True)
             manifest = Path(folder) / "fleet.csv"
-            manifest.write_text("serialNumber,deviceType,manufacturer\n" + "".join(
-                f"ROT-{n},gateway,BenchCorp\n" for n in range(1, 5)))  # fmt: skip
+            manifest.write_text(
+                "serialNumber,deviceType,manufacturer\n" + "".join(f"ROT-{n},gateway,BenchCorp\n" for n in range(1, 5))
+            )
             bench.fleet("enroll", str(manifest))
             first = bench.claim(1)
             print(f"  generation 1 only: ROT-1 {bench.provision('ROT-1', 'gateway', first)}", flush=True)
             rotate = ("rotate-claim", "--apply", "--yes", "--context-file", str(bench.context))
             seconds, added = bench.fleet(*rotate)
-            print(f"rotate-claim --apply (add generation 2): {seconds:.0f} s, in force {added['inForce']}, "
-                  f"terraform {added['terraform']}", flush=True)  # fmt: skip
+            print(
+                f"rotate-claim --apply (add generation 2): {seconds:.0f} s, in force {added['inForce']}, "
+                f"terraform {added['terraform']}",
+                flush=True,
+            )
             second = bench.claim(2)
-            print(f"  overlap: ROT-2 with generation 1 {bench.provision('ROT-2', 'gateway', first)}, "
-                  f"ROT-3 with generation 2 {bench.provision('ROT-3', 'gateway', second)}", flush=True)  # fmt: skip
+            print(
+                f"  overlap: ROT-2 with generation 1 {bench.provision('ROT-2', 'gateway', first)}, "
+                f"ROT-3 with generation 2 {bench.provision('ROT-3', 'gateway', second)}",
+                flush=True,
+            )
             mqtt = json.loads((Path(folder) / "sandbox" / "state.json").read_text())
             target = device.Target("127.0.0.1", mqtt["mqtt_port"], mqtt["ca_file"], "", *first)
             drops: list[Any] = []
@@ -119,16 +165,24 @@ def main() -> int:
                     time.sleep(0.1)
             finally:
                 connection.close()
-            print(f"rotate-claim --apply (retire generation 1): {seconds:.0f} s, in force {retired['inForce']}, "
-                  f"terraform {retired['terraform']}; a connection with generation 1 "
-                  f"{'was closed' if drops else 'STAYED OPEN'}", flush=True)  # fmt: skip
-            print(f"  after: ROT-4 with generation 1 {bench.provision('ROT-4', 'gateway', first)}, "
-                  f"with generation 2 {bench.provision('ROT-4', 'gateway', second)}", flush=True)  # fmt: skip
-            seconds, plan = bench.run("terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color",
-                                      cwd=bench.stack, check=False)  # fmt: skip
+            print(
+                f"rotate-claim --apply (retire generation 1): {seconds:.0f} s, in force {retired['inForce']}, "
+                f"terraform {retired['terraform']}; a connection with generation 1 "
+                f"{'was closed' if drops else 'STAYED OPEN'}",
+                flush=True,
+            )
+            print(
+                f"  after: ROT-4 with generation 1 {bench.provision('ROT-4', 'gateway', first)}, "
+                f"with generation 2 {bench.provision('ROT-4', 'gateway', second)}",
+                flush=True,
+            )
+            seconds, plan = bench.run(
+                "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=bench.stack, check=False
+            )
             print(f"plan afterwards: {'no changes' if plan.returncode == 0 else 'DRIFT'} ({seconds:.0f} s)")
-            seconds, destroyed = bench.run("make", "-o", "setup", "--no-print-directory", "destroy",
-                                           f"CDKTF_OUT={bench.out}")  # fmt: skip
+            seconds, destroyed = bench.run(
+                "make", "-o", "setup", "--no-print-directory", "destroy", f"CDKTF_OUT={bench.out}"
+            )
             said = [line for line in destroyed.stdout.splitlines() if line.startswith("decommissioned")]
             print(f"make destroy: {seconds:.0f} s ({said[0] if said else 'no decommission line'})")
         finally:

@@ -30,8 +30,14 @@ from scripts.deployed_stack import DeployedStack  # noqa: E402
 
 def fleet(*args: str) -> tuple[float, dict[str, object]]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "scripts/fleet.py", *args, "--json"], cwd=ROOT, capture_output=True,
-                            text=True, check=False, timeout=7200)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "scripts/fleet.py", *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=7200,
+    )
     elapsed = time.monotonic() - started
     try:
         return elapsed, json.loads(result.stdout)
@@ -42,9 +48,13 @@ def fleet(*args: str) -> tuple[float, dict[str, object]]:
 def full_scan(stack: DeployedStack, status: str, device_type: str) -> tuple[float, int, int, float]:
     """(seconds, items read, items matching, capacity units) of a Scan filtered as the list is."""
     dynamodb = stack.client("dynamodb", read_timeout=300)
-    request = {"TableName": stack.table_name, "FilterExpression": "#s = :s AND deviceType = :t",
-               "ExpressionAttributeNames": {"#s": "status"}, "ReturnConsumedCapacity": "TOTAL",
-               "ExpressionAttributeValues": {":s": {"S": status}, ":t": {"S": device_type}}}  # fmt: skip
+    request = {
+        "TableName": stack.table_name,
+        "FilterExpression": "#s = :s AND deviceType = :t",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ReturnConsumedCapacity": "TOTAL",
+        "ExpressionAttributeValues": {":s": {"S": status}, ":t": {"S": device_type}},
+    }
     started = time.monotonic()
     scanned = matched = 0
     units = 0.0
@@ -74,8 +84,11 @@ def main() -> int:
         lines += [f"BENCH-{run}-{i:06d},{types[i % len(types)]},BenchCorp,v1.0.0" for i in range(args.rows)]
         manifest.write_text("\n".join(lines) + "\n")
         first, enrolled = fleet("enroll", str(manifest), "--workers", str(args.workers))
-        print(f"enroll {args.rows:,} rows: {first:.1f} s wall, {enrolled['rowsPerSecond']:,} rows/s as the CLI "
-              f"measured it (reads and writes), {enrolled['counts']}", flush=True)  # fmt: skip
+        print(
+            f"enroll {args.rows:,} rows: {first:.1f} s wall, {enrolled['rowsPerSecond']:,} rows/s as the CLI "
+            f"measured it (reads and writes), {enrolled['counts']}",
+            flush=True,
+        )
         again, repeated = fleet("enroll", str(manifest), "--workers", str(args.workers))
         print(f"enroll again (nothing to change): {again:.1f} s wall, {repeated['counts']}", flush=True)
     device_type = types[0]
@@ -84,8 +97,10 @@ def main() -> int:
     total = stack.client("dynamodb").describe_table(TableName=stack.table_name)["Table"]["ItemCount"]
     print(f"table: {total:,} items (devices and their thing-name reservations)")
     print(f"{'':<44}{'items read':>12}{'matching':>10}{'capacity':>10}{'seconds':>9}")
-    print(f"{'list --status enrolled --type ' + device_type:<44}{listed['scannedCount']:>12,}{listed['count']:>10,}"
-          f"{listed['consumedCapacity']:>10g}{listed_seconds:>9.1f}")  # fmt: skip
+    print(
+        f"{'list --status enrolled --type ' + device_type:<44}{listed['scannedCount']:>12,}{listed['count']:>10,}"
+        f"{listed['consumedCapacity']:>10g}{listed_seconds:>9.1f}"
+    )
     print(f"{'scan, filtered the same':<44}{scanned:>12,}{matched:>10,}{units:>10g}{scan_seconds:>9.1f}")
     print("(the list's seconds include the CLI's start and `terraform output`; capacity as the local AWS reports it)")
     return 0

@@ -27,8 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from sandbox.state import SandboxState  # noqa: E402
 
-FLOWS = {"csr/ec": ["--flow", "csr", "--key-type", "ec"], "keys/rsa": ["--flow", "keys"],
-         "csr/rsa": ["--flow", "csr", "--key-type", "rsa"]}  # fmt: skip
+FLOWS = {
+    "csr/ec": ["--flow", "csr", "--key-type", "ec"],
+    "keys/rsa": ["--flow", "keys"],
+    "csr/rsa": ["--flow", "csr", "--key-type", "rsa"],
+}
 
 
 def cpu_by_process(sandbox_pid: int) -> dict[int, tuple[str, float]]:
@@ -44,8 +47,9 @@ def cpu_by_process(sandbox_pid: int) -> dict[int, tuple[str, float]]:
         pid = int(stat.parent.name)
         if int(fields[2]) != sandbox_pid and pid != sandbox_pid:  # not in the sandbox's process group
             continue
-        part = ("local AWS + service" if pid == sandbox_pid else
-                "broker" if b"mosquitto" in command else "Lambda functions")  # fmt: skip
+        part = (
+            "local AWS + service" if pid == sandbox_pid else "broker" if b"mosquitto" in command else "Lambda functions"
+        )
         processes[pid] = (part, (int(fields[11]) + int(fields[12])) / tick)
     return processes
 
@@ -63,29 +67,58 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated (default 1,10,50)")
     parser.add_argument("--flows", default="csr/ec,keys/rsa", help=f"comma-separated of {', '.join(FLOWS)}")
-    parser.add_argument("--warm-up", type=int, default=2, metavar="K",
-                        help="before each row, provision K x concurrency devices unmeasured, so the sandbox's "
-                             "Lambda workers are warm (steady state; default 2, 0 to measure cold starts)")  # fmt: skip
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=2,
+        metavar="K",
+        help="before each row, provision K x concurrency devices unmeasured, so the sandbox's "
+        "Lambda workers are warm (steady state; default 2, 0 to measure cold starts)",
+    )
     args = parser.parse_args()
     state = SandboxState.load()
     if state is None:
         sys.exit("the sandbox is not running: `make deploy` first")
-    print(f"{'flow':>9} {'conc':>5} {'devices':>8} {'ok':>6} {'errors':>7} {'dev/s':>7} {'p50 s':>7} {'p95 s':>7}"
-          f" {'max s':>7}   CPU ms per device")  # fmt: skip
+    print(
+        f"{'flow':>9} {'conc':>5} {'devices':>8} {'ok':>6} {'errors':>7} {'dev/s':>7} {'p50 s':>7} {'p95 s':>7}"
+        f" {'max s':>7}   CPU ms per device"
+    )
     for flow in args.flows.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             if args.warm_up:
                 subprocess.run(
-                    [sys.executable, "scripts/simulate_fleet.py", "--devices", str(args.warm_up * concurrency),
-                     "--concurrency", str(concurrency), "--json", *FLOWS[flow]],
-                    cwd=ROOT, capture_output=True, text=True, check=False,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "scripts/simulate_fleet.py",
+                        "--devices",
+                        str(args.warm_up * concurrency),
+                        "--concurrency",
+                        str(concurrency),
+                        "--json",
+                        *FLOWS[flow],
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
             before, children_before = cpu_by_process(state.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
             result = subprocess.run(
-                [sys.executable, "scripts/simulate_fleet.py", "--devices", str(args.devices), "--concurrency",
-                 str(concurrency), "--json", *FLOWS[flow]],
-                cwd=ROOT, capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "scripts/simulate_fleet.py",
+                    "--devices",
+                    str(args.devices),
+                    "--concurrency",
+                    str(concurrency),
+                    "--json",
+                    *FLOWS[flow],
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             after, children_after = cpu_by_process(state.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
                 summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -98,9 +131,12 @@ def main() -> int:
             )
             per_device = ", ".join(f"{p} {1000 * s / args.devices:.0f}" for p, s in sorted(cpu.items()))
             errors = args.devices - summary["provisioned"]
-            print(f"{flow:>9} {concurrency:>5} {args.devices:>8} {summary['provisioned']:>6} {errors:>7} "
-                  f"{summary['devices_per_s']:>7} {summary['p50_s']:>7} {summary['p95_s']:>7} {summary['max_s']:>7}"
-                  f"   {per_device}", flush=True)  # fmt: skip
+            print(
+                f"{flow:>9} {concurrency:>5} {args.devices:>8} {summary['provisioned']:>6} {errors:>7} "
+                f"{summary['devices_per_s']:>7} {summary['p50_s']:>7} {summary['p95_s']:>7} {summary['max_s']:>7}"
+                f"   {per_device}",
+                flush=True,
+            )
             if errors:
                 print(f"           rejections: {summary['rejections']}; e.g. {summary['examples'][:2]}", flush=True)
     return 0

@@ -24,15 +24,28 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "--hypothesis-show-statistics",
-         "tests/unit/test_hook_properties.py::test_an_allowed_device_only_ever_carries_values_aws_accepts"],
-        cwd=ROOT, env={**os.environ, "HOOK_PROPERTY_EXAMPLES": str(args.examples)}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "--hypothesis-show-statistics",
+            "tests/unit/test_hook_properties.py::test_an_allowed_device_only_ever_carries_values_aws_accepts",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "HOOK_PROPERTY_EXAMPLES": str(args.examples)},
+        capture_output=True,
+        text=True,
         check=False,
-    )  # fmt: skip
+    )
     elapsed = time.monotonic() - started
     statistics = [line.strip() for line in result.stdout.splitlines() if "passing examples" in line or "-" in line[:4]]
-    print(f"hook property: {args.examples:,} examples asked, {'passed' if result.returncode == 0 else 'FAILED'} "
-          f"in {elapsed:.0f} s")  # fmt: skip
+    print(
+        f"hook property: {args.examples:,} examples asked, {'passed' if result.returncode == 0 else 'FAILED'} "
+        f"in {elapsed:.0f} s"
+    )
     for line in statistics[:6]:
         print(f"  {line}")
     if result.returncode != 0:

@@ -177,12 +177,15 @@ def probe_broker(port: int, ca_file: Path, cert: Path, key: Path) -> str | None:
 
     client = mqtt5.Client(
         mqtt5.ClientOptions(
-            host_name="127.0.0.1", port=port, tls_ctx=io.ClientTlsContext(options),
+            host_name="127.0.0.1",
+            port=port,
+            tls_ctx=io.ClientTlsContext(options),
             connect_options=mqtt5.ConnectPacket(client_id="sandbox-probe"),
-            on_lifecycle_event_connection_failure_fn=on_failure, on_lifecycle_event_connection_success_fn=on_success,
+            on_lifecycle_event_connection_failure_fn=on_failure,
+            on_lifecycle_event_connection_success_fn=on_success,
             on_lifecycle_event_stopped_fn=lambda _: stopped.set_result(None),
         )
-    )  # fmt: skip
+    )
     client.start()
     try:
         return outcome.result(timeout=PROBE_TIMEOUT)
@@ -234,8 +237,9 @@ def up() -> int:
         return _failed(
             f"the sandbox (pid {state.pid}) is running but not ready ({_parts(report)}). Stop it with "
             "`make sandbox-down` (this forgets what was deployed into it), then start it again.",
-            log, log.stat().st_size if log.exists() else 0,
-        )  # fmt: skip
+            log,
+            log.stat().st_size if log.exists() else 0,
+        )
     broker_port = mqtt_port()
     for busy, setting in ((port, "SandboxEndpoint=http://127.0.0.1:<port>"), (broker_port, "SandboxMqttPort=<port>")):
         if not _port_free(busy):
@@ -257,13 +261,26 @@ def up() -> int:
     with log.open("ab") as output:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "sandbox.server", "--port", str(port), "--state-dir", str(directory),
-                "--mqtt-port", str(broker_port), "--plugin", str(built),
-                "--region", os.environ.get("AwsRegion", "us-east-1"),
+                sys.executable,
+                "-m",
+                "sandbox.server",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(directory),
+                "--mqtt-port",
+                str(broker_port),
+                "--plugin",
+                str(built),
+                "--region",
+                os.environ.get("AwsRegion", "us-east-1"),
             ],
-            cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: `down` stops it, its broker and its Lambda workers
-        )  # fmt: skip
+        )
     while not ((report := health(url)) and report.get("ready")):
         if process.poll() is not None or time.monotonic() - started > READY_TIMEOUT:
             if process.poll() is not None:
@@ -277,8 +294,9 @@ def up() -> int:
             return _failed(reason, log, since)
         time.sleep(0.2)
     broker = directory / "broker"
-    problem = probe_broker(broker_port, directory / "ca" / "ca.pem", broker / "sandbox-probe.pem",
-                           broker / "sandbox-probe.key")  # fmt: skip
+    problem = probe_broker(
+        broker_port, directory / "ca" / "ca.pem", broker / "sandbox-probe.pem", broker / "sandbox-probe.key"
+    )
     if problem:
         _log(f"sandbox: error: {problem}")
         _stop_group(process.pid)
@@ -340,15 +358,19 @@ def status() -> int:
             active = {}
         if active.get("fault"):
             acted = ", ".join(f"{op} {n}" for op, n in sorted(active.get("affected", {}).items())) or "none yet"
-            print(f"sandbox: fault: {active['fault']['description']}; requests affected: {acted}"
-                  " (end it with `python -m sandbox fault clear`)")  # fmt: skip
+            print(
+                f"sandbox: fault: {active['fault']['description']}; requests affected: {acted}"
+                " (end it with `python -m sandbox fault clear`)"
+            )
         try:
             validity = certificate_validity.request(state.endpoint, "GET")
         except (OSError, ValueError):
             validity = {"default": True}
         if not validity.get("default"):
-            print(f"sandbox: {certificate_validity.describe(validity)}"
-                  " (back with `python -m sandbox certificate-validity default`)")  # fmt: skip
+            print(
+                f"sandbox: {certificate_validity.describe(validity)}"
+                " (back with `python -m sandbox certificate-validity default`)"
+            )
         return 0
     print(f"sandbox: down: {why_down()}")
     print("Start it with `make sandbox-up` (or `pipenv run python -m sandbox up`).")
@@ -387,12 +409,16 @@ def trusted_path(ca_file: Path) -> Path:
 
 def _update_trust_store(verb: str) -> int:
     if os.geteuid() != 0:
-        print(f"sandbox: error: changing the system trust store needs root: sudo {sys.executable} -m sandbox {verb}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"sandbox: error: changing the system trust store needs root: sudo {sys.executable} -m sandbox {verb}",
+            file=sys.stderr,
+        )
         return 1
     if not shutil.which("update-ca-certificates"):
-        print("sandbox: error: update-ca-certificates is missing: run `make setup` (it installs ca-certificates)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "sandbox: error: update-ca-certificates is missing: run `make setup` (it installs ca-certificates)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -400,8 +426,10 @@ def _update_trust_store(verb: str) -> int:
 def trust() -> int:
     ca = _ca()
     if not ca.exists():
-        print(f"sandbox: error: there is no sandbox CA in {ca.parent} yet: start the sandbox once (make sandbox-up)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"sandbox: error: there is no sandbox CA in {ca.parent} yet: start the sandbox once (make sandbox-up)",
+            file=sys.stderr,
+        )
         return 1
     if _update_trust_store("trust"):
         return 1
@@ -426,9 +454,14 @@ def untrust(every: bool = False) -> int:
         targets = [t for t in [trusted_path(ca)] if t.exists()]
     else:
         others = sorted(TRUST_DIR.glob("iot-provisioning-sandbox-*.crt"))
-        print(f"sandbox: there is no sandbox CA in {ca.parent}: nothing to untrust"
-              + (f" (the system store holds {len(others)} other sandbox CA(s): `untrust --all` removes them)"
-                 if others else ""))  # fmt: skip
+        print(
+            f"sandbox: there is no sandbox CA in {ca.parent}: nothing to untrust"
+            + (
+                f" (the system store holds {len(others)} other sandbox CA(s): `untrust --all` removes them)"
+                if others
+                else ""
+            )
+        )
         return 0
     if not targets:
         print("sandbox: the sandbox CA is not in the system trust store")

@@ -67,8 +67,9 @@ def main() -> None:
     started: list[Any] = []  # what to stop, in reverse order
     try:
         run(args, health, started)
-        print(f"sandbox: local AWS on http://127.0.0.1:{args.port}, MQTT (mTLS) on 127.0.0.1:{args.mqtt_port}",
-              flush=True)  # fmt: skip
+        print(
+            f"sandbox: local AWS on http://127.0.0.1:{args.port}, MQTT (mTLS) on 127.0.0.1:{args.mqtt_port}", flush=True
+        )
         stopping.wait()
     except Exception as error:  # noqa: BLE001 - reported as the log's last error, then the process ends
         if not isinstance(error, DataPlaneError):  # an expected failure says what to do; others show where

@@ -34,16 +34,30 @@ def factory_key(name: str) -> tuple[str, str]:
     path = CREDENTIALS / f"{name}.factory.key"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return str(path), base64.b64encode(public).decode()
 
 
 def provision(serial: str, device_type: str, *extra: str) -> tuple[int, str]:
-    command = [sys.executable, str(ROOT / "scripts/test_provisioning.py"), "--json", "--serial-number", serial,
-               "--device-type", device_type, "--manufacturer", MANUFACTURER, "--firmware-version", "v1.0.0",
-               "--output-dir", str(CREDENTIALS), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "scripts/test_provisioning.py"),
+        "--json",
+        "--serial-number",
+        serial,
+        "--device-type",
+        device_type,
+        "--manufacturer",
+        MANUFACTURER,
+        "--firmware-version",
+        "v1.0.0",
+        "--output-dir",
+        str(CREDENTIALS),
+        *extra,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer = json.loads(lines[-1]) if lines else {"error": result.stderr.strip()[-200:]}
@@ -61,9 +75,12 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def enroll(registry: reg.Registry, stack: DeployedStack, rows: list[dict[str, str]]) -> list[reg.Enrollment]:
     """The demo's manifest through the same checks and writes as `fleet.py enroll`."""
     raw = [manifest.RawRow(line, values) for line, values in enumerate(rows, start=2)]
-    devices, problems = manifest.validate(raw, stack.allowed_device_types,
-                                          claim_client_id_prefix=stack.claim_client_id_prefix,
-                                          require_factory_key=stack.require_attestation)  # fmt: skip
+    devices, problems = manifest.validate(
+        raw,
+        stack.allowed_device_types,
+        claim_client_id_prefix=stack.claim_client_id_prefix,
+        require_factory_key=stack.require_attestation,
+    )
     plan = registry.plan(devices)
     if problems or plan.problems:
         raise SystemExit(f"demo: the sample manifest is refused: {[str(p) for p in problems + plan.problems]}")
@@ -88,17 +105,23 @@ def main() -> int:
     impostor_key, _ = factory_key("impostor")  # a key of its own, enrolled for no device
     enrolled = enroll(registry, stack, rows)
     devices.revoke("DEMO-REVOKED-01", "demo: reported stolen from the warehouse")
-    outcomes = ", ".join(f"{sum(e.outcome == o for e in enrolled)} {o}" for o in (reg.NEW, reg.UNCHANGED, reg.UNTOUCHED)
-                         if any(e.outcome == o for e in enrolled))  # fmt: skip
-    print(f"enrolled {len(rows)} devices ({', '.join(types)}) with their factory keys: {outcomes}; revoked "
-          f"DEMO-REVOKED-01; attestation required: {'yes' if stack.require_attestation else 'no'}\n")  # fmt: skip
+    outcomes = ", ".join(
+        f"{sum(e.outcome == o for e in enrolled)} {o}"
+        for o in (reg.NEW, reg.UNCHANGED, reg.UNTOUCHED)
+        if any(e.outcome == o for e in enrolled)
+    )
+    print(
+        f"enrolled {len(rows)} devices ({', '.join(types)}) with their factory keys: {outcomes}; revoked "
+        f"DEMO-REVOKED-01; attestation required: {'yes' if stack.require_attestation else 'no'}\n"
+    )
 
     results = []
     for serial, device_type in fleet:
         csr = serial.endswith("02")
         code, detail = provision(serial, device_type, "--factory-key", keys[serial][0], *(["--csr"] if csr else []))
-        results.append([serial, device_type, "csr" if csr else "keys",
-                        "provisioned" if code == 0 else f"FAILED ({code})", detail])  # fmt: skip
+        results.append(
+            [serial, device_type, "csr" if csr else "keys", "provisioned" if code == 0 else f"FAILED ({code})", detail]
+        )
     refusals = [
         ("unknown serial", "DEMO-UNKNOWN-99", types[0], []),
         ("revoked device", "DEMO-REVOKED-01", types[0], ["--factory-key", keys["DEMO-REVOKED-01"][0]]),
@@ -119,9 +142,21 @@ def main() -> int:
 
     items = sorted(registry.devices(), key=lambda i: str(i["serialNumber"]))
     print(f"\nDevice registry ({stack.table_name}; fleet.py list)")
-    print(table([[str(i["serialNumber"]), str(i["deviceType"]), str(i["status"]), str(i.get("thingName", "")),
-                  str(i.get("certificateId", ""))[:16]] for i in items],
-                ["serialNumber", "deviceType", "status", "thingName", "certificateId"]))  # fmt: skip
+    print(
+        table(
+            [
+                [
+                    str(i["serialNumber"]),
+                    str(i["deviceType"]),
+                    str(i["status"]),
+                    str(i.get("thingName", "")),
+                    str(i.get("certificateId", ""))[:16],
+                ]
+                for i in items
+            ],
+            ["serialNumber", "deviceType", "status", "thingName", "certificateId"],
+        )
+    )
     iot = stack.client("iot")
     groups = []
     for group in dict(stack.output("thing_group_names")).values():

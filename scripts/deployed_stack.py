@@ -38,8 +38,14 @@ def default_stack_dir() -> Path:
 def terraform_outputs(stack_dir: Path) -> dict[str, Any]:
     """`terraform output -json` of the deployed stack, as {name: value}."""
     try:
-        result = subprocess.run(["terraform", "output", "-json"], cwd=stack_dir, capture_output=True, text=True,
-                                check=False, timeout=TERRAFORM_TIMEOUT)  # fmt: skip
+        result = subprocess.run(
+            ["terraform", "output", "-json"],
+            cwd=stack_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=TERRAFORM_TIMEOUT,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise StackError(f"`terraform output -json` could not run in {stack_dir}: {error}") from None
     if result.returncode != 0:
@@ -148,8 +154,12 @@ class DeployedStack:
 
             # On AWS, standard retries absorb the IoT and DynamoDB throttling bulk operations meet.
             attempts = max_attempts or (8 if self.on_aws else 3)
-            config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
-                            read_timeout=read_timeout, max_pool_connections=64)  # fmt: skip
+            config = Config(
+                retries={"max_attempts": attempts, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=read_timeout,
+                max_pool_connections=64,
+            )
             options: dict[str, Any] = {"region_name": self.region, "config": config}
             if service == "iot-data" and self.on_aws:
                 options["endpoint_url"] = f"https://{self.outputs['iot_data_endpoint']}"

@@ -83,16 +83,23 @@ def emit(document: Any) -> None:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=True)  # fmt: skip
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def confirm_many(what: str, count: int, the_stack: DeployedStack, yes: bool, allow_prod: bool) -> None:
     """Destructive work on many devices: refused in prod without --allow-prod, asked for unless --yes."""
     if the_stack.is_prod and not allow_prod:
         raise fail(f"the stack {the_stack.directory.name} is prod: {what} {count} devices needs --allow-prod")
-    if not yes and not typer.confirm(f"{what} {count} devices of {the_stack.directory.name} "
-                                     f"({the_stack.environment}, {the_stack.target})?", err=True):  # fmt: skip
+    if not yes and not typer.confirm(
+        f"{what} {count} devices of {the_stack.directory.name} ({the_stack.environment}, {the_stack.target})?", err=True
+    ):
         raise fail("nothing done")
 
 
@@ -135,9 +142,12 @@ def enroll(
         raw, problems = manifest.read(path)
     except manifest.ManifestError as error:
         raise fail(str(error)) from None
-    devices, invalid = manifest.validate(raw, the_stack.allowed_device_types,
-                                         claim_client_id_prefix=the_stack.claim_client_id_prefix,
-                                         require_factory_key=the_stack.require_attestation)  # fmt: skip
+    devices, invalid = manifest.validate(
+        raw,
+        the_stack.allowed_device_types,
+        claim_client_id_prefix=the_stack.claim_client_id_prefix,
+        require_factory_key=the_stack.require_attestation,
+    )
     registry = reg.Registry(the_stack.client("dynamodb"), the_stack.table_name)
     with err.status(f"reading the registry for {len(devices):,} rows..."):
         plan = registry.plan(devices)
@@ -156,12 +166,22 @@ def enroll(
     untouched = [e for e in results if e.outcome == reg.UNTOUCHED]
     code = OK if not problems and not conflicts else (PARTIAL if writing else REFUSED)
     if json_:
-        emit({"manifest": str(path), "rows": len(raw), "badRows": len(problems), "written": writing,
-              "dryRun": dry_run, "counts": dict(counts),
-              "problems": [{"line": p.line, "serialNumber": p.serial_number, "message": p.message} for p in problems],
-              "untouched": [_row(e) for e in untouched], "conflicts": [_row(e) for e in conflicts],
-              "seconds": round(seconds, 2), "rowsPerSecond": round(len(devices) / seconds, 1) if seconds else None,
-              "exitCode": code})  # fmt: skip
+        emit(
+            {
+                "manifest": str(path),
+                "rows": len(raw),
+                "badRows": len(problems),
+                "written": writing,
+                "dryRun": dry_run,
+                "counts": dict(counts),
+                "problems": [{"line": p.line, "serialNumber": p.serial_number, "message": p.message} for p in problems],
+                "untouched": [_row(e) for e in untouched],
+                "conflicts": [_row(e) for e in conflicts],
+                "seconds": round(seconds, 2),
+                "rowsPerSecond": round(len(devices) / seconds, 1) if seconds else None,
+                "exitCode": code,
+            }
+        )
         raise typer.Exit(code)
     if problems:
         table = Table("line", "serial", "problem", title=f"{len(problems)} bad rows", title_justify="left")
@@ -171,34 +191,52 @@ def enroll(
         if len(problems) > SHOWN_ROWS:
             out.print(f"... and {len(problems) - SHOWN_ROWS} more (--json lists them all)")
     if untouched:
-        table = Table("line", "serial", "left as it is", title=f"{len(untouched)} devices already past enrolled",
-                      title_justify="left")  # fmt: skip
+        table = Table(
+            "line",
+            "serial",
+            "left as it is",
+            title=f"{len(untouched)} devices already past enrolled",
+            title_justify="left",
+        )
         for enrollment in untouched[:SHOWN_ROWS]:
             table.add_row(str(enrollment.device.line), enrollment.device.serial_number, enrollment.detail)
         out.print(table)
         if len(untouched) > SHOWN_ROWS:
             out.print(f"... and {len(untouched) - SHOWN_ROWS} more (--json lists them all)")
     for enrollment in conflicts:
-        out.print(f"line {enrollment.device.line}: {enrollment.device.serial_number} refused while writing: "
-                  f"{enrollment.detail}")  # fmt: skip
+        out.print(
+            f"line {enrollment.device.line}: {enrollment.device.serial_number} refused while writing: "
+            f"{enrollment.detail}"
+        )
     if problems and not writing:
-        out.print(f"[bold]nothing written[/bold]: fix the rows above (or --skip-invalid to enroll the other "
-                  f"{len(devices) - len(plan.problems):,})" if not dry_run else "dry run: nothing written")  # fmt: skip
+        out.print(
+            f"[bold]nothing written[/bold]: fix the rows above (or --skip-invalid to enroll the other "
+            f"{len(devices) - len(plan.problems):,})"
+            if not dry_run
+            else "dry run: nothing written"
+        )
         raise typer.Exit(code)
     verb = "would be" if dry_run else "were"
-    summary = ", ".join(f"{counts[o]:,} {o}" for o in (reg.NEW, reg.UPDATED, reg.UNCHANGED, reg.UNTOUCHED,
-                                                       reg.CONFLICT) if counts[o])  # fmt: skip
+    summary = ", ".join(
+        f"{counts[o]:,} {o}" for o in (reg.NEW, reg.UPDATED, reg.UNCHANGED, reg.UNTOUCHED, reg.CONFLICT) if counts[o]
+    )
     if not dry_run and counts[reg.NEW] + counts[reg.UPDATED] == 0:
         out.print(f"nothing to change: the registry already holds every row as given ({summary or 'no rows'})")
     else:
-        out.print(f"{path.name}: {summary} ({'rows that ' + verb + ' written' if dry_run else 'written'} in "
-                  f"{seconds:.1f} s, {len(devices) / max(seconds, 1e-9):,.0f} rows/s)")  # fmt: skip
+        out.print(
+            f"{path.name}: {summary} ({'rows that ' + verb + ' written' if dry_run else 'written'} in "
+            f"{seconds:.1f} s, {len(devices) / max(seconds, 1e-9):,.0f} rows/s)"
+        )
     raise typer.Exit(code)
 
 
 def _row(enrollment: reg.Enrollment) -> dict[str, Any]:
-    return {"line": enrollment.device.line, "serialNumber": enrollment.device.serial_number,
-            "thingName": enrollment.device.thing_name, "detail": enrollment.detail}  # fmt: skip
+    return {
+        "line": enrollment.device.line,
+        "serialNumber": enrollment.device.serial_number,
+        "thingName": enrollment.device.thing_name,
+        "detail": enrollment.detail,
+    }
 
 
 # list / show ----------------------------------------------------------------------------------------
@@ -225,21 +263,34 @@ def list_(
     items: list[dict[str, Any]] = []
     scanned, consumed, token = 0, 0.0, next_token
     while True:
-        page = registry.page(device_type=device_type, status=status, next_token=token,
-                             limit=(limit - len(items)) if limit else None)  # fmt: skip
+        page = registry.page(
+            device_type=device_type, status=status, next_token=token, limit=(limit - len(items)) if limit else None
+        )
         items += page.items
         scanned, consumed, token = scanned + page.scanned, consumed + page.consumed, page.next_token
         if token is None or (limit and len(items) >= limit):
             break
     if json_:
-        emit({"devices": items, "count": len(items), "scannedCount": scanned, "consumedCapacity": consumed,
-              "nextToken": token})  # fmt: skip
+        emit(
+            {
+                "devices": items,
+                "count": len(items),
+                "scannedCount": scanned,
+                "consumedCapacity": consumed,
+                "nextToken": token,
+            }
+        )
         return
     table = Table("serial", "type", "status", "thing name", "manufacturer", "updated")
     for item in items:
-        table.add_row(str(item.get("serialNumber")), str(item.get("deviceType", "")), str(item.get("status", "")),
-                      str(item.get("thingName", "")), str(item.get("manufacturer", "")),
-                      str(item.get("updatedAt") or item.get("enrolledAt") or ""))  # fmt: skip
+        table.add_row(
+            str(item.get("serialNumber")),
+            str(item.get("deviceType", "")),
+            str(item.get("status", "")),
+            str(item.get("thingName", "")),
+            str(item.get("manufacturer", "")),
+            str(item.get("updatedAt") or item.get("enrolledAt") or ""),
+        )
     out.print(table)
     out.print(f"{len(items):,} devices ({scanned:,} items read, {consumed:g} read capacity units)")
     if token:
@@ -279,12 +330,16 @@ def show(serial: Annotated[str, typer.Argument(metavar="SERIAL")], json_: JsonOp
     if thing is None:
         out.print(f"thing: none ({Devices.thing_name_of(item)} does not exist)")
     else:
-        out.print(f"thing: {thing['thingName']} (type {thing['thingTypeName']}), groups: "
-                  f"{', '.join(device['groups']) or 'none'}")  # fmt: skip
+        out.print(
+            f"thing: {thing['thingName']} (type {thing['thingTypeName']}), groups: "
+            f"{', '.join(device['groups']) or 'none'}"
+        )
         out.print("  attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(thing["attributes"].items())))
     for certificate in device["certificates"]:
-        out.print(f"certificate {certificate['certificateId']}: {certificate['status']}, valid until "
-                  f"{certificate['notAfter']}, policies {', '.join(certificate['policies']) or 'none'}")  # fmt: skip
+        out.print(
+            f"certificate {certificate['certificateId']}: {certificate['status']}, valid until "
+            f"{certificate['notAfter']}, policies {', '.join(certificate['policies']) or 'none'}"
+        )
     if not device["certificates"]:
         out.print("certificates: none")
     out.print(f"shadow: {json.dumps(device['shadow']) if device['shadow'] is not None else 'none'}")
@@ -309,23 +364,44 @@ def why(
     the_stack = stack()
     devices = Devices(the_stack)
     item = devices.registry.get(serial) if not decisions.serial_problem(serial) else None
-    found = decisions.decisions(the_stack.client("logs"), str(the_stack.output("provisioning_hook_function_name")),
-                                serial, since_days=days, limit=limit)  # fmt: skip
+    found = decisions.decisions(
+        the_stack.client("logs"),
+        str(the_stack.output("provisioning_hook_function_name")),
+        serial,
+        since_days=days,
+        limit=limit,
+    )
     ids = devices.certificate_ids(item) if item else []
     ids += [d.certificate_id for d in found if d.decision == "allow" and d.certificate_id not in ids]
     certs = [c for c in (devices.certificate(i) for i in dict.fromkeys(ids)) if c]
     thing = devices.thing(Devices.thing_name_of(item)) if item else None
     said = decisions.findings(serial, item, found, certs, thing, days)
     if json_:
-        emit({"serialNumber": serial, "registry": item, "decisions": [d.as_dict() for d in found],
-              "certificates": certs, "thingExists": thing is not None, "findings": said})  # fmt: skip
+        emit(
+            {
+                "serialNumber": serial,
+                "registry": item,
+                "decisions": [d.as_dict() for d in found],
+                "certificates": certs,
+                "thingExists": thing is not None,
+                "findings": said,
+            }
+        )
         return
     if found:
-        table = Table("time (UTC)", "decision", "reason", "detail", "certificate", title=f"hook decisions for {serial}",
-                      title_justify="left")  # fmt: skip
+        table = Table(
+            "time (UTC)",
+            "decision",
+            "reason",
+            "detail",
+            "certificate",
+            title=f"hook decisions for {serial}",
+            title_justify="left",
+        )
         for decision in found:
-            table.add_row(decision.time, decision.decision, decision.reason, decision.detail,
-                          decision.certificate_id[:12])  # fmt: skip
+            table.add_row(
+                decision.time, decision.decision, decision.reason, decision.detail, decision.certificate_id[:12]
+            )
         out.print(table)
     for line in said:
         out.print(f"- {line}")
@@ -359,8 +435,10 @@ def revoke(
         return
     certificates_ = ", ".join(c[:12] + "…" for c in result["certificatesRevoked"]) or "none left to revoke"
     already = " (it already was; its first revocation is kept)" if result["alreadyRevoked"] else ""
-    out.print(f"{serial}: revoked{already} at {result['revokedAt']}: {result['reason']}; certificates revoked: "
-              f"{certificates_}")  # fmt: skip
+    out.print(
+        f"{serial}: revoked{already} at {result['revokedAt']}: {result['reason']}; certificates revoked: "
+        f"{certificates_}"
+    )
 
 
 @app.command()
@@ -407,12 +485,20 @@ def decommission(
         except Unrecorded as unrecorded:
             raise fail(str(unrecorded), PARTIAL) from None
         if json_:
-            emit({"serialNumber": serial, "alreadyDecommissioned": done.already,
-                  "certificatesDeleted": done.removed.certificates, "thingsDeleted": done.removed.things})  # fmt: skip
+            emit(
+                {
+                    "serialNumber": serial,
+                    "alreadyDecommissioned": done.already,
+                    "certificatesDeleted": done.removed.certificates,
+                    "thingsDeleted": done.removed.things,
+                }
+            )
             return
         already = " (it already was)" if done.already else ""
-        out.print(f"{serial}: decommissioned{already}: {len(done.removed.certificates)} certificates and "
-                  f"{len(done.removed.things)} things deleted")  # fmt: skip
+        out.print(
+            f"{serial}: decommissioned{already}: {len(done.removed.certificates)} certificates and "
+            f"{len(done.removed.things)} things deleted"
+        )
         return
     serials = devices.in_service()
     if serials:
@@ -422,13 +508,22 @@ def decommission(
         sweep = devices.decommission_all(serials, workers=workers, on_progress=lambda _: bar.advance(task))
     code = PARTIAL if sweep.failures else OK
     if json_:
-        emit({"devices": sweep.devices, "certificatesDeleted": sweep.certificates, "thingsDeleted": sweep.things,
-              "failures": sweep.failures, "exitCode": code})  # fmt: skip
+        emit(
+            {
+                "devices": sweep.devices,
+                "certificatesDeleted": sweep.certificates,
+                "thingsDeleted": sweep.things,
+                "failures": sweep.failures,
+                "exitCode": code,
+            }
+        )
         raise typer.Exit(code)
     for failure in sweep.failures:
         err.print(f"failed: {failure}")
-    out.print(f"decommissioned {sweep.devices} devices of {the_stack.directory.name} ({sweep.certificates} "
-              f"certificates and {sweep.things} things deleted)")  # fmt: skip
+    out.print(
+        f"decommissioned {sweep.devices} devices of {the_stack.directory.name} ({sweep.certificates} "
+        f"certificates and {sweep.things} things deleted)"
+    )
     raise typer.Exit(code)
 
 
@@ -469,16 +564,21 @@ def expiring(
     if json_:
         document: dict[str, Any] = {"days": days, "certificates": [e.as_dict() for e in found]}
         if asked is not None:
-            document["rotation"] = {"rotationId": asked.rotation_id, "requested": asked.requested,
-                                    "errors": asked.errors, "seconds": asked.seconds}  # fmt: skip
+            document["rotation"] = {
+                "rotationId": asked.rotation_id,
+                "requested": asked.requested,
+                "errors": asked.errors,
+                "seconds": asked.seconds,
+            }
         emit(document)
         if asked is not None and asked.errors:
             raise typer.Exit(PARTIAL)
         return
     table = Table("kind", "device / generation", "certificate", "status", "not after (UTC)", "days left")
     for entry in found:
-        table.add_row(entry.kind, entry.name, entry.certificate_id[:16], entry.status, entry.not_after,
-                      str(entry.days_left))  # fmt: skip
+        table.add_row(
+            entry.kind, entry.name, entry.certificate_id[:16], entry.status, entry.not_after, str(entry.days_left)
+        )
     out.print(table)
     out.print(f"{len(found)} certificates expire within {days} days")
     if asked is not None:
@@ -524,8 +624,14 @@ def rotate_claim(
     pending = recorded != in_force
     found = claim_rotation.generations(the_stack, since_days=days)
     if json_ and not apply:
-        emit({"inForce": list(in_force), "recorded": list(recorded), "generations": [g.__dict__ for g in found],
-              "next": {"action": step.action, claim_rotation.PARAMETER: step.value, "pending": pending}})  # fmt: skip
+        emit(
+            {
+                "inForce": list(in_force),
+                "recorded": list(recorded),
+                "generations": [g.__dict__ for g in found],
+                "next": {"action": step.action, claim_rotation.PARAMETER: step.value, "pending": pending},
+            }
+        )
         return
     if not json_:
         _rotation_status(found, in_force, step, pending, days, context_file)
@@ -535,45 +641,71 @@ def rotate_claim(
         return
     if the_stack.is_prod and not allow_prod:
         raise fail(f"the stack {the_stack.directory.name} is prod: --apply needs --allow-prod")
-    if not yes and not typer.confirm(f"deploy {claim_rotation.PARAMETER}={step.value} to "
-                                     f"{the_stack.directory.name}?", err=True):  # fmt: skip
+    if not yes and not typer.confirm(
+        f"deploy {claim_rotation.PARAMETER}={step.value} to {the_stack.directory.name}?", err=True
+    ):
         raise fail("nothing done")
     claim_rotation.record(step.generations, context_file)
     deployed = claim_rotation.deploy(the_stack, step.generations, capture=json_)
     if deployed.returncode != 0:
-        raise fail(f"the deploy failed (exit {deployed.returncode}): {claim_rotation.PARAMETER}={step.value} stays "
-                   f"recorded in {context_file}; fix the cause and run --apply again")  # fmt: skip
+        raise fail(
+            f"the deploy failed (exit {deployed.returncode}): {claim_rotation.PARAMETER}={step.value} stays "
+            f"recorded in {context_file}; fix the cause and run --apply again"
+        )
     after = tuple(sorted(claim_rotation.deployed(DeployedStack.load(the_stack.directory))))
     if after != step.generations:
         raise fail(f"deployed, but the stack has generations {after} in force, not {step.generations}")
     # What the deploy changed: a rotation step adds or destroys a certificate and its attachment, nothing else.
     terraform = claim_rotation.applied(deployed.stdout or "") if json_ else None
     if json_:
-        emit({"inForce": list(after), "action": step.action, claim_rotation.PARAMETER: step.value,
-              "terraform": terraform})  # fmt: skip
+        emit(
+            {
+                "inForce": list(after),
+                "action": step.action,
+                claim_rotation.PARAMETER: step.value,
+                "terraform": terraform,
+            }
+        )
     else:
         out.print(f"claim certificate generations in force: {', '.join(map(str, after))}")
 
 
-def _rotation_status(found: list[claim_rotation.Generation], in_force: tuple[int, ...], step: claim_rotation.Step,
-                     pending: bool, days: float, context_file: Path) -> None:  # fmt: skip
-    table = Table("generation", "certificate", "status", "valid until", f"devices allowed ({days:g} days)",
-                  "last allowed")  # fmt: skip
+def _rotation_status(
+    found: list[claim_rotation.Generation],
+    in_force: tuple[int, ...],
+    step: claim_rotation.Step,
+    pending: bool,
+    days: float,
+    context_file: Path,
+) -> None:
+    table = Table(
+        "generation", "certificate", "status", "valid until", f"devices allowed ({days:g} days)", "last allowed"
+    )
     for generation in found:
-        table.add_row(str(generation.number), generation.certificate_id[:16], generation.status,
-                      generation.not_after, str(generation.provisioned), generation.last_used or "-")  # fmt: skip
+        table.add_row(
+            str(generation.number),
+            generation.certificate_id[:16],
+            generation.status,
+            generation.not_after,
+            str(generation.provisioned),
+            generation.last_used or "-",
+        )
     out.print(table)
     newest = max(in_force)
     if step.action == "add":
-        out.print(f"next step: add generation {max(step.generations)} beside {newest} "
-                  f"({claim_rotation.PARAMETER}={step.value}), then give the factory the new claim certificate "
-                  "(terraform output -raw claim_certificate_pem, and its key: claim_private_key_file or "
-                  "claim_private_key); devices carrying "
-                  f"generation {newest} keep provisioning until it is retired")  # fmt: skip
+        out.print(
+            f"next step: add generation {max(step.generations)} beside {newest} "
+            f"({claim_rotation.PARAMETER}={step.value}), then give the factory the new claim certificate "
+            "(terraform output -raw claim_certificate_pem, and its key: claim_private_key_file or "
+            "claim_private_key); devices carrying "
+            f"generation {newest} keep provisioning until it is retired"
+        )
     else:
         older = ", ".join(str(g) for g in in_force if g != newest)
-        out.print(f"next step: retire generation {older} ({claim_rotation.PARAMETER}={step.value}) once no device "
-                  "still to be provisioned carries it; Terraform deactivates and deletes it")  # fmt: skip
+        out.print(
+            f"next step: retire generation {older} ({claim_rotation.PARAMETER}={step.value}) once no device "
+            "still to be provisioned carries it; Terraform deactivates and deletes it"
+        )
     if pending:
         out.print(f"(recorded in {context_file.name} but not deployed yet: --apply deploys it)")
 

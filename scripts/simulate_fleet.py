@@ -83,8 +83,9 @@ def factory_key(folder: Path, serial: str) -> tuple[str, str]:
         assert isinstance(key, ec.EllipticCurvePrivateKey)
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()  # fmt: skip
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
         device._write_private(path, pem)
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return str(path), base64.b64encode(public).decode()
@@ -95,10 +96,17 @@ def enroll(
 ) -> set[str]:
     """Enrolls the simulated devices as `fleet.py enroll` enrolls a manifest (conditional writes, thing
     names reserved), each with its factory public key from `keys` (by serial) if given."""
-    rows = [manifest.Device(line=i + 2, serial_number=serial, device_type=device_type, manufacturer=manufacturer,
-                            thing_name=manifest.derived_thing_name(device_type, serial),
-                            factory_public_key=(keys or {}).get(serial, ""))
-            for i, (serial, device_type) in enumerate(devices)]  # fmt: skip
+    rows = [
+        manifest.Device(
+            line=i + 2,
+            serial_number=serial,
+            device_type=device_type,
+            manufacturer=manufacturer,
+            thing_name=manifest.derived_thing_name(device_type, serial),
+            factory_public_key=(keys or {}).get(serial, ""),
+        )
+        for i, (serial, device_type) in enumerate(devices)
+    ]
     registry = Registry(stack.client("dynamodb"), stack.table_name, enrolled_by="simulate_fleet")
     plan = registry.plan(rows)
     if plan.problems:
@@ -124,10 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--register-only", action="store_true", help="skip the reconnect/shadow/telemetry step")
     parser.add_argument("--tps", type=float, help="RegisterThing rate limit (default: 10 on AWS, none in the sandbox)")
     parser.add_argument("--stack-dir", type=Path, help="deployed stack folder (default: the one in cdktf.out)")
-    parser.add_argument("--output-dir", default="devices/simulated",
-                        help="credentials go to a folder per run in here, run-<id>/ (files 0600)")  # fmt: skip
-    parser.add_argument("--no-attestation", action="store_true",
-                        help="no factory keys: enroll and provision without attestation")  # fmt: skip
+    parser.add_argument(
+        "--output-dir",
+        default="devices/simulated",
+        help="credentials go to a folder per run in here, run-<id>/ (files 0600)",
+    )
+    parser.add_argument(
+        "--no-attestation", action="store_true", help="no factory keys: enroll and provision without attestation"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a device waits for each step (default 30)")
     parser.add_argument("--run", help="an earlier run's id: its serials again, skipping the provisioned ones")
@@ -171,13 +183,27 @@ def main(argv: list[str] | None = None) -> int:
         for index, (serial, device_type) in enumerate(fleet):
             if tps:
                 time.sleep(max(0.0, started + index / tps - time.monotonic()))
-            futures[pool.submit(provision_one, {
-                "serial_number": serial, "device_type": device_type, "manufacturer": args.manufacturer,
-                "firmware_version": "v1.0.0", "location": "", "thing_name": "", "csr": args.flow == "csr",
-                "key_type": args.key_type, "output_dir": str(credentials), "client_id": None, "timeout": args.timeout,
-                "skip_device_check": args.register_only, "sdk_metrics": False,
-                "factory_key": keys[serial][0] if serial in keys else None,
-            })] = serial  # fmt: skip
+            futures[
+                pool.submit(
+                    provision_one,
+                    {
+                        "serial_number": serial,
+                        "device_type": device_type,
+                        "manufacturer": args.manufacturer,
+                        "firmware_version": "v1.0.0",
+                        "location": "",
+                        "thing_name": "",
+                        "csr": args.flow == "csr",
+                        "key_type": args.key_type,
+                        "output_dir": str(credentials),
+                        "client_id": None,
+                        "timeout": args.timeout,
+                        "skip_device_check": args.register_only,
+                        "sdk_metrics": False,
+                        "factory_key": keys[serial][0] if serial in keys else None,
+                    },
+                )
+            ] = serial
         for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
             outcome, seconds, detail = future.result()
             outcomes[outcome] += 1
@@ -208,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         print(f"\n{'devices':>10} {'provisioned':>12} {'rejected':>9} {'p50':>8} {'p95':>8} {'max':>8} {'dev/s':>7}")
-        print(f"{summary['devices']:>10} {summary['provisioned']:>12} {sum(outcomes.values()):>9} "
-              f"{summary['p50_s']:>7.3f}s {summary['p95_s']:>7.3f}s {summary['max_s']:>7.3f}s "
-              f"{summary['devices_per_s']:>7}")  # fmt: skip
+        print(
+            f"{summary['devices']:>10} {summary['provisioned']:>12} {sum(outcomes.values()):>9} "
+            f"{summary['p50_s']:>7.3f}s {summary['p95_s']:>7.3f}s {summary['max_s']:>7.3f}s "
+            f"{summary['devices_per_s']:>7}"
+        )
         for code, count in sorted(outcomes.items()):
             print(f"  rejected {count} x {code}")
         for detail in details:

@@ -120,8 +120,11 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not claim_key:
         raise Failure(USAGE, "the claim key is not in the stack (CSR claim certificate): give --claim-key")
     if not args.claim_key and not Path(claim_key).is_file():
-        raise Failure(USAGE, f"claim key {claim_key} not found on this machine (synth made it where the stack "
-                             "was synthesized): give --claim-key")  # fmt: skip
+        raise Failure(
+            USAGE,
+            f"claim key {claim_key} not found on this machine (synth made it where the stack "
+            "was synthesized): give --claim-key",
+        )
     return Target(
         endpoint=args.endpoint or (mqtt.host if mqtt else ""),
         port=args.port or (mqtt.port if mqtt else 8883),
@@ -131,10 +134,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
         claim_key=claim_key,
         iot_core_limits=not sandbox_broker,
         claim_client_id_prefix=(
-            args.client_id_prefix if getattr(args, "client_id_prefix", None) is not None
-            else stack.claim_client_id_prefix if stack is not None else "claim-"
+            args.client_id_prefix
+            if getattr(args, "client_id_prefix", None) is not None
+            else stack.claim_client_id_prefix
+            if stack is not None
+            else "claim-"
         ),
-    )  # fmt: skip
+    )
 
 
 def trust_only(ca_file: str) -> None:
@@ -177,10 +183,16 @@ def tls_context(target: Target, cert: str, key: str) -> io.ClientTlsContext:
 
 
 def connect(
-    target: Target, cert: str, key: str, client_id: str, timeout: float, sdk_metrics: bool = True,
-    context: io.ClientTlsContext | None = None, on_disconnection: Callable[[Any], None] | None = None,
+    target: Target,
+    cert: str,
+    key: str,
+    client_id: str,
+    timeout: float,
+    sdk_metrics: bool = True,
+    context: io.ClientTlsContext | None = None,
+    on_disconnection: Callable[[Any], None] | None = None,
     on_publish: Callable[[Any], None] | None = None,
-) -> Connection:  # fmt: skip
+) -> Connection:
     """Connects with the SDK's mTLS builder, or with `context` (from `tls_context`) for this certificate.
     `on_disconnection` is called with the SDK's event each time the connection drops.
 
@@ -212,26 +224,37 @@ def connect(
         if target.ca_file:
             options["ca_filepath"] = target.ca_file
         client = mqtt5_client_builder.mtls_from_path(
-            endpoint=target.endpoint, port=target.port, cert_filepath=cert, pri_key_filepath=key, client_id=client_id,
-            on_lifecycle_connection_success=on_success, on_lifecycle_connection_failure=on_failure,
-            on_lifecycle_stopped=lambda _: stopped.set(), enable_metrics_collection=sdk_metrics,
-            on_lifecycle_disconnection=on_disconnection, on_publish_received=on_publish,
-            extended_validation_and_flow_control_options=flow_control, **options,
-        )  # fmt: skip
+            endpoint=target.endpoint,
+            port=target.port,
+            cert_filepath=cert,
+            pri_key_filepath=key,
+            client_id=client_id,
+            on_lifecycle_connection_success=on_success,
+            on_lifecycle_connection_failure=on_failure,
+            on_lifecycle_stopped=lambda _: stopped.set(),
+            enable_metrics_collection=sdk_metrics,
+            on_lifecycle_disconnection=on_disconnection,
+            on_publish_received=on_publish,
+            extended_validation_and_flow_control_options=flow_control,
+            **options,
+        )
     else:  # what the builder configures for a direct mTLS connection, with the given context
         client = mqtt5.Client(
             mqtt5.ClientOptions(
-                host_name=target.endpoint, port=target.port, tls_ctx=context,
+                host_name=target.endpoint,
+                port=target.port,
+                tls_ctx=context,
                 connect_options=mqtt5.ConnectPacket(client_id=client_id, username="", keep_alive_interval_sec=1200),
                 extended_validation_and_flow_control_options=flow_control,
-                disable_metrics=not sdk_metrics, metrics=_build_sdk_metrics() if sdk_metrics else None,
+                disable_metrics=not sdk_metrics,
+                metrics=_build_sdk_metrics() if sdk_metrics else None,
                 on_lifecycle_event_connection_success_fn=on_success,
                 on_lifecycle_event_connection_failure_fn=on_failure,
                 on_lifecycle_event_stopped_fn=lambda _: stopped.set(),
                 on_lifecycle_event_disconnection_fn=on_disconnection,
                 on_publish_callback_fn=on_publish,
             )
-        )  # fmt: skip
+        )
     connection = Connection(client, stopped)
     client.start()
     try:
@@ -258,8 +281,9 @@ def csr_and_key(key_type: str) -> tuple[str, str]:
         .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "device")]))
         .sign(key, hashes.SHA256())
     )
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()  # fmt: skip
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return csr.public_bytes(serialization.Encoding.PEM).decode(), pem_key
 
 
@@ -293,8 +317,9 @@ def provision(
     factory_key = load_factory_key(args.factory_key) if getattr(args, "factory_key", None) else None
     client_id = args.client_id or f"{target.claim_client_id_prefix}{args.serial_number}-{uuid.uuid4().hex[:6]}"
     try:
-        claim = connect(target, target.claim_cert, target.claim_key, client_id, args.timeout, _sdk_metrics(args),
-                        claim_context)  # fmt: skip
+        claim = connect(
+            target, target.claim_cert, target.claim_key, client_id, args.timeout, _sdk_metrics(args), claim_context
+        )
     except Exception as error:  # noqa: BLE001 - reported with its exit code
         raise Failure(CLAIM_CONNECT, f"could not connect with the claim certificate: {error}") from None
     identity = iotidentity.IotIdentityClientV2(
@@ -414,9 +439,13 @@ def _ask(
     """Publishes one rotation step and waits for its answer; raises RuntimeError when it is refused."""
     base = f"{ROTATION_TOPICS}/{thing}/{step}"
     subscribed = device.client.subscribe(
-        mqtt5.SubscribePacket([mqtt5.Subscription(f"{base}/accepted", mqtt5.QoS.AT_LEAST_ONCE),
-                               mqtt5.Subscription(f"{base}/rejected", mqtt5.QoS.AT_LEAST_ONCE)])
-    ).result(timeout=timeout)  # fmt: skip
+        mqtt5.SubscribePacket(
+            [
+                mqtt5.Subscription(f"{base}/accepted", mqtt5.QoS.AT_LEAST_ONCE),
+                mqtt5.Subscription(f"{base}/rejected", mqtt5.QoS.AT_LEAST_ONCE),
+            ]
+        )
+    ).result(timeout=timeout)
     if any(code.value >= 0x80 for code in subscribed.reason_codes):
         raise RuntimeError(f"subscribing to {base}/+ was refused: {subscribed.reason_codes}")
     waiting = answers.expect(body["requestId"])
@@ -497,8 +526,14 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
             return {"thingName": thing, "rotated": False, "reason": "no rotation requested"}
         csr, private_key = csr_and_key(args.key_type)
         try:
-            issued = _ask(current, answers, thing, "request",
-                          {"requestId": request_id, "certificateSigningRequest": csr}, args.timeout)  # fmt: skip
+            issued = _ask(
+                current,
+                answers,
+                thing,
+                "request",
+                {"requestId": request_id, "certificateSigningRequest": csr},
+                args.timeout,
+            )
         except Exception as error:  # noqa: BLE001
             raise Failure(ROTATION_REFUSED, f"the rotation request was refused: {error}") from None
     finally:
@@ -506,8 +541,13 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     out = Path(args.output_dir)
     new_cert = _write_private(out / f"{thing}.new.pem.crt", issued["certificatePem"])
     new_key = _write_private(out / f"{thing}.new.private.key", private_key)
-    result: dict[str, Any] = {"thingName": thing, "requestId": request_id, "certificateId": issued["certificateId"],
-                              "newCertificateFile": new_cert, "newPrivateKeyFile": new_key}  # fmt: skip
+    result: dict[str, Any] = {
+        "thingName": thing,
+        "requestId": request_id,
+        "certificateId": issued["certificateId"],
+        "newCertificateFile": new_cert,
+        "newPrivateKeyFile": new_key,
+    }
     if args.no_confirm:  # an interrupted rotation, on purpose: the current certificate stays in force
         result.update(rotated=False, reason="not confirmed (--no-confirm)")
         return result
@@ -528,9 +568,14 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     for new, current_file in ((new_cert, args.cert), (new_key, args.key)):
         Path(current_file).replace(f"{current_file}.old")
         Path(new).replace(current_file)
-    result.update(rotated=True, retiredCertificateId=confirmed.get("retiredCertificateId"), rotationMark=mark,
-                  certificateFile=args.cert, privateKeyFile=args.key,
-                  totalSeconds=round(time.monotonic() - started, 3))  # fmt: skip
+    result.update(
+        rotated=True,
+        retiredCertificateId=confirmed.get("retiredCertificateId"),
+        rotationMark=mark,
+        certificateFile=args.cert,
+        privateKeyFile=args.key,
+        totalSeconds=round(time.monotonic() - started, 3),
+    )
     return result
 
 
@@ -550,8 +595,11 @@ def rotate_parser() -> argparse.ArgumentParser:
         help="rotate only if the shadow asks for it (desired.certificateRotation): run at each start",
     )
     p.add_argument("--no-confirm", action="store_true", help="stop before confirming (tests an abandoned rotation)")
-    for flag, text in (("--endpoint", "MQTT endpoint (default: the stack's)"), ("--ca", "CA bundle"),
-                       ("--stack-dir", "deployed stack folder")):  # fmt: skip
+    for flag, text in (
+        ("--endpoint", "MQTT endpoint (default: the stack's)"),
+        ("--ca", "CA bundle"),
+        ("--stack-dir", "deployed stack folder"),
+    ):
         p.add_argument(flag, help=text)
     p.add_argument("--port", type=int, help="MQTT port (default 8883, or the sandbox's)")
     p.add_argument("--output-dir", default="devices", help="where the new files are written first (0600)")
@@ -570,8 +618,15 @@ def rotation_target(args: argparse.Namespace) -> Target:
         mqtt = stack.mqtt()
     except StackError as error:
         raise Failure(USAGE, f"{error} (or give --endpoint and --ca)") from None
-    return Target(args.endpoint or mqtt.host, args.port or mqtt.port, args.ca or mqtt.ca_file, "", "", "",
-                  iot_core_limits=stack.on_aws)  # fmt: skip
+    return Target(
+        args.endpoint or mqtt.host,
+        args.port or mqtt.port,
+        args.ca or mqtt.ca_file,
+        "",
+        "",
+        "",
+        iot_core_limits=stack.on_aws,
+    )
 
 
 def rotate_main(argv: list[str]) -> int:
@@ -581,14 +636,18 @@ def rotate_main(argv: list[str]) -> int:
         trust_only(target.ca_file)
         result = rotate(args, target)
     except Failure as failure:
-        print(json.dumps({"error": str(failure), "exitCode": failure.code}) if args.json else f"FAILED: {failure}",
-              file=sys.stdout if args.json else sys.stderr)  # fmt: skip
+        print(
+            json.dumps({"error": str(failure), "exitCode": failure.code}) if args.json else f"FAILED: {failure}",
+            file=sys.stdout if args.json else sys.stderr,
+        )
         return failure.code
     if args.json:
         print(json.dumps(result))
     elif result.get("rotated"):
-        print(f"rotated {result['thingName']}: certificate {result['certificateId'][:12]}… in force, "
-              f"{str(result['retiredCertificateId'])[:12]}… revoked ({result['totalSeconds']:.2f} s)")  # fmt: skip
+        print(
+            f"rotated {result['thingName']}: certificate {result['certificateId'][:12]}… in force, "
+            f"{str(result['retiredCertificateId'])[:12]}… revoked ({result['totalSeconds']:.2f} s)"
+        )
     else:
         print(f"{result['thingName']}: not rotated ({result.get('reason')})")
     return OK
@@ -608,9 +667,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="MQTT port (default 8883, or the sandbox's)")
     p.add_argument("--ca", help="CA bundle for the endpoint (default: system trust, or the sandbox CA)")
     p.add_argument(
-        "--system-trust", action="store_true",
+        "--system-trust",
+        action="store_true",
         help="trust only the system store, as AWS's SDK samples do (sandbox: `python -m sandbox trust` first)",
-    )  # fmt: skip
+    )
     p.add_argument("--claim-cert", help="claim certificate PEM file (default: from the stack outputs)")
     p.add_argument("--claim-key", help="claim private key file (default: from the stack outputs)")
     p.add_argument("--template-name", help="provisioning template (default: from the stack outputs)")
@@ -651,8 +711,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"provisioned {result['thingName']} (certificate {result['certificateId'][:12]}…) "
-              f"in {result['provisionSeconds']:.2f} s")  # fmt: skip
+        print(
+            f"provisioned {result['thingName']} (certificate {result['certificateId'][:12]}…) "
+            f"in {result['provisionSeconds']:.2f} s"
+        )
         print(f"  credentials: {result['certificateFile']}, {result['privateKeyFile']} (0600)")
         print(f"  device configuration: {json.dumps(result['deviceConfiguration'])}")
         if "shadowDesired" in result:

@@ -30,8 +30,9 @@ from iot_fleet.registry_schema import INDEXES  # noqa: E402
 from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
 
 # The recipe's "Test Lambda function" payload.
-SAMPLE_HOOK_PAYLOAD = {"parameters": {"SerialNumber": "TEST123", "DeviceType": "temperature-sensor",
-                                    "Manufacturer": "TestCorp"}}  # fmt: skip
+SAMPLE_HOOK_PAYLOAD = {
+    "parameters": {"SerialNumber": "TEST123", "DeviceType": "temperature-sensor", "Manufacturer": "TestCorp"}
+}
 
 
 class Verifier:

@@ -21,8 +21,13 @@ CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
 # only the hook reads; declared with a default so a device without a factory key need not send it);
 # the hook always supplies ThingName through parameterOverrides.
 DEVICE_PARAMETERS = (
-    "SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "AttestationSignature",
-)  # fmt: skip
+    "SerialNumber",
+    "DeviceType",
+    "Manufacturer",
+    "FirmwareVersion",
+    "Location",
+    "AttestationSignature",
+)
 HOOK_OVERRIDES = ("ThingName",)
 PARAMETER_DEFAULTS = {"FirmwareVersion": "unknown", "Location": "unknown", "AttestationSignature": ""}
 # Claim connections use client ids starting with this (ClaimClientIdPrefix): the claim policy allows no
@@ -144,8 +149,14 @@ def device_policy(device_type: DeviceType, arn_prefix: str = ARN_PREFIX) -> dict
 
 # AWS IoT counts a policy document's characters without whitespace, at most 2,048 (CreatePolicy).
 POLICY_DOCUMENT_MAX = 2048
-_PARTITIONS = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-isob-", "aws-iso-b"), ("us-isof-", "aws-iso-f"),
-               ("eu-isoe-", "aws-iso-e"), ("us-iso-", "aws-iso"))  # fmt: skip
+_PARTITIONS = (
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-isob-", "aws-iso-b"),
+    ("us-isof-", "aws-iso-f"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-iso-", "aws-iso"),
+)
 
 
 def partition_of(region: str) -> str:

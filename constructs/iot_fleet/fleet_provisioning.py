@@ -34,19 +34,36 @@ PRUNE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prune_template
 # PEM use (this template's certificate is the device's, by CertificateId) and which only "*" can grant.
 # RegisterThing has no resource type either; it is what IoT calls to apply the template, so it stays.
 # What the sandbox checks each step against: sandbox/iot_data_plane/provisioning_permissions.py.
-THING_ACTIONS = ["iot:CreateThing", "iot:DescribeThing", "iot:UpdateThing", "iot:ListThingGroupsForThing",
-                 "iot:ListThingPrincipals"]  # fmt: skip
+THING_ACTIONS = [
+    "iot:CreateThing",
+    "iot:DescribeThing",
+    "iot:UpdateThing",
+    "iot:ListThingGroupsForThing",
+    "iot:ListThingPrincipals",
+]
 MEMBERSHIP_ACTIONS = ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup", "iot:UpdateThingGroupsForThing"]
 CERTIFICATE_ACTIONS = [
-    "iot:DescribeCertificate", "iot:UpdateCertificate", "iot:AttachThingPrincipal", "iot:DetachThingPrincipal",
-    "iot:AttachPolicy", "iot:DetachPolicy", "iot:AttachPrincipalPolicy", "iot:ListAttachedPolicies",
-    "iot:ListPrincipalPolicies", "iot:ListPrincipalThings",
-]  # fmt: skip
+    "iot:DescribeCertificate",
+    "iot:UpdateCertificate",
+    "iot:AttachThingPrincipal",
+    "iot:DetachThingPrincipal",
+    "iot:AttachPolicy",
+    "iot:DetachPolicy",
+    "iot:AttachPrincipalPolicy",
+    "iot:ListAttachedPolicies",
+    "iot:ListPrincipalPolicies",
+    "iot:ListPrincipalThings",
+]
 POLICY_ACTIONS = ["iot:GetPolicy", "iot:CreatePolicy", "iot:ListPolicyPrincipals", "iot:ListTargetsForPolicy"]
 PROVISIONING_ACTIONS = [
-    *THING_ACTIONS, *MEMBERSHIP_ACTIONS, "iot:DescribeThingGroup", "iot:DescribeThingType", *CERTIFICATE_ACTIONS,
-    *POLICY_ACTIONS, "iot:RegisterThing",
-]  # fmt: skip
+    *THING_ACTIONS,
+    *MEMBERSHIP_ACTIONS,
+    "iot:DescribeThingGroup",
+    "iot:DescribeThingType",
+    *CERTIFICATE_ACTIONS,
+    *POLICY_ACTIONS,
+    "iot:RegisterThing",
+]
 
 
 def provisioning_role_policy(

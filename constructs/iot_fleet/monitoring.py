@@ -210,19 +210,23 @@ class Monitoring(Construct):
             }
         else:
             queries = [
-                CloudwatchMetricAlarmMetricQuery(id="total", expression=alarm.expression, label=alarm.name,
-                                                 return_data=True)
+                CloudwatchMetricAlarmMetricQuery(
+                    id="total", expression=alarm.expression, label=alarm.name, return_data=True
+                )
             ] + [
                 CloudwatchMetricAlarmMetricQuery(
                     id=query_id,
                     metric=CloudwatchMetricAlarmMetricQueryMetric(
-                        namespace=metric.namespace, metric_name=metric.name, dimensions=dict(metric.dimensions),
-                        period=FIVE_MINUTES, stat="Sum",
+                        namespace=metric.namespace,
+                        metric_name=metric.name,
+                        dimensions=dict(metric.dimensions),
+                        period=FIVE_MINUTES,
+                        stat="Sum",
                     ),
                     return_data=False,
                 )
                 for query_id, metric in alarm.metrics.items()
-            ]  # fmt: skip
+            ]
             watched = {"metric_query": queries}
         return CloudwatchMetricAlarm(
             self,

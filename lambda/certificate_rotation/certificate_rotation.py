@@ -124,8 +124,14 @@ def _not_after(certificate_id: str) -> str:
 
 
 def _event(kind: str, certificate_id: str, **extra: str) -> dict[str, Any]:
-    return {"M": {"event": {"S": kind}, "certificateId": {"S": certificate_id}, "at": {"S": _now()},
-                  **{k: {"S": v} for k, v in extra.items()}}}  # fmt: skip
+    return {
+        "M": {
+            "event": {"S": kind},
+            "certificateId": {"S": certificate_id},
+            "at": {"S": _now()},
+            **{k: {"S": v} for k, v in extra.items()},
+        }
+    }
 
 
 def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -180,15 +186,20 @@ def reserve(serial: str, current: str, request_id: str) -> None:
     held = "#status = :provisioned AND certificateId = :current"
     try:
         _DYNAMODB.update_item(
-            TableName=TABLE_NAME, Key={"serialNumber": {"S": serial}},
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial}},
             UpdateExpression="SET rotationReservedAt = :now, rotationReservedBy = :request, rotationAttempts = :one",
             ConditionExpression=f"{held} AND (attribute_not_exists(rotationReservedAt) OR "
             "rotationReservedAt <= :since)",
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues={**values, ":now": {"S": _timestamp(now)}, ":one": {"N": "1"},
-                                       ":since": {"S": _timestamp(now - ROTATION_INTERVAL_SECONDS)}},
+            ExpressionAttributeValues={
+                **values,
+                ":now": {"S": _timestamp(now)},
+                ":one": {"N": "1"},
+                ":since": {"S": _timestamp(now - ROTATION_INTERVAL_SECONDS)},
+            },
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )  # fmt: skip
+        )
         return
     except ClientError as error:
         if _error_code(error) != "ConditionalCheckFailedException":
@@ -197,19 +208,24 @@ def reserve(serial: str, current: str, request_id: str) -> None:
     if _text(old, "status") != "provisioned" or _text(old, "certificateId") != current:
         raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry")
     minutes = ROTATION_INTERVAL_SECONDS / 60
-    limit = Refused(429, "RotationLimitExceeded", f"one rotation request per {minutes:g} minutes per device (and "
-                    f"{REQUEST_ATTEMPTS} attempts of it); the last began at {_text(old, 'rotationReservedAt')}: ask "
-                    "again after that interval")  # fmt: skip
+    limit = Refused(
+        429,
+        "RotationLimitExceeded",
+        f"one rotation request per {minutes:g} minutes per device (and "
+        f"{REQUEST_ATTEMPTS} attempts of it); the last began at {_text(old, 'rotationReservedAt')}: ask "
+        "again after that interval",
+    )
     if _text(old, "rotationReservedBy") != request_id:
         raise limit
     try:
         _DYNAMODB.update_item(
-            TableName=TABLE_NAME, Key={"serialNumber": {"S": serial}},
+            TableName=TABLE_NAME,
+            Key={"serialNumber": {"S": serial}},
             UpdateExpression="ADD rotationAttempts :one",
             ConditionExpression=f"{held} AND rotationReservedBy = :request AND rotationAttempts < :attempts",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues={**values, ":one": {"N": "1"}, ":attempts": {"N": str(REQUEST_ATTEMPTS)}},
-        )  # fmt: skip
+        )
     except ClientError as error:
         if _error_code(error) != "ConditionalCheckFailedException":
             raise
@@ -286,11 +302,16 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
             + ("pendingCertificateId = :replaced" if pending else "attribute_not_exists(pendingCertificateId)"),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":new": {"S": new_id}, ":pending": {"S": "pending"}, ":now": {"S": _now()},
-                ":request": {"S": request_id}, ":provisioned": {"S": "provisioned"}, ":current": {"S": current},
-                **events, **({":replaced": {"S": pending}} if pending else {}),
+                ":new": {"S": new_id},
+                ":pending": {"S": "pending"},
+                ":now": {"S": _now()},
+                ":request": {"S": request_id},
+                ":provisioned": {"S": "provisioned"},
+                ":current": {"S": current},
+                **events,
+                **({":replaced": {"S": pending}} if pending else {}),
             },
-        )  # fmt: skip
+        )
     except ClientError as error:
         retire(new_id, thing, delete=True)  # nothing half-made stays behind
         if _error_code(error) != "ConditionalCheckFailedException":
@@ -302,8 +323,14 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     if pending:  # the unconfirmed certificate of the request this one replaced
         retire(pending, thing, delete=True)
         _log(message="pending rotation replaced", serialNumber=serial, certificateId=pending)
-    _log(message="rotation requested", result="pending", serialNumber=serial, thingName=thing,
-         certificateId=new_id, requestId=request_id)  # fmt: skip
+    _log(
+        message="rotation requested",
+        result="pending",
+        serialNumber=serial,
+        thingName=thing,
+        certificateId=new_id,
+        requestId=request_id,
+    )
     return {"requestId": request_id, "certificateId": new_id, "certificatePem": pem}
 
 
@@ -342,10 +369,14 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
             f"AND {unchanged}",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":new": {"S": principal}, ":old": {"S": current}, ":now": {"S": _now()}, ":request": {"S": request_id},
-                ":provisioned": {"S": "provisioned"}, **events,
+                ":new": {"S": principal},
+                ":old": {"S": current},
+                ":now": {"S": _now()},
+                ":request": {"S": request_id},
+                ":provisioned": {"S": "provisioned"},
+                **events,
             },
-        )  # fmt: skip
+        )
     except ClientError as error:
         if _error_code(error) == "ConditionalCheckFailedException":
             raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile") from None
@@ -353,8 +384,14 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     # The registry says the new certificate is the device's first: a failure here leaves only the
     # old one to retire, which a repeated confirm does.
     retire(current, thing, delete=False)
-    _log(message="rotation confirmed", result="rotated", serialNumber=serial, thingName=thing,
-         certificateId=principal, retiredCertificateId=current)  # fmt: skip
+    _log(
+        message="rotation confirmed",
+        result="rotated",
+        serialNumber=serial,
+        thingName=thing,
+        certificateId=principal,
+        retiredCertificateId=current,
+    )
     return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": current}
 
 
@@ -376,15 +413,39 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
             raise Refused(403, "Forbidden", "the topic's thing is not the connected client, or no certificate")
         answer = STEPS[step](thing, principal, event)
     except Refused as refused:
-        _log(message="rotation refused", result="rejected", step=step, thingName=thing, errorCode=refused.code,
-             reason=refused.message)  # fmt: skip
+        _log(
+            message="rotation refused",
+            result="rejected",
+            step=step,
+            thingName=thing,
+            errorCode=refused.code,
+            reason=refused.message,
+        )
         if client_id == thing:  # never answer on a topic the caller does not own
-            publish(thing, step, "rejected", {"requestId": request_id, "statusCode": refused.status,
-                                               "errorCode": refused.code, "errorMessage": refused.message})  # fmt: skip
+            publish(
+                thing,
+                step,
+                "rejected",
+                {
+                    "requestId": request_id,
+                    "statusCode": refused.status,
+                    "errorCode": refused.code,
+                    "errorMessage": refused.message,
+                },
+            )
         return {"result": "rejected", "errorCode": refused.code}
     except Exception:
-        publish(thing, step, "rejected", {"requestId": request_id, "statusCode": 500, "errorCode": "InternalFailure",
-                                           "errorMessage": "the rotation failed; try again later"})  # fmt: skip
+        publish(
+            thing,
+            step,
+            "rejected",
+            {
+                "requestId": request_id,
+                "statusCode": 500,
+                "errorCode": "InternalFailure",
+                "errorMessage": "the rotation failed; try again later",
+            },
+        )
         raise
     publish(thing, step, "accepted", answer)
     return {"result": "accepted", "step": step}

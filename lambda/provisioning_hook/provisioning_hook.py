@@ -42,8 +42,15 @@ MANUFACTURER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,@/:#-]{0,63}")
 FIRMWARE_VERSION = re.compile(r"v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
 LOCATION = re.compile(r"[A-Za-z0-9_.,@/:#-]{1,128}")
 THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
-KNOWN_PARAMETERS = {"SerialNumber", "DeviceType", "Manufacturer", "FirmwareVersion", "Location", "ThingName",
-                    "AttestationSignature"}  # fmt: skip
+KNOWN_PARAMETERS = {
+    "SerialNumber",
+    "DeviceType",
+    "Manufacturer",
+    "FirmwareVersion",
+    "Location",
+    "ThingName",
+    "AttestationSignature",
+}
 MAX_PARAMETER_LENGTH = 256
 TEMPLATE_ARN = re.compile(r"arn:[a-z-]+:iot:[a-z0-9-]*:[0-9]*:provisioningtemplate/([0-9A-Za-z_-]{1,36})")
 # The first line of every attested message: a factory key's signature made for anything else (another
@@ -220,8 +227,9 @@ def attestation_message(serial_number: str, certificate_id: str, template_name: 
 def factory_key(text: str) -> VerifyingKey:
     """An EC P-256 public key from PEM or base64 DER SubjectPublicKeyInfo; ValueError if it is not one."""
     try:
-        der = base64.b64decode("".join(line for line in text.strip().splitlines() if not line.startswith("-----")),
-                               validate=True)  # fmt: skip
+        der = base64.b64decode(
+            "".join(line for line in text.strip().splitlines() if not line.startswith("-----")), validate=True
+        )
         key = VerifyingKey.from_der(der, hashfunc=hashlib.sha256)
     except Exception as error:  # noqa: BLE001 - ecdsa raises several types for bad input
         raise ValueError(f"not an EC public key (PEM or base64 DER SubjectPublicKeyInfo): {error}"[:200]) from None
@@ -266,25 +274,40 @@ def refusal(request: Request, old_item: Mapping[str, Any] | None, enrolled_key: 
         or (status == "provisioning" and same_certificate)
     )
     if status == "failed" and same_certificate:
-        return Decision(False, ATTEMPT_FAILED, "this certificate's attempt failed and the reconciler revoked the "
-                        "certificate: the device must create a new certificate and try again")  # fmt: skip
+        return Decision(
+            False,
+            ATTEMPT_FAILED,
+            "this certificate's attempt failed and the reconciler revoked the "
+            "certificate: the device must create a new certificate and try again",
+        )
     if not claimable and status == "provisioning":
         started = _attribute(old_item, "provisioningStartedAt")
-        return Decision(False, PROVISIONING_IN_PROGRESS, f"another certificate's attempt is under way since "
-                        f"{started}; the reconciler completes it, or marks it failed (then the device may try "
-                        "again) once StaleClaimMinutes have passed")  # fmt: skip
+        return Decision(
+            False,
+            PROVISIONING_IN_PROGRESS,
+            f"another certificate's attempt is under way since "
+            f"{started}; the reconciler completes it, or marks it failed (then the device may try "
+            "again) once StaleClaimMinutes have passed",
+        )
     if not claimable and status in STATUS_REASONS:
         return Decision(False, STATUS_REASONS[status], f"registry status is {status}")
     if not claimable:
         return Decision(False, NOT_ENROLLABLE, f"registry status is {status or 'missing'}")
     enrolled_name = _attribute(old_item, "thingName")
     if prefix and enrolled_name.startswith(prefix):
-        return Decision(False, INVALID_PARAMETERS, f"the enrolled thing name {enrolled_name} takes the claim client-id "
-                        f"prefix {prefix!r} (ClaimClientIdPrefix): enroll it under another name")  # fmt: skip
+        return Decision(
+            False,
+            INVALID_PARAMETERS,
+            f"the enrolled thing name {enrolled_name} takes the claim client-id "
+            f"prefix {prefix!r} (ClaimClientIdPrefix): enroll it under another name",
+        )
     key = _attribute(old_item, FACTORY_KEY_ATTRIBUTE)
     if key != enrolled_key:
-        detail = ("the device is enrolled with a factory key and sent no AttestationSignature" if not enrolled_key
-                  else "the enrolled factory key changed while the signature was checked")  # fmt: skip
+        detail = (
+            "the device is enrolled with a factory key and sent no AttestationSignature"
+            if not enrolled_key
+            else "the enrolled factory key changed while the signature was checked"
+        )
         return Decision(False, ATTESTATION_FAILED, detail)
     if _attribute(old_item, "deviceType") != request.device_type:
         return Decision(False, DEVICE_TYPE_MISMATCH, "device type differs from the enrollment")
@@ -407,16 +430,28 @@ class Registry:
         return Decision(True, ALLOWED, thing_name=thing_name)
 
     def _claim_with_name(
-        self, request: Request, now: str, updates: list[str], condition: str, names: dict[str, str],
-        values: dict[str, Any], enrolled_key: str, prefix: str,
-    ) -> Decision:  # fmt: skip
+        self,
+        request: Request,
+        now: str,
+        updates: list[str],
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+        enrolled_key: str,
+        prefix: str,
+    ) -> Decision:
         """Open enrollment: no manifest reserved the serial's thing name, so the claim takes the
         reservation in the same transaction, and a name reserved for another serial, or a thing of that
         name that is another device's, is refused: a new serial never gets an existing device's thing."""
-        item = self._client.get_item(
-            TableName=self._table, Key={"serialNumber": {"S": request.serial_number}}, ConsistentRead=True,
-            ProjectionExpression="thingName",
-        ).get("Item") or {}  # fmt: skip
+        item = (
+            self._client.get_item(
+                TableName=self._table,
+                Key={"serialNumber": {"S": request.serial_number}},
+                ConsistentRead=True,
+                ProjectionExpression="thingName",
+            ).get("Item")
+            or {}
+        )
         name = _attribute(item, "thingName") or request.derived_thing_name
         key = {"serialNumber": {"S": THING_NAME_RESERVATION_PREFIX + name}}
         held = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
@@ -454,8 +489,12 @@ class Registry:
             reasons = error.response.get("CancellationReasons") or [{}, {}]
             if any(reason.get("Code") == "TransactionConflict" for reason in reasons):
                 # Another write to the serial or its name was under way (DynamoDB cancels the later one).
-                return Decision(False, PROVISIONING_IN_PROGRESS, "another attempt for this serial or its thing "
-                                "name was being written at the same moment; the device may try again")  # fmt: skip
+                return Decision(
+                    False,
+                    PROVISIONING_IN_PROGRESS,
+                    "another attempt for this serial or its thing "
+                    "name was being written at the same moment; the device may try again",
+                )
             if reasons[0].get("Code") == "ConditionalCheckFailed":
                 old = reasons[0].get("Item") or self._client.get_item(
                     TableName=self._table, Key=claim["Key"], ConsistentRead=True
@@ -491,16 +530,21 @@ def decide(request: Request, settings: Settings, registry: Registry, now: str) -
         return Decision(False, DEVICE_TYPE_NOT_ALLOWED, "device type is not in AllowedDeviceTypes")
     reserved = reserved_thing_name(request, settings.claim_client_id_prefix)
     if reserved:
-        return Decision(False, INVALID_PARAMETERS, f"thing name {reserved} takes the claim client-id prefix "
-                        f"{settings.claim_client_id_prefix!r} (ClaimClientIdPrefix)")  # fmt: skip
+        return Decision(
+            False,
+            INVALID_PARAMETERS,
+            f"thing name {reserved} takes the claim client-id prefix "
+            f"{settings.claim_client_id_prefix!r} (ClaimClientIdPrefix)",
+        )
     enrolled_key = ""
     if settings.require_attestation or request.attestation_signature is not None:
         # Checked before the write, so a refused attempt changes nothing; the write then requires the
         # same key (a key changed in between refuses the write instead of admitting an old signature).
         enrolled, enrolled_key = registry.factory_key_of(request.serial_number)
         if enrolled and not enrolled_key and settings.require_attestation:
-            return Decision(False, ATTESTATION_FAILED, "the device is enrolled without a factory key, and "
-                            "RequireAttestation is on")  # fmt: skip
+            return Decision(
+                False, ATTESTATION_FAILED, "the device is enrolled without a factory key, and RequireAttestation is on"
+            )
         if enrolled_key:
             message = attestation_message(request.serial_number, request.certificate_id, request.template_name)
             problem = verify_attestation(enrolled_key, request.attestation_signature, message)
@@ -609,8 +653,11 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     except Invalid as error:
         decision = Decision(False, INVALID_PARAMETERS, str(error))
     except FutureTimeout:
-        decision = Decision(False, REGISTRY_ERROR, f"the registry did not answer within {budget * 1000:.0f} ms "
-                            "(the function's remaining time)")  # fmt: skip
+        decision = Decision(
+            False,
+            REGISTRY_ERROR,
+            f"the registry did not answer within {budget * 1000:.0f} ms (the function's remaining time)",
+        )
     except (ClientError, BotoCoreError) as error:
         decision = Decision(False, REGISTRY_ERROR, f"{type(error).__name__}: {error}"[:500])
     except Exception as error:  # noqa: BLE001 - fail closed: nothing unexpected may allow a device

@@ -116,8 +116,13 @@ def revoke(certificate_id: str, why: str, thing_name: str) -> bool:
     if not certificate_id or certificate_id == "none":
         return False
     if _thing_has(thing_name, certificate_id):
-        _log(message="certificate kept: it is attached to the device's thing", result="kept",
-             certificateId=certificate_id, thingName=thing_name, reason=why)  # fmt: skip
+        _log(
+            message="certificate kept: it is attached to the device's thing",
+            result="kept",
+            certificateId=certificate_id,
+            thingName=thing_name,
+            reason=why,
+        )
         return False
     certificate = _certificate(certificate_id)
     if certificate is None or certificate["status"] == "REVOKED":
@@ -151,10 +156,12 @@ def _update(serial: str, certificate_id: str, started: str, expression: str, val
             "provisioningStartedAt = :started",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":provisioning": {"S": "provisioning"}, ":certificate": {"S": certificate_id},
-                ":started": {"S": started}, **values,
+                ":provisioning": {"S": "provisioning"},
+                ":certificate": {"S": certificate_id},
+                ":started": {"S": started},
+                **values,
             },
-        )  # fmt: skip
+        )
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
@@ -197,11 +204,21 @@ def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) ->
         reason = f"the attempt's certificate is on thing {thing_name} but {attempt['status']}, not ACTIVE, {minutes} "
         reason += "minutes after the hook allowed it"
     failed = {":failed": {"S": "failed"}, ":reason": {"S": reason}, ":now": {"S": stamp}}
-    if _update(serial, certificate_id, started, "SET #status = :failed, failureReason = :reason, failedAt = :now, "
-               "updatedAt = :now", failed):  # fmt: skip
+    if _update(
+        serial,
+        certificate_id,
+        started,
+        "SET #status = :failed, failureReason = :reason, failedAt = :now, updatedAt = :now",
+        failed,
+    ):
         outcomes["failed"] += 1
-        _log(message="provisioning failed", result="failed", serialNumber=serial, certificateId=certificate_id,
-             reason=reason)  # fmt: skip
+        _log(
+            message="provisioning failed",
+            result="failed",
+            serialNumber=serial,
+            certificateId=certificate_id,
+            reason=reason,
+        )
         for dead in {certificate_id, _text(item, "previousCertificateId")}:
             if revoke(dead, "its provisioning attempt failed", thing_name):
                 outcomes["revoked"] += 1
@@ -258,9 +275,10 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
         "IndexName": ROTATION_INDEX,
         "KeyConditionExpression": "rotationState = :pending AND rotationRequestedAt < :before",
         "ExpressionAttributeValues": {
-            ":pending": {"S": "pending"}, ":before": {"S": _timestamp(now - ROTATION_CONFIRM_SECONDS)},
+            ":pending": {"S": "pending"},
+            ":before": {"S": _timestamp(now - ROTATION_CONFIRM_SECONDS)},
         },
-    }  # fmt: skip
+    }
     for page in _DYNAMODB.get_paginator("query").paginate(**query):
         for item in page["Items"]:
             serial, pending = _text(item, "serialNumber"), _text(item, "pendingCertificateId")
@@ -278,10 +296,12 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
                     ConditionExpression="pendingCertificateId = :pending AND rotationRequestedAt = :requested "
                     f"AND {unchanged}",
                     ExpressionAttributeValues={
-                        ":now": {"S": stamp}, ":pending": {"S": pending}, ":requested": item["rotationRequestedAt"],
+                        ":now": {"S": stamp},
+                        ":pending": {"S": pending},
+                        ":requested": item["rotationRequestedAt"],
                         **events,
                     },
-                )  # fmt: skip
+                )
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                     continue  # confirmed, asked again or recorded meanwhile: a later run looks again
@@ -343,8 +363,11 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
             reconcile_stale(item, now, outcomes)
         except (ClientError, BotoCoreError) as error:  # the others are still reconciled; the run then fails
             errors.append(f"{_text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
-    steps = (lambda: abandon_rotations(now, outcomes), lambda: remove_unregistered(now, outcomes),
-             lambda: publish_fleet_metrics(now))  # fmt: skip
+    steps = (
+        lambda: abandon_rotations(now, outcomes),
+        lambda: remove_unregistered(now, outcomes),
+        lambda: publish_fleet_metrics(now),
+    )
     for step in steps:
         try:
             step()
@@ -352,10 +375,21 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
             errors.append(f"{type(error).__name__}: {error}"[:300])
     for outcome in ("completed", "failed", "revoked", "removed", "abandoned"):
         _metric("ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
-    summary = {"completed": outcomes["completed"], "failed": outcomes["failed"], "revoked": outcomes["revoked"],
-               "removed": outcomes["removed"], "abandoned": outcomes["abandoned"], "errors": len(errors)}  # fmt: skip
-    _log(message="reconciled", result="errors" if errors else "ok", at=datetime.now(UTC).isoformat(), **summary,
-         errorSamples=errors[:5])  # fmt: skip
+    summary = {
+        "completed": outcomes["completed"],
+        "failed": outcomes["failed"],
+        "revoked": outcomes["revoked"],
+        "removed": outcomes["removed"],
+        "abandoned": outcomes["abandoned"],
+        "errors": len(errors),
+    }
+    _log(
+        message="reconciled",
+        result="errors" if errors else "ok",
+        at=datetime.now(UTC).isoformat(),
+        **summary,
+        errorSamples=errors[:5],
+    )
     if errors:
         raise RuntimeError(f"reconciling failed for {len(errors)} item(s) or step(s): {errors[0]}")
     return summary

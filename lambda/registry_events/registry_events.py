@@ -64,8 +64,13 @@ def revoke_replaced(certificate_id: str, serial_number: str, thing_name: str) ->
     """The certificate of the attempt this one replaced (the reconciler marked it failed) must not
     stay usable; one still attached to the device's thing is the device's own and is kept."""
     if thing_holds(thing_name, certificate_id):
-        _log(message="replaced certificate kept: it is attached to the device's thing", result="kept",
-             serialNumber=serial_number, thingName=thing_name, certificateId=certificate_id)  # fmt: skip
+        _log(
+            message="replaced certificate kept: it is attached to the device's thing",
+            result="kept",
+            serialNumber=serial_number,
+            thingName=thing_name,
+            certificateId=certificate_id,
+        )
         return
     try:
         status = _IOT.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"]
@@ -75,8 +80,12 @@ def revoke_replaced(certificate_id: str, serial_number: str, thing_name: str) ->
         raise
     if status != "REVOKED":
         _IOT.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
-        _log(message="replaced certificate revoked", result="revoked", serialNumber=serial_number,
-             certificateId=certificate_id)  # fmt: skip
+        _log(
+            message="replaced certificate revoked",
+            result="revoked",
+            serialNumber=serial_number,
+            certificateId=certificate_id,
+        )
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
@@ -102,8 +111,12 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
         return {"result": "skipped"}
 
     if item.get("thingName", {}).get("S") != thing_name:  # a thing of another name carrying the serial proves nothing
-        _log(message="not the thing claimed for the serial", result="skipped", serialNumber=serial_number,
-             thingName=thing_name)  # fmt: skip
+        _log(
+            message="not the thing claimed for the serial",
+            result="skipped",
+            serialNumber=serial_number,
+            thingName=thing_name,
+        )
         return {"result": "skipped"}
     certificate_id = item.get("certificateId", {}).get("S", "")
     for wait in ATTACHMENT_CHECKS:

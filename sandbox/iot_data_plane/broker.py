@@ -198,8 +198,12 @@ class Broker:
         cert, key_file = self.dir / f"{name}.pem", self.dir / f"{name}.key"
         if not (cert.exists() and key_file.exists()):
             key = ec.generate_private_key(ec.SECP256R1())
-            write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))  # fmt: skip
+            write_private(
+                key_file,
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            )
             cert.write_text(self.authority.issue(key.public_key(), name))
         return cert, key_file
 
@@ -207,8 +211,9 @@ class Broker:
         self._stderr = self.dir / "mosquitto.err"
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL, stderr=self._stderr.open("ab"),
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr.open("ab"),
+        )
 
     def failure(self) -> str | None:
         """Why the broker is not running (None while it runs), with the last lines it wrote."""
@@ -237,8 +242,11 @@ class Broker:
             why, now = self.failure(), time.monotonic()
             restarts = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS]
             if len(restarts) >= MAX_RESTARTS:
-                print(f"sandbox: broker: {why}; it exited {MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:.0f} s, "
-                      f"so it stays down (its log: {self.dir / 'mosquitto.log'})", flush=True)  # fmt: skip
+                print(
+                    f"sandbox: broker: {why}; it exited {MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:.0f} s, "
+                    f"so it stays down (its log: {self.dir / 'mosquitto.log'})",
+                    flush=True,
+                )
                 return
             print(f"sandbox: broker: {why}; restarting it", flush=True)
             restarts.append(now)

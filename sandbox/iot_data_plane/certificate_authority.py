@@ -69,19 +69,26 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                    key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
                     decipher_only=False,
                 ),
                 critical=True,
             )
             .sign(key, hashes.SHA256())
-        )  # fmt: skip
+        )
         write_private(
             key_file,
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()),
-        )  # fmt: skip
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
         cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cls(directory, key, certificate)
 
@@ -126,7 +133,8 @@ class CertificateAuthority:
             cert_file.write_text(self.issue(key.public_key(), "localhost", server_names=("127.0.0.1", "localhost")))
             write_private(
                 key_file,
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
-            )  # fmt: skip
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            )
         return cert_file, key_file

@@ -243,8 +243,9 @@ class FleetProvisioningService:
             answer_topic = f"{request_topic}/rejected"
             body = {"statusCode": 500, "errorCode": "InternalFailure", "errorMessage": str(error)[:300]}
         if answer_topic:  # AWS/IoT's RegisterThingFailed and certificate metrics, 0 or 1 per call
-            cloudwatch_metrics.iot_request_answered(self.account.account_id, self.account.region, request_topic,
-                                                    answer_topic)  # fmt: skip
+            cloudwatch_metrics.iot_request_answered(
+                self.account.account_id, self.account.region, request_topic, answer_topic
+            )
         if answer_topic and self.connection is not None:
             # QoS 0 to the device as well: a QoS 1 answer makes the device send a PUBACK that mosquitto
             # has nothing to reply to, so its kernel delays the ACK, and the device's next packet (the
@@ -348,9 +349,13 @@ class FleetProvisioningService:
         return {"deviceConfiguration": {k: str(v) for k, v in configuration.items()}, "thingName": thing_name}
 
     def _call_hook(
-        self, hook: dict[str, Any], template: dict[str, Any], caller: Caller, token: OwnershipToken,
+        self,
+        hook: dict[str, Any],
+        template: dict[str, Any],
+        caller: Caller,
+        token: OwnershipToken,
         parameters: dict[str, str],
-    ) -> dict[str, str]:  # fmt: skip
+    ) -> dict[str, str]:
         # As AWS sends it (developerguide/pre-provisioning-hook.html): the claim certificate is the one
         # the requesting connection used.
         event = {
@@ -366,8 +371,12 @@ class FleetProvisioningService:
                 hook["targetArn"], IOT_SERVICE, template["templateArn"], self.account.account_id
             )
             if not permitted.allowed:  # IoT may invoke the hook only if its function policy says so
-                raise AwsError(403, "AccessDeniedException", f"the function policy of {hook['targetArn']} does "
-                               f"not allow {IOT_SERVICE} to invoke it for {template['templateArn']}")  # fmt: skip
+                raise AwsError(
+                    403,
+                    "AccessDeniedException",
+                    f"the function policy of {hook['targetArn']} does "
+                    f"not allow {IOT_SERVICE} to invoke it for {template['templateArn']}",
+                )
             # IoT waits 5 s for the hook, cold start included, then fails the device; the function runs
             # on (and whatever it wrote stays: the reconciler and the stale window recover the serial).
             running = self._hooks.submit(self.account.invoke, hook["targetArn"], event)
@@ -375,8 +384,9 @@ class FleetProvisioningService:
                 invocation = running.result(timeout=HOOK_DEADLINE_SECONDS)
             except FutureTimeout:
                 print(f"fleet-provisioning: the hook did not answer within {HOOK_DEADLINE_SECONDS:.0f} s", flush=True)
-                raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook did not "
-                               "answer in time") from None  # fmt: skip
+                raise Rejected(
+                    403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook did not answer in time"
+                ) from None
         except AwsError as error:
             print(f"fleet-provisioning: the hook could not be invoked: {error}", flush=True)
             raise Rejected(403, "ACCESS_DENIED", "Provisioning was denied: the pre-provisioning hook failed") from None
@@ -420,9 +430,13 @@ class FleetProvisioningService:
         return name, created
 
     def _authorize_template(
-        self, template: dict[str, Any], thing: dict[str, Any], policies: list[dict[str, Any]], token: OwnershipToken,
+        self,
+        template: dict[str, Any],
+        thing: dict[str, Any],
+        policies: list[dict[str, Any]],
+        token: OwnershipToken,
         exists: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Refuses (403) unless IoT can assume the template's role and the role allows every step
         (provisioning_permissions.TEMPLATE_PERMISSIONS). AWS documents no exact body for this
         refusal (a real one was seen only as statusCode 403); the message names the action and
@@ -437,11 +451,12 @@ class FleetProvisioningService:
             "*": ["*"],
             "thing": [self.account.arn("iot", f"thing/{thing['ThingName']}")],
             "thingtype": [self.account.arn("iot", f"thingtype/{thing['ThingTypeName']}")]
-            if thing.get("ThingTypeName") else [],
+            if thing.get("ThingTypeName")
+            else [],
             "thinggroup": [self.account.arn("iot", f"thinggroup/{g}") for g in thing.get("ThingGroups", [])],
             "policy": [self.account.arn("iot", f"policy/{p['PolicyName']}") for p in policies],
             "cert": [token.certificate_arn],
-        }  # fmt: skip
+        }
         for permission in TEMPLATE_PERMISSIONS:
             if not _step_taken(permission, thing, policies, exists):
                 continue
@@ -493,8 +508,12 @@ class FleetProvisioningService:
                         function_arn, IOT_SERVICE, rule_arn, self.account.account_id
                     )
                     if not permitted.allowed:  # the rule may invoke only what the function policy allows
-                        raise AwsError(403, "AccessDeniedException", f"the function policy of {function_arn} "
-                                       f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}")  # fmt: skip
+                        raise AwsError(
+                            403,
+                            "AccessDeniedException",
+                            f"the function policy of {function_arn} "
+                            f"does not allow {IOT_SERVICE} to invoke it for {rule_arn}",
+                        )
                     self._invoke_asynchronously(function_arn, message)
                 if "cloudwatchLogs" in action:
                     logs = action["cloudwatchLogs"]

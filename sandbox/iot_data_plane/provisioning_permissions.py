@@ -22,15 +22,38 @@ REGISTER_THING = "https://docs.aws.amazon.com/iot/latest/apireference/API_Regist
 MANAGED_POLICY_ACTIONS = tuple(
     f"iot:{name}"
     for name in (
-        "AddThingToBillingGroup", "AddThingToThingGroup", "AttachPolicy", "AttachPrincipalPolicy",
-        "AttachThingPrincipal", "CreateCertificateFromCsr", "CreatePolicy", "CreateThing", "DescribeBillingGroup",
-        "DescribeCertificate", "DescribeThing", "DescribeThingGroup", "DescribeThingType", "DetachPolicy",
-        "DetachThingPrincipal", "GetPolicy", "ListAttachedPolicies", "ListPolicyPrincipals", "ListPrincipalPolicies",
-        "ListPrincipalThings", "ListTargetsForPolicy", "ListThingGroupsForThing", "ListThingPrincipals",
-        "RegisterCertificate", "RegisterThing", "RemoveThingFromBillingGroup", "RemoveThingFromThingGroup",
-        "UpdateCertificate", "UpdateThing", "UpdateThingGroupsForThing",
+        "AddThingToBillingGroup",
+        "AddThingToThingGroup",
+        "AttachPolicy",
+        "AttachPrincipalPolicy",
+        "AttachThingPrincipal",
+        "CreateCertificateFromCsr",
+        "CreatePolicy",
+        "CreateThing",
+        "DescribeBillingGroup",
+        "DescribeCertificate",
+        "DescribeThing",
+        "DescribeThingGroup",
+        "DescribeThingType",
+        "DetachPolicy",
+        "DetachThingPrincipal",
+        "GetPolicy",
+        "ListAttachedPolicies",
+        "ListPolicyPrincipals",
+        "ListPrincipalPolicies",
+        "ListPrincipalThings",
+        "ListTargetsForPolicy",
+        "ListThingGroupsForThing",
+        "ListThingPrincipals",
+        "RegisterCertificate",
+        "RegisterThing",
+        "RemoveThingFromBillingGroup",
+        "RemoveThingFromThingGroup",
+        "UpdateCertificate",
+        "UpdateThing",
+        "UpdateThingGroupsForThing",
     )
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -46,28 +69,84 @@ class Permission:
 
 # In the order the sandbox applies them: every read first, then the writes.
 TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
-    Permission("provision a thing from the template", "(template)", "always", "iot:RegisterThing", (), ("*",),
-               (MANAGED_POLICY, AUTHORIZATION_REFERENCE, REGISTER_THING)),
+    Permission(
+        "provision a thing from the template",
+        "(template)",
+        "always",
+        "iot:RegisterThing",
+        (),
+        ("*",),
+        (MANAGED_POLICY, AUTHORIZATION_REFERENCE, REGISTER_THING),
+    ),
     Permission("look the thing up", "AWS::IoT::Thing", "always", "iot:DescribeThing", ("thing*",), ("thing",)),
-    Permission("read its thing type", "AWS::IoT::Thing", "ThingTypeName given", "iot:DescribeThingType",
-               ("thingtype*",), ("thingtype",)),
-    Permission("read each of its thing groups", "AWS::IoT::Thing", "ThingGroups given", "iot:DescribeThingGroup",
-               ("thinggroup*",), ("thinggroup",)),
-    Permission("read the policy it names", "AWS::IoT::Policy", "PolicyName given", "iot:GetPolicy", ("policy*",),
-               ("policy",)),
-    Permission("read the device's certificate", "AWS::IoT::Certificate", "CertificateId given",
-               "iot:DescribeCertificate", ("cert*",), ("cert",)),
-    Permission("create the thing", "AWS::IoT::Thing", "the thing does not exist yet", "iot:CreateThing",
-               ("billinggroup", "thing*"), ("thing",)),
-    Permission("add it to each thing group", "AWS::IoT::Thing", "ThingGroups given", "iot:AddThingToThingGroup",
-               ("thing*", "thinggroup*"), ("thing", "thinggroup")),
-    Permission("attach the policy to the certificate", "AWS::IoT::Policy", "PolicyName given", "iot:AttachPolicy",
-               ("cert", "thinggroup"), ("cert",)),
-    Permission("attach the certificate to the thing", "AWS::IoT::Certificate", "always", "iot:AttachThingPrincipal",
-               ("cert",), ("cert",)),
-    Permission("activate the certificate", "AWS::IoT::Certificate", "Status ACTIVE", "iot:UpdateCertificate",
-               ("cert*",), ("cert",)),
-)  # fmt: skip
+    Permission(
+        "read its thing type",
+        "AWS::IoT::Thing",
+        "ThingTypeName given",
+        "iot:DescribeThingType",
+        ("thingtype*",),
+        ("thingtype",),
+    ),
+    Permission(
+        "read each of its thing groups",
+        "AWS::IoT::Thing",
+        "ThingGroups given",
+        "iot:DescribeThingGroup",
+        ("thinggroup*",),
+        ("thinggroup",),
+    ),
+    Permission(
+        "read the policy it names", "AWS::IoT::Policy", "PolicyName given", "iot:GetPolicy", ("policy*",), ("policy",)
+    ),
+    Permission(
+        "read the device's certificate",
+        "AWS::IoT::Certificate",
+        "CertificateId given",
+        "iot:DescribeCertificate",
+        ("cert*",),
+        ("cert",),
+    ),
+    Permission(
+        "create the thing",
+        "AWS::IoT::Thing",
+        "the thing does not exist yet",
+        "iot:CreateThing",
+        ("billinggroup", "thing*"),
+        ("thing",),
+    ),
+    Permission(
+        "add it to each thing group",
+        "AWS::IoT::Thing",
+        "ThingGroups given",
+        "iot:AddThingToThingGroup",
+        ("thing*", "thinggroup*"),
+        ("thing", "thinggroup"),
+    ),
+    Permission(
+        "attach the policy to the certificate",
+        "AWS::IoT::Policy",
+        "PolicyName given",
+        "iot:AttachPolicy",
+        ("cert", "thinggroup"),
+        ("cert",),
+    ),
+    Permission(
+        "attach the certificate to the thing",
+        "AWS::IoT::Certificate",
+        "always",
+        "iot:AttachThingPrincipal",
+        ("cert",),
+        ("cert",),
+    ),
+    Permission(
+        "activate the certificate",
+        "AWS::IoT::Certificate",
+        "Status ACTIVE",
+        "iot:UpdateCertificate",
+        ("cert*",),
+        ("cert",),
+    ),
+)
 
 # Actions of the managed policy no step of a fleet template with a CertificateId and a PolicyName
 # takes, and why the stack's role still holds (or leaves out) each.

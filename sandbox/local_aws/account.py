@@ -37,11 +37,21 @@ class RegistryWrites:
     """
 
     # Writes that change what a certificate may do without changing the certificate itself.
-    ACCESS_ACTIONS = frozenset({
-        "AttachPolicy", "DetachPolicy", "AttachPrincipalPolicy", "DetachPrincipalPolicy", "CreatePolicyVersion",
-        "SetDefaultPolicyVersion", "DeletePolicyVersion", "DeletePolicy", "AttachThingPrincipal",
-        "DetachThingPrincipal", "DeleteThing",
-    })  # fmt: skip
+    ACCESS_ACTIONS = frozenset(
+        {
+            "AttachPolicy",
+            "DetachPolicy",
+            "AttachPrincipalPolicy",
+            "DetachPrincipalPolicy",
+            "CreatePolicyVersion",
+            "SetDefaultPolicyVersion",
+            "DeletePolicyVersion",
+            "DeletePolicy",
+            "AttachThingPrincipal",
+            "DetachThingPrincipal",
+            "DeleteThing",
+        }
+    )
     _lock = threading.Lock()
     _count = 0
     _access_changes = 0

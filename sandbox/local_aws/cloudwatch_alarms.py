@@ -116,10 +116,18 @@ def spec_of(alarm: Alarm) -> Spec:
                 returned.append(query.id)
             if query.metric_stat is not None:
                 metric = query.metric_stat.metric
-                identity = Identity.of(metric.namespace, metric.metric_name,
-                                       ((d.name, d.value) for d in metric.dimensions))  # fmt: skip
-                stats.append(Stat(query.id, identity, int(query.metric_stat.period), str(query.metric_stat.stat),
-                                  query.metric_stat.unit))  # fmt: skip
+                identity = Identity.of(
+                    metric.namespace, metric.metric_name, ((d.name, d.value) for d in metric.dimensions)
+                )
+                stats.append(
+                    Stat(
+                        query.id,
+                        identity,
+                        int(query.metric_stat.period),
+                        str(query.metric_stat.stat),
+                        query.metric_stat.unit,
+                    )
+                )
             elif query.expression:
                 expressions[query.id] = query.expression
         periods = {s.period for s in stats}
@@ -142,9 +150,18 @@ def spec_of(alarm: Alarm) -> Spec:
     if any(s.identity.namespace == "AWS/DynamoDB" for s in stats):
         treat = "ignore"  # "Alarms that evaluate metrics in the AWS/DynamoDB namespace always ignore missing data"
     n = int(alarm.evaluation_periods)
-    return Spec(tuple(stats), expressions, returned[0], period, n, int(alarm.datapoints_to_alarm or n),
-                alarm.comparison_operator, float(alarm.threshold), treat,
-                alarm.evaluate_low_sample_count_percentile)  # fmt: skip
+    return Spec(
+        tuple(stats),
+        expressions,
+        returned[0],
+        period,
+        n,
+        int(alarm.datapoints_to_alarm or n),
+        alarm.comparison_operator,
+        float(alarm.threshold),
+        treat,
+        alarm.evaluate_low_sample_count_percentile,
+    )
 
 
 # Statistics over one period ----------------------------------------------------------------------
@@ -405,10 +422,13 @@ def reason_data(spec: Spec, decision: Decision, found: list[Slot], now: float) -
     data["recentDatapoints"] = [found[i].value for i in decision.used]
     data["threshold"] = spec.threshold
     data["evaluatedDatapoints"] = [
-        {"timestamp": stamp(found[i].start), **({"sampleCount": found[i].samples} if not spec.expressions else {}),
-         "value": found[i].value}
+        {
+            "timestamp": stamp(found[i].start),
+            **({"sampleCount": found[i].samples} if not spec.expressions else {}),
+            "value": found[i].value,
+        }
         for i in reversed(decision.used)
-    ]  # fmt: skip
+    ]
     return data
 
 
@@ -424,10 +444,16 @@ def history(backend: CloudWatchBackend) -> list[dict[str, Any]]:
 
 def _record(backend: CloudWatchBackend, alarm: Alarm, kind: str, summary: str, data: dict[str, Any]) -> None:
     items = history(backend)
-    items.append({
-        "AlarmName": alarm.name, "AlarmType": "CompositeAlarm" if alarm.rule is not None else "MetricAlarm",
-        "Timestamp": utcnow(), "HistoryItemType": kind, "HistorySummary": summary, "HistoryData": json.dumps(data),
-    })  # fmt: skip
+    items.append(
+        {
+            "AlarmName": alarm.name,
+            "AlarmType": "CompositeAlarm" if alarm.rule is not None else "MetricAlarm",
+            "Timestamp": utcnow(),
+            "HistoryItemType": kind,
+            "HistorySummary": summary,
+            "HistoryData": json.dumps(data),
+        }
+    )
     del items[:-HISTORY_KEPT]
 
 
@@ -443,23 +469,36 @@ def region_name(region: str) -> str:
 def _trigger(alarm: Alarm) -> dict[str, Any]:
     treat = f"- TreatMissingData: {alarm.treat_missing_data or 'missing'}"
     common = {
-        "Period": int(alarm.period or (alarm.metric_data_queries[0].metric_stat.period if alarm.metric_data_queries
-                                       and alarm.metric_data_queries[0].metric_stat else 0)),
+        "Period": int(
+            alarm.period
+            or (
+                alarm.metric_data_queries[0].metric_stat.period
+                if alarm.metric_data_queries and alarm.metric_data_queries[0].metric_stat
+                else 0
+            )
+        ),
         "EvaluationPeriods": int(alarm.evaluation_periods),
         **({"DatapointsToAlarm": int(alarm.datapoints_to_alarm)} if alarm.datapoints_to_alarm else {}),
-        "ComparisonOperator": alarm.comparison_operator, "Threshold": float(alarm.threshold),
-        "TreatMissingData": treat, "EvaluateLowSampleCountPercentile": alarm.evaluate_low_sample_count_percentile or "",
-    }  # fmt: skip
+        "ComparisonOperator": alarm.comparison_operator,
+        "Threshold": float(alarm.threshold),
+        "TreatMissingData": treat,
+        "EvaluateLowSampleCountPercentile": alarm.evaluate_low_sample_count_percentile or "",
+    }
     if not alarm.metric_data_queries:
         extended = bool(alarm.extended_statistic)
         return {
-            "MetricName": alarm.metric_name, "Namespace": alarm.namespace,
+            "MetricName": alarm.metric_name,
+            "Namespace": alarm.namespace,
             "StatisticType": "ExtendedStatistic" if extended else "Statistic",
-            **({"ExtendedStatistic": alarm.extended_statistic} if extended
-               else {"Statistic": str(alarm.statistic or "").upper()}),
-            "Unit": alarm.unit, "Dimensions": [{"value": d.value, "name": d.name} for d in alarm.dimensions],
+            **(
+                {"ExtendedStatistic": alarm.extended_statistic}
+                if extended
+                else {"Statistic": str(alarm.statistic or "").upper()}
+            ),
+            "Unit": alarm.unit,
+            "Dimensions": [{"value": d.value, "name": d.name} for d in alarm.dimensions],
             **common,
-        }  # fmt: skip
+        }
     metrics = []
     for query in alarm.metric_data_queries:
         entry: dict[str, Any] = {"Id": query.id}
@@ -470,10 +509,14 @@ def _trigger(alarm: Alarm) -> dict[str, Any]:
         if query.metric_stat is not None:
             stat = query.metric_stat
             entry["MetricStat"] = {
-                "Metric": {"Dimensions": [{"value": d.value, "name": d.name} for d in stat.metric.dimensions],
-                           "MetricName": stat.metric.metric_name, "Namespace": stat.metric.namespace},
-                "Period": int(stat.period), "Stat": stat.stat,
-            }  # fmt: skip
+                "Metric": {
+                    "Dimensions": [{"value": d.value, "name": d.name} for d in stat.metric.dimensions],
+                    "MetricName": stat.metric.metric_name,
+                    "Namespace": stat.metric.namespace,
+                },
+                "Period": int(stat.period),
+                "Stat": stat.stat,
+            }
         entry["ReturnData"] = query.return_data is None or str(query.return_data).lower() == "true"
         metrics.append(entry)
     return {**common, "Metrics": metrics}
@@ -482,14 +525,21 @@ def _trigger(alarm: Alarm) -> dict[str, Any]:
 def notification(alarm: Alarm, old: str, account_id: str) -> dict[str, Any]:
     """The message CloudWatch publishes to an alarm's SNS topic (samples in AlarmThatSendsEmail.html)."""
     return {
-        "AlarmName": alarm.name, "AlarmDescription": alarm.description or None, "AWSAccountId": account_id,
+        "AlarmName": alarm.name,
+        "AlarmDescription": alarm.description or None,
+        "AWSAccountId": account_id,
         "AlarmConfigurationUpdatedTimestamp": _iso(alarm.configuration_updated_timestamp),
-        "NewStateValue": alarm.state_value, "NewStateReason": alarm.state_reason,
-        "StateChangeTime": _iso(alarm.state_updated_timestamp), "Region": region_name(alarm.region_name),
-        "AlarmArn": alarm.alarm_arn, "OldStateValue": old, "OKActions": list(alarm.ok_actions),
-        "AlarmActions": list(alarm.alarm_actions), "InsufficientDataActions": list(alarm.insufficient_data_actions),
+        "NewStateValue": alarm.state_value,
+        "NewStateReason": alarm.state_reason,
+        "StateChangeTime": _iso(alarm.state_updated_timestamp),
+        "Region": region_name(alarm.region_name),
+        "AlarmArn": alarm.alarm_arn,
+        "OldStateValue": old,
+        "OKActions": list(alarm.ok_actions),
+        "AlarmActions": list(alarm.alarm_actions),
+        "InsufficientDataActions": list(alarm.insufficient_data_actions),
         "Trigger": _trigger(alarm),
-    }  # fmt: skip
+    }
 
 
 def subject(alarm: Alarm) -> str:
@@ -517,10 +567,17 @@ def _publish(alarm: Alarm, account_id: str, topic_arn: str, message: str) -> str
             return f"{denied} (sandbox: no customer managed key {topic.kms_master_key_id})"
         if key.key_state != "Enabled":
             return f"{denied} (sandbox: the key is {key.key_state})"
-        allowed, why = key_policy.service_may_use(key.policy, CLOUDWATCH, KEY_ACTIONS, key.arn, {
-            "aws:SourceAccount": account_id, "aws:SourceArn": alarm.alarm_arn,
-            "kms:EncryptionContext:aws:sns:topicArn": topic.arn,
-        })  # fmt: skip
+        allowed, why = key_policy.service_may_use(
+            key.policy,
+            CLOUDWATCH,
+            KEY_ACTIONS,
+            key.arn,
+            {
+                "aws:SourceAccount": account_id,
+                "aws:SourceArn": alarm.alarm_arn,
+                "kms:EncryptionContext:aws:sns:topicArn": topic.arn,
+            },
+        )
         if not allowed:
             return f"{denied} (sandbox: {why})"
     sns.publish(message, topic_arn, subject=subject(alarm))
@@ -540,14 +597,20 @@ def _act(backend: CloudWatchBackend, alarm: Alarm, old: str) -> None:
                 error = f"{type(failure).__name__}: {failure}"
         else:
             error = "the sandbox performs SNS actions only"
-        data: dict[str, Any] = {"actionState": "Failed" if error else "Succeeded",
-                                "stateUpdateTimestamp": int(time.time() * 1000), "notificationResource": arn,
-                                "publishedMessage": None if error else message}  # fmt: skip
+        data: dict[str, Any] = {
+            "actionState": "Failed" if error else "Succeeded",
+            "stateUpdateTimestamp": int(time.time() * 1000),
+            "notificationResource": arn,
+            "publishedMessage": None if error else message,
+        }
         if error:
             data["error"] = error
             print(f"cloudwatch: alarm {alarm.name}: failed to execute action {arn}: {error}", flush=True)
-        summary = (f"Failed to execute action {arn}. Received error: {error!r}" if error
-                   else f"Successfully executed action {arn}")  # fmt: skip
+        summary = (
+            f"Failed to execute action {arn}. Received error: {error!r}"
+            if error
+            else f"Successfully executed action {arn}"
+        )
         _record(backend, alarm, "Action", summary, data)
 
 
@@ -560,11 +623,21 @@ def transition(backend: CloudWatchBackend, alarm: Alarm, state: str, why: str, d
 
 
 def _changed(backend: CloudWatchBackend, alarm: Alarm, old: str, old_reason: str) -> None:
-    _record(backend, alarm, "StateUpdate", f"Alarm updated from {old} to {alarm.state_value}", {
-        "version": "1.0", "oldState": {"stateValue": old, "stateReason": old_reason},
-        "newState": {"stateValue": alarm.state_value, "stateReason": alarm.state_reason,
-                     "stateReasonData": json.loads(alarm.state_reason_data or "{}")},
-    })  # fmt: skip
+    _record(
+        backend,
+        alarm,
+        "StateUpdate",
+        f"Alarm updated from {old} to {alarm.state_value}",
+        {
+            "version": "1.0",
+            "oldState": {"stateValue": old, "stateReason": old_reason},
+            "newState": {
+                "stateValue": alarm.state_value,
+                "stateReason": alarm.state_reason,
+                "stateReasonData": json.loads(alarm.state_reason_data or "{}"),
+            },
+        },
+    )
     _act(backend, alarm, old)
 
 
@@ -651,11 +724,14 @@ def describe_alarm_history(self: CloudWatchResponse) -> ActionResult:
     limit = int(self._get_param("MaxRecords") or 100)
     offset = int(self._get_param("NextToken") or 0)
     items = [
-        item for item in history(self.cloudwatch_backend)
-        if (name is None or item["AlarmName"] == name) and (kind is None or item["HistoryItemType"] == kind)
-        and item["AlarmType"] in types and (start is None or item["Timestamp"] >= start)
+        item
+        for item in history(self.cloudwatch_backend)
+        if (name is None or item["AlarmName"] == name)
+        and (kind is None or item["HistoryItemType"] == kind)
+        and item["AlarmType"] in types
+        and (start is None or item["Timestamp"] >= start)
         and (end is None or item["Timestamp"] <= end)
-    ]  # fmt: skip
+    ]
     if self._get_param("ScanBy") != "TimestampAscending":
         items.reverse()
     page = items[offset : offset + limit]
@@ -684,8 +760,13 @@ def install() -> None:
             else:
                 alarm.state_value, alarm.state_reason = INSUFFICIENT_DATA, "Unchecked: Initial alarm creation"
             verb = "updated" if previous is not None else "created"
-            _record(self, alarm, "ConfigurationUpdate", f'Alarm "{alarm.name}" {verb}',
-                    {"version": "1.0", "type": "Update" if previous is not None else "Create"})  # fmt: skip
+            _record(
+                self,
+                alarm,
+                "ConfigurationUpdate",
+                f'Alarm "{alarm.name}" {verb}',
+                {"version": "1.0", "type": "Update" if previous is not None else "Create"},
+            )
         return alarm
 
     put_metric_alarm._sandbox = True  # type: ignore[attr-defined]

@@ -25,12 +25,37 @@ from moto.cloudwatch.models import CloudWatchBackend, cloudwatch_backends
 from moto.logs.models import LogsBackend
 
 # MetricDatum.Unit, as the CloudWatch API model lists it (EMF takes the same names).
-UNITS = frozenset({
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes", "Bits",
-    "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second", "Kilobytes/Second",
-    "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second",
-    "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
-})  # fmt: skip
+UNITS = frozenset(
+    {
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    }
+)
 # EMF limits (CloudWatch_Embedded_Metric_Format_Specification.html).
 EMF_MAX_METRICS = 100
 EMF_MAX_DIMENSION_KEYS = 30
@@ -135,8 +160,15 @@ def _samples(datum: Mapping[str, Any]) -> Iterable[Sample]:
             yield Sample(at, unit, v * c, c, v, v, ((v, c),))
     elif datum.get("StatisticValues"):
         stats = datum["StatisticValues"]
-        yield Sample(at, unit, float(stats["Sum"]), float(stats["SampleCount"]), float(stats["Minimum"]),
-                     float(stats["Maximum"]), None)  # fmt: skip
+        yield Sample(
+            at,
+            unit,
+            float(stats["Sum"]),
+            float(stats["SampleCount"]),
+            float(stats["Minimum"]),
+            float(stats["Maximum"]),
+            None,
+        )
     else:
         v = float(datum.get("Value", 0))
         yield Sample(at, unit, v, 1.0, v, v, ((v, 1.0),))
@@ -302,8 +334,17 @@ def iot_request_answered(account_id: str, region: str, request_topic: str, answe
 
 
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems", "ExecuteStatement"})
-WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems",
-                              "BatchExecuteStatement", "ExecuteTransaction"})  # fmt: skip
+WRITE_OPERATIONS = frozenset(
+    {
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "BatchExecuteStatement",
+        "ExecuteTransaction",
+    }
+)
 
 
 def dynamodb_throttled(account_id: str, region: str, table: str, operation: str, events: int = 1) -> None:
@@ -311,10 +352,15 @@ def dynamodb_throttled(account_id: str, region: str, table: str, operation: str,
     request by TableName and Operation; ReadThrottleEvents or WriteThrottleEvents per event by
     TableName. DynamoDB publishes them only when throttling happens."""
     kind = "ReadThrottleEvents" if operation in READ_OPERATIONS else "WriteThrottleEvents"
-    publish_all(account_id, region, "AWS/DynamoDB", [
-        Datum("ThrottledRequests", 1, {"TableName": table, "Operation": operation}, "Count"),
-        Datum(kind, float(events), {"TableName": table}, "Count"),
-    ])  # fmt: skip
+    publish_all(
+        account_id,
+        region,
+        "AWS/DynamoDB",
+        [
+            Datum("ThrottledRequests", 1, {"TableName": table, "Operation": operation}, "Count"),
+            Datum(kind, float(events), {"TableName": table}, "Count"),
+        ],
+    )
 
 
 # Installation --------------------------------------------------------------------------------------
@@ -330,8 +376,9 @@ def install() -> None:
         store(self, namespace, metric_data)  # moto validates first: a refused request indexes nothing
         index = series(self)
         for datum in metric_data:
-            identity = Identity.of(namespace, datum["MetricName"],
-                                   ((d["Name"], d["Value"]) for d in datum.get("Dimensions") or ()))  # fmt: skip
+            identity = Identity.of(
+                namespace, datum["MetricName"], ((d["Name"], d["Value"]) for d in datum.get("Dimensions") or ())
+            )
             for sample in _samples(datum):
                 index.add(identity, sample)
 

@@ -43,10 +43,19 @@ from sandbox.moto_patches import atomic_dynamodb_writes
 
 TARGET_PREFIX = "DynamoDB_20120810."
 GET_ITEM_PARAMETERS = frozenset({"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"})
-UPDATE_ITEM_PARAMETERS = frozenset({
-    "TableName", "Key", "UpdateExpression", "ConditionExpression", "ExpressionAttributeNames",
-    "ExpressionAttributeValues", "ReturnValues", "ReturnValuesOnConditionCheckFailure", "ReturnConsumedCapacity",
-})  # fmt: skip
+UPDATE_ITEM_PARAMETERS = frozenset(
+    {
+        "TableName",
+        "Key",
+        "UpdateExpression",
+        "ConditionExpression",
+        "ExpressionAttributeNames",
+        "ExpressionAttributeValues",
+        "ReturnValues",
+        "ReturnValuesOnConditionCheckFailure",
+        "ReturnConsumedCapacity",
+    }
+)
 MAX_ITEM_BYTES = 405000  # moto's LimitedSizeDict limit: above it moto raises, so moto must answer
 UPDATE_CAPACITY = 0.5  # what moto's UpdateItem reports as ConsumedCapacity, asked for or not
 

@@ -253,8 +253,8 @@ def request(endpoint: str, method: str, body: dict[str, Any] | None = None, time
     """The server's fault report after the request; OSError when nothing answers, ValueError for a
     fault it refused."""
     data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(f"{endpoint}{FAULTS_PATH}", data=data, method=method,  # noqa: S310 - local
-                                  headers={"Content-Type": "application/json"})  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    call = urllib.request.Request(f"{endpoint}{FAULTS_PATH}", data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(call, timeout=timeout) as answer:  # noqa: S310 - local http
             text = answer.read()
@@ -278,8 +278,9 @@ def main(argv: list[str], endpoint: str) -> int:
     parser.add_argument("target", choices=["registry", "clear"], help="registry: set a fault; clear: end it")
     parser.add_argument("mode", nargs="?", help=f"registry: one of {', '.join(MODES)}")
     parser.add_argument("--table", help="only requests naming this table (default: every table)")
-    parser.add_argument("--operations", help="comma-separated DynamoDB operations, e.g. GetItem,UpdateItem "
-                        "(default: every operation)")  # fmt: skip
+    parser.add_argument(
+        "--operations", help="comma-separated DynamoDB operations, e.g. GetItem,UpdateItem (default: every operation)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.target == "clear":
@@ -298,8 +299,10 @@ def main(argv: list[str], endpoint: str) -> int:
         print(f"sandbox: error: {refused}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"sandbox: error: the sandbox does not answer at {endpoint} ({error}): start it with `make sandbox-up`",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"sandbox: error: the sandbox does not answer at {endpoint} ({error}): start it with `make sandbox-up`",
+            file=sys.stderr,
+        )
         return 1
     print(f"sandbox: fault set: {report['fault']['description']}; clear it with `python -m sandbox fault clear`")
     return 0

@@ -50,11 +50,20 @@ ADMIN_ACCESS_KEY = "sandbox"  # the account's own credentials: Terraform, operat
 DECISIONS_KEPT = 4096
 # IAM writes that change what a role may do (or whether it exists): each empties the caches.
 IAM_WRITES = (
-    "create_role", "delete_role", "update_assume_role_policy", "put_role_policy", "delete_role_policy",
-    "attach_role_policy", "detach_role_policy", "create_policy_version", "delete_policy_version",
-    "set_default_policy_version", "delete_policy", "put_role_permissions_boundary",
+    "create_role",
+    "delete_role",
+    "update_assume_role_policy",
+    "put_role_policy",
+    "delete_role_policy",
+    "attach_role_policy",
+    "detach_role_policy",
+    "create_policy_version",
+    "delete_policy_version",
+    "set_default_policy_version",
+    "delete_policy",
+    "put_role_permissions_boundary",
     "delete_role_permissions_boundary",
-)  # fmt: skip
+)
 # Held by each IAM write above and by this module's reads of moto's IAM state (moto has no lock of its
 # own: a read iterating a role's policies while a request thread wrote them could fail or see half).
 IAM_LOCK = threading.RLock()
@@ -165,8 +174,10 @@ class Authority:
         fails for a function whose role it no longer can, as in AWS. moto checks only that the role
         exists, at create."""
         create, update, invoke = (
-            LambdaBackend.create_function, LambdaBackend.update_function_configuration, LambdaFunction.invoke,
-        )  # fmt: skip
+            LambdaBackend.create_function,
+            LambdaBackend.update_function_configuration,
+            LambdaFunction.invoke,
+        )
 
         def create_function(backend: LambdaBackend, spec: dict[str, Any]) -> Any:
             role, name = spec.get("Role"), spec.get("FunctionName")
@@ -338,9 +349,11 @@ class Authority:
         except RoleMissing:
             return Decision(False, statement="no such role")
         request = Request(
-            "sts:AssumeRole", role_arn,
-            service_context(source_arn, source_account), Principal("Service", service),
-        )  # fmt: skip
+            "sts:AssumeRole",
+            role_arn,
+            service_context(source_arn, source_account),
+            Principal("Service", service),
+        )
         return iam_policies.evaluate([iam_policies.parse_document(document)], request)
 
     def function_policy_allows(self, function_arn: str, service: str, source_arn: str, source_account: str) -> Decision:
@@ -355,9 +368,11 @@ class Authority:
             return Decision(False, statement="no such function")
         statements = list(function.policy.statements) if function.policy is not None else []
         request = Request(
-            "lambda:InvokeFunction", function.function_arn,
-            service_context(source_arn, source_account), Principal("Service", service),
-        )  # fmt: skip
+            "lambda:InvokeFunction",
+            function.function_arn,
+            service_context(source_arn, source_account),
+            Principal("Service", service),
+        )
         return iam_policies.evaluate([iam_policies.parse_document({"Statement": statements})], request)
 
 

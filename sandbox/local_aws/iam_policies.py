@@ -200,8 +200,10 @@ class Statement:
             return True
         names = self.principals.get(principal.kind, ())
         if principal.kind == "AWS":
-            return any(n == "*" or n in (principal.name, principal.account, f"arn:aws:iam::{principal.account}:root")
-                       for n in names)  # fmt: skip
+            return any(
+                n == "*" or n in (principal.name, principal.account, f"arn:aws:iam::{principal.account}:root")
+                for n in names
+            )
         return principal.name in names
 
     def applies(self, request: Request) -> bool:

@@ -83,20 +83,41 @@ class Call:
 
 
 # DynamoDB -----------------------------------------------------------------------------------------
-DYNAMODB_TABLE_ACTIONS = frozenset({
-    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "DescribeTable",
-    "DescribeTimeToLive", "DescribeContinuousBackups",
-})  # fmt: skip
+DYNAMODB_TABLE_ACTIONS = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "DescribeTable",
+        "DescribeTimeToLive",
+        "DescribeContinuousBackups",
+    }
+)
 # The calls that read or write items, for which DynamoDB decrypts the table key with the caller's
 # permission; the table's metadata (DescribeTable, its TTL, backups and tags) needs no key.
-DYNAMODB_ITEM_ACTIONS = frozenset({
-    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
-    "ConditionCheckItem",
-})  # fmt: skip
+DYNAMODB_ITEM_ACTIONS = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "ConditionCheckItem",
+    }
+)
 TRANSACT_ACTIONS = {
-    "Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem",
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
     "Get": "GetItem",
-}  # fmt: skip
+}
 
 
 def _table_key_arn(call: Call, table_name: str) -> str | None:
@@ -304,9 +325,11 @@ QUERY_SERVICES = frozenset({"iam", "sts", "sns", "monitoring", "ec2", "cloudform
 QUERY_COMPATIBLE = frozenset({"monitoring"})  # JSON/CBOR errors also carry the query code (x-amzn-query-error)
 # The service of an unsigned JSON or CBOR request, for the form of its refusal.
 TARGET_SERVICES = {
-    "DynamoDB_20120810": "dynamodb", "GraniteServiceVersion20100801": "monitoring", "Logs_20140328": "logs",
+    "DynamoDB_20120810": "dynamodb",
+    "GraniteServiceVersion20100801": "monitoring",
+    "Logs_20140328": "logs",
     "TrentService": "kms",
-}  # fmt: skip
+}
 Response = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -480,9 +503,16 @@ class FunctionCallsChecked:
         if credential is None or not service:  # the function's own key, in a scope the sandbox cannot read
             return self._answer(start_response, refused(UNREADABLE_SCOPE, protocol, shaped_as))
         call = Call(
-            service, credential.group(2), caller.account_id, environ.get("REQUEST_METHOD", ""), path,
-            target, body, urllib.parse.parse_qs(query), environ.get("HTTP_X_AMZN_PRINCIPAL", ""),
-        )  # fmt: skip
+            service,
+            credential.group(2),
+            caller.account_id,
+            environ.get("REQUEST_METHOD", ""),
+            path,
+            target,
+            body,
+            urllib.parse.parse_qs(query),
+            environ.get("HTTP_X_AMZN_PRINCIPAL", ""),
+        )
         message = self.refusal_message(caller, call)
         if message is None:
             return self.app(environ, start_response)

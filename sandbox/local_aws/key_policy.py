@@ -19,8 +19,16 @@ from functools import cache
 from typing import Any
 
 NOT_EVALUATED = "is not evaluated by the sandbox"
-OPERATORS = {"StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "ArnEquals", "ArnNotEquals",
-             "ArnLike", "ArnNotLike"}  # fmt: skip
+OPERATORS = {
+    "StringEquals",
+    "StringNotEquals",
+    "StringLike",
+    "StringNotLike",
+    "ArnEquals",
+    "ArnNotEquals",
+    "ArnLike",
+    "ArnNotLike",
+}
 
 
 @cache
@@ -85,8 +93,9 @@ def service_may_use(
                 continue
             if not any(_wildcard(str(a), case_sensitive=False).match(action) for a in _listed(statement.get("Action"))):
                 continue
-            if not any(_wildcard(str(r), case_sensitive=True).match(resource)
-                       for r in _listed(statement.get("Resource", []))):  # fmt: skip
+            if not any(
+                _wildcard(str(r), case_sensitive=True).match(resource) for r in _listed(statement.get("Resource", []))
+            ):
                 continue
             unmet = _condition(statement.get("Condition", {}), context)
             if statement.get("Effect") == "Deny" and (unmet is None or NOT_EVALUATED in unmet):

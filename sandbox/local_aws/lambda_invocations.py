@@ -101,8 +101,11 @@ def invocation(fn: Function) -> Iterator[Outcome]:
     finally:
         with _lock:
             _running[fn.function_arn] -= 1
-        values = [("Invocations", 1.0, "Count"), ("Errors", 1.0 if outcome.errored else 0.0, "Count"),
-                  ("Throttles", 0.0, "Count")]  # fmt: skip
+        values = [
+            ("Invocations", 1.0, "Count"),
+            ("Errors", 1.0 if outcome.errored else 0.0, "Count"),
+            ("Throttles", 0.0, "Count"),
+        ]
         if outcome.duration_ms is not None:
             values.append(("Duration", outcome.duration_ms, "Milliseconds"))
         _publish(fn, values, started)

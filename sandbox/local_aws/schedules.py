@@ -94,11 +94,21 @@ class ScheduleRunner:
             print(f"schedules: {rule.name}: the function policy of {arn} does not allow {EVENTS_SERVICE}", flush=True)
             return
         event = target.get("Input")
-        payload = json.loads(event) if event else {
-            "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": self.account.account_id, "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": self.account.region, "resources": [rule.arn], "detail": {},
-        }  # fmt: skip
+        payload = (
+            json.loads(event)
+            if event
+            else {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": self.account.account_id,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": self.account.region,
+                "resources": [rule.arn],
+                "detail": {},
+            }
+        )
         try:
             invocation = self.account.invoke(arn, payload)
         except AwsError as error:

@@ -160,11 +160,19 @@ def install() -> None:
     original = {
         name: getattr(IoTBackend, name)
         for name in (
-            "create_thing", "update_thing", "create_thing_type", "create_thing_group", "update_thing_group",
-            "deprecate_thing_type", "delete_thing_type", "delete_thing", "delete_thing_group", "create_policy",
+            "create_thing",
+            "update_thing",
+            "create_thing_type",
+            "create_thing_group",
+            "update_thing_group",
+            "deprecate_thing_type",
+            "delete_thing_type",
+            "delete_thing",
+            "delete_thing_group",
+            "create_policy",
             "create_policy_version",
         )
-    }  # fmt: skip
+    }
 
     def create_thing(
         self: IoTBackend,
@@ -190,9 +198,12 @@ def install() -> None:
                 f"Thing {thing_name} already exists in account with different attributes", existing.thing_id, arn
             )
         return original["create_thing"](
-            self, thing_name=thing_name, thing_type_name=thing_type_name, attribute_payload=attribute_payload,
+            self,
+            thing_name=thing_name,
+            thing_type_name=thing_type_name,
+            attribute_payload=attribute_payload,
             billing_group_name=billing_group_name,
-        )  # fmt: skip
+        )
 
     def update_thing(
         self: IoTBackend,
@@ -216,9 +227,12 @@ def install() -> None:
         typed = bool(thing_type_name) or (thing.thing_type is not None and not remove_thing_type)
         _check_attribute_count(thing_name, after, typed)
         original["update_thing"](
-            self, thing_name=thing_name, thing_type_name=thing_type_name, attribute_payload=attribute_payload,
+            self,
+            thing_name=thing_name,
+            thing_type_name=thing_type_name,
+            attribute_payload=attribute_payload,
             remove_thing_type=remove_thing_type,
-        )  # fmt: skip
+        )
 
     def create_thing_type(self: IoTBackend, thing_type_name: str, thing_type_properties: dict[str, Any]) -> Any:
         _refuse_invalid(_name_violations("thingTypeName", thing_type_name))
@@ -234,18 +248,22 @@ def install() -> None:
             violations += _name_violations("parentGroupName", parent_group_name)
         _refuse_invalid(violations)
         return original["create_thing_group"](
-            self, thing_group_name=thing_group_name, parent_group_name=parent_group_name,
+            self,
+            thing_group_name=thing_group_name,
+            parent_group_name=parent_group_name,
             thing_group_properties=thing_group_properties,
-        )  # fmt: skip
+        )
 
     def update_thing_group(
         self: IoTBackend, thing_group_name: str, thing_group_properties: dict[str, Any], expected_version: int
     ) -> Any:
         _refuse_invalid(_name_violations("thingGroupName", thing_group_name))
         return original["update_thing_group"](
-            self, thing_group_name=thing_group_name, thing_group_properties=thing_group_properties,
+            self,
+            thing_group_name=thing_group_name,
+            thing_group_properties=thing_group_properties,
             expected_version=expected_version,
-        )  # fmt: skip
+        )
 
     def deprecate_thing_type(self: IoTBackend, thing_type_name: str, undo_deprecate: bool) -> Any:
         thing_type = original["deprecate_thing_type"](
@@ -260,8 +278,9 @@ def install() -> None:
 
     def delete_thing_type(self: IoTBackend, thing_type_name: str) -> None:
         thing_type = self.describe_thing_type(thing_type_name)  # an unknown type: moto's 404
-        if any(t.thing_type is not None and t.thing_type.thing_type_name == thing_type_name
-               for t in self.things.values()):  # fmt: skip
+        if any(
+            t.thing_type is not None and t.thing_type.thing_type_name == thing_type_name for t in self.things.values()
+        ):
             raise InvalidRequestException(
                 f"Cannot delete thing type : {thing_type_name}. "
                 "You cannot delete a thing type if it has things associated with it"
@@ -295,9 +314,17 @@ def install() -> None:
         )
 
     for replacement in (
-        create_thing, update_thing, create_thing_type, create_thing_group, update_thing_group,
-        deprecate_thing_type, delete_thing_type, delete_thing, delete_thing_group, create_policy,
+        create_thing,
+        update_thing,
+        create_thing_type,
+        create_thing_group,
+        update_thing_group,
+        deprecate_thing_type,
+        delete_thing_type,
+        delete_thing,
+        delete_thing_group,
+        create_policy,
         create_policy_version,
-    ):  # fmt: skip
+    ):
         setattr(IoTBackend, replacement.__name__, replacement)
     IoTBackend._sandbox_registry_rules = True

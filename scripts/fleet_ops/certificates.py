@@ -68,8 +68,15 @@ def expiring(stack: DeployedStack, days: int, *, workers: int = 8) -> list[Expir
         end = not_after(description.get("certificatePem", ""))
         if end is None or end > horizon:
             return None
-        return Expiry(kind, name, certificate_id, description["status"], end.isoformat(), (end - now).days,
-                      things.get(name, "") if kind == "device" else "")  # fmt: skip
+        return Expiry(
+            kind,
+            name,
+            certificate_id,
+            description["status"],
+            end.isoformat(),
+            (end - now).days,
+            things.get(name, "") if kind == "device" else "",
+        )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         found = [e for e in pool.map(expiry, certificates) if e is not None]

@@ -98,8 +98,9 @@ def generations(stack: DeployedStack, *, since_days: float = 30.0) -> list[Gener
         description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
         end = not_after(description.get("certificatePem", ""))
         count, last = uses.get(certificate_id, (0, ""))
-        found.append(Generation(number, certificate_id, description["status"], end.isoformat() if end else "",
-                                count, last))  # fmt: skip
+        found.append(
+            Generation(number, certificate_id, description["status"], end.isoformat() if end else "", count, last)
+        )
     return found
 
 

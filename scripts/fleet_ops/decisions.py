@@ -61,8 +61,9 @@ def hook_log_group(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
 
 
-def decisions(logs: Any, function_name: str, serial_number: str, *, since_days: float,
-              limit: int) -> list[HookDecision]:  # fmt: skip
+def decisions(
+    logs: Any, function_name: str, serial_number: str, *, since_days: float, limit: int
+) -> list[HookDecision]:
     """The hook's decisions for this serial in the last `since_days` days, oldest first (at most `limit`,
     the newest). The JSON filter makes CloudWatch send only this serial's lines; each line is checked
     again here (a local AWS that ignores filter patterns sends them all)."""
@@ -81,13 +82,17 @@ def decisions(logs: Any, function_name: str, serial_number: str, *, since_days: 
                 continue
             if not isinstance(record, dict) or record.get("serialNumber") != serial_number or "reason" not in record:
                 continue
-            found.append(HookDecision(
-                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["timestamp"] / 1000)),
-                decision=str(record.get("decision", "")), reason=str(record["reason"]),
-                detail=str(record.get("detail") or ""), certificate_id=str(record.get("certificateId") or ""),
-                claim_certificate_id=str(record.get("claimCertificateId") or ""),
-                thing_name=str(record.get("thingName") or ""),
-            ))  # fmt: skip
+            found.append(
+                HookDecision(
+                    time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["timestamp"] / 1000)),
+                    decision=str(record.get("decision", "")),
+                    reason=str(record["reason"]),
+                    detail=str(record.get("detail") or ""),
+                    certificate_id=str(record.get("certificateId") or ""),
+                    claim_certificate_id=str(record.get("claimCertificateId") or ""),
+                    thing_name=str(record.get("thingName") or ""),
+                )
+            )
     found.sort(key=lambda d: d.time)
     return found[-limit:]
 
@@ -95,8 +100,12 @@ def decisions(logs: Any, function_name: str, serial_number: str, *, since_days: 
 def serial_problem(serial_number: str) -> str | None:
     """Why the hook would refuse this serial whatever the registry says (None when it is well formed)."""
     try:
-        hook.parse_request({"certificateId": "0" * 64, "parameters": {
-            "SerialNumber": serial_number, "DeviceType": "x", "Manufacturer": "x"}})  # fmt: skip
+        hook.parse_request(
+            {
+                "certificateId": "0" * 64,
+                "parameters": {"SerialNumber": serial_number, "DeviceType": "x", "Manufacturer": "x"},
+            }
+        )
     except hook.Invalid as invalid:
         if "SerialNumber" in str(invalid):
             return str(invalid)
@@ -104,23 +113,33 @@ def serial_problem(serial_number: str) -> str | None:
 
 
 def findings(
-    serial_number: str, item: dict[str, Any] | None, found: list[HookDecision], certificates: list[dict[str, Any]],
-    thing: dict[str, Any] | None, since_days: float,
-) -> list[str]:  # fmt: skip
+    serial_number: str,
+    item: dict[str, Any] | None,
+    found: list[HookDecision],
+    certificates: list[dict[str, Any]],
+    thing: dict[str, Any] | None,
+    since_days: float,
+) -> list[str]:
     """What a support engineer needs to say, most decisive first."""
     said: list[str] = []
     malformed = serial_problem(serial_number)
     if malformed:
-        said.append(f"this serial can never provision: the hook refuses it as {hook.INVALID_PARAMETERS} "
-                    f"({malformed}); such refusals are logged without a serial")  # fmt: skip
+        said.append(
+            f"this serial can never provision: the hook refuses it as {hook.INVALID_PARAMETERS} "
+            f"({malformed}); such refusals are logged without a serial"
+        )
     if found:
         last = found[-1]
-        said.append(f"last decision {last.time}: {last.reason}: {EXPLANATIONS.get(last.reason, 'unknown reason')}"
-                    + (f" ({last.detail})" if last.detail else ""))  # fmt: skip
+        said.append(
+            f"last decision {last.time}: {last.reason}: {EXPLANATIONS.get(last.reason, 'unknown reason')}"
+            + (f" ({last.detail})" if last.detail else "")
+        )
     else:
-        said.append(f"no provisioning request with this serial reached the hook in the last {since_days:g} days: "
-                    "a device refused earlier (claim certificate refused at connect, certificate creation "
-                    "rejected) or sending another serial never reaches it")  # fmt: skip
+        said.append(
+            f"no provisioning request with this serial reached the hook in the last {since_days:g} days: "
+            "a device refused earlier (claim certificate refused at connect, certificate creation "
+            "rejected) or sending another serial never reaches it"
+        )
     if item is None:
         said.append("the registry has no item for it: the hook refuses it as NOT_ENROLLED")
     else:
@@ -134,16 +153,22 @@ def findings(
         elif status == "provisioned":
             said.append(f"registry: provisioned at {item.get('provisionedAt', '?')} as {item.get('thingName')}")
         elif status == "provisioning":
-            said.append(f"registry: provisioning since {item.get('provisioningStartedAt', '?')}: the hook allowed "
-                        "it, the thing-created event has not completed it (still under way, or the template or "
-                        "the registry event failed); the reconciler completes it or marks it failed "
-                        "StaleClaimMinutes after it began")  # fmt: skip
+            said.append(
+                f"registry: provisioning since {item.get('provisioningStartedAt', '?')}: the hook allowed "
+                "it, the thing-created event has not completed it (still under way, or the template or "
+                "the registry event failed); the reconciler completes it or marks it failed "
+                "StaleClaimMinutes after it began"
+            )
         else:
-            said.append(f"registry: {status} as {item.get('deviceType')} from {item.get('manufacturer')}, "
-                        f"thing name {item.get('thingName') or '(derived)'}")  # fmt: skip
+            said.append(
+                f"registry: {status} as {item.get('deviceType')} from {item.get('manufacturer')}, "
+                f"thing name {item.get('thingName') or '(derived)'}"
+            )
     for certificate in certificates:
-        said.append(f"certificate {certificate['certificateId'][:12]}…: {certificate['status']}, "
-                    f"valid until {certificate['notAfter']}")  # fmt: skip
+        said.append(
+            f"certificate {certificate['certificateId'][:12]}…: {certificate['status']}, "
+            f"valid until {certificate['notAfter']}"
+        )
     if item is not None and item.get("status") == "provisioned" and thing is None:
         said.append("the registry says provisioned but the thing does not exist")
     return said

@@ -89,14 +89,16 @@ class Devices:
     def claim_certificate_ids(self) -> set[str]:
         generations = self.stack.outputs.get("claim_certificates") or {}
         ids = {str(g["id"]) for g in generations.values() if isinstance(g, dict) and g.get("id")}
-        return ids | ({str(self.stack.outputs["claim_certificate_id"])} if "claim_certificate_id" in self.stack.outputs
-                      else set())  # fmt: skip
+        return ids | (
+            {str(self.stack.outputs["claim_certificate_id"])} if "claim_certificate_id" in self.stack.outputs else set()
+        )
 
     @staticmethod
     def thing_name_of(item: dict[str, Any]) -> str:
         """The device's thing name: the one enrolled, else the hook's derived one."""
-        return str(item.get("thingName") or derived_thing_name(str(item.get("deviceType", "")),
-                                                              str(item["serialNumber"])))  # fmt: skip
+        return str(
+            item.get("thingName") or derived_thing_name(str(item.get("deviceType", "")), str(item["serialNumber"]))
+        )
 
     def _device(self, serial_number: str) -> dict[str, Any]:
         if serial_number.startswith(THING_NAME_RESERVATION_PREFIX):
@@ -117,8 +119,11 @@ class Devices:
 
     def principals(self, thing_name: str) -> list[str]:
         try:
-            return [p for page in self.iot.get_paginator("list_thing_principals").paginate(thingName=thing_name)
-                    for p in page["principals"]]  # fmt: skip
+            return [
+                p
+                for page in self.iot.get_paginator("list_thing_principals").paginate(thingName=thing_name)
+                for p in page["principals"]
+            ]
         except ClientError as error:
             if _missing(error):
                 return []
@@ -168,16 +173,21 @@ class Devices:
                     raise
         return {
             "registry": item,
-            "thing": None if thing is None else {
-                "thingName": name, "thingTypeName": thing.get("thingTypeName"),
-                "attributes": thing.get("attributes", {}), "version": thing.get("version"),
+            "thing": None
+            if thing is None
+            else {
+                "thingName": name,
+                "thingTypeName": thing.get("thingTypeName"),
+                "attributes": thing.get("attributes", {}),
+                "version": thing.get("version"),
             },
             "groups": groups,
             "factoryKeyFingerprint": manifest.fingerprint(str(item["factoryPublicKey"]))
-            if item.get("factoryPublicKey") else None,
+            if item.get("factoryPublicKey")
+            else None,
             "certificates": [c for c in (self.certificate(i) for i in self.certificate_ids(item)) if c],
             "shadow": shadow,
-        }  # fmt: skip
+        }
 
     # Revoke ---------------------------------------------------------------------------------------
     def revoke(self, serial_number: str, reason: str) -> dict[str, Any]:
@@ -192,10 +202,14 @@ class Devices:
         now = reg.now_text()
         try:
             moved = self._recorded(
-                lambda: self.registry.move(serial_number, reg.REVOKED, unless=[reg.REVOKED, reg.DECOMMISSIONED],
-                                           fields={"revokedAt": now, "revocationReason": reason, "updatedAt": now}),
+                lambda: self.registry.move(
+                    serial_number,
+                    reg.REVOKED,
+                    unless=[reg.REVOKED, reg.DECOMMISSIONED],
+                    fields={"revokedAt": now, "revocationReason": reason, "updatedAt": now},
+                ),
                 f"{serial_number}: certificates revoked",
-            )  # fmt: skip
+            )
         except Unrecorded as unrecorded:  # what an attempt got meanwhile is revoked all the same
             revoked += self._revoke_certificates(self._device(serial_number))
             raise Unrecorded(
@@ -206,11 +220,18 @@ class Devices:
         item = self._device(serial_number)  # as it is now: an attempt may have got a certificate meanwhile
         revoked += self._revoke_certificates(item)
         if item.get("status") != reg.REVOKED:
-            raise Refused(f"{serial_number} became {item.get('status')} meanwhile; its certificates were revoked "
-                          f"({', '.join(revoked) or 'none left'})")  # fmt: skip
-        return {"serialNumber": serial_number, "status": reg.REVOKED, "alreadyRevoked": not moved,
-                "revokedAt": item.get("revokedAt"), "reason": item.get("revocationReason"),
-                "certificatesRevoked": revoked}  # fmt: skip
+            raise Refused(
+                f"{serial_number} became {item.get('status')} meanwhile; its certificates were revoked "
+                f"({', '.join(revoked) or 'none left'})"
+            )
+        return {
+            "serialNumber": serial_number,
+            "status": reg.REVOKED,
+            "alreadyRevoked": not moved,
+            "revokedAt": item.get("revokedAt"),
+            "reason": item.get("revocationReason"),
+            "certificatesRevoked": revoked,
+        }
 
     def _revoke_certificates(self, item: dict[str, Any]) -> list[str]:
         revoked = []
@@ -229,8 +250,10 @@ class Devices:
                 return write()
             except (ClientError, BotoCoreError) as error:
                 if attempt == REGISTRY_ATTEMPTS - 1:
-                    raise Unrecorded(f"{done}; the registry did not record it after {REGISTRY_ATTEMPTS} attempts "
-                                     f"({error}): run the same command again to record it") from error  # fmt: skip
+                    raise Unrecorded(
+                        f"{done}; the registry did not record it after {REGISTRY_ATTEMPTS} attempts "
+                        f"({error}): run the same command again to record it"
+                    ) from error
                 time.sleep(0.5 * 2**attempt)
         return False
 
@@ -243,10 +266,14 @@ class Devices:
         now = reg.now_text()
         try:
             moved = self._recorded(
-                lambda: self.registry.move(serial_number, reg.DECOMMISSIONED, unless=[reg.DECOMMISSIONED],
-                                           fields={"decommissionedAt": now, "updatedAt": now}),
+                lambda: self.registry.move(
+                    serial_number,
+                    reg.DECOMMISSIONED,
+                    unless=[reg.DECOMMISSIONED],
+                    fields={"decommissionedAt": now, "updatedAt": now},
+                ),
                 f"{serial_number}: certificates and thing deleted",
-            )  # fmt: skip
+            )
         except Unrecorded:  # what an attempt made meanwhile goes all the same
             item = self._device(serial_number)
             self.remove(self.thing_name_of(item), self.certificate_ids(item))
@@ -379,8 +406,13 @@ class Devices:
 
     def leftovers(self) -> tuple[list[str], list[str]]:
         """Things of the stack's thing type and certificates attached to its device policies."""
-        things = [t["thingName"] for page in self.iot.get_paginator("list_things").paginate(
-            thingTypeName=self.stack.output("thing_type_name")) for t in page["things"]]  # fmt: skip
+        things = [
+            t["thingName"]
+            for page in self.iot.get_paginator("list_things").paginate(
+                thingTypeName=self.stack.output("thing_type_name")
+            )
+            for t in page["things"]
+        ]
         certificates: list[str] = []
         for policy in dict(self.stack.output("device_policy_names")).values():
             try:
@@ -400,8 +432,11 @@ class Devices:
         group = f"/aws/lambda/{self.stack.output('provisioning_hook_function_name')}"
         named: list[str] = []
         try:
-            pages = self.stack.client("logs").get_paginator("filter_log_events").paginate(
-                logGroupName=group, filterPattern='{ $.decision = "deny" }')  # fmt: skip
+            pages = (
+                self.stack.client("logs")
+                .get_paginator("filter_log_events")
+                .paginate(logGroupName=group, filterPattern='{ $.decision = "deny" }')
+            )
             for page in pages:
                 for event in page.get("events", []):
                     try:

@@ -173,8 +173,7 @@ def _json_rows(text: str) -> tuple[list[RawRow], list[Problem]]:
         if isinstance(value, dict):
             unknown = [str(name) for name in value if name not in ALL_COLUMNS]
             if unknown:
-                problems.append(Problem(line, f"unknown field {unknown[0]!r}; the fields are "
-                                        f"{', '.join(ALL_COLUMNS)}"))  # fmt: skip
+                problems.append(Problem(line, f"unknown field {unknown[0]!r}; the fields are {', '.join(ALL_COLUMNS)}"))
             else:
                 rows.append(RawRow(line, value))
         else:
@@ -198,9 +197,12 @@ def _line(text: str, position: int) -> int:
 
 
 def validate(
-    rows: Iterable[RawRow], allowed_device_types: Sequence[str], *, claim_client_id_prefix: str = "claim-",
+    rows: Iterable[RawRow],
+    allowed_device_types: Sequence[str],
+    *,
+    claim_client_id_prefix: str = "claim-",
     require_factory_key: bool = False,
-) -> tuple[list[Device], list[Problem]]:  # fmt: skip
+) -> tuple[list[Device], list[Problem]]:
     """The rows that pass every check on their own and against each other, and a problem per row that
     does not (the first problem found in it). A thing name may not start with the claim client-id prefix
     (the claim certificate could connect as that thing); `require_factory_key`: the stack requires
@@ -213,11 +215,17 @@ def validate(
         device, problem = _device(row, allowed_device_types, claim_client_id_prefix, require_factory_key)
         if problem is None and device is not None:
             if device.serial_number in serials:
-                problem = Problem(row.line, f"serial {device.serial_number} is also on line "
-                                  f"{serials[device.serial_number]}", device.serial_number)  # fmt: skip
+                problem = Problem(
+                    row.line,
+                    f"serial {device.serial_number} is also on line {serials[device.serial_number]}",
+                    device.serial_number,
+                )
             elif device.thing_name in thing_names:
-                problem = Problem(row.line, f"thing name {device.thing_name} is also on line "
-                                  f"{thing_names[device.thing_name]}", device.serial_number)  # fmt: skip
+                problem = Problem(
+                    row.line,
+                    f"thing name {device.thing_name} is also on line {thing_names[device.thing_name]}",
+                    device.serial_number,
+                )
         if device is not None:
             # A row counts for the duplicate checks even when it is bad in another way: its twin is a
             # duplicate whichever of the two the operator fixes.

@@ -42,8 +42,13 @@ from iot_fleet.registry_schema import (
 from scripts.fleet_ops.manifest import Device, Problem
 
 ENROLLED, PROVISIONING, PROVISIONED, REVOKED, DECOMMISSIONED, FAILED = (
-    "enrolled", "provisioning", "provisioned", "revoked", "decommissioned", "failed",
-)  # fmt: skip
+    "enrolled",
+    "provisioning",
+    "provisioned",
+    "revoked",
+    "decommissioned",
+    "failed",
+)
 MANIFEST_FIELDS = ("deviceType", "manufacturer", "thingName", "firmwareVersion", "location", "factoryPublicKey")
 BATCH_GET_MAX = 100  # BatchGetItem's limit per request
 WRITE_ATTEMPTS = 5  # a transaction refused because the registry changed meanwhile is planned again
@@ -73,8 +78,9 @@ def typed(values: dict[str, str]) -> dict[str, dict[str, str]]:
 
 def _condition_failed(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in (
-        "ConditionalCheckFailedException", "TransactionCanceledException",
-    )  # fmt: skip
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,9 @@ class Registry:
 
     # Reads ----------------------------------------------------------------------------------------
     def get(self, serial_number: str) -> dict[str, Any] | None:
-        item = self.client.get_item(TableName=self.table, Key={PARTITION_KEY: {"S": serial_number}},
-                                    ConsistentRead=True).get("Item")  # fmt: skip
+        item = self.client.get_item(
+            TableName=self.table, Key={PARTITION_KEY: {"S": serial_number}}, ConsistentRead=True
+        ).get("Item")
         return plain(item)
 
     def get_many(self, keys: Sequence[str], workers: int = 8) -> dict[str, dict[str, Any]]:
@@ -144,9 +151,13 @@ class Registry:
         raise RuntimeError(f"DynamoDB left {len(request[self.table]['Keys'])} keys unread after 10 attempts")
 
     def page(
-        self, *, device_type: str | None = None, status: str | None = None, limit: int | None = None,
+        self,
+        *,
+        device_type: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
         next_token: str | None = None,
-    ) -> Page:  # fmt: skip
+    ) -> Page:
         """One page of device items: through the status index (by status, and by type within a status:
         its sort key) or the type index; a scan only when nothing filters. `limit`: items read at most."""
         request: dict[str, Any] = {"TableName": self.table, "ReturnConsumedCapacity": "TOTAL"}
@@ -213,9 +224,12 @@ class Registry:
         return plan
 
     def enroll(
-        self, enrollments: Sequence[Enrollment], *, workers: int = 16,
+        self,
+        enrollments: Sequence[Enrollment],
+        *,
+        workers: int = 16,
         on_done: Callable[[Enrollment], None] | None = None,
-    ) -> list[Enrollment]:  # fmt: skip
+    ) -> list[Enrollment]:
         """Writes the planned enrollments, `workers` at a time; returns what each one did (the registry
         may have moved on since the plan: a device that started provisioning is left untouched)."""
         results: list[Enrollment] = []
@@ -249,15 +263,21 @@ class Registry:
         token = uuid.uuid4().hex
         now = now_text()
         try:
-            self.client.put_item(TableName=self.table, Item=self._reservation(device, token, now),
-                                 ConditionExpression=f"attribute_not_exists({PARTITION_KEY})")  # fmt: skip
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._reservation(device, token, now),
+                ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
+            )
         except ClientError as error:
             if _condition_failed(error):
                 return False
             raise
         try:
-            self.client.put_item(TableName=self.table, Item=self._new_item(device, now),
-                                 ConditionExpression=f"attribute_not_exists({PARTITION_KEY})")  # fmt: skip
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._new_item(device, now),
+                ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
+            )
         except ClientError as error:
             if not _condition_failed(error):
                 raise
@@ -268,9 +288,11 @@ class Registry:
     def _give_back(self, thing_name: str, token: str) -> None:
         try:
             self.client.delete_item(
-                TableName=self.table, Key={PARTITION_KEY: {"S": reservation_key(thing_name)}},
-                ConditionExpression="reservationToken = :token", ExpressionAttributeValues={":token": {"S": token}},
-            )  # fmt: skip
+                TableName=self.table,
+                Key={PARTITION_KEY: {"S": reservation_key(thing_name)}},
+                ConditionExpression="reservationToken = :token",
+                ExpressionAttributeValues={":token": {"S": token}},
+            )
         except ClientError as error:
             if not _condition_failed(error):
                 raise
@@ -282,29 +304,43 @@ class Registry:
         serial = device.serial_number
         writes: list[dict[str, Any]] = []
         if item is None:
-            writes.append({"Put": {"TableName": self.table, "Item": self._new_item(device, now),
-                                   "ConditionExpression": f"attribute_not_exists({PARTITION_KEY})"}})  # fmt: skip
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": self._new_item(device, now),
+                        "ConditionExpression": f"attribute_not_exists({PARTITION_KEY})",
+                    }
+                }
+            )
         else:
             writes.append({"Update": self._update(device, item, now)})
         old_thing_name = str(item.get("thingName", "")) if item else ""
         if reservation is None or old_thing_name != device.thing_name:
             # Absent: take it. Ours, but no item uses it (an interrupted enrollment's): take it back,
             # with a new token so that attempt cannot give it away.
-            condition = (f"attribute_not_exists({PARTITION_KEY})" if reservation is None
-                         else "reservedFor = :serial")  # fmt: skip
-            put: dict[str, Any] = {"TableName": self.table, "Item": self._reservation(device, uuid.uuid4().hex, now),
-                                   "ConditionExpression": condition}  # fmt: skip
+            condition = f"attribute_not_exists({PARTITION_KEY})" if reservation is None else "reservedFor = :serial"
+            put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": self._reservation(device, uuid.uuid4().hex, now),
+                "ConditionExpression": condition,
+            }
             if reservation is not None:
                 put["ExpressionAttributeValues"] = {":serial": {"S": serial}}
             writes.append({"Put": put})
         if old_thing_name and old_thing_name != device.thing_name:
             old = self.get(reservation_key(old_thing_name))
             if old is not None and old.get("reservedFor") == serial:
-                writes.append({"Delete": {
-                    "TableName": self.table, "Key": {PARTITION_KEY: {"S": reservation_key(old_thing_name)}},
-                    "ConditionExpression": "reservedFor = :serial",
-                    "ExpressionAttributeValues": {":serial": {"S": serial}},
-                }})  # fmt: skip
+                writes.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": {PARTITION_KEY: {"S": reservation_key(old_thing_name)}},
+                            "ConditionExpression": "reservedFor = :serial",
+                            "ExpressionAttributeValues": {":serial": {"S": serial}},
+                        }
+                    }
+                )
         try:
             if len(writes) == 1:
                 self._write_one(writes[0])
@@ -324,12 +360,26 @@ class Registry:
         )
 
     def _new_item(self, device: Device, now: str) -> dict[str, Any]:
-        return typed({PARTITION_KEY: device.serial_number, "status": ENROLLED, **device.fields(), "enrolledAt": now,
-                      "updatedAt": now, "enrolledBy": self.enrolled_by})  # fmt: skip
+        return typed(
+            {
+                PARTITION_KEY: device.serial_number,
+                "status": ENROLLED,
+                **device.fields(),
+                "enrolledAt": now,
+                "updatedAt": now,
+                "enrolledBy": self.enrolled_by,
+            }
+        )
 
     def _reservation(self, device: Device, token: str, now: str) -> dict[str, Any]:
-        return typed({PARTITION_KEY: reservation_key(device.thing_name), "reservedFor": device.serial_number,
-                      "reservationToken": token, "reservedAt": now})  # fmt: skip
+        return typed(
+            {
+                PARTITION_KEY: reservation_key(device.thing_name),
+                "reservedFor": device.serial_number,
+                "reservationToken": token,
+                "reservedAt": now,
+            }
+        )
 
     def _update(self, device: Device, item: dict[str, Any], now: str) -> dict[str, Any]:
         """The manifest's fields set, the optional ones it leaves out removed, if the item is still
@@ -350,9 +400,14 @@ class Registry:
             values[":oldThing"] = {"S": str(item["thingName"])}
         else:
             condition += "attribute_not_exists(thingName)"
-        return {"TableName": self.table, "Key": {PARTITION_KEY: {"S": device.serial_number}},
-                "UpdateExpression": expression, "ConditionExpression": condition,
-                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}  # fmt: skip
+        return {
+            "TableName": self.table,
+            "Key": {PARTITION_KEY: {"S": device.serial_number}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
 
     # Lifecycle ------------------------------------------------------------------------------------
     def move(self, serial_number: str, status: str, *, unless: Iterable[str], fields: dict[str, str]) -> bool:
@@ -360,17 +415,23 @@ class Registry:
         (or the item does not exist)."""
         refused = list(unless)
         names = {"#status": "status", **{f"#f{i}": name for i, name in enumerate(fields)}}
-        values = {":to": {"S": status}, **{f":f{i}": {"S": v} for i, v in enumerate(fields.values())},
-                  **{f":u{i}": {"S": s} for i, s in enumerate(refused)}}  # fmt: skip
+        values = {
+            ":to": {"S": status},
+            **{f":f{i}": {"S": v} for i, v in enumerate(fields.values())},
+            **{f":u{i}": {"S": s} for i, s in enumerate(refused)},
+        }
         condition = f"attribute_exists({PARTITION_KEY})"
         if refused:
             condition += " AND NOT (#status IN (" + ", ".join(f":u{i}" for i in range(len(refused))) + "))"
         try:
             self.client.update_item(
-                TableName=self.table, Key={PARTITION_KEY: {"S": serial_number}},
+                TableName=self.table,
+                Key={PARTITION_KEY: {"S": serial_number}},
                 UpdateExpression="SET #status = :to" + "".join(f", #f{i} = :f{i}" for i in range(len(fields))),
-                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-            )  # fmt: skip
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
         except ClientError as error:
             if _condition_failed(error):
                 return False
@@ -383,8 +444,9 @@ def classify(device: Device, item: dict[str, Any] | None, reservation: dict[str,
     if item is not None and item.get("status") != ENROLLED:
         return Enrollment(device, UNTOUCHED, f"already {item.get('status') or 'without a status'}")
     if reservation is not None and reservation.get("reservedFor") != device.serial_number:
-        return Enrollment(device, CONFLICT, f"thing name {device.thing_name} is held by serial "
-                          f"{reservation.get('reservedFor')}")  # fmt: skip
+        return Enrollment(
+            device, CONFLICT, f"thing name {device.thing_name} is held by serial {reservation.get('reservedFor')}"
+        )
     if item is None:
         return Enrollment(device, NEW)
     wanted = device.fields()

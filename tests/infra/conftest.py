@@ -102,8 +102,9 @@ def opted_in(tmp_path_factory: pytest.TempPathFactory) -> OperatorSynth:
     parameters = {"Target": "aws", "ClaimKeyInState": "true", "MonitoringEnabled": "false"}
     env = {k: v for k, v in os.environ.items() if k not in PARAMETERS}
     env.update(parameters, CDKTF_OUTDIR=str(folder / "out"), IOT_FACTORY_DIR=str(folder / "factory"))
-    synth = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300, check=False)  # fmt: skip
+    synth = subprocess.run(
+        [sys.executable, "main.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert synth.returncode == 0, synth.stderr[-3000:]
     (document,) = (folder / "out").rglob("cdk.tf.json")
     return OperatorSynth(synth.stderr, folder / "factory", json.loads(document.read_text()))

@@ -84,9 +84,13 @@ def test_the_hook_zip_imports_and_verifies_a_signature_on_the_lambda_runtimes_py
     signature = base64.b64encode(key.sign(message.encode(), ec.ECDSA(hashes.SHA256()))).decode()
     probe = subprocess.run(
         [str(LAMBDA_PYTHON), "-I", "-c", PROBE, str(package), str(runtime), enrolled, message, signature],
-        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
         env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     result = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"hook package: {len(names)} files, imported on Python {result['python']}")

@@ -136,8 +136,13 @@ def run_pruning(stack: Synth, python: str, tmp_path: Path) -> list[str]:
         script.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name}" "$@" > {shlex.quote(str(record))}\n')
         script.chmod(0o755)
     replaced = command.replace(synthesizing, shlex.quote(python.replace("@bin", str(recorder))))
-    subprocess.run(["/bin/sh", "-c", replaced], cwd=stack.directory, check=True,
-                   env={"PATH": f"{recorder}:/usr/bin:/bin"}, timeout=30)  # fmt: skip
+    subprocess.run(
+        ["/bin/sh", "-c", replaced],
+        cwd=stack.directory,
+        check=True,
+        env={"PATH": f"{recorder}:/usr/bin:/bin"},
+        timeout=30,
+    )
     return record.read_text().splitlines()
 
 
@@ -149,8 +154,14 @@ def test_the_pruning_script_travels_with_the_stack_and_runs_with_the_deployers_p
     (pruning,) = synth.resources("terraform_data").values()
     command = pruning["provisioner"][0]["local-exec"]["command"]
     assert str(ROOT) not in command.replace(shlex.quote(sys.executable), "")
-    arguments = ["--template-name", synth.config.provisioning_template_name, "--region", synth.config.aws_region,
-                 "--keep", "4"]  # fmt: skip
+    arguments = [
+        "--template-name",
+        synth.config.provisioning_template_name,
+        "--region",
+        synth.config.aws_region,
+        "--keep",
+        "4",
+    ]
 
     ran = run_pruning(synth, "@bin/synthesizing-python", tmp_path)  # the synthesizing Python exists here
     assert ran[0] == "synthesizing-python" and ran[2:] == arguments
@@ -254,8 +265,10 @@ def test_registry_table_is_keyed_by_serial_with_type_status_and_rotation_indexes
     assert table["billing_mode"] == "PAY_PER_REQUEST"
     # The status index is sorted by type: a list of one type in one status reads only those devices.
     assert {(i["name"], i["hash_key"], i.get("range_key")) for i in table["global_secondary_index"]} == {
-        ("deviceType-index", "deviceType", None), ("status-index", "status", "deviceType"),
-        ("rotation-index", "rotationState", "rotationRequestedAt")}  # fmt: skip
+        ("deviceType-index", "deviceType", None),
+        ("status-index", "status", "deviceType"),
+        ("rotation-index", "rotationState", "rotationRequestedAt"),
+    }
     assert table["point_in_time_recovery"] == {"enabled": True}
     assert table["server_side_encryption"]["enabled"] is True
     assert table["server_side_encryption"]["kms_key_arn"].startswith("${aws_kms_key.")
@@ -319,11 +332,16 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     )
     # Each resource type's API; a type not listed here means a service the sandbox may not cover.
     service = {
-        "aws_cloudwatch_log_group": "logs", "aws_cloudwatch_metric_alarm": "cloudwatch",
-        "aws_cloudwatch_dashboard": "cloudwatch", "aws_dynamodb_table": "dynamodb", "aws_kms_key": "kms",
-        "aws_kms_alias": "kms", "aws_sns_topic": "sns", "aws_cloudwatch_event_rule": "events",
+        "aws_cloudwatch_log_group": "logs",
+        "aws_cloudwatch_metric_alarm": "cloudwatch",
+        "aws_cloudwatch_dashboard": "cloudwatch",
+        "aws_dynamodb_table": "dynamodb",
+        "aws_kms_key": "kms",
+        "aws_kms_alias": "kms",
+        "aws_sns_topic": "sns",
+        "aws_cloudwatch_event_rule": "events",
         "aws_cloudwatch_event_target": "events",
-    }  # fmt: skip
+    }
     used = {"sts"}  # the account id
     for kind in synth.stack["resource"]:
         if kind == "terraform_data":
@@ -394,8 +412,11 @@ def test_a_claim_rotation_adds_a_generation_without_replacing_the_current_one(sy
     assert current in certificates and len(certificates) == 2
     (newest,) = set(certificates) - {current}
     policy = variant.named("aws_iot_policy", f"{variant.config.prefix}-claim-policy")
-    attached = {a["target"] for a in variant.resources("aws_iot_policy_attachment").values()
-                if a["policy"] == variant.reference("aws_iot_policy", policy, "name")}  # fmt: skip
+    attached = {
+        a["target"]
+        for a in variant.resources("aws_iot_policy_attachment").values()
+        if a["policy"] == variant.reference("aws_iot_policy", policy, "name")
+    }
     assert attached == {f"${{aws_iot_certificate.{name}.arn}}" for name in certificates}
     outputs = variant.stack["output"]
     assert outputs["claim_certificate_id"]["value"] == f"${{aws_iot_certificate.{newest}.id}}"
@@ -450,13 +471,23 @@ def alarms_by_name(synth: Synth) -> dict[str, dict[str, Any]]:
 
 def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synth, variant: Synth) -> None:
     alarms = alarms_by_name(synth)
-    assert set(alarms) == {"provisioning-failures", "hook-errors", "hook-denied-on-errors", "registry-events-errors",
-                           "registry-throttling", "reconciler-errors", "claim-certificate-1-expiry",
-                           "serial-guessing"}  # fmt: skip
+    assert set(alarms) == {
+        "provisioning-failures",
+        "hook-errors",
+        "hook-denied-on-errors",
+        "registry-events-errors",
+        "registry-throttling",
+        "reconciler-errors",
+        "claim-certificate-1-expiry",
+        "serial-guessing",
+    }
     expiry = alarms["claim-certificate-1-expiry"]
     assert (expiry["metric_name"], expiry["statistic"], expiry["comparison_operator"], expiry["threshold"]) == (
-        "ClaimCertificateDaysToExpiry", "Minimum", "LessThanThreshold", 30
-    )  # fmt: skip
+        "ClaimCertificateDaysToExpiry",
+        "Minimum",
+        "LessThanThreshold",
+        30,
+    )
     claim = synth.one("aws_iot_certificate")
     assert expiry["dimensions"] == {"CertificateId": synth.reference("aws_iot_certificate", claim, "id")}
     failures = alarms["provisioning-failures"]
@@ -498,8 +529,11 @@ def test_registry_throttling_watches_the_throttle_events_dynamodb_publishes_per_
     (returned,) = [q for q in queries.values() if q.get("return_data")]
     assert returned["expression"] == "FILL(reads, 0) + FILL(writes, 0)"
     table = synth.reference("aws_dynamodb_table", synth.one("aws_dynamodb_table"), "name")
-    watched = {(q["metric"]["namespace"], q["metric"]["metric_name"], json.dumps(q["metric"]["dimensions"]))
-               for q in queries.values() if "metric" in q}  # fmt: skip
+    watched = {
+        (q["metric"]["namespace"], q["metric"]["metric_name"], json.dumps(q["metric"]["dimensions"]))
+        for q in queries.values()
+        if "metric" in q
+    }
     assert watched == {
         ("AWS/DynamoDB", "ReadThrottleEvents", json.dumps({"TableName": table})),
         ("AWS/DynamoDB", "WriteThrottleEvents", json.dumps({"TableName": table})),
@@ -522,8 +556,12 @@ def test_the_hooks_error_alarm_watches_a_metric_its_decision_records_carry(
     provisioning_hook.log_decision(settings, decision, {}, None, 1.0)
     extracted = extract_emf(capsys.readouterr().out)
 
-    watched = [d for d in extracted if (d.namespace, d.name, d.dimensions) == (
-        alarm["namespace"], alarm["metric_name"], alarm.get("dimensions") or {})]  # fmt: skip
+    watched = [
+        d
+        for d in extracted
+        if (d.namespace, d.name, d.dimensions)
+        == (alarm["namespace"], alarm["metric_name"], alarm.get("dimensions") or {})
+    ]
     assert [d.values for d in watched] == [[1.0]]
     assert alarm["statistic"] == "Sum" and alarm["threshold"] == 0
 
@@ -540,8 +578,13 @@ def test_the_stack_key_lets_cloudwatch_alarms_publish_to_the_encrypted_alert_top
     alarm = f"arn:aws:cloudwatch:us-east-1:{account}:alarm:{synth.config.prefix}-hook-errors"
     context = {"aws:SourceAccount": account, "aws:SourceArn": alarm}
 
-    allowed, why = service_may_use(key["policy"], "cloudwatch.amazonaws.com", ["kms:GenerateDataKey", "kms:Decrypt"],
-                                   synth.reference("aws_kms_key", key, "arn"), context)  # fmt: skip
+    allowed, why = service_may_use(
+        key["policy"],
+        "cloudwatch.amazonaws.com",
+        ["kms:GenerateDataKey", "kms:Decrypt"],
+        synth.reference("aws_kms_key", key, "arn"),
+        context,
+    )
     assert allowed, why
     other_account = {**context, "aws:SourceAccount": "999999999999"}  # a confused deputy elsewhere may not
     assert not service_may_use(key["policy"], "cloudwatch.amazonaws.com", ["kms:Decrypt"], "*", other_account)[0]
@@ -586,9 +629,12 @@ def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resource
     granted = {a for s in policy["Statement"] for a in s["Action"]}
     assert granted <= set(MANAGED_POLICY_ACTIONS)
     assert set(MANAGED_POLICY_ACTIONS) - granted == {
-        "iot:AddThingToBillingGroup", "iot:DescribeBillingGroup", "iot:RemoveThingFromBillingGroup",
-        "iot:CreateCertificateFromCsr", "iot:RegisterCertificate",
-    }  # fmt: skip
+        "iot:AddThingToBillingGroup",
+        "iot:DescribeBillingGroup",
+        "iot:RemoveThingFromBillingGroup",
+        "iot:CreateCertificateFromCsr",
+        "iot:RegisterCertificate",
+    }
     # Each step of applying the template is granted on the stack's resources of its type, and only there.
     covers = {
         "*": lambda r: r == "*",
@@ -631,12 +677,18 @@ def test_rotation_requests_reach_only_the_rotation_function_which_answers_only_o
         "principal() AS principal FROM 'fleet/rotation/+/+'"
     )
     assert rule["lambda"] == [{"function_arn": synth.reference("aws_lambda_function", function, "arn")}]
-    (permission,) = [p for p in synth.resources("aws_lambda_permission").values()
-                     if p["statement_id"] == "AllowCertificateRotationRule"]  # fmt: skip
+    (permission,) = [
+        p
+        for p in synth.resources("aws_lambda_permission").values()
+        if p["statement_id"] == "AllowCertificateRotationRule"
+    ]
     assert permission["principal"] == "iot.amazonaws.com"
     assert permission["source_arn"].startswith("${aws_iot_topic_rule.")
-    (policy,) = [json.loads(p["policy"]) for p in synth.resources("aws_iam_role_policy").values()
-                 if p["name"] == f"{synth.config.prefix}-certificate-rotation-policy"]  # fmt: skip
+    (policy,) = [
+        json.loads(p["policy"])
+        for p in synth.resources("aws_iam_role_policy").values()
+        if p["name"] == f"{synth.config.prefix}-certificate-rotation-policy"
+    ]
     publish = [s for s in policy["Statement"] if "iot:Publish" in s["Action"]]
     assert len(publish) == 1 and publish[0]["Resource"].endswith(":topic/fleet/rotation/*")
     assert all("iot:*" not in s["Action"] for s in policy["Statement"])
@@ -660,8 +712,9 @@ def test_only_the_rotation_function_reserves_concurrency_and_checkov_is_told_why
     (retries,) = synth.resources("aws_lambda_function_event_invoke_config").values()
     rotation_function = synth.named("aws_lambda_function", rotation)
     assert (retries["function_name"], retries["maximum_retry_attempts"]) == (
-        synth.reference("aws_lambda_function", rotation_function, "function_name"), 0
-    )  # fmt: skip
+        synth.reference("aws_lambda_function", rotation_function, "function_name"),
+        0,
+    )
 
 
 def test_with_open_enrollment_the_hook_alone_may_describe_things_and_rotation_concurrency_0_reserves_none(
@@ -671,8 +724,11 @@ def test_with_open_enrollment_the_hook_alone_may_describe_things_and_rotation_co
     tests/integration/test_device_provisioning.py grants it); RotationConcurrency=0 reserves nothing."""
 
     def hook_statements(stack: Synth) -> list[dict[str, Any]]:
-        policy = next(p for p in stack.resources("aws_iam_role_policy").values()
-                      if p["name"] == f"{stack.config.prefix}-provisioning-hook-policy")  # fmt: skip
+        policy = next(
+            p
+            for p in stack.resources("aws_iam_role_policy").values()
+            if p["name"] == f"{stack.config.prefix}-provisioning-hook-policy"
+        )
         return list(json.loads(policy["policy"])["Statement"])
 
     opened = [s for s in hook_statements(variant) if s not in hook_statements(synth)]

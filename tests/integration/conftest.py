@@ -52,9 +52,14 @@ class Deployment:
     ) -> subprocess.CompletedProcess[str]:
         """Runs a command in its own process group; on timeout the whole group (terraform too) is killed."""
         process = subprocess.Popen(
-            list(args), cwd=cwd or ROOT, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            list(args),
+            cwd=cwd or ROOT,
+            env=env or self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -69,9 +74,16 @@ class Deployment:
     def cdktf(self, command: str, parameters: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`cdktf <command>` into this deployment's folder, with these stack parameters (env overrides)."""
         return self.run(
-            "npx", "--no-install", "cdktf", command, "--auto-approve", "--skip-provider-lock",
-            "--output", str(self.out_dir), env={**self.env, **(parameters or {})},
-        )  # fmt: skip
+            "npx",
+            "--no-install",
+            "cdktf",
+            command,
+            "--auto-approve",
+            "--skip-provider-lock",
+            "--output",
+            str(self.out_dir),
+            env={**self.env, **(parameters or {})},
+        )
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -111,8 +123,9 @@ def sandbox_env(base: Path) -> dict[str, str]:
     )
     if not Path(env.get("TF_CLI_CONFIG_FILE", "")).is_file():
         config = base / "cli.tfrc"
-        subprocess.run(["bash", str(ROOT / "scripts/terraform-cli-config.sh"), str(config)], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["bash", str(ROOT / "scripts/terraform-cli-config.sh"), str(config)], check=True, capture_output=True
+        )
         env["TF_CLI_CONFIG_FILE"] = str(config)
     return env
 

@@ -46,10 +46,12 @@ class Fleet:
     def factory_key(self, name: str) -> tuple[str, str]:
         """A new factory key: (its PEM file for --factory-key, its public key as the registry holds it)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()  # fmt: skip
-        public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return device._write_private(self.folder / f"{name}.factory.key", pem), base64.b64encode(public).decode()
 
     def registry(self, serial: str) -> dict[str, str]:
@@ -65,10 +67,28 @@ class Fleet:
     def rotate(self, thing: str, cert: str, key: str, *flags: str) -> dict[str, Any]:
         """The device client's `rotate` command, in a process of its own, as a device runs it."""
         command = [
-            sys.executable, "scripts/test_provisioning.py", "rotate", "--json", "--thing-name", thing,
-            "--cert", cert, "--key", key, "--endpoint", self.target.endpoint, "--port", str(self.target.port),
-            "--ca", self.target.ca_file, "--output-dir", str(self.folder), "--timeout", "20", *flags,
-        ]  # fmt: skip
+            sys.executable,
+            "scripts/test_provisioning.py",
+            "rotate",
+            "--json",
+            "--thing-name",
+            thing,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--endpoint",
+            self.target.endpoint,
+            "--port",
+            str(self.target.port),
+            "--ca",
+            self.target.ca_file,
+            "--output-dir",
+            str(self.folder),
+            "--timeout",
+            "20",
+            *flags,
+        ]
         result = self.deployment.run(*command, timeout=120)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
         answer = json.loads(lines[-1]) if lines else {"error": result.stderr[-500:], "exitCode": result.returncode}
@@ -77,10 +97,23 @@ class Fleet:
         return answer  # type: ignore[no-any-return]
 
     def args(self, serial: str, device_type: str, **extra: Any) -> Any:
-        values = {"serial_number": serial, "device_type": device_type, "manufacturer": "AcmeIoT",
-                  "firmware_version": "v1.2.3", "location": "plant-1", "thing_name": "", "csr": False,
-                  "key_type": "ec", "output_dir": str(self.folder), "client_id": None, "timeout": 15.0,
-                  "skip_device_check": False, "system_trust": False, "factory_key": None, **extra}  # fmt: skip
+        values = {
+            "serial_number": serial,
+            "device_type": device_type,
+            "manufacturer": "AcmeIoT",
+            "firmware_version": "v1.2.3",
+            "location": "plant-1",
+            "thing_name": "",
+            "csr": False,
+            "key_type": "ec",
+            "output_dir": str(self.folder),
+            "client_id": None,
+            "timeout": 15.0,
+            "skip_device_check": False,
+            "system_trust": False,
+            "factory_key": None,
+            **extra,
+        }
         return type("Args", (), values)()
 
     def provision(
@@ -91,16 +124,39 @@ class Fleet:
         claim_cert, claim_key = claim or (self.target.claim_cert, self.target.claim_key)
         args = self.args(serial, device_type, **extra)
         command = [
-            sys.executable, "scripts/test_provisioning.py", "--json",
-            "--serial-number", serial, "--device-type", args.device_type, "--manufacturer", args.manufacturer,
-            "--endpoint", self.target.endpoint, "--port", str(self.target.port), "--ca", self.target.ca_file,
-            "--claim-cert", claim_cert, "--claim-key", claim_key,
-            "--template-name", self.target.template_name, "--output-dir", args.output_dir,
-            "--timeout", str(extra.get("timeout", 20)),
-        ]  # fmt: skip
-        for flag, value in (("--firmware-version", args.firmware_version), ("--location", args.location),
-                            ("--client-id", args.client_id), ("--factory-key", args.factory_key),
-                            ("--thing-name", args.thing_name)):  # fmt: skip
+            sys.executable,
+            "scripts/test_provisioning.py",
+            "--json",
+            "--serial-number",
+            serial,
+            "--device-type",
+            args.device_type,
+            "--manufacturer",
+            args.manufacturer,
+            "--endpoint",
+            self.target.endpoint,
+            "--port",
+            str(self.target.port),
+            "--ca",
+            self.target.ca_file,
+            "--claim-cert",
+            claim_cert,
+            "--claim-key",
+            claim_key,
+            "--template-name",
+            self.target.template_name,
+            "--output-dir",
+            args.output_dir,
+            "--timeout",
+            str(extra.get("timeout", 20)),
+        ]
+        for flag, value in (
+            ("--firmware-version", args.firmware_version),
+            ("--location", args.location),
+            ("--client-id", args.client_id),
+            ("--factory-key", args.factory_key),
+            ("--thing-name", args.thing_name),
+        ):
             if value:
                 command += [flag, value]
         command += ["--csr"] if args.csr else []
@@ -127,9 +183,14 @@ class Fleet:
         """scripts/fleet.py against this stack: (exit code, its JSON document or None, everything it wrote)."""
         process = subprocess.run(
             [sys.executable, "scripts/fleet.py", "--stack-dir", str(self.deployment.stack_dir), *args],
-            cwd=ROOT, env=self.deployment.env, input=stdin,
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=self.deployment.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         try:
             document = json.loads(process.stdout) if "--json" in args else None
         except ValueError:

@@ -33,9 +33,18 @@ class Alerts:
         self.sqs, self.sns = deployment.client("sqs"), deployment.client("sns")
         self.queue = self.sqs.create_queue(QueueName=f"alerts-test-{int(time.time())}")["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        policy = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
-            "Resource": arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic}}}]}  # fmt: skip
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+                }
+            ],
+        }
         self.sqs.set_queue_attributes(QueueUrl=self.queue, Attributes={"Policy": json.dumps(policy)})
         self.subscription = self.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
         self.seen: list[tuple[str, dict[str, Any]]] = []  # (subject, message) since the last drain
@@ -59,8 +68,10 @@ class Alerts:
                 if (message["AlarmName"], message["NewStateValue"]) == (alarm, state):
                     return subject, message
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {state} notification for {alarm} within {timeout:.0f} s; received: "
-                                     f"{[(m['AlarmName'], m['NewStateValue']) for _, m in self.seen]}")  # fmt: skip
+                raise AssertionError(
+                    f"no {state} notification for {alarm} within {timeout:.0f} s; received: "
+                    f"{[(m['AlarmName'], m['NewStateValue']) for _, m in self.seen]}"
+                )
             self._receive(1)
 
     def close(self) -> None:
@@ -126,10 +137,14 @@ class Monitoring:
         """(Sum, SampleCount) of a metric's datapoints from `since` on, as GetMetricStatistics gives them."""
         start = datetime.fromtimestamp(since - 1, UTC)
         points = self.cloudwatch.get_metric_statistics(
-            Namespace=namespace, MetricName=metric, Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
-            StartTime=start, EndTime=datetime.now(UTC) + timedelta(minutes=1), Period=3600,
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
+            StartTime=start,
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
+            Period=3600,
             Statistics=["Sum", "SampleCount"],
-        )["Datapoints"]  # fmt: skip
+        )["Datapoints"]
         return sum(p["Sum"] for p in points), sum(p["SampleCount"] for p in points)
 
     def gained(
@@ -194,12 +209,17 @@ def test_more_refused_registrations_than_the_threshold_raise_provisioning_failur
         created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
         for n in range(refused):  # a refused attempt leaves the ownership token usable
             with pytest.raises(Exception) as denied:
-                identity.register_thing(iotidentity.RegisterThingRequest(
-                    template_name=fleet.target.template_name,
-                    certificate_ownership_token=created.certificate_ownership_token,
-                    parameters={"SerialNumber": f"SN-ALARM-UNKNOWN-{n}", "DeviceType": "gateway",
-                                "Manufacturer": "AcmeIoT"}),
-                ).result(15)  # fmt: skip
+                identity.register_thing(
+                    iotidentity.RegisterThingRequest(
+                        template_name=fleet.target.template_name,
+                        certificate_ownership_token=created.certificate_ownership_token,
+                        parameters={
+                            "SerialNumber": f"SN-ALARM-UNKNOWN-{n}",
+                            "DeviceType": "gateway",
+                            "Manufacturer": "AcmeIoT",
+                        },
+                    ),
+                ).result(15)
             assert "403 ACCESS_DENIED" in device.rejection(denied.value)
     finally:
         client.close()
@@ -213,7 +233,9 @@ def test_more_refused_registrations_than_the_threshold_raise_provisioning_failur
     assert fired["AlarmArn"] == monitoring.alarm("provisioning-failures")["AlarmArn"]
     assert fired["AlarmDescription"] == monitoring.alarm("provisioning-failures")["AlarmDescription"]
     assert (fired["Trigger"]["MetricName"], fired["Trigger"]["Dimensions"]) == (
-        "RegisterThingFailed", [{"value": fleet.target.template_name, "name": "TemplateName"}])  # fmt: skip
+        "RegisterThingFailed",
+        [{"value": fleet.target.template_name, "name": "TemplateName"}],
+    )
     assert threshold < datapoint(fired["NewStateReason"]) <= refused
     assert "was greater than the threshold" in fired["NewStateReason"]
     fleet.enroll("SN-ALARM-WELCOME", "gateway")
@@ -339,8 +361,10 @@ def test_a_device_provisions_although_the_answer_to_the_hooks_registry_write_was
 
     assert lost.get("UpdateItem", 0) >= 1  # the hook's write, and the registry-events function's, lost an answer
     assert result["thingName"] == "temperature-sensor-SN-ALARM-LOST"
-    assert fleet.registry("SN-ALARM-LOST").items() >= {"status": "provisioned",
-                                                       "certificateId": result["certificateId"]}.items()  # fmt: skip
+    assert (
+        fleet.registry("SN-ALARM-LOST").items()
+        >= {"status": "provisioned", "certificateId": result["certificateId"]}.items()
+    )
     logs = monitoring.deployment.client("logs")
     events = logs.filter_log_events(logGroupName=f"/aws/lambda/{fleet.outputs['provisioning_hook_function_name']}")[
         "events"
@@ -361,9 +385,21 @@ def test_a_claim_certificate_near_its_expiry_raises_its_alarm_and_recovers(monit
     ]
     days_left = (expires.timestamp() - time.time()) / 86400
     alarm = monitoring.alarm(name)
-    fields = ("AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions", "MetricName",
-              "Namespace", "Statistic", "Dimensions", "Period", "EvaluationPeriods", "ComparisonOperator",
-              "TreatMissingData")  # fmt: skip
+    fields = (
+        "AlarmName",
+        "AlarmDescription",
+        "ActionsEnabled",
+        "OKActions",
+        "AlarmActions",
+        "MetricName",
+        "Namespace",
+        "Statistic",
+        "Dimensions",
+        "Period",
+        "EvaluationPeriods",
+        "ComparisonOperator",
+        "TreatMissingData",
+    )
     definition = {k: alarm[k] for k in fields}
     try:
         monitoring.cloudwatch.put_metric_alarm(**definition, Threshold=round(days_left + 1, 2))
@@ -393,22 +429,33 @@ def test_a_burst_of_unknown_serials_or_failed_attestations_raises_serial_guessin
         for n in range(guesses):
             serial = f"SN-GUESS-{n:04d}" if n % 2 else "SN-GUESS-KEYED"  # unknown, or enrolled but unsigned
             with pytest.raises(Exception) as denied:
-                identity.register_thing(iotidentity.RegisterThingRequest(
-                    template_name=fleet.target.template_name,
-                    certificate_ownership_token=created.certificate_ownership_token,
-                    parameters={"SerialNumber": serial, "DeviceType": "gateway", "Manufacturer": "AcmeIoT"}),
-                ).result(15)  # fmt: skip
+                identity.register_thing(
+                    iotidentity.RegisterThingRequest(
+                        template_name=fleet.target.template_name,
+                        certificate_ownership_token=created.certificate_ownership_token,
+                        parameters={"SerialNumber": serial, "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
+                    ),
+                ).result(15)
             assert "403 ACCESS_DENIED" in device.rejection(denied.value)
     finally:
         client.close()
 
     _, fired = monitoring.fired("serial-guessing")
 
-    reasons = {d["value"] for m in fired["Trigger"]["Metrics"] if "MetricStat" in m
-               for d in m["MetricStat"]["Metric"]["Dimensions"] if d["name"] == "Reason"}  # fmt: skip
+    reasons = {
+        d["value"]
+        for m in fired["Trigger"]["Metrics"]
+        if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"]
+        if d["name"] == "Reason"
+    }
     assert reasons == {
-        "NOT_ENROLLED", "ATTESTATION_FAILED", "PROVISIONING_IN_PROGRESS", "ALREADY_PROVISIONED", "THING_NAME_TAKEN"
-    }  # fmt: skip
+        "NOT_ENROLLED",
+        "ATTESTATION_FAILED",
+        "PROVISIONING_IN_PROGRESS",
+        "ALREADY_PROVISIONED",
+        "THING_NAME_TAKEN",
+    }
     assert datapoint(fired["NewStateReason"]) >= guesses
     assert fleet.footprint("SN-GUESS-KEYED")[2:] == before[2:]  # no item for a guessed serial, the keyed one as it was
     monitoring.recovered("serial-guessing")

@@ -57,15 +57,22 @@ def test_a_keyed_device_provisions_only_with_its_own_signature_of_this_attempt(f
     try:
         made_for = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
         sent_with = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
-        signature = device.attestation(device.load_factory_key(key_file), serial, made_for.certificate_id,
-                                       fleet.target.template_name)  # fmt: skip
+        signature = device.attestation(
+            device.load_factory_key(key_file), serial, made_for.certificate_id, fleet.target.template_name
+        )
         with pytest.raises(Exception) as refused:
-            identity.register_thing(iotidentity.RegisterThingRequest(
-                template_name=fleet.target.template_name,
-                certificate_ownership_token=sent_with.certificate_ownership_token,
-                parameters={"SerialNumber": serial, "DeviceType": "temperature-sensor", "Manufacturer": "AcmeIoT",
-                            "AttestationSignature": signature}),
-            ).result(15)  # fmt: skip
+            identity.register_thing(
+                iotidentity.RegisterThingRequest(
+                    template_name=fleet.target.template_name,
+                    certificate_ownership_token=sent_with.certificate_ownership_token,
+                    parameters={
+                        "SerialNumber": serial,
+                        "DeviceType": "temperature-sensor",
+                        "Manufacturer": "AcmeIoT",
+                        "AttestationSignature": signature,
+                    },
+                ),
+            ).result(15)
         assert "403 ACCESS_DENIED" in device.rejection(refused.value)
     finally:
         client.close()
@@ -92,8 +99,14 @@ def test_the_claim_certificate_cannot_connect_as_a_provisioned_device_which_stay
     provisioned = fleet.provision(serial, "gateway", factory_key=key_file, skip_device_check=True)
     thing = provisioned["thingName"]
     drops: list[Any] = []
-    victim = device.connect(fleet.target, provisioned["certificateFile"], provisioned["privateKeyFile"], thing, 15,
-                            on_disconnection=drops.append)  # fmt: skip
+    victim = device.connect(
+        fleet.target,
+        provisioned["certificateFile"],
+        provisioned["privateKeyFile"],
+        thing,
+        15,
+        on_disconnection=drops.append,
+    )
     try:
         for client_id in (thing, f"x-{thing}", "anything"):
             with pytest.raises(RuntimeError, match="CONNACK"):  # refused by the broker, not a TLS failure
@@ -111,9 +124,12 @@ def test_no_device_can_be_given_a_thing_name_with_the_claim_prefix(fleet: Fleet)
     """A thing named claim-... could be connected to (and knocked off) with the claim certificate: the
     hook refuses to name one, whatever the registry or the device asks for."""
     fleet.enroll("SN-PREFIX-1", "gateway")
-    fleet.dynamodb.update_item(TableName=fleet.table, Key={"serialNumber": {"S": "SN-PREFIX-1"}},
-                               UpdateExpression="SET thingName = :t",
-                               ExpressionAttributeValues={":t": {"S": "claim-boiler"}})  # fmt: skip
+    fleet.dynamodb.update_item(
+        TableName=fleet.table,
+        Key={"serialNumber": {"S": "SN-PREFIX-1"}},
+        UpdateExpression="SET thingName = :t",
+        ExpressionAttributeValues={":t": {"S": "claim-boiler"}},
+    )
     before = fleet.registry("SN-PREFIX-1")
 
     with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
@@ -171,15 +187,23 @@ def test_the_signature_is_p256_ecdsa_over_the_documented_message(fleet: Fleet) -
     client, identity = claim_identity(fleet)
     try:
         created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
-        message = "\n".join(["aws-iot-fleet-attestation/1", serial, created.certificate_id,
-                             fleet.target.template_name]).encode()  # fmt: skip
+        message = "\n".join(
+            ["aws-iot-fleet-attestation/1", serial, created.certificate_id, fleet.target.template_name]
+        ).encode()
         r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
         raw = base64.b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).decode()
-        registered = identity.register_thing(iotidentity.RegisterThingRequest(
-            template_name=fleet.target.template_name, certificate_ownership_token=created.certificate_ownership_token,
-            parameters={"SerialNumber": serial, "DeviceType": "humidity-sensor", "Manufacturer": "AcmeIoT",
-                        "AttestationSignature": raw}),
-        ).result(15)  # fmt: skip
+        registered = identity.register_thing(
+            iotidentity.RegisterThingRequest(
+                template_name=fleet.target.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={
+                    "SerialNumber": serial,
+                    "DeviceType": "humidity-sensor",
+                    "Manufacturer": "AcmeIoT",
+                    "AttestationSignature": raw,
+                },
+            ),
+        ).result(15)
     finally:
         client.close()
     assert registered.thing_name == f"humidity-sensor-{serial}"
@@ -200,8 +224,12 @@ def test_the_factory_steps_enroll_a_key_from_a_manifest_that_the_device_then_pro
         .decode()
     )
     manifest = tmp_path / "batch.jsonl"
-    manifest.write_text(json.dumps({"serialNumber": serial, "deviceType": "gateway", "manufacturer": "AcmeIoT",
-                                    "factoryPublicKey": pem}) + "\n")  # fmt: skip
+    manifest.write_text(
+        json.dumps(
+            {"serialNumber": serial, "deviceType": "gateway", "manufacturer": "AcmeIoT", "factoryPublicKey": pem}
+        )
+        + "\n"
+    )
     code, _, said = fleet.cli("enroll", str(manifest))
     assert code == 0, said
     assert fleet.registry(serial)["factoryPublicKey"] == public  # stored as base64 DER, as the hook reads it

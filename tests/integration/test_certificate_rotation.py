@@ -77,8 +77,10 @@ def test_a_rotated_device_connects_with_its_new_certificate_and_its_old_one_is_r
 
     started = time.monotonic()
     rotated = fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"])
-    print(f"\nrotation (request, connect with the new certificate, confirm): {time.monotonic() - started:.2f} s "
-          "including the client's start-up")  # fmt: skip
+    print(
+        f"\nrotation (request, connect with the new certificate, confirm): {time.monotonic() - started:.2f} s "
+        "including the client's start-up"
+    )
 
     new_id = rotated["certificateId"]
     assert rotated["rotated"] is True and rotated["retiredCertificateId"] == old_id and new_id != old_id
@@ -97,8 +99,10 @@ def test_a_rotated_device_connects_with_its_new_certificate_and_its_old_one_is_r
     code, shown, output = fleet.cli("show", "SN-ROT-1", "--json")  # what an operator reads
     assert code == 0, output
     assert [(e["event"], e["certificateId"]) for e in shown["registry"]["certificateHistory"]] == [
-        ("issued", new_id), ("confirmed", new_id), ("retired", old_id),
-    ]  # fmt: skip
+        ("issued", new_id),
+        ("confirmed", new_id),
+        ("retired", old_id),
+    ]
 
 
 def test_an_interrupted_rotation_leaves_the_old_certificate_working_and_the_new_one_is_removed(
@@ -114,16 +118,20 @@ def test_an_interrupted_rotation_leaves_the_old_certificate_working_and_the_new_
     assert fleet.registry("SN-ROT-2")["pendingCertificateId"] == new_id
     assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])  # nothing changed for it yet
     # The confirmation window passes (dated back), and the scheduled reconciler runs.
-    fleet.dynamodb.update_item(TableName=fleet.table, Key={"serialNumber": {"S": "SN-ROT-2"}},
-                               UpdateExpression="SET rotationRequestedAt = :t",
-                               ExpressionAttributeValues={":t": {"S": LONG_AGO}})  # fmt: skip
+    fleet.dynamodb.update_item(
+        TableName=fleet.table,
+        Key={"serialNumber": {"S": "SN-ROT-2"}},
+        UpdateExpression="SET rotationRequestedAt = :t",
+        ExpressionAttributeValues={":t": {"S": LONG_AGO}},
+    )
     answer = fleet.deployment.client("lambda").invoke(FunctionName=fleet.outputs["reconciler_function_name"])
     summary = json.loads(answer["Payload"].read())
     assert summary["abandoned"] == 1, summary
 
     assert status_of(fleet, new_id) == "deleted" and status_of(fleet, old_id) == "ACTIVE"
-    assert eventually(lambda: not works(fleet, thing, interrupted["newCertificateFile"],
-                                        interrupted["newPrivateKeyFile"]))  # fmt: skip
+    assert eventually(
+        lambda: not works(fleet, thing, interrupted["newCertificateFile"], interrupted["newPrivateKeyFile"])
+    )
     assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])
     item = fleet.registry("SN-ROT-2")
     assert item["certificateId"] == old_id and "pendingCertificateId" not in item
@@ -219,8 +227,15 @@ def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_dis
     first = provisioned(fleet, "SN-ROT-FLOOD")
     thing = first["thingName"]
     answers, drops = device.Answers(), []
-    connection = device.connect(fleet.target, first["certificateFile"], first["privateKeyFile"], thing, 15,
-                                on_publish=answers.on_publish, on_disconnection=drops.append)  # fmt: skip
+    connection = device.connect(
+        fleet.target,
+        first["certificateFile"],
+        first["privateKeyFile"],
+        thing,
+        15,
+        on_publish=answers.on_publish,
+        on_disconnection=drops.append,
+    )
     try:
         outcomes = []
         for n in range(50):
@@ -235,8 +250,9 @@ def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_dis
         item = fleet.dynamodb.get_item(TableName=fleet.table, Key={"serialNumber": {"S": "SN-ROT-FLOOD"}})["Item"]
         size = len(json.dumps(item))  # an upper bound of its DynamoDB size
         assert size < 10 * 1024, size
-        SUMMARY.append(f"rotation flood: {outcomes.count('accepted')} of 50 requests accepted, registry item "
-                       f"{size} bytes (JSON)")  # fmt: skip
+        SUMMARY.append(
+            f"rotation flood: {outcomes.count('accepted')} of 50 requests accepted, registry item {size} bytes (JSON)"
+        )
         assert item["pendingCertificateId"]["S"] == issued["certificateId"]
         principals = fleet.iot.list_thing_principals(thingName=thing)["principals"]
         assert sorted(p.rsplit("/", 1)[1] for p in principals) == sorted(
@@ -264,12 +280,19 @@ def test_a_confirm_with_the_current_certificate_after_a_same_certificate_hook_re
     fleet.enroll(serial, "temperature-sensor")
     result = provisioned_without_registry_event(fleet, serial, "temperature-sensor")
     retry = {
-        "claimCertificateId": fleet.outputs["claim_certificate_id"], "certificateId": result["certificateId"],
-        "certificatePem": Path(result["certificateFile"]).read_text(), "clientId": "claim-retry",
+        "claimCertificateId": fleet.outputs["claim_certificate_id"],
+        "certificateId": result["certificateId"],
+        "certificatePem": Path(result["certificateFile"]).read_text(),
+        "clientId": "claim-retry",
         "templateArn": fleet.iot.describe_provisioning_template(templateName=fleet.target.template_name)["templateArn"],
-        "parameters": {"SerialNumber": serial, "DeviceType": "temperature-sensor", "Manufacturer": "AcmeIoT",
-                       "FirmwareVersion": "v1.2.3", "Location": "plant-1"},
-    }  # fmt: skip
+        "parameters": {
+            "SerialNumber": serial,
+            "DeviceType": "temperature-sensor",
+            "Manufacturer": "AcmeIoT",
+            "FirmwareVersion": "v1.2.3",
+            "Location": "plant-1",
+        },
+    }
     answer = fleet.deployment.client("lambda").invoke(
         FunctionName=fleet.outputs["provisioning_hook_function_name"], Payload=json.dumps(retry).encode()
     )
@@ -280,8 +303,9 @@ def test_a_confirm_with_the_current_certificate_after_a_same_certificate_hook_re
     assert (item["status"], item["previousCertificateId"]) == ("provisioned", result["certificateId"])
     thing = result["thingName"]
     answers = device.Answers()
-    connection = device.connect(fleet.target, result["certificateFile"], result["privateKeyFile"], thing, 15,
-                                on_publish=answers.on_publish)  # fmt: skip
+    connection = device.connect(
+        fleet.target, result["certificateFile"], result["privateKeyFile"], thing, 15, on_publish=answers.on_publish
+    )
     try:
         with pytest.raises(RuntimeError, match="403 NoPendingRotation"):
             device._ask(connection, answers, thing, "confirm", {"requestId": "any"}, 15)

@@ -48,8 +48,13 @@ def test_enrolled_device_of_each_type_provisions_end_to_end(fleet: Fleet, device
     assert result["telemetryTopic"] == f"devices/{thing_name}/telemetry"  # and it published there
     thing = fleet.iot.describe_thing(thingName=thing_name)
     assert thing["thingTypeName"] == fleet.outputs["thing_type_name"]
-    assert thing["attributes"] == {"serialNumber": serial, "deviceType": device_type, "manufacturer": "AcmeIoT",
-                                   "firmwareVersion": "v1.2.3", "location": "plant-1"}  # fmt: skip
+    assert thing["attributes"] == {
+        "serialNumber": serial,
+        "deviceType": device_type,
+        "manufacturer": "AcmeIoT",
+        "firmwareVersion": "v1.2.3",
+        "location": "plant-1",
+    }
     groups = [g["groupName"] for g in fleet.iot.list_thing_groups_for_thing(thingName=thing_name)["thingGroups"]]
     assert groups == [fleet.outputs["thing_group_names"][device_type]]
     certificate = fleet.iot.describe_certificate(certificateId=result["certificateId"])["certificateDescription"]
@@ -58,8 +63,12 @@ def test_enrolled_device_of_each_type_provisions_end_to_end(fleet: Fleet, device
         p["policyName"] for p in fleet.iot.list_attached_policies(target=certificate["certificateArn"])["policies"]
     ]
     assert policies == [fleet.outputs["device_policy_names"][device_type]]
-    expected = {"status": "provisioned", "thingName": thing_name, "certificateId": result["certificateId"],
-                "claimCertificateId": fleet.outputs["claim_certificate_id"]}  # fmt: skip
+    expected = {
+        "status": "provisioned",
+        "thingName": thing_name,
+        "certificateId": result["certificateId"],
+        "claimCertificateId": fleet.outputs["claim_certificate_id"],
+    }
     assert fleet.registry(serial).items() >= expected.items()  # the hook got the claim certificate's id, as from AWS
     assert oct(Path(result["privateKeyFile"]).stat().st_mode & 0o777) == "0o600"
 
@@ -115,9 +124,13 @@ def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fle
         parameters = {"SerialNumber": "SN-TOKEN-1", "DeviceType": "gateway", "Manufacturer": "AcmeIoT"}
 
         def register(template: str) -> Future[Any]:
-            return identity.register_thing(iotidentity.RegisterThingRequest(
-                template_name=template, certificate_ownership_token=created.certificate_ownership_token,
-                parameters=parameters))  # fmt: skip
+            return identity.register_thing(
+                iotidentity.RegisterThingRequest(
+                    template_name=template,
+                    certificate_ownership_token=created.certificate_ownership_token,
+                    parameters=parameters,
+                )
+            )
 
         # Another template's topics are outside the claim policy: the SDK's subscription to its answers
         # is refused at the broker (SUBACK "not authorized"), as AWS refuses it; nothing is sent.
@@ -208,8 +221,9 @@ def test_a_device_certificate_connects_only_with_its_thing_name_as_client_id(fle
     a = fleet.provision("SN-CLIENTID-A", "temperature-sensor", skip_device_check=True)
     b = fleet.provision("SN-CLIENTID-B", "temperature-sensor", skip_device_check=True)
     drops: list[Any] = []
-    victim = device.connect(fleet.target, b["certificateFile"], b["privateKeyFile"], b["thingName"], 15,
-                            on_disconnection=drops.append)  # fmt: skip
+    victim = device.connect(
+        fleet.target, b["certificateFile"], b["privateKeyFile"], b["thingName"], 15, on_disconnection=drops.append
+    )
     try:
         for client_id in (b["thingName"], "not-a-thing"):
             with pytest.raises(RuntimeError, match="CONNACK"):  # "not authorized", not a TLS failure
@@ -229,8 +243,15 @@ def test_revoked_certificate_cannot_connect(fleet: Fleet) -> None:
     result = fleet.provision("SN-REVOKE-1", "pressure-sensor", skip_device_check=True)
     other = fleet.provision("SN-REVOKE-2", "pressure-sensor", skip_device_check=True)
     drops: list[Any] = []
-    bystander = device.connect(fleet.target, other["certificateFile"], other["privateKeyFile"], other["thingName"],
-                               15, sdk_metrics=False, on_disconnection=drops.append)  # fmt: skip
+    bystander = device.connect(
+        fleet.target,
+        other["certificateFile"],
+        other["privateKeyFile"],
+        other["thingName"],
+        15,
+        sdk_metrics=False,
+        on_disconnection=drops.append,
+    )
     try:
         fleet.iot.update_certificate(certificateId=result["certificateId"], newStatus="REVOKED")
         time.sleep(5)  # the sandbox's broker picks revocations up within about two seconds
@@ -247,9 +268,19 @@ def test_the_fleet_simulator_provisions_a_small_fleet_through_the_sandbox(fleet:
     """scripts/simulate_fleet.py as a user runs it against the sandbox: worker processes that load the
     claim certificate once, the SDK's IoT Core pacing off, the full flow for every device."""
     result = fleet.deployment.run(
-        sys.executable, "scripts/simulate_fleet.py", "--devices", "6", "--concurrency", "3", "--json",
-        "--stack-dir", str(fleet.deployment.stack_dir), "--output-dir", str(tmp_path), timeout=300,
-    )  # fmt: skip
+        sys.executable,
+        "scripts/simulate_fleet.py",
+        "--devices",
+        "6",
+        "--concurrency",
+        "3",
+        "--json",
+        "--stack-dir",
+        str(fleet.deployment.stack_dir),
+        "--output-dir",
+        str(tmp_path),
+        timeout=300,
+    )
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (result.returncode, summary["provisioned"], summary["rejections"]) == (0, 6, {}), summary["examples"]
 

@@ -49,7 +49,7 @@ def hook_decisions(fleet: Fleet, serial: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("mode", "detail"),
     [("unavailable", "ServiceUnavailable"), ("slow=6", "(Read timeout|did not answer within)")],  # its own client's
-)  # fmt: skip
+)
 def test_a_registry_that_fails_or_is_too_slow_denies_every_device_in_time_and_writes_nothing(
     fleet: Fleet, mode: str, detail: str
 ) -> None:
@@ -97,9 +97,24 @@ def broker_pid(deployment: Deployment) -> int:
 
 
 def simulator(fleet: Fleet, run: str, output: Path) -> list[str]:
-    return [sys.executable, "scripts/simulate_fleet.py", "--devices", str(RESTART_FLEET), "--concurrency", "4",
-            "--register-only", "--timeout", "8", "--json", "--run", run,
-            "--stack-dir", str(fleet.deployment.stack_dir), "--output-dir", str(output)]  # fmt: skip
+    return [
+        sys.executable,
+        "scripts/simulate_fleet.py",
+        "--devices",
+        str(RESTART_FLEET),
+        "--concurrency",
+        "4",
+        "--register-only",
+        "--timeout",
+        "8",
+        "--json",
+        "--run",
+        run,
+        "--stack-dir",
+        str(fleet.deployment.stack_dir),
+        "--output-dir",
+        str(output),
+    ]
 
 
 RESTART_FLEET = 24
@@ -113,8 +128,15 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
     and one registry item per device."""
     run = f"RST{secrets.token_hex(2).upper()}"
     deployment = fleet.deployment
-    process = subprocess.Popen(simulator(fleet, run, tmp_path), cwd=ROOT, env=deployment.env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        simulator(fleet, run, tmp_path),
+        cwd=ROOT,
+        env=deployment.env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while sum(item["status"] == "provisioned" for item in run_items(fleet, run)) < 4:
@@ -153,8 +175,10 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
     second = reruns[-1]
     recovered = time.monotonic() - started
 
-    why = {serial: ([d["reason"] for d in hook_decisions(fleet, serial)], fleet.registry(serial).get("status"))
-           for serial in second["failed"]}  # fmt: skip
+    why = {
+        serial: ([d["reason"] for d in hook_decisions(fleet, serial)], fleet.registry(serial).get("status"))
+        for serial in second["failed"]
+    }
     assert second["failed"] == {}, (why, [r["failed"] for r in reruns], first["failed"])
     assert second["skipped"] + second["provisioned"] == RESTART_FLEET
     items = run_items(fleet, run)
@@ -169,11 +193,16 @@ def test_a_broker_restart_during_a_fleet_run_fails_devices_with_a_reason_and_a_r
     thing = next(i["thingName"] for i in items if (credentials / f"{i['thingName']}.pem.crt").exists())
     files = credentials / f"{thing}.pem.crt", credentials / f"{thing}.private.key"
     assert fleet.rotate(thing, *map(str, files))["rotated"] is True
-    SUMMARY.append(f"fault test, broker restart: {len(first['failed'])} of {RESTART_FLEET} devices cut off, all "
-                   f"{RESTART_FLEET} provisioned {recovered:.1f} s after the kill, {len(reruns)} rerun(s)")  # fmt: skip
+    SUMMARY.append(
+        f"fault test, broker restart: {len(first['failed'])} of {RESTART_FLEET} devices cut off, all "
+        f"{RESTART_FLEET} provisioned {recovered:.1f} s after the kill, {len(reruns)} rerun(s)"
+    )
 
 
 def run_items(fleet: Fleet, run: str) -> list[dict[str, str]]:
-    items = fleet.dynamodb.scan(TableName=fleet.table, FilterExpression="begins_with(serialNumber, :run)",
-                                ExpressionAttributeValues={":run": {"S": f"SIM-{run}-"}})["Items"]  # fmt: skip
+    items = fleet.dynamodb.scan(
+        TableName=fleet.table,
+        FilterExpression="begins_with(serialNumber, :run)",
+        ExpressionAttributeValues={":run": {"S": f"SIM-{run}-"}},
+    )["Items"]
     return [{k: v["S"] for k, v in item.items() if "S" in v} for item in items]

@@ -52,7 +52,12 @@ def test_a_bad_manifest_is_refused_whole_with_each_bad_row_on_its_line(fleet: Fl
 
     assert code == 1
     assert [(p["line"], p["serialNumber"]) for p in report["problems"]] == [
-        (3, "CLI-BAD-2"), (4, "CLI-BAD-1"), (5, "CLI-BAD-3"), (6, "CLI BAD 4"), (7, "CLI-BAD-5")]  # fmt: skip
+        (3, "CLI-BAD-2"),
+        (4, "CLI-BAD-1"),
+        (5, "CLI-BAD-3"),
+        (6, "CLI BAD 4"),
+        (7, "CLI-BAD-5"),
+    ]
     messages = [p["message"] for p in report["problems"]]
     assert "device type toaster is not allowed" in messages[0]
     assert messages[1:3] == ["serial CLI-BAD-1 is also on line 2", "thing name gateway-CLI-BAD-1 is also on line 2"]
@@ -64,7 +69,9 @@ def test_a_bad_manifest_is_refused_whole_with_each_bad_row_on_its_line(fleet: Fl
     missing.write_text("serialNumber,deviceType\nCLI-BAD-6,gateway\n")
     code, report, _ = fleet.cli("enroll", str(missing), "--json")
     assert (code, [(p["line"], p["message"]) for p in report["problems"]]) == (
-        1, [(1, "missing column 'manufacturer' (required: serialNumber, deviceType, manufacturer)")])  # fmt: skip
+        1,
+        [(1, "missing column 'manufacturer' (required: serialNumber, deviceType, manufacturer)")],
+    )
 
     code, report, _ = fleet.cli("enroll", path, "--skip-invalid", "--json")
     assert (code, report["counts"]) == (3, {"enrolled": 1})  # 3: rows were skipped
@@ -72,8 +79,9 @@ def test_a_bad_manifest_is_refused_whole_with_each_bad_row_on_its_line(fleet: Fl
 
 
 def test_enrolling_again_changes_nothing_and_leaves_a_provisioned_device_as_it_is(fleet: Fleet, tmp_path: Path) -> None:
-    path = manifest(tmp_path, "CLI-AGAIN-1,temperature-sensor,AcmeIoT,v1.0.0,,cli-line-3-probe",
-                    "CLI-AGAIN-2,gateway,AcmeIoT,,,")  # fmt: skip
+    path = manifest(
+        tmp_path, "CLI-AGAIN-1,temperature-sensor,AcmeIoT,v1.0.0,,cli-line-3-probe", "CLI-AGAIN-2,gateway,AcmeIoT,,,"
+    )
     code, report, _ = fleet.cli("enroll", path, "--json")
     assert (code, report["counts"]) == (0, {"enrolled": 2})
     provisioned = fleet.provision("CLI-AGAIN-1", "temperature-sensor", skip_device_check=True)
@@ -86,8 +94,9 @@ def test_enrolling_again_changes_nothing_and_leaves_a_provisioned_device_as_it_i
     assert "nothing to change: the registry already holds every row as given (1 unchanged, 1 untouched)" in said
     assert "CLI-AGAIN-1" in said and "already provisioned" in said  # reported, left as it is
     assert registry_items(fleet, "CLI-AGAIN") == before
-    changed = manifest(tmp_path, "CLI-AGAIN-1,gateway,OtherCorp,v9.9.9,,", "CLI-AGAIN-2,gateway,AcmeIoT,v2.0.0,,",
-                       name="changed.csv")  # fmt: skip
+    changed = manifest(
+        tmp_path, "CLI-AGAIN-1,gateway,OtherCorp,v9.9.9,,", "CLI-AGAIN-2,gateway,AcmeIoT,v2.0.0,,", name="changed.csv"
+    )
     code, report, _ = fleet.cli("enroll", changed, "--json")
     assert (code, report["counts"]) == (0, {"updated": 1, "untouched": 1})
     after = registry_items(fleet, "CLI-AGAIN")
@@ -136,14 +145,26 @@ def test_show_gives_the_registry_item_thing_groups_certificate_expiry_and_shadow
 
 def test_why_names_the_hook_reason_for_each_refusal_the_demo_shows(fleet: Fleet, tmp_path: Path) -> None:
     """The demo's four refusals: unknown serial, revoked device, wrong type, replay."""
-    assert fleet.cli("enroll", manifest(tmp_path, "CLI-WHY-REVOKED,humidity-sensor,AcmeIoT,,,",
-                                        "CLI-WHY-TYPE,humidity-sensor,AcmeIoT,,,",
-                                        "CLI-WHY-REPLAY,humidity-sensor,AcmeIoT,,,"))[0] == 0  # fmt: skip
+    assert (
+        fleet.cli(
+            "enroll",
+            manifest(
+                tmp_path,
+                "CLI-WHY-REVOKED,humidity-sensor,AcmeIoT,,,",
+                "CLI-WHY-TYPE,humidity-sensor,AcmeIoT,,,",
+                "CLI-WHY-REPLAY,humidity-sensor,AcmeIoT,,,",
+            ),
+        )[0]
+        == 0
+    )
     assert fleet.cli("revoke", "CLI-WHY-REVOKED", "--reason", "lost in transit")[0] == 0
     fleet.provision("CLI-WHY-REPLAY", "humidity-sensor", skip_device_check=True)
-    cases = {"CLI-WHY-UNKNOWN": ("humidity-sensor", "NOT_ENROLLED"), "CLI-WHY-REVOKED": ("humidity-sensor", "REVOKED"),
-             "CLI-WHY-TYPE": ("gateway", "DEVICE_TYPE_MISMATCH"),
-             "CLI-WHY-REPLAY": ("humidity-sensor", "ALREADY_PROVISIONED")}  # fmt: skip
+    cases = {
+        "CLI-WHY-UNKNOWN": ("humidity-sensor", "NOT_ENROLLED"),
+        "CLI-WHY-REVOKED": ("humidity-sensor", "REVOKED"),
+        "CLI-WHY-TYPE": ("gateway", "DEVICE_TYPE_MISMATCH"),
+        "CLI-WHY-REPLAY": ("humidity-sensor", "ALREADY_PROVISIONED"),
+    }
     for serial, (device_type, _) in cases.items():
         with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):
             fleet.provision(serial, device_type, skip_device_check=True)
@@ -165,8 +186,14 @@ def test_a_revoked_device_is_disconnected_and_can_neither_connect_nor_provision_
     assert fleet.cli("enroll", manifest(tmp_path, "CLI-REVOKE-1,pressure-sensor,AcmeIoT,,,"))[0] == 0
     result = fleet.provision("CLI-REVOKE-1", "pressure-sensor", skip_device_check=True)
     drops: list[Any] = []
-    connected = device.connect(fleet.target, result["certificateFile"], result["privateKeyFile"], result["thingName"],
-                               15, on_disconnection=drops.append)  # fmt: skip
+    connected = device.connect(
+        fleet.target,
+        result["certificateFile"],
+        result["privateKeyFile"],
+        result["thingName"],
+        15,
+        on_disconnection=drops.append,
+    )
     try:
         code, revoked, _ = fleet.cli("revoke", "CLI-REVOKE-1", "--reason", "reported stolen", "--json")
         assert (code, revoked["certificatesRevoked"]) == (0, [result["certificateId"]])
@@ -200,8 +227,12 @@ def test_decommission_leaves_no_thing_or_certificate_and_runs_again_harmlessly(f
     assert (code, done["certificatesDeleted"], done["thingsDeleted"]) == (0, [result["certificateId"]], [thing])
     assert thing not in [t["thingName"] for t in fleet.iot.list_things()["things"]]
     assert result["certificateId"] not in [c["certificateId"] for c in fleet.iot.list_certificates()["certificates"]]
-    assert thing not in fleet.iot.list_things_in_thing_group(thingGroupName=fleet.outputs["thing_group_names"][
-        "gateway"])["things"]  # fmt: skip
+    assert (
+        thing
+        not in fleet.iot.list_things_in_thing_group(thingGroupName=fleet.outputs["thing_group_names"]["gateway"])[
+            "things"
+        ]
+    )
     assert fleet.registry("CLI-GONE-1")["status"] == "decommissioned"
     code, again, _ = fleet.cli("decommission", "CLI-GONE-1", "--json")
     assert (code, again["alreadyDecommissioned"], again["thingsDeleted"]) == (0, True, [])

@@ -104,8 +104,11 @@ def test_a_provisioning_role_that_does_not_trust_iot_fails_register_thing(
     iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(lambda_trust))
     fleet.enroll("SN-IAM-TRUST", DEVICE_TYPE)
 
-    with pytest.raises(device.Failure, match=r"403 ACCESS_DENIED: IoT cannot assume the provisioning role .* does not "
-                                             r"trust iot\.amazonaws\.com"):  # fmt: skip
+    with pytest.raises(
+        device.Failure,
+        match=r"403 ACCESS_DENIED: IoT cannot assume the provisioning role .* does not "
+        r"trust iot\.amazonaws\.com",
+    ):
         fleet.provision("SN-IAM-TRUST", DEVICE_TYPE)
 
 
@@ -135,13 +138,23 @@ def test_iot_does_not_invoke_a_hook_whose_function_policy_does_not_allow_the_tem
     function = fleet.outputs["provisioning_hook_function_name"]
     (statement,) = json.loads(lam.get_policy(FunctionName=function)["Policy"])["Statement"]
     lam.remove_permission(FunctionName=function, StatementId=statement["Sid"])
-    request.addfinalizer(lambda: lam.add_permission(
-        FunctionName=function, StatementId=statement["Sid"], Action="lambda:InvokeFunction",
-        Principal="iot.amazonaws.com", SourceArn=fleet.outputs["provisioning_template_arn"],
-    ))  # fmt: skip
+    request.addfinalizer(
+        lambda: lam.add_permission(
+            FunctionName=function,
+            StatementId=statement["Sid"],
+            Action="lambda:InvokeFunction",
+            Principal="iot.amazonaws.com",
+            SourceArn=fleet.outputs["provisioning_template_arn"],
+        )
+    )
     other_template = fleet.outputs["provisioning_template_arn"] + "-2"
-    lam.add_permission(FunctionName=function, StatementId="another-template", Action="lambda:InvokeFunction",
-                       Principal="iot.amazonaws.com", SourceArn=other_template)  # fmt: skip
+    lam.add_permission(
+        FunctionName=function,
+        StatementId="another-template",
+        Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com",
+        SourceArn=other_template,
+    )
     request.addfinalizer(lambda: lam.remove_permission(FunctionName=function, StatementId="another-template"))
     fleet.enroll("SN-IAM-HOOKPERM", DEVICE_TYPE)
 
@@ -174,26 +187,43 @@ def test_a_topic_rule_invokes_only_a_function_whose_policy_allows_that_rule(
     lam, iot = fleet.deployment.client("lambda"), fleet.iot
     role = lam.get_function(FunctionName=fleet.outputs["registry_events_function_name"])["Configuration"]["Role"]
     probe = lam.create_function(
-        FunctionName="iam-probe", Runtime="python3.13", Role=role, Handler="probe.handler",
+        FunctionName="iam-probe",
+        Runtime="python3.13",
+        Role=role,
+        Handler="probe.handler",
         Code={"ZipFile": zipped("def handler(event, context):\n    print('probe saw', event['thingName'])\n")},
-    )["FunctionArn"]  # fmt: skip
+    )["FunctionArn"]
     request.addfinalizer(lambda: lam.delete_function(FunctionName="iam-probe"))
-    iot.create_topic_rule(ruleName="iam_probe", topicRulePayload={
-        "sql": "SELECT * FROM '$aws/events/thing/+/created'", "ruleDisabled": False,
-        "actions": [{"lambda": {"functionArn": probe}}],
-    })  # fmt: skip
+    iot.create_topic_rule(
+        ruleName="iam_probe",
+        topicRulePayload={
+            "sql": "SELECT * FROM '$aws/events/thing/+/created'",
+            "ruleDisabled": False,
+            "actions": [{"lambda": {"functionArn": probe}}],
+        },
+    )
     request.addfinalizer(lambda: iot.delete_topic_rule(ruleName="iam_probe"))
     rule_arn = iot.get_topic_rule(ruleName="iam_probe")["ruleArn"]
-    lam.add_permission(FunctionName="iam-probe", StatementId="another-rule", Action="lambda:InvokeFunction",
-                       Principal="iot.amazonaws.com", SourceArn=rule_arn + "_other")  # fmt: skip
+    lam.add_permission(
+        FunctionName="iam-probe",
+        StatementId="another-rule",
+        Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com",
+        SourceArn=rule_arn + "_other",
+    )
     for serial in ("SN-IAM-RULE-1", "SN-IAM-RULE-2"):
         fleet.enroll(serial, DEVICE_TYPE)
 
     fleet.provision("SN-IAM-RULE-1", DEVICE_TYPE, skip_device_check=True)
     assert not eventually(lambda: bool(log_messages(fleet, "/aws/lambda/iam-probe", "probe saw")), 2.0)
 
-    lam.add_permission(FunctionName="iam-probe", StatementId="this-rule", Action="lambda:InvokeFunction",
-                       Principal="iot.amazonaws.com", SourceArn=rule_arn)  # fmt: skip
+    lam.add_permission(
+        FunctionName="iam-probe",
+        StatementId="this-rule",
+        Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com",
+        SourceArn=rule_arn,
+    )
     fleet.provision("SN-IAM-RULE-2", DEVICE_TYPE, skip_device_check=True)
     assert eventually(lambda: bool(log_messages(fleet, "/aws/lambda/iam-probe", "SN-IAM-RULE-2")))
     assert log_messages(fleet, "/aws/lambda/iam-probe", "SN-IAM-RULE-1") == []
@@ -204,8 +234,12 @@ def test_the_audit_rule_writes_only_while_its_role_may_put_log_events(
 ) -> None:
     group = fleet.outputs["audit_log_group_name"]
     rules = [fleet.iot.get_topic_rule(ruleName=r["ruleName"])["rule"] for r in fleet.iot.list_topic_rules()["rules"]]
-    (role_arn,) = [a["cloudwatchLogs"]["roleArn"] for r in rules for a in r["actions"]
-                   if a.get("cloudwatchLogs", {}).get("logGroupName") == group]  # fmt: skip
+    (role_arn,) = [
+        a["cloudwatchLogs"]["roleArn"]
+        for r in rules
+        for a in r["actions"]
+        if a.get("cloudwatchLogs", {}).get("logGroupName") == group
+    ]
     for serial in ("SN-IAM-AUDIT-1", "SN-IAM-AUDIT-2"):
         fleet.enroll(serial, DEVICE_TYPE)
     fleet.provision("SN-IAM-AUDIT-1", DEVICE_TYPE, skip_device_check=True)

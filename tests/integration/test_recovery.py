@@ -84,9 +84,11 @@ def provisioned_without_registry_event(fleet: Fleet, serial: str, device_type: s
 def date_back(fleet: Fleet, serial: str) -> None:
     """The stale window passes."""
     fleet.dynamodb.update_item(
-        TableName=fleet.table, Key={"serialNumber": {"S": serial}},
-        UpdateExpression="SET provisioningStartedAt = :then", ExpressionAttributeValues={":then": {"S": LONG_AGO}},
-    )  # fmt: skip
+        TableName=fleet.table,
+        Key={"serialNumber": {"S": serial}},
+        UpdateExpression="SET provisioningStartedAt = :then",
+        ExpressionAttributeValues={":then": {"S": LONG_AGO}},
+    )
 
 
 def reconcile(fleet: Fleet) -> dict[str, Any]:
@@ -124,8 +126,10 @@ def test_an_attempt_whose_template_fails_is_marked_failed_and_the_next_attempt_p
     assert result["thingName"] == f"temperature-sensor-{serial}"
     item = fleet.registry(serial)
     assert (item["status"], item["certificateId"], item["previousCertificateId"]) == (
-        "provisioned", result["certificateId"], interrupted["certificateId"]
-    )  # fmt: skip
+        "provisioned",
+        result["certificateId"],
+        interrupted["certificateId"],
+    )
 
 
 def test_an_attempt_whose_registry_event_fails_is_completed_by_the_reconciler(
@@ -159,8 +163,14 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
     date_back(fleet, serial)
     monitoring.quiet("serial-guessing")
     drops: list[Any] = []
-    connected = device.connect(fleet.target, victim["certificateFile"], victim["privateKeyFile"], victim["thingName"],
-                               15, on_disconnection=drops.append)  # fmt: skip
+    connected = device.connect(
+        fleet.target,
+        victim["certificateFile"],
+        victim["privateKeyFile"],
+        victim["thingName"],
+        15,
+        on_disconnection=drops.append,
+    )
     try:
         retries = int(monitoring.alarm("serial-guessing")["Threshold"]) + 1
         client, identity = claim_identity(fleet)
@@ -168,12 +178,17 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
             created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
             for _ in range(retries):
                 with pytest.raises(Exception) as denied:
-                    identity.register_thing(iotidentity.RegisterThingRequest(
-                        template_name=fleet.target.template_name,
-                        certificate_ownership_token=created.certificate_ownership_token,
-                        parameters={"SerialNumber": serial, "DeviceType": "humidity-sensor",
-                                    "Manufacturer": "AcmeIoT"}),
-                    ).result(15)  # fmt: skip
+                    identity.register_thing(
+                        iotidentity.RegisterThingRequest(
+                            template_name=fleet.target.template_name,
+                            certificate_ownership_token=created.certificate_ownership_token,
+                            parameters={
+                                "SerialNumber": serial,
+                                "DeviceType": "humidity-sensor",
+                                "Manufacturer": "AcmeIoT",
+                            },
+                        ),
+                    ).result(15)
                 assert "403 ACCESS_DENIED" in device.rejection(denied.value)
         finally:
             client.close()
@@ -185,8 +200,10 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
 
         item = fleet.registry(serial)
         assert (item["status"], item["certificateId"], item["completedBy"]) == (
-            "provisioned", victim["certificateId"], "reconciler"
-        )  # fmt: skip
+            "provisioned",
+            victim["certificateId"],
+            "reconciler",
+        )
         assert certificate_status(fleet, victim["certificateId"]) == "ACTIVE"
         principals = fleet.iot.list_thing_principals(thingName=victim["thingName"])["principals"]
         assert [p.rsplit("/", 1)[1] for p in principals] == [victim["certificateId"]]
@@ -196,9 +213,12 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
     reasons = [r["reason"] for r in fleet.cli("why", serial, "--limit", "50", "--json")[1]["decisions"]]
     assert reasons == ["ALLOWED"] + ["PROVISIONING_IN_PROGRESS"] * retries  # what an operator reads
     assert "PROVISIONING_IN_PROGRESS" in {
-        d["value"] for m in fired["Trigger"]["Metrics"] if "MetricStat" in m
-        for d in m["MetricStat"]["Metric"]["Dimensions"] if d["name"] == "Reason"
-    }  # fmt: skip
+        d["value"]
+        for m in fired["Trigger"]["Metrics"]
+        if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"]
+        if d["name"] == "Reason"
+    }
     device.connect(fleet.target, victim["certificateFile"], victim["privateKeyFile"], victim["thingName"], 15).close()
     monitoring.recovered("serial-guessing")
 

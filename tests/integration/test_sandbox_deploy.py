@@ -27,9 +27,14 @@ from tests.integration.devices import Fleet
 pytestmark = pytest.mark.integration
 
 SCRIPTED_OUTPUTS = [
-    "provisioning_template_name", "device_registry_table_name", "provisioning_hook_function_name",
-    "provisioning_role_name", "claim_certificate_id", "claim_certificate_arn", "claim_certificate_pem",
-]  # fmt: skip
+    "provisioning_template_name",
+    "device_registry_table_name",
+    "provisioning_hook_function_name",
+    "provisioning_role_name",
+    "claim_certificate_id",
+    "claim_certificate_arn",
+    "claim_certificate_pem",
+]
 
 
 def test_sandbox_up_twice_is_harmless(deployment: Deployment) -> None:
@@ -47,8 +52,15 @@ def test_sandbox_up_on_a_port_in_use_refuses_clearly(deployment: Deployment, tmp
         taken.listen()
         port = taken.getsockname()[1]
         env = {**deployment.env, "SandboxEndpoint": f"http://127.0.0.1:{port}", "IOT_SANDBOX_DIR": str(tmp_path)}
-        result = subprocess.run([sys.executable, "-m", "sandbox", "up"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=60, check=False)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "sandbox", "up"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     assert result.returncode == 1
     assert f"127.0.0.1:{port} is in use" in result.stderr
@@ -91,8 +103,10 @@ def test_second_plan_reports_no_changes(deployment: Deployment) -> None:
 def test_hook_runs_in_the_sandbox_and_logs_to_its_log_group(deployment: Deployment) -> None:
     outputs = json.loads(deployment.run("terraform", "output", "-json", cwd=deployment.stack_dir).stdout)
     function = outputs["provisioning_hook_function_name"]["value"]
-    payload = {"certificateId": "a" * 64, "parameters": {"SerialNumber": "SN-404", "DeviceType": "gateway",
-                                                         "Manufacturer": "AcmeIoT"}}  # fmt: skip
+    payload = {
+        "certificateId": "a" * 64,
+        "parameters": {"SerialNumber": "SN-404", "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
+    }
     answer = deployment.client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload).encode())
 
     assert json.loads(answer["Payload"].read()) == {"allowProvisioning": False}
@@ -161,8 +175,10 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         fleet = Fleet(deployment, base / "devices")  # its claim files: the newest generation, 2
         kinds = ("gateway", "temperature-sensor", "humidity-sensor")
         manifest = base / "fleet.csv"
-        manifest.write_text("serialNumber,deviceType,manufacturer\n" + "".join(
-            f"LIFE-{n},{kind},AcmeIoT\n" for n, kind in enumerate(kinds, 1)))  # fmt: skip
+        manifest.write_text(
+            "serialNumber,deviceType,manufacturer\n"
+            + "".join(f"LIFE-{n},{kind},AcmeIoT\n" for n, kind in enumerate(kinds, 1))
+        )
         code, _, said = fleet.cli("enroll", str(manifest))
         assert code == 0, said
         first = _first_generation_claim(deployment, base)
@@ -181,8 +197,11 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         with pytest.raises(device.Failure, match="403 ACCESS_DENIED"):  # NOT_ENROLLED: IoT keeps its certificate
             fleet.provision("LIFE-UNKNOWN", "gateway", claim=second, skip_device_check=True)
         context = base / "cdktf.json"  # the rotation's record, as the first --apply left it
-        context.write_text((ROOT / "cdktf.json").read_text().replace(
-            '"ClaimCertificateGenerations": "1"', '"ClaimCertificateGenerations": "1,2"'))  # fmt: skip
+        context.write_text(
+            (ROOT / "cdktf.json")
+            .read_text()
+            .replace('"ClaimCertificateGenerations": "1"', '"ClaimCertificateGenerations": "1,2"')
+        )
         _, status, said = fleet.cli("rotate-claim", "--context-file", str(context), "--json")
         assert status, said[-3000:]
         drops: list[Any] = []
@@ -197,14 +216,23 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
             old_claim.close()
         attempt("after, generation 1", "LIFE-3", "humidity-sensor", first)
         attempt("after, generation 2", "LIFE-3", "humidity-sensor", second)
-        plan = deployment.run("terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color",
-                              cwd=deployment.stack_dir)  # fmt: skip
+        plan = deployment.run(
+            "terraform", "plan", "-detailed-exitcode", "-input=false", "-no-color", cwd=deployment.stack_dir
+        )
         yield Lifecycle(
-            deployment, provisioning, status, retired,
-            [fleet.outputs["claim_certificate_id"], fleet.outputs["claim_certificates"]["2"]["id"],
-             _outputs(deployment)["claim_certificates"]["2"]["id"]],
-            json.loads(context.read_text())["context"]["ClaimCertificateGenerations"], bool(drops), plan,
-        )  # fmt: skip
+            deployment,
+            provisioning,
+            status,
+            retired,
+            [
+                fleet.outputs["claim_certificate_id"],
+                fleet.outputs["claim_certificates"]["2"]["id"],
+                _outputs(deployment)["claim_certificates"]["2"]["id"],
+            ],
+            json.loads(context.read_text())["context"]["ClaimCertificateGenerations"],
+            bool(drops),
+            plan,
+        )
 
 
 def _first_generation_claim(deployment: Deployment, base: Path) -> tuple[str, str]:
@@ -212,10 +240,15 @@ def _first_generation_claim(deployment: Deployment, base: Path) -> tuple[str, st
     outputs give only the newest generation's: read from the Terraform state here)."""
     state = json.loads(deployment.run("terraform", "show", "-json", cwd=deployment.stack_dir).stdout)
     first = _outputs(deployment)["claim_certificates"]["1"]["id"]
-    (values,) = [r["values"] for r in state["values"]["root_module"]["resources"]
-                 if r["type"] == "aws_iot_certificate" and r["values"]["id"] == first]  # fmt: skip
-    return (device._write_private(base / "claim-1.pem.crt", values["certificate_pem"]),
-            device._write_private(base / "claim-1.key", values["private_key"]))  # fmt: skip
+    (values,) = [
+        r["values"]
+        for r in state["values"]["root_module"]["resources"]
+        if r["type"] == "aws_iot_certificate" and r["values"]["id"] == first
+    ]
+    return (
+        device._write_private(base / "claim-1.pem.crt", values["certificate_pem"]),
+        device._write_private(base / "claim-1.key", values["private_key"]),
+    )
 
 
 def test_devices_provision_with_either_claim_generation_during_the_overlap_and_only_the_new_one_after(
@@ -270,9 +303,13 @@ def test_rotate_claim_shows_each_generations_use_and_retires_the_old_one_changin
     generation is not replaced, and a plan afterwards finds no drift."""
     assert (lifecycle.status["inForce"], lifecycle.status["next"]["action"]) == ([1, 2], "retire")
     assert [(g["number"], g["status"], g["provisioned"]) for g in lifecycle.status["generations"]] == [
-        (1, "ACTIVE", 1), (2, "ACTIVE", 1)]  # fmt: skip
+        (1, "ACTIVE", 1),
+        (2, "ACTIVE", 1),
+    ]
     assert (lifecycle.retired["inForce"], lifecycle.retired["terraform"]) == (
-        [2], {"added": 0, "changed": 1, "destroyed": 3})  # fmt: skip
+        [2],
+        {"added": 0, "changed": 1, "destroyed": 3},
+    )
     assert lifecycle.recorded == "2"
     assert len(set(lifecycle.generation_2_ids)) == 1
     assert lifecycle.plan_after.returncode == 0, lifecycle.plan_after.stdout[-3000:]
@@ -297,8 +334,9 @@ def destroyed(lifecycle: Lifecycle) -> Iterator[Destroyed]:
     before = inventory(deployment)
     assert before["templates"] and before["functions"] and before["tables"]
     started = time.monotonic()
-    destroy = deployment.run("make", "-o", "setup", "--no-print-directory", "destroy",
-                             f"CDKTF_OUT={deployment.out_dir}", cwd=ROOT)  # fmt: skip
+    destroy = deployment.run(
+        "make", "-o", "setup", "--no-print-directory", "destroy", f"CDKTF_OUT={deployment.out_dir}", cwd=ROOT
+    )
     deployment.timings["make destroy"] = time.monotonic() - started
     leftovers = {kind: items for kind, items in inventory(deployment).items() if items}
     pid = deployment.state()["pid"]
@@ -381,8 +419,15 @@ def test_a_template_change_applies_when_the_template_already_has_five_versions(d
             pruning["triggers_replace"] = {"template_body": template_revision(body)}
             document.write_text(json.dumps(stack, indent=2))
             # -refresh=false: the state is the one the previous apply left (refreshing 44 resources doubled the time)
-            applied = deployment.run("terraform", "apply", "-auto-approve", "-input=false", "-no-color",
-                                     "-refresh=false", cwd=deployment.stack_dir)  # fmt: skip
+            applied = deployment.run(
+                "terraform",
+                "apply",
+                "-auto-approve",
+                "-input=false",
+                "-no-color",
+                "-refresh=false",
+                cwd=deployment.stack_dir,
+            )
             assert applied.returncode == 0, (applied.stdout + applied.stderr)[-4000:]
             versions = iot.list_provisioning_template_versions(templateName=name)["versions"]
             assert len(versions) <= 5

@@ -32,8 +32,15 @@ def processes_using(folder: Path) -> list[str]:
 
 def up(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "sandbox", "up"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "up"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return result, time.monotonic() - started
 
 
@@ -54,8 +61,15 @@ def test_sandbox_up_fails_when_the_broker_plugin_does_not_build(tmp_path: Path) 
     assert "sandbox: up" not in result.stdout
     assert not (sandbox_dir / "state.json").exists()
     assert processes_using(sandbox_dir) == []
-    hint = subprocess.run(["make", "--no-print-directory", "_deploy-hint"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)  # fmt: skip
+    hint = subprocess.run(
+        ["make", "--no-print-directory", "_deploy-hint"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert f"its log {sandbox_dir / 'server.log'} ends with:" in hint.stdout
     assert "broken on purpose by a test" in hint.stdout
     SUMMARY.append(f"sandbox up with a plugin that does not build: exit {result.returncode} in {elapsed:.1f} s")
@@ -80,8 +94,15 @@ def test_sandbox_up_fails_when_the_broker_exits_and_stops_its_whole_group(tmp_pa
     assert f"last lines of {sandbox_dir / 'server.log'}" in result.stderr
     assert not (sandbox_dir / "state.json").exists()
     assert processes_using(sandbox_dir) == []
-    status = subprocess.run([sys.executable, "-m", "sandbox", "status"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60, check=False)  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "sandbox", "status"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert status.returncode == 3
     assert "this broker refuses to start (a test)" in status.stdout
     SUMMARY.append(f"sandbox up with a broker that exits: exit {result.returncode} in {elapsed:.1f} s")

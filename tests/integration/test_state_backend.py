@@ -111,8 +111,14 @@ def test_apply_writes_the_state_to_the_bucket_encrypted_and_none_on_disk(s3_stac
 
 def test_a_lock_someone_else_holds_stops_terraform_and_leaves_the_state_as_it_was(s3_stack: S3Stack) -> None:
     before = s3_stack.s3.head_object(Bucket=BUCKET, Key=STATE_KEY)["ETag"]
-    held = {"ID": "0b4c7a52-6f0e-4c35-9d55-1f1d7c3a9e01", "Operation": "OperationTypeApply", "Who": "ops@factory-2",
-            "Version": "1.11.4", "Created": "2026-12-01T11:00:00Z", "Path": f"{BUCKET}/{STATE_KEY}"}  # fmt: skip
+    held = {
+        "ID": "0b4c7a52-6f0e-4c35-9d55-1f1d7c3a9e01",
+        "Operation": "OperationTypeApply",
+        "Who": "ops@factory-2",
+        "Version": "1.11.4",
+        "Created": "2026-12-01T11:00:00Z",
+        "Path": f"{BUCKET}/{STATE_KEY}",
+    }
     s3_stack.s3.put_object(Bucket=BUCKET, Key=f"{STATE_KEY}.tflock", Body=json.dumps(held))
     try:
         locked = s3_stack.terraform("plan", "-lock-timeout=0s", f"-target={s3_stack.policy}")

@@ -26,8 +26,11 @@ THING = "gateway-SN-1"
 def test_claim_certificate_may_use_only_the_provisioning_topics_of_its_template() -> None:
     rules = access_rules(None, [documents.claim_policy("Fleet", ARN)])
 
-    topics = ["$aws/certificates/create/#", "$aws/certificates/create-from-csr/#",
-              "$aws/provisioning-templates/Fleet/provision/#"]  # fmt: skip
+    topics = [
+        "$aws/certificates/create/#",
+        "$aws/certificates/create-from-csr/#",
+        "$aws/provisioning-templates/Fleet/provision/#",
+    ]
     expected = {"client claim-*"} | {f"{verb} {t}" for verb in ("publish", "receive", "subscribe") for t in topics}
     assert set(rules) == expected
 
@@ -61,14 +64,18 @@ def test_what_the_broker_cannot_express_is_not_granted() -> None:
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}client/*"},
-            {"Effect": "Allow", "Action": "iot:Publish", "Resource": [
-                f"{ARN}topic/a/${{iot:ClientId}}/x",  # a policy variable the sandbox does not bind
-                f"{ARN}topic/a/*/x",  # a wildcard inside a level
-                f"{ARN}topic/b/*",
-            ]},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [
+                    f"{ARN}topic/a/${{iot:ClientId}}/x",  # a policy variable the sandbox does not bind
+                    f"{ARN}topic/a/*/x",  # a wildcard inside a level
+                    f"{ARN}topic/b/*",
+                ],
+            },
             {"Effect": "Allow", "Action": "iot:*", "Resource": f"{ARN}topic/c"},
         ],
-    }  # fmt: skip
+    }
     assert access_rules(None, [grants]) == ["client *", "publish b/#", "publish c", "receive c"]
 
 
@@ -88,10 +95,14 @@ def test_grants_the_broker_cannot_evaluate_grant_nothing() -> None:
     topic = f"{ARN}topic/t"
     statements = [
         {"Effect": "Allow", "NotAction": "iot:Connect", "Resource": topic},
-        {"Effect": "Allow", "Action": "iot:Publish", "Resource": topic,
-         "Condition": {"StringEquals": {"iot:ClientId": "x"}}},
+        {
+            "Effect": "Allow",
+            "Action": "iot:Publish",
+            "Resource": topic,
+            "Condition": {"StringEquals": {"iot:ClientId": "x"}},
+        },
         {"Effect": "Allow", "Action": "iot:Publish", "Resource": [f"{ARN}topic/a/+/b", f"{ARN}topic/a/#"]},
-    ]  # fmt: skip
+    ]
     assert access_rules("dev-1", [{"Statement": statements}]) == []
 
 
@@ -109,16 +120,38 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.fail("gcc and mosquitto-dev are needed (make setup installs them)")
     folder = tmp_path_factory.mktemp("plugin")
     # The broker provides these to the plugin at run time; outside it, inert stand-ins let it load.
-    (folder / "broker.c").write_text("\n".join(
-        f"{kind} {name}(void) {{ return 0; }}" for kind, name in (
-            ("void *", "mosquitto_client_id"), ("void *", "mosquitto_client_username"),
-            ("void *", "mosquitto_client_certificate"), ("int", "mosquitto_set_username"),
-            ("int", "mosquitto_broker_publish_copy"), ("void *", "mosquitto_malloc"), ("int", "mosquitto_free"),
-            ("int", "mosquitto_callback_register"), ("int", "mosquitto_callback_unregister"),
-            ("int", "mosquitto_kick_client_by_username"))))  # fmt: skip
+    (folder / "broker.c").write_text(
+        "\n".join(
+            f"{kind} {name}(void) {{ return 0; }}"
+            for kind, name in (
+                ("void *", "mosquitto_client_id"),
+                ("void *", "mosquitto_client_username"),
+                ("void *", "mosquitto_client_certificate"),
+                ("int", "mosquitto_set_username"),
+                ("int", "mosquitto_broker_publish_copy"),
+                ("void *", "mosquitto_malloc"),
+                ("int", "mosquitto_free"),
+                ("int", "mosquitto_callback_register"),
+                ("int", "mosquitto_callback_unregister"),
+                ("int", "mosquitto_kick_client_by_username"),
+            )
+        )
+    )
     library = folder / "fleet_routing.so"
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(PLUGIN_SOURCE), str(folder / "broker.c"),
-                    "-lcrypto"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(library),
+            str(PLUGIN_SOURCE),
+            str(folder / "broker.c"),
+            "-lcrypto",
+        ],
+        check=True,
+    )
     loaded = ctypes.CDLL(str(library))
     loaded.rule_covers.restype = ctypes.c_bool
     loaded.rule_covers.argtypes = [ctypes.c_char_p, ctypes.c_char_p]

@@ -100,8 +100,10 @@ def test_a_confirmed_rotation_makes_the_new_certificate_the_device_s_and_revokes
 
     assert rotation.handler(message("confirm", new, requestId="r1"))["result"] == "accepted"
 
-    assert answers()[-1] == (f"fleet/rotation/{THING}/confirm/accepted",
-                             {"requestId": "r1", "certificateId": new, "retiredCertificateId": old})  # fmt: skip
+    assert answers()[-1] == (
+        f"fleet/rotation/{THING}/confirm/accepted",
+        {"requestId": "r1", "certificateId": new, "retiredCertificateId": old},
+    )
     assert state(iot, old) == ("REVOKED", [], [])
     assert state(iot, new) == ("ACTIVE", [THING], [POLICY])
     item = registry.get(SERIAL)
@@ -127,9 +129,12 @@ def test_a_confirm_with_no_confirmed_rotation_never_retires_the_current_certific
 ) -> None:
     """After a same-certificate retry of the provisioning hook the item's previousCertificateId is the
     current certificate: a confirm from it (no rotation pending, none confirmed) must not revoke it."""
-    registry.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}},
-                                UpdateExpression="SET previousCertificateId = :current",
-                                ExpressionAttributeValues={":current": {"S": iot.current}})  # fmt: skip
+    registry.client.update_item(
+        TableName=TABLE,
+        Key={"serialNumber": {"S": SERIAL}},
+        UpdateExpression="SET previousCertificateId = :current",
+        ExpressionAttributeValues={":current": {"S": iot.current}},
+    )
     before = registry.get(SERIAL)
 
     result = rotation.handler(message("confirm", iot.current, requestId="r1"))
@@ -213,9 +218,12 @@ def test_a_revoked_certificate_still_connected_cannot_rotate_whatever_the_regist
 
 def interval_passes(registry: Registry) -> None:
     """RotationIntervalMinutes pass (the device's slot dated back)."""
-    registry.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}},
-                                UpdateExpression="SET rotationReservedAt = :then",
-                                ExpressionAttributeValues={":then": {"S": LONG_AGO}})  # fmt: skip
+    registry.client.update_item(
+        TableName=TABLE,
+        Key={"serialNumber": {"S": SERIAL}},
+        UpdateExpression="SET rotationReservedAt = :then",
+        ExpressionAttributeValues={":then": {"S": LONG_AGO}},
+    )
 
 
 def test_within_the_interval_a_second_request_is_refused_before_any_certificate_is_made(
@@ -323,9 +331,12 @@ def test_the_reconciler_removes_a_rotation_never_confirmed_and_the_old_certifica
 
     reconciler = importlib.reload(reconciler)
     assert reconciler.handler({})["abandoned"] == 0  # within the window: the device may still confirm
-    registry.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": SERIAL}},
-                                UpdateExpression="SET rotationRequestedAt = :t",
-                                ExpressionAttributeValues={":t": {"S": LONG_AGO}})  # fmt: skip
+    registry.client.update_item(
+        TableName=TABLE,
+        Key={"serialNumber": {"S": SERIAL}},
+        UpdateExpression="SET rotationRequestedAt = :t",
+        ExpressionAttributeValues={":t": {"S": LONG_AGO}},
+    )
 
     assert reconciler.handler({})["abandoned"] == 1
 

@@ -82,9 +82,18 @@ def sample(value: float, count: float = 1.0) -> Sample:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Sum", 16.0), ("SampleCount", 5.0), ("Average", 3.2), ("Minimum", 1.0), ("Maximum", 9.0), ("p50", 2.0),
-     ("p80", 2.0), ("p90", 9.0), ("p100", 9.0)],
-)  # fmt: skip
+    [
+        ("Sum", 16.0),
+        ("SampleCount", 5.0),
+        ("Average", 3.2),
+        ("Minimum", 1.0),
+        ("Maximum", 9.0),
+        ("p50", 2.0),
+        ("p80", 2.0),
+        ("p90", 9.0),
+        ("p100", 9.0),
+    ],
+)
 def test_statistics_over_one_period(name: str, expected: float) -> None:
     samples = [sample(1.0), sample(2.0, 3), sample(9.0)]  # 1, 2, 2, 2, 9
 
@@ -121,8 +130,9 @@ def test_a_unit_given_to_the_alarm_counts_only_datapoints_of_that_unit() -> None
     store, end = Series(), 1_000_000.0
     store.add(METRIC, Sample(end - 1, "Count", 9.0, 1, 9.0, 9.0, ((9.0, 1),)))
     store.add(METRIC, Sample(end - 1, "Seconds", 90.0, 1, 90.0, 90.0, ((90.0, 1),)))
-    counted = Spec((Stat("m1", METRIC, 300, "Sum", "Count"),), {}, "m1", 300, 1, 1,
-                   "GreaterThanThreshold", 5.0, "missing")  # fmt: skip
+    counted = Spec(
+        (Stat("m1", METRIC, 300, "Sum", "Count"),), {}, "m1", 300, 1, 1, "GreaterThanThreshold", 5.0, "missing"
+    )
 
     assert cloudwatch_alarms.slots(counted, store.between, end, 60)[-1].value == 9.0
 
@@ -135,13 +145,20 @@ def test_metric_math_fills_quiet_periods_and_adds_series() -> None:
     store.add(reads, Sample(end - 6, "Count", 1.0, 1, 1.0, 1.0, ((1.0, 1),)))
     math_spec = Spec(
         (Stat("r", reads, 300, "Sum", None), Stat("w", writes, 300, "Sum", None)),
-        {"total": "FILL(r, 0) + FILL(w, 0)", "unfilled": "r + w * 2"}, "total", 300, 1, 1,
-        "GreaterThanThreshold", 0.0, "ignore",
-    )  # fmt: skip
+        {"total": "FILL(r, 0) + FILL(w, 0)", "unfilled": "r + w * 2"},
+        "total",
+        300,
+        1,
+        1,
+        "GreaterThanThreshold",
+        0.0,
+        "ignore",
+    )
 
     assert [s.value for s in cloudwatch_alarms.slots(math_spec, store.between, end, 60)] == [0.0, 1.0, 2.0]
-    unfilled = Spec(math_spec.stats, math_spec.expressions, "unfilled", 300, 1, 1, "GreaterThanThreshold", 0.0,
-                    "ignore")  # fmt: skip
+    unfilled = Spec(
+        math_spec.stats, math_spec.expressions, "unfilled", 300, 1, 1, "GreaterThanThreshold", 0.0, "ignore"
+    )
     assert [s.value for s in cloudwatch_alarms.slots(unfilled, store.between, end, 60)] == [None, None, None]
 
 
@@ -174,19 +191,30 @@ def encrypted_topic(aws: dict[str, Any], statements: list[dict[str, Any]]) -> st
 
 
 CLOUDWATCH_MAY_USE_THE_KEY = {
-    "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+    "Effect": "Allow",
+    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+    "Resource": "*",
     "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
-}  # fmt: skip
+}
 
 
 def failures_alarm(aws: dict[str, Any], topic: str) -> Any:
     aws["cloudwatch"].put_metric_alarm(
-        AlarmName="provisioning-failures", AlarmDescription="Devices are refused: check the hook's log.",
-        Namespace="AWS/IoT", MetricName="RegisterThingFailed", Dimensions=[{"Name": "TemplateName", "Value": "fleet"}],
-        Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold",
-        TreatMissingData="notBreaching", AlarmActions=[topic], OKActions=[topic],
-    )  # fmt: skip
+        AlarmName="provisioning-failures",
+        AlarmDescription="Devices are refused: check the hook's log.",
+        Namespace="AWS/IoT",
+        MetricName="RegisterThingFailed",
+        Dimensions=[{"Name": "TemplateName", "Value": "fleet"}],
+        Statistic="Sum",
+        Period=300,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+        AlarmActions=[topic],
+        OKActions=[topic],
+    )
     return cloudwatch_backends[ACCOUNT][REGION].alarms["provisioning-failures"]
 
 
@@ -198,8 +226,9 @@ def received(aws: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def refusals(count: int, at: float) -> None:
     for _ in range(count):
-        cloudwatch_metrics.publish(ACCOUNT, REGION, "AWS/IoT", "RegisterThingFailed", 1, {"TemplateName": "fleet"},
-                                   "Count", at)  # fmt: skip
+        cloudwatch_metrics.publish(
+            ACCOUNT, REGION, "AWS/IoT", "RegisterThingFailed", 1, {"TemplateName": "fleet"}, "Count", at
+        )
 
 
 def test_an_alarm_starts_insufficient_goes_to_alarm_and_back_and_its_topic_hears_each_change(
@@ -226,20 +255,33 @@ def test_an_alarm_starts_insufficient_goes_to_alarm_and_back_and_its_topic_hears
     assert fired["NewStateReason"].startswith("Threshold Crossed: 1 datapoint [6.0 (")
     assert fired["NewStateReason"].endswith("was greater than the threshold (5.0).")
     assert {k: fired[k] for k in ("AlarmName", "AlarmDescription", "AWSAccountId", "Region", "AlarmArn")} == {
-        "AlarmName": "provisioning-failures", "AlarmDescription": "Devices are refused: check the hook's log.",
-        "AWSAccountId": ACCOUNT, "Region": "US East (N. Virginia)", "AlarmArn": alarm.alarm_arn,
-    }  # fmt: skip
+        "AlarmName": "provisioning-failures",
+        "AlarmDescription": "Devices are refused: check the hook's log.",
+        "AWSAccountId": ACCOUNT,
+        "Region": "US East (N. Virginia)",
+        "AlarmArn": alarm.alarm_arn,
+    }
     assert fired["Trigger"] | {"Dimensions": None} == {
-        "MetricName": "RegisterThingFailed", "Namespace": "AWS/IoT", "StatisticType": "Statistic",
-        "Statistic": "SUM", "Unit": None, "Dimensions": None, "Period": 300, "EvaluationPeriods": 1,
-        "ComparisonOperator": "GreaterThanThreshold", "Threshold": 5.0,
-        "TreatMissingData": "- TreatMissingData: notBreaching", "EvaluateLowSampleCountPercentile": "",
-    }  # fmt: skip
+        "MetricName": "RegisterThingFailed",
+        "Namespace": "AWS/IoT",
+        "StatisticType": "Statistic",
+        "Statistic": "SUM",
+        "Unit": None,
+        "Dimensions": None,
+        "Period": 300,
+        "EvaluationPeriods": 1,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 5.0,
+        "TreatMissingData": "- TreatMissingData: notBreaching",
+        "EvaluateLowSampleCountPercentile": "",
+    }
     assert fired["Trigger"]["Dimensions"] == [{"value": "fleet", "name": "TemplateName"}]
     history = aws["cloudwatch"].describe_alarm_history(AlarmName="provisioning-failures", HistoryItemType="StateUpdate")
     assert [h["HistorySummary"] for h in history["AlarmHistoryItems"]] == [
-        "Alarm updated from ALARM to OK", "Alarm updated from OK to ALARM", "Alarm updated from INSUFFICIENT_DATA to OK"
-    ]  # fmt: skip
+        "Alarm updated from ALARM to OK",
+        "Alarm updated from OK to ALARM",
+        "Alarm updated from INSUFFICIENT_DATA to OK",
+    ]
     described = aws["cloudwatch"].describe_alarms(AlarmNames=["provisioning-failures"])["MetricAlarms"][0]
     assert (described["StateValue"], json.loads(described["StateReasonData"])["period"]) == (OK, 300)
 
@@ -257,8 +299,12 @@ def test_an_updated_alarm_keeps_its_state_and_set_alarm_state_notifies(aws: dict
 
 
 def test_a_topic_whose_key_cloudwatch_may_not_use_gets_nothing_and_the_history_says_why(aws: dict[str, Any]) -> None:
-    account_only = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*",
-                    "Resource": "*"}  # fmt: skip
+    account_only = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     backend = cloudwatch_backends[ACCOUNT][REGION]
     alarm = failures_alarm(aws, encrypted_topic(aws, [account_only]))
     refusals(6, alarm.state_updated_timestamp.timestamp())
@@ -279,11 +325,23 @@ def test_a_topic_whose_key_cloudwatch_may_not_use_gets_nothing_and_the_history_s
 def test_what_the_sandbox_does_not_evaluate_leaves_the_alarm_insufficient_saying_so(aws: dict[str, Any]) -> None:
     backend = cloudwatch_backends[ACCOUNT][REGION]
     aws["cloudwatch"].put_metric_alarm(
-        AlarmName="banded", EvaluationPeriods=1, ComparisonOperator="GreaterThanThreshold", Threshold=1,
-        Metrics=[{"Id": "e", "Expression": "ANOMALY_DETECTION_BAND(m, 2)", "ReturnData": True},
-                 {"Id": "m", "ReturnData": False, "MetricStat": {"Period": 300, "Stat": "Sum", "Metric": {
-                     "Namespace": "AWS/Lambda", "MetricName": "Errors"}}}],
-    )  # fmt: skip
+        AlarmName="banded",
+        EvaluationPeriods=1,
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=1,
+        Metrics=[
+            {"Id": "e", "Expression": "ANOMALY_DETECTION_BAND(m, 2)", "ReturnData": True},
+            {
+                "Id": "m",
+                "ReturnData": False,
+                "MetricStat": {
+                    "Period": 300,
+                    "Stat": "Sum",
+                    "Metric": {"Namespace": "AWS/Lambda", "MetricName": "Errors"},
+                },
+            },
+        ],
+    )
     alarm = backend.alarms["banded"]
 
     cloudwatch_alarms.evaluate(backend, alarm, alarm.state_updated_timestamp.timestamp() + 1, 60)
@@ -300,15 +358,26 @@ def test_an_alarm_on_a_dynamodb_metric_ignores_missing_data_whatever_it_says_and
     """DynamoDB publishes throttle metrics only while it throttles, and AWS/DynamoDB alarms always ignore
     missing data: a plain alarm stays in ALARM after the throttling ends; FILL(m, 0) returns to OK."""
     backend, cloudwatch = cloudwatch_backends[ACCOUNT][REGION], aws["cloudwatch"]
-    metric = {"Namespace": "AWS/DynamoDB", "MetricName": "WriteThrottleEvents",
-              "Dimensions": [{"Name": "TableName", "Value": "registry"}]}  # fmt: skip
-    common = {"EvaluationPeriods": 1, "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
-              "TreatMissingData": "notBreaching"}  # fmt: skip
+    metric = {
+        "Namespace": "AWS/DynamoDB",
+        "MetricName": "WriteThrottleEvents",
+        "Dimensions": [{"Name": "TableName", "Value": "registry"}],
+    }
+    common = {
+        "EvaluationPeriods": 1,
+        "Threshold": 0,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching",
+    }
     cloudwatch.put_metric_alarm(AlarmName="plain", Statistic="Sum", Period=300, **metric, **common)
-    cloudwatch.put_metric_alarm(AlarmName="filled", **common, Metrics=[
-        {"Id": "total", "Expression": "FILL(w, 0)", "ReturnData": True},
-        {"Id": "w", "ReturnData": False, "MetricStat": {"Period": 300, "Stat": "Sum", "Metric": metric}},
-    ])  # fmt: skip
+    cloudwatch.put_metric_alarm(
+        AlarmName="filled",
+        **common,
+        Metrics=[
+            {"Id": "total", "Expression": "FILL(w, 0)", "ReturnData": True},
+            {"Id": "w", "ReturnData": False, "MetricStat": {"Period": 300, "Stat": "Sum", "Metric": metric}},
+        ],
+    )
     plain, filled = backend.alarms["plain"], backend.alarms["filled"]
     now = math.floor(plain.state_updated_timestamp.timestamp()) + 0.5
     assert cloudwatch_alarms.spec_of(plain).treat_missing == "ignore"

@@ -26,12 +26,22 @@ cloudwatch_metrics.install()
 
 def emf(**root: Any) -> str:
     record = {
-        "_aws": {"Timestamp": 1_700_000_000_123, "CloudWatchMetrics": [{
-            "Namespace": "Fleet/dev", "Dimensions": [["Decision", "Reason"], []],
-            "Metrics": [{"Name": "Requests", "Unit": "Count"}, {"Name": "Latency", "Unit": "Milliseconds"}],
-        }]},
-        "Decision": "deny", "Reason": "NOT_ENROLLED", "Requests": 1, "Latency": [3.5, 4.0], "other": {"x": 1},
-    }  # fmt: skip
+        "_aws": {
+            "Timestamp": 1_700_000_000_123,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "Fleet/dev",
+                    "Dimensions": [["Decision", "Reason"], []],
+                    "Metrics": [{"Name": "Requests", "Unit": "Count"}, {"Name": "Latency", "Unit": "Milliseconds"}],
+                }
+            ],
+        },
+        "Decision": "deny",
+        "Reason": "NOT_ENROLLED",
+        "Requests": 1,
+        "Latency": [3.5, 4.0],
+        "other": {"x": 1},
+    }
     record.update(root)
     return json.dumps(record)
 
@@ -48,8 +58,9 @@ def test_each_metric_becomes_one_datapoint_per_dimension_set_at_the_records_time
     ]
 
 
-@pytest.mark.parametrize("line", ["START RequestId: 1 Version: $LATEST", '{"level": "INFO", "message": "hi"}',
-                                  '{"_aws": broken json', "[]"])  # fmt: skip
+@pytest.mark.parametrize(
+    "line", ["START RequestId: 1 Version: $LATEST", '{"level": "INFO", "message": "hi"}', '{"_aws": broken json', "[]"]
+)
 def test_ordinary_log_lines_carry_no_metrics(line: str) -> None:
     assert extract_emf(line) == []
 
@@ -62,16 +73,39 @@ def test_ordinary_log_lines_carry_no_metrics(line: str) -> None:
         ({"Requests": "1"}, "metric Requests"),
         ({"Latency": [1.0] * 101}, "metric Latency"),
         ({"_aws": {"CloudWatchMetrics": []}}, "Timestamp"),
-        ({"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "AWS/Lambda", "Dimensions": [[]],
-                                                          "Metrics": []}]}}, "reserved"),
-        ({"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "N", "Dimensions": [[]],
-                                                          "Metrics": [{"Name": "Requests", "Unit": "Counts"}]}]}},
-         "not a CloudWatch unit"),
-        ({"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "N", "Metrics": [],
-                                                          "Dimensions": [[f"d{i}" for i in range(31)]]}]}},
-         "at most 30"),
+        (
+            {
+                "_aws": {
+                    "Timestamp": 1,
+                    "CloudWatchMetrics": [{"Namespace": "AWS/Lambda", "Dimensions": [[]], "Metrics": []}],
+                }
+            },
+            "reserved",
+        ),
+        (
+            {
+                "_aws": {
+                    "Timestamp": 1,
+                    "CloudWatchMetrics": [
+                        {"Namespace": "N", "Dimensions": [[]], "Metrics": [{"Name": "Requests", "Unit": "Counts"}]}
+                    ],
+                }
+            },
+            "not a CloudWatch unit",
+        ),
+        (
+            {
+                "_aws": {
+                    "Timestamp": 1,
+                    "CloudWatchMetrics": [
+                        {"Namespace": "N", "Metrics": [], "Dimensions": [[f"d{i}" for i in range(31)]]}
+                    ],
+                }
+            },
+            "at most 30",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_record_cloudwatch_would_reject_is_dropped_whole_with_the_reason(change: dict[str, Any], why: str) -> None:
     with pytest.raises(InvalidEmf, match=why):
         extract_emf(emf(**change))
@@ -102,20 +136,43 @@ def test_emf_written_to_cloudwatch_logs_becomes_metrics_and_other_lines_do_not()
         logs.create_log_stream(logGroupName="/aws/lambda/hook", logStreamName="s")
         now = datetime.now(UTC)
         stamp = int(now.timestamp() * 1000)
-        logs.put_log_events(logGroupName="/aws/lambda/hook", logStreamName="s", logEvents=[
-            {"timestamp": stamp, "message": emf(_aws={"Timestamp": stamp, "CloudWatchMetrics": [
-                {"Namespace": "Fleet/dev", "Dimensions": [["Decision"]], "Metrics": [{"Name": "Requests"}]}]})},
-            {"timestamp": stamp, "message": emf(Reason=7)},  # invalid: dropped whole
-            {"timestamp": stamp, "message": "an ordinary line"},
-        ])  # fmt: skip
+        logs.put_log_events(
+            logGroupName="/aws/lambda/hook",
+            logStreamName="s",
+            logEvents=[
+                {
+                    "timestamp": stamp,
+                    "message": emf(
+                        _aws={
+                            "Timestamp": stamp,
+                            "CloudWatchMetrics": [
+                                {
+                                    "Namespace": "Fleet/dev",
+                                    "Dimensions": [["Decision"]],
+                                    "Metrics": [{"Name": "Requests"}],
+                                }
+                            ],
+                        }
+                    ),
+                },
+                {"timestamp": stamp, "message": emf(Reason=7)},  # invalid: dropped whole
+                {"timestamp": stamp, "message": "an ordinary line"},
+            ],
+        )
 
         listed = cloudwatch.list_metrics(Namespace="Fleet/dev")["Metrics"]
-        assert listed == [{"Namespace": "Fleet/dev", "MetricName": "Requests",
-                           "Dimensions": [{"Name": "Decision", "Value": "deny"}]}]  # fmt: skip
+        assert listed == [
+            {"Namespace": "Fleet/dev", "MetricName": "Requests", "Dimensions": [{"Name": "Decision", "Value": "deny"}]}
+        ]
         statistics = cloudwatch.get_metric_statistics(
-            Namespace="Fleet/dev", MetricName="Requests", Dimensions=[{"Name": "Decision", "Value": "deny"}],
-            StartTime=now - timedelta(minutes=1), EndTime=now + timedelta(minutes=1), Period=60, Statistics=["Sum"],
-        )  # fmt: skip
+            Namespace="Fleet/dev",
+            MetricName="Requests",
+            Dimensions=[{"Name": "Decision", "Value": "deny"}],
+            StartTime=now - timedelta(minutes=1),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )
         assert sum(p["Sum"] for p in statistics["Datapoints"]) == 1.0
 
 
@@ -140,8 +197,14 @@ def create(client: Any, name: str, code: str) -> None:
     with zipfile.ZipFile(archive, "w") as package:
         package.writestr("app.py", code)
     role = lambda_role(f"{name}-role")
-    client.create_function(FunctionName=name, Runtime="python3.13", Role=role, Handler="app.handler", Timeout=3,
-                           Code={"ZipFile": archive.getvalue()})  # fmt: skip
+    client.create_function(
+        FunctionName=name,
+        Runtime="python3.13",
+        Role=role,
+        Handler="app.handler",
+        Timeout=3,
+        Code={"ZipFile": archive.getvalue()},
+    )
 
 
 def lambda_sums(name: str) -> dict[str, float]:
@@ -150,10 +213,14 @@ def lambda_sums(name: str) -> dict[str, float]:
     sums = {}
     for metric in ("Invocations", "Errors", "Throttles", "Duration"):
         points = cloudwatch.get_metric_statistics(
-            Namespace="AWS/Lambda", MetricName=metric, Dimensions=[{"Name": "FunctionName", "Value": name}],
-            StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=1), Period=600,
+            Namespace="AWS/Lambda",
+            MetricName=metric,
+            Dimensions=[{"Name": "FunctionName", "Value": name}],
+            StartTime=now - timedelta(minutes=5),
+            EndTime=now + timedelta(minutes=1),
+            Period=600,
             Statistics=["Sum", "SampleCount"],
-        )["Datapoints"]  # fmt: skip
+        )["Datapoints"]
         sums[metric] = sum(p["Sum"] for p in points) if metric != "Duration" else sum(p["SampleCount"] for p in points)
     return sums
 

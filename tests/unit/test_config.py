@@ -211,8 +211,15 @@ def test_a_type_whose_policy_aws_would_refuse_stops_synth_with_one_line(tmp_path
     assert message.startswith("device type 'chatty-sensor': its IoT policy would be ")
     assert "characters in us-gov-west-1; AWS IoT allows 2,048 (whitespace excluded)" in message
     assert "\n" not in message
-    synth = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env={**os.environ, **environ}, capture_output=True,
-                           text=True, timeout=60, check=False)  # fmt: skip
+    synth = subprocess.run(
+        [sys.executable, "main.py"],
+        cwd=ROOT,
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (synth.returncode, synth.stderr.strip()) == (2, f"error: {message}")
 
 
@@ -221,19 +228,31 @@ def test_claim_generations_overlap_during_a_rotation_each_from_its_own_csr(tmp_p
     for generation in (1, 2):
         (tmp_path / f"claim-{generation}.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\n")
     assert load_config(CONTEXT, environ={}, base_dir=ROOT).claim_certificate_generations == (1,)
-    config = load_config(CONTEXT, environ={"ClaimCertificateGenerations": "1, 2",
-                                           "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr")},
-                         base_dir=ROOT)  # fmt: skip
+    config = load_config(
+        CONTEXT,
+        environ={
+            "ClaimCertificateGenerations": "1, 2",
+            "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr"),
+        },
+        base_dir=ROOT,
+    )
     assert config.claim_certificate_generations == (1, 2)
     assert config.claim_certificate_csr(2) == str(tmp_path / "claim-2.csr")
     with pytest.raises(ConfigError, match=r"^ClaimCertificateCsrPath=.*with \{generation\}"):
-        load_config(CONTEXT, environ={"ClaimCertificateGenerations": "1,2",
-                                      "ClaimCertificateCsrPath": str(tmp_path / "claim-1.csr")},
-                    base_dir=ROOT)  # fmt: skip
+        load_config(
+            CONTEXT,
+            environ={"ClaimCertificateGenerations": "1,2", "ClaimCertificateCsrPath": str(tmp_path / "claim-1.csr")},
+            base_dir=ROOT,
+        )
     with pytest.raises(ConfigError, match=r"^ClaimCertificateCsrPath=.*claim-3.csr"):
-        load_config(CONTEXT, environ={"ClaimCertificateGenerations": "2,3",
-                                      "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr")},
-                    base_dir=ROOT)  # fmt: skip
+        load_config(
+            CONTEXT,
+            environ={
+                "ClaimCertificateGenerations": "2,3",
+                "ClaimCertificateCsrPath": str(tmp_path / "claim-{generation}.csr"),
+            },
+            base_dir=ROOT,
+        )
 
 
 def test_on_aws_the_claim_key_stays_out_of_state_unless_the_operator_opts_in(tmp_path: Path) -> None:
@@ -258,5 +277,6 @@ def test_on_aws_the_claim_key_stays_out_of_state_unless_the_operator_opts_in(tmp
     given = load_config(CONTEXT, environ={**on_aws, "ClaimCertificateCsrPath": str(csr)}, base_dir=ROOT)
     assert (given.claim_key_source, given.claim_certificate_csr(1)) == ("csr", str(csr))
     with pytest.raises(ConfigError, match=r"^ClaimKeyInState=true: invalid; allowed: false while ClaimCertificate"):
-        load_config(CONTEXT, environ={**on_aws, "ClaimCertificateCsrPath": str(csr), "ClaimKeyInState": "true"},
-                    base_dir=ROOT)  # fmt: skip
+        load_config(
+            CONTEXT, environ={**on_aws, "ClaimCertificateCsrPath": str(csr), "ClaimKeyInState": "true"}, base_dir=ROOT
+        )

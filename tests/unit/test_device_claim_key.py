@@ -22,8 +22,17 @@ AWS_OUTPUTS = {
 
 def resolve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outputs: dict[str, Any]) -> device.Target:
     monkeypatch.setattr(DeployedStack, "load", classmethod(lambda cls, directory=None: cls(tmp_path, outputs)))
-    args = argparse.Namespace(claim_cert=None, claim_key=None, template_name=None, endpoint=None, port=None, ca=None,
-                              stack_dir=None, output_dir=str(tmp_path / "devices"), system_trust=False)  # fmt: skip
+    args = argparse.Namespace(
+        claim_cert=None,
+        claim_key=None,
+        template_name=None,
+        endpoint=None,
+        port=None,
+        ca=None,
+        stack_dir=None,
+        output_dir=str(tmp_path / "devices"),
+        system_trust=False,
+    )
     return device.resolve_target(args)
 
 

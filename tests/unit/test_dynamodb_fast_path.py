@@ -26,9 +26,14 @@ from sandbox.local_aws.http_front import Dispatcher
 FAST, MOTO = "eu-west-1", "eu-west-2"
 SERIAL = "SN-0001"
 ENROLLED = {
-    "serialNumber": {"S": SERIAL}, "status": {"S": "enrolled"}, "deviceType": {"S": "sensor"},
-    "manufacturer": {"S": "Acme"}, "count": {"N": "1.50"}, "note": {"S": "café ☕"}, "blank": {"S": ""},
-}  # fmt: skip
+    "serialNumber": {"S": SERIAL},
+    "status": {"S": "enrolled"},
+    "deviceType": {"S": "sensor"},
+    "manufacturer": {"S": "Acme"},
+    "count": {"N": "1.50"},
+    "note": {"S": "café ☕"},
+    "blank": {"S": ""},
+}
 BINARY = {"serialNumber": {"S": "SN-BIN"}, "blob": {"B": "AP8="}, "nested": {"M": {"b": {"BS": ["AP8="]}}}}
 BIG = {"serialNumber": {"S": "SN-BIG"}, "big": {"S": "x" * 250_000}}
 AUTHORIZATION = (
@@ -91,9 +96,12 @@ def with_changes(request: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def plain_set(expression: str, names: dict[str, str] | None = None, **values: Any) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "TableName": "registry", "Key": {"serialNumber": {"S": SERIAL}}, "UpdateExpression": expression,
-        "ExpressionAttributeValues": {f":{k}": v for k, v in values.items()}, "ReturnValues": "ALL_NEW",
-    }  # fmt: skip
+        "TableName": "registry",
+        "Key": {"serialNumber": {"S": SERIAL}},
+        "UpdateExpression": expression,
+        "ExpressionAttributeValues": {f":{k}": v for k, v in values.items()},
+        "ReturnValues": "ALL_NEW",
+    }
     if names:
         request["ExpressionAttributeNames"] = names
     return request
@@ -106,35 +114,67 @@ class Twins:
         self.fast_path = DynamoDBFastPath(Dispatcher(create_backend_app))
         self.clients = {FAST: Client(self.fast_path), MOTO: Client(Dispatcher(create_backend_app))}
         for region in (FAST, MOTO):
-            self.call(region, "CreateTable", {  # as the stack's device registry: status and type indexed
-                "TableName": "registry", "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [{"AttributeName": "serialNumber", "KeyType": "HASH"}],
-                "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"}
-                                         for name in ("serialNumber", "deviceType", "status")],
-                "GlobalSecondaryIndexes": [
-                    {"IndexName": f"{name}-index", "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
-                     "Projection": {"ProjectionType": "ALL"}} for name in ("deviceType", "status")],
-            })  # fmt: skip
-            self.call(region, "CreateTable", {
-                "TableName": "ranged", "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [{"AttributeName": "k", "KeyType": "HASH"}, {"AttributeName": "r", "KeyType": "RANGE"}],
-                "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"},
-                                         {"AttributeName": "r", "AttributeType": "N"}],
-            })  # fmt: skip
+            self.call(
+                region,
+                "CreateTable",
+                {  # as the stack's device registry: status and type indexed
+                    "TableName": "registry",
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "KeySchema": [{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+                    "AttributeDefinitions": [
+                        {"AttributeName": name, "AttributeType": "S"}
+                        for name in ("serialNumber", "deviceType", "status")
+                    ],
+                    "GlobalSecondaryIndexes": [
+                        {
+                            "IndexName": f"{name}-index",
+                            "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
+                            "Projection": {"ProjectionType": "ALL"},
+                        }
+                        for name in ("deviceType", "status")
+                    ],
+                },
+            )
+            self.call(
+                region,
+                "CreateTable",
+                {
+                    "TableName": "ranged",
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "KeySchema": [
+                        {"AttributeName": "k", "KeyType": "HASH"},
+                        {"AttributeName": "r", "KeyType": "RANGE"},
+                    ],
+                    "AttributeDefinitions": [
+                        {"AttributeName": "k", "AttributeType": "S"},
+                        {"AttributeName": "r", "AttributeType": "N"},
+                    ],
+                },
+            )
             for item in (ENROLLED, BINARY, BIG):
                 self.call(region, "PutItem", {"TableName": "registry", "Item": item})
             self.call(region, "PutItem", {"TableName": "ranged", "Item": {"k": {"S": "a"}, "r": {"N": "1"}}})
 
     def call(
-        self, region: str, action: str, request: Any, body: bytes | None = None, path: str = "/",
+        self,
+        region: str,
+        action: str,
+        request: Any,
+        body: bytes | None = None,
+        path: str = "/",
         authorization: str = AUTHORIZATION,
-    ) -> tuple[int, Any, Any]:  # fmt: skip
+    ) -> tuple[int, Any, Any]:
         """Status, body (parsed if JSON) and headers; a crash of moto counts as a 500 naming its error."""
         try:
-            response = self.clients[region].post(path, data=json.dumps(request) if body is None else body, headers={
-                "X-Amz-Target": f"DynamoDB_20120810.{action}", "Content-Type": "application/x-amz-json-1.0",
-                "Authorization": authorization.format(region=region),
-            })  # fmt: skip
+            response = self.clients[region].post(
+                path,
+                data=json.dumps(request) if body is None else body,
+                headers={
+                    "X-Amz-Target": f"DynamoDB_20120810.{action}",
+                    "Content-Type": "application/x-amz-json-1.0",
+                    "Authorization": authorization.format(region=region),
+                },
+            )
         except Exception as crash:  # noqa: BLE001 - the werkzeug test client re-raises what the app raised
             return 500, type(crash).__name__, {}
         data = response.get_data()
@@ -168,12 +208,17 @@ def twins() -> Iterator[Twins]:
 
 
 def test_the_calls_devices_make_are_answered_by_the_fast_path_exactly_as_moto_answers_them(twins: Twins) -> None:
-    status, body, fast = twins.both("GetItem", {"TableName": "registry", "Key": {"serialNumber": {"S": SERIAL}},
-                                                "ConsistentRead": True})  # fmt: skip
+    status, body, fast = twins.both(
+        "GetItem", {"TableName": "registry", "Key": {"serialNumber": {"S": SERIAL}}, "ConsistentRead": True}
+    )
     assert (status, fast, body["Item"]["note"]) == (200, True, {"S": "café ☕"})
     status, body, fast = twins.both("UpdateItem", HOOK_CLAIM)
     assert (status, fast, body["Attributes"]["status"], body["Attributes"]["thingName"]) == (
-        200, True, {"S": "provisioning"}, {"S": "sensor-SN-0001"})  # fmt: skip
+        200,
+        True,
+        {"S": "provisioning"},
+        {"S": "sensor-SN-0001"},
+    )
     status, body, fast = twins.both("UpdateItem", REGISTRY_UPDATE)
     assert (status, fast, body) == (200, True, {"ConsumedCapacity": {"TableName": "registry", "CapacityUnits": 0.5}})
     status, body, fast = twins.both("GetItem", {"TableName": "registry", "Key": {"serialNumber": {"S": "SN-none"}}})
@@ -311,10 +356,15 @@ def test_concurrent_claims_of_one_serial_through_the_fast_path_let_exactly_one_t
         request["ExpressionAttributeValues"][":certificate"] = {"S": f"{n:064d}"}
         client = Client(twins.fast_path)
         start.wait()
-        response = client.post("/", data=json.dumps(request), headers={
-            "X-Amz-Target": "DynamoDB_20120810.UpdateItem",
-            "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261127/{FAST}/dynamodb/aws4_request",
-        })  # fmt: skip
+        response = client.post(
+            "/",
+            data=json.dumps(request),
+            headers={
+                "X-Amz-Target": "DynamoDB_20120810.UpdateItem",
+                "Authorization": "AWS4-HMAC-SHA256 "
+                f"Credential=AKIAIOSFODNN7EXAMPLE/20261127/{FAST}/dynamodb/aws4_request",
+            },
+        )
         statuses.append(response.status_code)
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(20)]

@@ -33,10 +33,13 @@ class Sandbox:
 
     def client(self, attempts: int = 2) -> Any:
         return boto3.client(
-            "dynamodb", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="sandbox",
+            "dynamodb",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="sandbox",
             aws_secret_access_key="sandbox",
             config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, read_timeout=10),
-        )  # fmt: skip
+        )
 
     def item(self, serial: str, table: str = TABLE) -> dict[str, Any] | None:
         return self.client().get_item(TableName=table, Key={"serialNumber": {"S": serial}}).get("Item")
@@ -51,10 +54,11 @@ def sandbox() -> Iterator[Sandbox]:
         box = Sandbox(switch, f"http://127.0.0.1:{server.port}")
         for table in (TABLE, OTHER):
             box.client().create_table(
-                TableName=table, BillingMode="PAY_PER_REQUEST",
+                TableName=table,
+                BillingMode="PAY_PER_REQUEST",
                 AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}],
                 KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
-            )  # fmt: skip
+            )
         try:
             yield box
         finally:
@@ -126,13 +130,17 @@ def test_slow_answers_late_and_still_applies(sandbox: Sandbox) -> None:
 
 
 def test_the_switch_is_driven_over_http_and_refuses_what_it_cannot_do(sandbox: Sandbox) -> None:
-    report = faults.request(sandbox.endpoint, "POST", {"mode": "throttle", "table": TABLE,
-                                                       "operations": ["UpdateItem", "GetItem"]})  # fmt: skip
+    report = faults.request(
+        sandbox.endpoint, "POST", {"mode": "throttle", "table": TABLE, "operations": ["UpdateItem", "GetItem"]}
+    )
     assert report["fault"]["description"] == "registry throttle (table registry; GetItem, UpdateItem)"
     assert faults.request(sandbox.endpoint, "GET") == report
     typo = {"mode": "throttle", "operations": ["Getitem"]}
-    for refused, why in (({"mode": "slow=-1"}, "slow=<seconds>"), ({"mode": "off"}, "unknown fault mode"),
-                         (typo, "not DynamoDB operations: Getitem")):  # fmt: skip
+    for refused, why in (
+        ({"mode": "slow=-1"}, "slow=<seconds>"),
+        ({"mode": "off"}, "unknown fault mode"),
+        (typo, "not DynamoDB operations: Getitem"),
+    ):
         with pytest.raises(ValueError, match=why):
             faults.request(sandbox.endpoint, "POST", refused)
     assert faults.request(sandbox.endpoint, "GET") == report  # a refused change leaves the fault as it was

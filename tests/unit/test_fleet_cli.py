@@ -34,8 +34,10 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(fleet, "Devices", FakeDevices)
 
     def run(environment: str, *args: str, answer: str = "") -> Any:
-        stack = DeployedStack(Path(f"cdktf.out/stacks/iot-provisioning-{environment}"),
-                              {"environment": environment, "device_registry_table_name": "t"})  # fmt: skip
+        stack = DeployedStack(
+            Path(f"cdktf.out/stacks/iot-provisioning-{environment}"),
+            {"environment": environment, "device_registry_table_name": "t"},
+        )
         monkeypatch.setattr(fleet, "stack", lambda: stack)
         return CliRunner().invoke(fleet.app, list(args), input=answer)
 

@@ -28,18 +28,24 @@ def check(tmp_path: Path, text: str, name: str = "batch.csv") -> tuple[list[mani
 
 
 def test_every_bad_row_of_a_csv_manifest_is_reported_with_its_line(tmp_path: Path) -> None:
-    devices, problems = check(tmp_path, "\n".join([
-        "serialNumber,deviceType,manufacturer,firmwareVersion,location,thingName",
-        "SN-0001,gateway,AcmeIoT,v1.0.0,plant-1,",      # 2: fine
-        "SN-0002,toaster,AcmeIoT,,,",                   # 3: type the stack does not allow
-        "SN-0001,gateway,AcmeIoT,,,",                   # 4: serial repeated
-        "SN-0003,gateway,AcmeIoT,,,gateway-SN-0001",    # 5: thing name repeated (line 2's derived one)
-        "SN 0004,gateway,AcmeIoT,,,",                   # 6: serial the hook refuses
-        "SN-0005,gateway,,,,",                          # 7: manufacturer missing
-        "SN-0006,gateway,AcmeIoT,1.0,,",                # 8: firmware version the hook refuses
-        "",                                             # 9: blank: no device
-        "SN-0007,temperature-sensor,AcmeIoT,,,,extra",  # 10: more cells than columns
-    ]) + "\n")  # fmt: skip
+    devices, problems = check(
+        tmp_path,
+        "\n".join(
+            [
+                "serialNumber,deviceType,manufacturer,firmwareVersion,location,thingName",
+                "SN-0001,gateway,AcmeIoT,v1.0.0,plant-1,",  # 2: fine
+                "SN-0002,toaster,AcmeIoT,,,",  # 3: type the stack does not allow
+                "SN-0001,gateway,AcmeIoT,,,",  # 4: serial repeated
+                "SN-0003,gateway,AcmeIoT,,,gateway-SN-0001",  # 5: thing name repeated (line 2's derived one)
+                "SN 0004,gateway,AcmeIoT,,,",  # 6: serial the hook refuses
+                "SN-0005,gateway,,,,",  # 7: manufacturer missing
+                "SN-0006,gateway,AcmeIoT,1.0,,",  # 8: firmware version the hook refuses
+                "",  # 9: blank: no device
+                "SN-0007,temperature-sensor,AcmeIoT,,,,extra",  # 10: more cells than columns
+            ]
+        )
+        + "\n",
+    )
 
     assert [d.serial_number for d in devices] == ["SN-0001"]
     assert [p.split(":")[0] for p in problems] == [f"line {n}" for n in (3, 4, 5, 6, 7, 8, 10)]
@@ -92,8 +98,10 @@ def test_a_manifest_that_cannot_be_read_is_refused_whole(tmp_path: Path) -> None
 
 
 def test_the_thing_name_is_the_given_one_else_the_one_the_hook_derives(tmp_path: Path) -> None:
-    devices, problems = check(tmp_path, "serialNumber,deviceType,manufacturer,thingName\n"
-                              "SN-0001,gateway,AcmeIoT,line-7-gw\nSN-0002,gateway,AcmeIoT,\n")  # fmt: skip
+    devices, problems = check(
+        tmp_path,
+        "serialNumber,deviceType,manufacturer,thingName\nSN-0001,gateway,AcmeIoT,line-7-gw\nSN-0002,gateway,AcmeIoT,\n",
+    )
 
     assert problems == []
     assert [d.thing_name for d in devices] == ["line-7-gw", "gateway-SN-0002"]
@@ -111,17 +119,25 @@ def test_rows_are_checked_by_the_hook_itself_so_a_tightened_rule_applies_at_once
 
     monkeypatch.setattr(hook, "SERIAL_NUMBER", re.compile(r"^[A-Z0-9-]{3,64}$"))
 
-    assert check(tmp_path, text)[1] == ["line 2: the provisioning hook would refuse it: SerialNumber does not match "
-                                        "^[A-Z0-9-]{3,64}$"]  # fmt: skip
+    assert check(tmp_path, text)[1] == [
+        "line 2: the provisioning hook would refuse it: SerialNumber does not match ^[A-Z0-9-]{3,64}$"
+    ]
 
 
 def test_a_reservation_key_can_never_be_a_serial_the_hook_accepts() -> None:
     from iot_fleet.registry_schema import THING_NAME_RESERVATION_PREFIX
 
     with pytest.raises(hook.Invalid, match="SerialNumber"):
-        hook.parse_request({"certificateId": "0" * 64, "parameters": {
-            "SerialNumber": THING_NAME_RESERVATION_PREFIX + "gateway-SN-0001", "DeviceType": "gateway",
-            "Manufacturer": "AcmeIoT"}})  # fmt: skip
+        hook.parse_request(
+            {
+                "certificateId": "0" * 64,
+                "parameters": {
+                    "SerialNumber": THING_NAME_RESERVATION_PREFIX + "gateway-SN-0001",
+                    "DeviceType": "gateway",
+                    "Manufacturer": "AcmeIoT",
+                },
+            }
+        )
 
 
 def public_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePublicKey:
@@ -132,16 +148,25 @@ def test_a_factory_key_is_enrolled_from_pem_or_base64_der_and_bad_ones_are_refus
     key = public_key()
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    p384 = public_key(ec.SECP384R1()).public_bytes(serialization.Encoding.DER,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    p384 = public_key(ec.SECP384R1()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     rows = [
         {"serialNumber": "SN-0001", "deviceType": "gateway", "manufacturer": "A", "factoryPublicKey": pem},
-        {"serialNumber": "SN-0002", "deviceType": "gateway", "manufacturer": "A",
-         "factoryPublicKey": base64.b64encode(der).decode()},
-        {"serialNumber": "SN-0003", "deviceType": "gateway", "manufacturer": "A",
-         "factoryPublicKey": base64.b64encode(p384).decode()},
+        {
+            "serialNumber": "SN-0002",
+            "deviceType": "gateway",
+            "manufacturer": "A",
+            "factoryPublicKey": base64.b64encode(der).decode(),
+        },
+        {
+            "serialNumber": "SN-0003",
+            "deviceType": "gateway",
+            "manufacturer": "A",
+            "factoryPublicKey": base64.b64encode(p384).decode(),
+        },
         {"serialNumber": "SN-0004", "deviceType": "gateway", "manufacturer": "A", "factoryPublicKey": "c2VjcmV0"},
-    ]  # fmt: skip
+    ]
     devices, problems = check(tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n", "batch.jsonl")
 
     assert [d.serial_number for d in devices] == ["SN-0001", "SN-0002"]
@@ -166,8 +191,9 @@ def test_while_attestation_is_required_a_row_without_a_factory_key_is_refused(tm
 
 def test_a_thing_name_taking_the_claim_client_id_prefix_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "batch.csv"
-    path.write_text("serialNumber,deviceType,manufacturer,thingName\nSN-0001,gateway,A,claim-boiler\n"
-                    "SN-0002,gateway,A,boiler\n")  # fmt: skip
+    path.write_text(
+        "serialNumber,deviceType,manufacturer,thingName\nSN-0001,gateway,A,claim-boiler\nSN-0002,gateway,A,boiler\n"
+    )
     rows, _ = manifest.read(path)
 
     devices, problems = manifest.validate(rows, ALLOWED)
@@ -177,5 +203,6 @@ def test_a_thing_name_taking_the_claim_client_id_prefix_is_refused(tmp_path: Pat
         "the claim certificate could connect as it"
     ]
     assert [d.serial_number for d in manifest.validate(rows, ALLOWED, claim_client_id_prefix="")[0]] == [
-        "SN-0001", "SN-0002",
-    ]  # fmt: skip
+        "SN-0001",
+        "SN-0002",
+    ]

@@ -15,10 +15,17 @@ from tests.unit.support import TABLE, Registry, event
 pytestmark = pytest.mark.usefixtures("aws")
 
 
-def device(serial: str, device_type: str = "temperature-sensor", thing_name: str = "", line: int = 2,
-           **extra: str) -> Device:  # fmt: skip
-    return Device(line=line, serial_number=serial, device_type=device_type, manufacturer="AcmeIoT",
-                  thing_name=thing_name or derived_thing_name(device_type, serial), **extra)  # fmt: skip
+def device(
+    serial: str, device_type: str = "temperature-sensor", thing_name: str = "", line: int = 2, **extra: str
+) -> Device:
+    return Device(
+        line=line,
+        serial_number=serial,
+        device_type=device_type,
+        manufacturer="AcmeIoT",
+        thing_name=thing_name or derived_thing_name(device_type, serial),
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -40,16 +47,25 @@ def reservation(registry: Registry, thing_name: str) -> dict[str, str] | None:
 
 
 def test_new_devices_are_enrolled_with_their_thing_name_reserved(fleet: reg.Registry, registry: Registry) -> None:
-    _, results = enroll(fleet, device("SN-0001", firmware_version="v1.0.0", location="plant-1"),
-                        device("SN-0002", "gateway", thing_name="gw-hall-2", line=3))  # fmt: skip
+    _, results = enroll(
+        fleet,
+        device("SN-0001", firmware_version="v1.0.0", location="plant-1"),
+        device("SN-0002", "gateway", thing_name="gw-hall-2", line=3),
+    )
 
     assert outcomes(results) == {"SN-0001": reg.NEW, "SN-0002": reg.NEW}
     item = registry.get("SN-0001")
     assert item is not None
-    assert {k: item[k] for k in ("status", "deviceType", "manufacturer", "thingName", "firmwareVersion",
-                                 "location")} == {"status": "enrolled", "deviceType": "temperature-sensor",
-                                                  "manufacturer": "AcmeIoT", "thingName": "temperature-sensor-SN-0001",
-                                                  "firmwareVersion": "v1.0.0", "location": "plant-1"}  # fmt: skip
+    assert {
+        k: item[k] for k in ("status", "deviceType", "manufacturer", "thingName", "firmwareVersion", "location")
+    } == {
+        "status": "enrolled",
+        "deviceType": "temperature-sensor",
+        "manufacturer": "AcmeIoT",
+        "thingName": "temperature-sensor-SN-0001",
+        "firmwareVersion": "v1.0.0",
+        "location": "plant-1",
+    }
     assert (reservation(registry, "gw-hall-2") or {}).get("reservedFor") == "SN-0002"
     # Reservations hold no deviceType or status: no index lists them.
     assert sorted(i["serialNumber"] for i in fleet.devices(status="enrolled")) == ["SN-0001", "SN-0002"]
@@ -76,7 +92,9 @@ def test_a_device_that_starts_provisioning_after_the_plan_is_left_as_the_hook_ma
     assert [e.outcome for e in plan.writes()] == [reg.UPDATED]
 
     assert hook.handler(event(SerialNumber="SN-0001")) == {
-        "allowProvisioning": True, "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"}}  # fmt: skip
+        "allowProvisioning": True,
+        "parameterOverrides": {"ThingName": "temperature-sensor-SN-0001"},
+    }
     results = fleet.enroll(plan.writes())
 
     assert [(e.outcome, e.detail) for e in results] == [(reg.UNTOUCHED, "already provisioning")]
@@ -143,11 +161,21 @@ def test_a_reservation_left_by_an_interrupted_enrollment_blocks_others_and_retur
     fleet: reg.Registry, registry: Registry
 ) -> None:
     """A run stopped between its two writes leaves the reservation without an item using it."""
-    registry.client.put_item(TableName=TABLE, Item=reg.typed({"serialNumber": reg.reservation_key("line-7"),
-                             "reservedFor": "SN-0001", "reservationToken": "t", "reservedAt": "x"}))  # fmt: skip
+    registry.client.put_item(
+        TableName=TABLE,
+        Item=reg.typed(
+            {
+                "serialNumber": reg.reservation_key("line-7"),
+                "reservedFor": "SN-0001",
+                "reservationToken": "t",
+                "reservedAt": "x",
+            }
+        ),
+    )
 
     assert [str(p) for p in fleet.plan([device("SN-0002", thing_name="line-7")]).problems] == [
-        "line 2: thing name line-7 is held by serial SN-0001"]  # fmt: skip
+        "line 2: thing name line-7 is held by serial SN-0001"
+    ]
     _, results = enroll(fleet, device("SN-0001", thing_name="line-7"))
 
     assert outcomes(results) == {"SN-0001": reg.NEW}
@@ -167,7 +195,8 @@ def test_a_new_device_enrolled_by_someone_else_meanwhile_keeps_their_enrollment_
     assert (registry.get("SN-0001") or {})["thingName"] == "mine"
     assert reservation(registry, "theirs") is None  # given back with the move
     assert [i["serialNumber"]["S"] for i in registry.items() if i["serialNumber"]["S"].startswith("thingName#")] == [
-        "thingName#mine"]  # fmt: skip
+        "thingName#mine"
+    ]
 
 
 def test_a_device_enrolled_before_reservations_gets_its_thing_name_fixed_and_reserved(
@@ -191,9 +220,13 @@ def test_the_hook_gives_a_device_the_thing_name_it_was_enrolled_with(fleet: reg.
 def test_lists_by_status_and_type_read_only_the_matching_devices(fleet: reg.Registry) -> None:
     devices = [device(f"SN-{n:04d}", ("gateway", "temperature-sensor")[n % 2], line=n) for n in range(20)]
     enroll(fleet, *devices)
-    fleet.client.update_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-0000"}},
-                             UpdateExpression="SET #s = :p", ExpressionAttributeNames={"#s": "status"},
-                             ExpressionAttributeValues={":p": {"S": "provisioned"}})  # fmt: skip
+    fleet.client.update_item(
+        TableName=TABLE,
+        Key={"serialNumber": {"S": "SN-0000"}},
+        UpdateExpression="SET #s = :p",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":p": {"S": "provisioned"}},
+    )
 
     page = fleet.page(status="enrolled", device_type="gateway")
     everything = [i for p in fleet.pages() for i in p.items]

@@ -29,9 +29,12 @@ def public_der(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def sign(
-    hook: ModuleType, key: ec.EllipticCurvePrivateKey, serial: str = "SN-0001", certificate: str = CERTIFICATE,
+    hook: ModuleType,
+    key: ec.EllipticCurvePrivateKey,
+    serial: str = "SN-0001",
+    certificate: str = CERTIFICATE,
     template: str = TEMPLATE,
-) -> str:  # fmt: skip
+) -> str:
     return base64.b64encode(
         key.sign(hook.attestation_message(serial, certificate, template), ec.ECDSA(hashes.SHA256()))
     ).decode()
@@ -161,8 +164,12 @@ def test_given_the_enrolled_key_changes_after_the_check_then_the_write_is_refuse
 
     monkeypatch.setattr(hook.Registry, "factory_key_of", read_then_reenroll)
     assert hook.handler(event(AttestationSignature=sign(hook, old))) == DENY
-    assert registry.get("SN-0001") == {"serialNumber": "SN-0001", "deviceType": "temperature-sensor",
-                                       "status": "enrolled", "factoryPublicKey": public_der(new)}  # fmt: skip
+    assert registry.get("SN-0001") == {
+        "serialNumber": "SN-0001",
+        "deviceType": "temperature-sensor",
+        "status": "enrolled",
+        "factoryPublicKey": public_der(new),
+    }
     assert reason(capsys) == "ATTESTATION_FAILED"
 
 
@@ -198,9 +205,12 @@ def test_factory_keys_are_read_from_pem_or_base64_der_and_only_p256(hook: Module
     [({"ThingName": "claim-boiler"}, "claim-"), ({}, "temperature-")],
 )
 def test_given_a_thing_name_taking_the_claim_client_id_prefix_then_denied_without_touching_registry(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    parameters: dict[str, str], prefix: str,
-) -> None:  # fmt: skip
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    parameters: dict[str, str],
+    prefix: str,
+) -> None:
     """A thing named with the prefix could be connected to by the claim certificate (the claim policy
     grants Connect on client/<prefix>*) and knocked off: no device may get such a name."""
     hook = load_hook(monkeypatch, CLAIM_CLIENT_ID_PREFIX=prefix)

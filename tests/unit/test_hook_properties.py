@@ -107,8 +107,11 @@ def violations(hook: ModuleType, registry: Registry, request: dict[str, str], en
     answer = hook.handler(event(**request))
     if not answer.get("allowProvisioning"):
         return []
-    found = [f"{name}={value!r}" for name, value in request.items()
-             if name in ATTRIBUTES and not AWS_ATTRIBUTE_VALUE.fullmatch(value)]  # fmt: skip
+    found = [
+        f"{name}={value!r}"
+        for name, value in request.items()
+        if name in ATTRIBUTES and not AWS_ATTRIBUTE_VALUE.fullmatch(value)
+    ]
     thing = answer["parameterOverrides"]["ThingName"]
     if not AWS_THING_NAME.fullmatch(thing):
         found.append(f"ThingName={thing!r}")
@@ -153,22 +156,29 @@ def _with_former_patterns(hook: ModuleType, monkeypatch: pytest.MonkeyPatch) -> 
     ("hole", "is_it"),
     [
         ("a valid value with a trailing newline", lambda found: any(v.endswith("\\n'") for v in found)),
-        ("a version with a non-ASCII digit", lambda found: any(f.startswith("FirmwareVersion=") and
-                                                               re.search("[٠-٩]", f) for f in found)),
+        (
+            "a version with a non-ASCII digit",
+            lambda found: any(f.startswith("FirmwareVersion=") and re.search("[٠-٩]", f) for f in found),
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_property_finds_the_holes_of_the_former_patterns(
-    enrolled: tuple[ModuleType, Registry], monkeypatch: pytest.MonkeyPatch, hole: str,
+    enrolled: tuple[ModuleType, Registry],
+    monkeypatch: pytest.MonkeyPatch,
+    hole: str,
     is_it: Callable[[list[str]], bool],
-) -> None:  # fmt: skip
+) -> None:
     hook, registry = enrolled
     _with_former_patterns(hook, monkeypatch)
     # The holes are in validation, which runs before the registry: here every valid request finds its
     # serial claimable, answered as the real claim answers (enrolled name, else derived), so the search
     # can afford many examples. The property itself runs against moto above.
     claimed = {"name": None}
-    monkeypatch.setattr(hook._REGISTRY, "claim", lambda request, *_: hook.Decision(
-        True, hook.ALLOWED, thing_name=claimed["name"] or request.derived_thing_name))  # fmt: skip
+    monkeypatch.setattr(
+        hook._REGISTRY,
+        "claim",
+        lambda request, *_: hook.Decision(True, hook.ALLOWED, thing_name=claimed["name"] or request.derived_thing_name),
+    )
     monkeypatch.setattr(
         registry, "enroll", lambda serial, device_type, **extra: claimed.update(name=extra.get("thingName"))
     )

@@ -28,10 +28,14 @@ from sandbox.local_aws.iam_requests import Call, Unmapped, checks_for
 ACCOUNT, REGION = "123456789012", "us-east-1"
 TABLE = "iam-registry"
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
-TRUST_LAMBDA = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-})  # fmt: skip
+TRUST_LAMBDA = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
 
 
 def free_port() -> int:
@@ -46,10 +50,14 @@ class LocalAws:
 
     def client(self, service: str, key: str = "sandbox", secret: str = "sandbox") -> Any:  # noqa: S107 - fake
         return boto3.client(
-            service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=key,
-            aws_secret_access_key=secret, aws_session_token="token",
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            aws_session_token="token",
             config=Config(retries={"total_max_attempts": 1}),
-        )  # fmt: skip
+        )
 
     def function_client(self, service: str, role_arn: str) -> Any:
         function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:hook"
@@ -89,9 +97,11 @@ def aws(server: str) -> Iterator[LocalAws]:
     reset(server)
     local = LocalAws(server)
     local.client("dynamodb").create_table(
-        TableName=TABLE, KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     yield local
     reset(server)
 
@@ -108,9 +118,12 @@ def test_a_function_may_make_the_calls_its_role_allows_and_no_others(aws: LocalA
     key = {"serialNumber": {"S": "SN-1"}}
 
     dynamodb.update_item(
-        TableName=TABLE, Key=key, UpdateExpression="SET #s = :s",
-        ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "x"}},
-    )  # fmt: skip
+        TableName=TABLE,
+        Key=key,
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "x"}},
+    )
     error = denied(lambda: dynamodb.get_item(TableName=TABLE, Key=key))
 
     assert error.response["Error"]["Code"] == "AccessDeniedException"
@@ -119,17 +132,26 @@ def test_a_function_may_make_the_calls_its_role_allows_and_no_others(aws: LocalA
         f"User: arn:aws:sts::{ACCOUNT}:assumed-role/hook-role/hook is not authorized to perform: dynamodb:GetItem "
         f"on resource: {TABLE_ARN} because no identity-based policy allows the dynamodb:GetItem action"
     )
-    other = denied(lambda: dynamodb.update_item(TableName=TABLE + "-other", Key=key, UpdateExpression="SET a = :a",
-                                                ExpressionAttributeValues={":a": {"S": "x"}}))  # fmt: skip
+    other = denied(
+        lambda: dynamodb.update_item(
+            TableName=TABLE + "-other",
+            Key=key,
+            UpdateExpression="SET a = :a",
+            ExpressionAttributeValues={":a": {"S": "x"}},
+        )
+    )
     assert f"on resource: {TABLE_ARN}-other " in other.response["Error"]["Message"]
     assert aws.client("dynamodb").get_item(TableName=TABLE, Key=key)["Item"]["status"] == {"S": "x"}  # admin: unchecked
 
 
 def test_an_explicit_deny_refuses_what_another_statement_allows(aws: LocalAws) -> None:
-    role = aws.role("deny-role", [
-        {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
-        {"Effect": "Deny", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN},
-    ])  # fmt: skip
+    role = aws.role(
+        "deny-role",
+        [
+            {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN},
+        ],
+    )
     dynamodb = aws.function_client("dynamodb", role)
     error = denied(lambda: dynamodb.put_item(TableName=TABLE, Item={"serialNumber": {"S": "SN-2"}}))
     assert error.response["Error"]["Message"].endswith("with an explicit deny in an identity-based policy")
@@ -170,13 +192,19 @@ def test_a_function_whose_role_does_not_exist_may_do_nothing(aws: LocalAws) -> N
 def test_a_table_with_a_customer_managed_key_also_needs_kms_decrypt_through_dynamodb(aws: LocalAws) -> None:
     key_arn = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
     aws.client("dynamodb").create_table(
-        TableName="encrypted", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        TableName="encrypted",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
         SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
-    )  # fmt: skip
+    )
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/encrypted"
-    use_key = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
-               "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}}}  # fmt: skip
+    use_key = {
+        "Effect": "Allow",
+        "Action": "kms:Decrypt",
+        "Resource": key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}},
+    }
     role = aws.role("kms-role", [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": table}])
     dynamodb = aws.function_client("dynamodb", role)
 
@@ -222,17 +250,29 @@ def test_a_call_the_sandbox_cannot_map_is_refused_saying_so(aws: LocalAws) -> No
 @pytest.mark.parametrize(
     ("target", "body", "expected"),
     [
-        ("DynamoDB_20120810.Query", {"TableName": "t", "IndexName": "byType"},
-         [("dynamodb:Query", "arn:aws:dynamodb:us-east-1:123456789012:table/t/index/byType")]),
-        ("DynamoDB_20120810.BatchWriteItem", {"RequestItems": {"a": [], "b": []}},
-         [("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
-          ("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b")]),
-        ("DynamoDB_20120810.TransactWriteItems", {"TransactItems": [{"Put": {"TableName": "a"}},
-                                                                    {"ConditionCheck": {"TableName": "b"}}]},
-         [("dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
-          ("dynamodb:ConditionCheckItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b")]),
+        (
+            "DynamoDB_20120810.Query",
+            {"TableName": "t", "IndexName": "byType"},
+            [("dynamodb:Query", "arn:aws:dynamodb:us-east-1:123456789012:table/t/index/byType")],
+        ),
+        (
+            "DynamoDB_20120810.BatchWriteItem",
+            {"RequestItems": {"a": [], "b": []}},
+            [
+                ("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
+                ("dynamodb:BatchWriteItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b"),
+            ],
+        ),
+        (
+            "DynamoDB_20120810.TransactWriteItems",
+            {"TransactItems": [{"Put": {"TableName": "a"}}, {"ConditionCheck": {"TableName": "b"}}]},
+            [
+                ("dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/a"),
+                ("dynamodb:ConditionCheckItem", "arn:aws:dynamodb:us-east-1:123456789012:table/b"),
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_dynamodb_requests_map_to_the_actions_and_tables_aws_checks(
     aws: LocalAws, target: str, body: dict[str, Any], expected: list[tuple[str, str]]
 ) -> None:
@@ -269,26 +309,44 @@ def in_process() -> Iterator[Any]:
 def test_iot_may_invoke_a_function_only_for_the_source_its_policy_names(in_process: Any) -> None:
     role = in_process.create_role(RoleName="fn", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
     lam = boto3.client("lambda", region_name=REGION)
-    arn = lam.create_function(FunctionName="hook", Runtime="python3.11", Role=role, Handler="index.handler",
-                              Code={"ZipFile": zipped("def handler(e, c): return e")})["FunctionArn"]  # fmt: skip
+    arn = lam.create_function(
+        FunctionName="hook",
+        Runtime="python3.11",
+        Role=role,
+        Handler="index.handler",
+        Code={"ZipFile": zipped("def handler(e, c): return e")},
+    )["FunctionArn"]
     template = f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/fleet"
     assert not AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template, ACCOUNT).allowed  # no policy
 
-    lam.add_permission(FunctionName="hook", StatementId="iot", Action="lambda:InvokeFunction",
-                       Principal="iot.amazonaws.com", SourceArn=template)  # fmt: skip
+    lam.add_permission(
+        FunctionName="hook",
+        StatementId="iot",
+        Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com",
+        SourceArn=template,
+    )
 
     assert AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template, ACCOUNT).allowed
     assert not AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template + "2", ACCOUNT).allowed
     assert not AUTHORITY.function_policy_allows(arn, "events.amazonaws.com", template, ACCOUNT).allowed
-    assert not AUTHORITY.function_policy_allows(arn.replace("hook", "gone"), "iot.amazonaws.com", template,
-                                                ACCOUNT).allowed  # fmt: skip
+    assert not AUTHORITY.function_policy_allows(
+        arn.replace("hook", "gone"), "iot.amazonaws.com", template, ACCOUNT
+    ).allowed
 
 
 def test_a_role_is_assumable_only_by_the_service_and_account_its_trust_policy_names(in_process: Any) -> None:
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
-    }]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "iot.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
+            }
+        ],
+    }
     role = in_process.create_role(RoleName="provisioning", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     source = f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/fleet"
 
@@ -321,9 +379,11 @@ MADE_UP_KEY = "AKIAMADEUP0000000000"
 
 def unsigned(aws: LocalAws, service: str) -> Any:
     return boto3.client(
-        service, endpoint_url=aws.endpoint, region_name=REGION,
+        service,
+        endpoint_url=aws.endpoint,
+        region_name=REGION,
         config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 def code_and_status(error: ClientError) -> tuple[str, int]:
@@ -343,7 +403,7 @@ def code_and_status(error: ClientError) -> tuple[str, int]:
         ("cloudwatch", lambda c: c.list_metrics(), ("InvalidClientTokenId", 403)),
         ("sns", lambda c: c.list_topics(), ("InvalidClientTokenId", 403)),
     ],
-)  # fmt: skip
+)
 def test_an_access_key_the_sandbox_does_not_know_is_refused_as_aws_refuses_it(
     aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
 ) -> None:
@@ -362,7 +422,7 @@ def test_an_access_key_the_sandbox_does_not_know_is_refused_as_aws_refuses_it(
         ("iam", lambda c: c.list_roles(), ("MissingAuthenticationToken", 403)),
         ("sts", lambda c: c.get_caller_identity(), ("MissingAuthenticationToken", 403)),
     ],
-)  # fmt: skip
+)
 def test_an_unsigned_request_is_refused_as_aws_refuses_it(
     aws: LocalAws, service: str, call: Callable[[Any], Any], expected: tuple[str, int]
 ) -> None:
@@ -390,10 +450,16 @@ def test_a_functions_key_in_a_credential_scope_the_sandbox_cannot_read_is_refuse
     port = int(aws.endpoint.rsplit(":", 1)[1])
     for scope in (f"2025-01-01/{REGION}/dynamodb/aws4_request", f"20250101/{REGION}/dynamodb", "", "x"):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("POST", "/", body=json.dumps({"TableName": TABLE}).encode(), headers={
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host, Signature=00",
-            "X-Amz-Target": "DynamoDB_20120810.DeleteTable", "Content-Type": "application/x-amz-json-1.0",
-        })  # fmt: skip
+        connection.request(
+            "POST",
+            "/",
+            body=json.dumps({"TableName": TABLE}).encode(),
+            headers={
+                "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host, Signature=00",
+                "X-Amz-Target": "DynamoDB_20120810.DeleteTable",
+                "Content-Type": "application/x-amz-json-1.0",
+            },
+        )
         answer = connection.getresponse()
         body = json.loads(answer.read())
         connection.close()
@@ -416,15 +482,25 @@ def test_create_log_stream_and_put_log_events_are_checked_on_the_streams_arn(aws
     group = "/aws/lambda/hook"
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
     aws.client("logs").create_log_group(logGroupName=group)
-    role = aws.role("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                                   "Resource": group_arn}])  # fmt: skip
+    role = aws.role(
+        "logs-role",
+        [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": group_arn}],
+    )
     logs = aws.function_client("logs", role)
 
     error = denied(lambda: logs.create_log_stream(logGroupName=group, logStreamName="2025/01/01/[$LATEST]abc"))
     assert f"logs:CreateLogStream on resource: {group_arn}:log-stream:2025/01/01/[$LATEST]abc " in str(error)
 
-    aws.put("logs-role", [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                           "Resource": f"{group_arn}:log-stream:*"}])  # fmt: skip
+    aws.put(
+        "logs-role",
+        [
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{group_arn}:log-stream:*",
+            }
+        ],
+    )
     logs.create_log_stream(logGroupName=group, logStreamName="s1")
     logs.put_log_events(logGroupName=group, logStreamName="s1", logEvents=[{"timestamp": 1, "message": "m"}])
     aws.put("logs-role", [{"Effect": "Allow", "Action": "logs:CreateLogStream", "Resource": f"{group_arn}:*"}])
@@ -439,9 +515,12 @@ def test_a_cloudwatch_logs_rule_action_needs_its_roles_three_log_permissions_on_
     from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
     from sandbox.local_aws.account import AwsError, LocalAccount
 
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"},
-    ]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"},
+        ],
+    }
     role = in_process.create_role(RoleName="audit", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     group, stream = "/aws/iot/fleet/audit", "rule-audit"
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"
@@ -473,10 +552,12 @@ def test_a_cloudwatch_logs_rule_action_needs_its_roles_three_log_permissions_on_
 def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws: LocalAws) -> None:
     key_arn = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
     aws.client("dynamodb").create_table(
-        TableName="encrypted", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        TableName="encrypted",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
         SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
-    )  # fmt: skip
+    )
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/encrypted"
 
     def checks(target: str, body: dict[str, Any]) -> list[tuple[str, str]]:
@@ -492,8 +573,9 @@ def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws:
     with pytest.raises(Unmapped):
         checks("ListTagsOfResource", {"ResourceArn": "encrypted"})
 
-    role = aws.role("meta-role", [{"Effect": "Allow", "Action": ["dynamodb:Describe*", "dynamodb:ListTags*"],
-                                   "Resource": table}])  # fmt: skip
+    role = aws.role(
+        "meta-role", [{"Effect": "Allow", "Action": ["dynamodb:Describe*", "dynamodb:ListTags*"], "Resource": table}]
+    )
     dynamodb = aws.function_client("dynamodb", role)
     dynamodb.describe_time_to_live(TableName="encrypted")
     dynamodb.describe_continuous_backups(TableName="encrypted")
@@ -501,10 +583,12 @@ def test_a_tables_metadata_needs_no_kms_and_its_tags_are_checked_on_its_arn(aws:
 
 
 # Lambda's trust in the execution role -------------------------------------------------------------------
-TRUST_IOT = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-})  # fmt: skip
+TRUST_IOT = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
 
 
 def test_lambda_refuses_an_execution_role_it_cannot_assume_at_create_update_and_invoke(in_process: Any) -> None:
@@ -513,8 +597,11 @@ def test_lambda_refuses_an_execution_role_it_cannot_assume_at_create_update_and_
     lambda_role = in_process.create_role(RoleName="fn", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
     code = {"ZipFile": zipped("def handler(e, c): return e")}
 
-    refused = denied(lambda: lam.create_function(FunctionName="f", Runtime="python3.11", Role=iot_only,
-                                                  Handler="index.handler", Code=code))  # fmt: skip
+    refused = denied(
+        lambda: lam.create_function(
+            FunctionName="f", Runtime="python3.11", Role=iot_only, Handler="index.handler", Code=code
+        )
+    )
     assert code_and_status(refused) == ("InvalidParameterValueException", 400)
     assert refused.response["Error"]["Message"] == "The role defined for the function cannot be assumed by Lambda."
     assert lam.list_functions()["Functions"] == []
@@ -540,12 +627,20 @@ def test_a_permissions_boundary_limits_what_the_roles_policies_allow(in_process:
         document = json.dumps({"Version": "2012-10-17", "Statement": statements})
         return str(in_process.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"])
 
-    boundary = managed("only-logs", [{"Effect": "Allow", "Action": ["logs:*", "dynamodb:GetItem"], "Resource": "*"},
-                                     {"Effect": "Deny", "Action": "logs:DeleteLogGroup", "Resource": "*"}])  # fmt: skip
-    arn = in_process.create_role(RoleName="bounded", AssumeRolePolicyDocument=TRUST_LAMBDA,
-                                 PermissionsBoundary=boundary)["Role"]["Arn"]  # fmt: skip
-    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["dynamodb:*", "logs:*"],
-                                                          "Resource": "*"}]}  # fmt: skip
+    boundary = managed(
+        "only-logs",
+        [
+            {"Effect": "Allow", "Action": ["logs:*", "dynamodb:GetItem"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "logs:DeleteLogGroup", "Resource": "*"},
+        ],
+    )
+    arn = in_process.create_role(
+        RoleName="bounded", AssumeRolePolicyDocument=TRUST_LAMBDA, PermissionsBoundary=boundary
+    )["Role"]["Arn"]
+    everything = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["dynamodb:*", "logs:*"], "Resource": "*"}],
+    }
     in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
     caller = AssumedRole(arn, "f")
     group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:g"
@@ -560,11 +655,16 @@ def test_a_permissions_boundary_limits_what_the_roles_policies_allow(in_process:
     )
     assert decide("logs:CreateLogGroup", group) == "allowed"
     assert decide("logs:DeleteLogGroup", group).endswith("with an explicit deny in a permissions boundary")
-    in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}]}
-    ))  # fmt: skip
-    assert decide("logs:CreateLogGroup", group).endswith("because no identity-based policy allows the "
-                                                         "logs:CreateLogGroup action")  # fmt: skip
+    in_process.put_role_policy(
+        RoleName="bounded",
+        PolicyName="p",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"}]}
+        ),
+    )
+    assert decide("logs:CreateLogGroup", group).endswith(
+        "because no identity-based policy allows the logs:CreateLogGroup action"
+    )
 
     in_process.delete_role_permissions_boundary(RoleName="bounded")
     in_process.put_role_policy(RoleName="bounded", PolicyName="p", PolicyDocument=json.dumps(everything))
@@ -580,9 +680,11 @@ def test_mutos_reset_empties_the_decision_cache(aws: LocalAws) -> None:
 
     reset(aws.endpoint)
     aws.client("dynamodb").create_table(
-        TableName=TABLE, KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "serialNumber", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "serialNumber", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
     denied(lambda: dynamodb.get_item(TableName=TABLE, Key={"serialNumber": {"S": "SN-1"}}))  # no such role now
     aws.role("reset-role", [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": TABLE_ARN}])
@@ -608,8 +710,9 @@ def test_a_policy_read_waits_for_an_iam_write_in_progress(in_process: Any, monke
 
     monkeypatch.setattr(Role, "put_policy", slow_put_policy)
     allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
-    writer = threading.Thread(target=lambda: in_process.put_role_policy(
-        RoleName="locked", PolicyName="p", PolicyDocument=json.dumps(allow)))  # fmt: skip
+    writer = threading.Thread(
+        target=lambda: in_process.put_role_policy(RoleName="locked", PolicyName="p", PolicyDocument=json.dumps(allow))
+    )
     writer.start()
     assert writing.wait(10)
     seen: list[bool] = []

@@ -188,9 +188,12 @@ def test_bool_and_null() -> None:
 
 
 def test_several_values_are_alternatives_and_several_keys_all_must_hold() -> None:
-    statement = allow("*", Condition={
-        "StringEquals": {"aws:SourceAccount": ["111111111111", "123456789012"], "kms:ViaService": VIA},
-    })  # fmt: skip
+    statement = allow(
+        "*",
+        Condition={
+            "StringEquals": {"aws:SourceAccount": ["111111111111", "123456789012"], "kms:ViaService": VIA},
+        },
+    )
     both = {"aws:SourceAccount": "123456789012", "kms:ViaService": VIA}
     assert allowed([statement], "kms:Decrypt", KEY, **both)
     assert not allowed([statement], "kms:Decrypt", KEY, **{**both, "kms:ViaService": "s3.us-east-1.amazonaws.com"})
@@ -235,10 +238,19 @@ def test_unreadable_policies_fail_closed() -> None:
 def test_a_resource_based_statement_applies_only_to_its_principal() -> None:
     function = "arn:aws:lambda:us-east-1:123456789012:function:hook"
     template = "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/fleet"
-    policy = parse_document({"Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "lambda:InvokeFunction",
-        "Resource": function, "Condition": {"ArnLike": {"AWS:SourceArn": template}},
-    }]})  # fmt: skip
+    policy = parse_document(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "iot.amazonaws.com"},
+                    "Action": "lambda:InvokeFunction",
+                    "Resource": function,
+                    "Condition": {"ArnLike": {"AWS:SourceArn": template}},
+                }
+            ]
+        }
+    )
 
     def invoke(principal: Principal, source: Any) -> bool:
         request = Request("lambda:InvokeFunction", function, {"aws:sourcearn": source}, principal)
@@ -289,9 +301,15 @@ def test_set_operators_on_a_key_the_request_does_not_hold(operator: str, absent:
 
 
 def test_a_deny_with_for_all_values_on_an_absent_key_applies() -> None:
-    statements = [allow("*"), deny("dynamodb:*", Condition={
-        "ForAllValues:StringEquals": {"aws:CalledVia": ["cloudformation.amazonaws.com"]},
-    })]  # fmt: skip
+    statements = [
+        allow("*"),
+        deny(
+            "dynamodb:*",
+            Condition={
+                "ForAllValues:StringEquals": {"aws:CalledVia": ["cloudformation.amazonaws.com"]},
+            },
+        ),
+    ]
     decision = decide(statements, "dynamodb:DeleteTable", TABLE, **{"aws:CalledVia": ABSENT})
     assert not decision.allowed and decision.explicit_deny
 

@@ -20,10 +20,14 @@ from sandbox.moto_patches import iot_registry_rules
 iot_registry_rules.install()
 
 PATTERN = "[a-zA-Z0-9:_-]+"
-KEYS = "[Member must have length less than or equal to 128, Member must satisfy regular expression pattern: " \
-       "[a-zA-Z0-9_.,@/:#-]+]"  # fmt: skip
-VALUES = "[Member must have length less than or equal to 800, Member must satisfy regular expression pattern: " \
-         r"[a-zA-Z0-9_.,@/:#=\[\]-]*]"  # fmt: skip
+KEYS = (
+    "[Member must have length less than or equal to 128, Member must satisfy regular expression pattern: "
+    "[a-zA-Z0-9_.,@/:#-]+]"
+)
+VALUES = (
+    "[Member must have length less than or equal to 800, Member must satisfy regular expression pattern: "
+    r"[a-zA-Z0-9_.,@/:#=\[\]-]*]"
+)
 ARABIC_INDIC_THREE = "\u0663"  # a digit to Python's \d, not to AWS's [0-9]
 
 
@@ -77,8 +81,11 @@ def test_a_name_over_128_characters_is_refused_and_one_of_128_is_accepted(iot: A
     longest = ("aZ09:_-" * 19)[:128]  # every kind of character the pattern allows
     too_long = longest + "x"
 
-    for operation, member in (("create_thing", "thingName"), ("create_thing_type", "thingTypeName"),
-                              ("create_thing_group", "thingGroupName")):  # fmt: skip
+    for operation, member in (
+        ("create_thing", "thingName"),
+        ("create_thing_type", "thingTypeName"),
+        ("create_thing_group", "thingGroupName"),
+    ):
         answer = refused(getattr(iot, operation), **{member: too_long})
         assert answer == invalid(too_long, member, "Member must have length less than or equal to 128")
     assert everything(iot) == {"things": [], "thing types": [], "thing groups": [], "policies": []}
@@ -180,15 +187,17 @@ def test_a_thing_without_a_type_holds_3_attributes_and_one_with_a_type_50(iot: A
     fifty_one = {f"a{n}": "1" for n in range(51)}
 
     assert refused(iot.create_thing, thingName="dev-1", attributePayload={"attributes": four}) == (
-        400, "InvalidRequestException",
+        400,
+        "InvalidRequestException",
         "A thing without a thing type can have at most 3 attributes: thing dev-1 would have 4",
-    )  # fmt: skip
+    )
     assert refused(
         iot.create_thing, thingName="dev-1", thingTypeName="sensor", attributePayload={"attributes": fifty_one}
     ) == (
-        400, "InvalidRequestException",
+        400,
+        "InvalidRequestException",
         "A thing with a thing type can have at most 50 attributes: thing dev-1 would have 51",
-    )  # fmt: skip
+    )
     assert iot.list_things()["things"] == []
 
     three = {f"a{n}": "1" for n in range(3)}
@@ -232,8 +241,12 @@ def policy(non_whitespace: int, indent: int | None = None) -> str:
 
 
 def test_a_policy_over_2048_characters_besides_whitespace_is_refused_in_either_call(iot: Any) -> None:
-    malformed = (400, "MalformedPolicyException", "policyDocument must have a minimum length of 1, with a maximum "
-                 "length of 2048, excluding whitespace (this one has 2049)")  # fmt: skip
+    malformed = (
+        400,
+        "MalformedPolicyException",
+        "policyDocument must have a minimum length of 1, with a maximum "
+        "length of 2048, excluding whitespace (this one has 2049)",
+    )
 
     assert refused(iot.create_policy, policyName="device", policyDocument=policy(2049)) == malformed
     assert iot.list_policies()["policies"] == []
@@ -260,8 +273,11 @@ def test_delete_thing_type_waits_5_scaled_minutes_after_deprecation_and_an_undo_
     iot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SandboxClockScale", str(SCALE))
-    wait = (400, "InvalidRequestException", "Cannot delete thing type : sensor. "
-            "Please wait for 5 minutes after deprecation and then retry")  # fmt: skip
+    wait = (
+        400,
+        "InvalidRequestException",
+        "Cannot delete thing type : sensor. Please wait for 5 minutes after deprecation and then retry",
+    )
     iot.create_thing_type(thingTypeName="sensor")
 
     assert refused(iot.delete_thing_type, thingTypeName="sensor") == wait  # never deprecated
@@ -289,9 +305,10 @@ def test_delete_thing_type_is_refused_while_a_thing_has_the_type(iot: Any, monke
     time.sleep(WAIT)
 
     assert refused(iot.delete_thing_type, thingTypeName="sensor") == (
-        400, "InvalidRequestException",
+        400,
+        "InvalidRequestException",
         "Cannot delete thing type : sensor. You cannot delete a thing type if it has things associated with it",
-    )  # fmt: skip
+    )
     assert iot.describe_thing_type(thingTypeName="sensor")["thingTypeName"] == "sensor"
     iot.update_thing(thingName="dev-1", removeThingType=True)
     iot.delete_thing_type(thingTypeName="sensor")
@@ -304,8 +321,10 @@ def test_delete_thing_still_attached_to_a_certificate_is_refused_with_400(iot: A
     iot.attach_thing_principal(thingName="dev-1", principal=certificate)
 
     assert refused(iot.delete_thing, thingName="dev-1") == (
-        400, "InvalidRequestException", "Cannot delete. Thing dev-1 is still attached to one or more principals"
-    )  # fmt: skip
+        400,
+        "InvalidRequestException",
+        "Cannot delete. Thing dev-1 is still attached to one or more principals",
+    )
     assert iot.describe_thing(thingName="dev-1")["thingName"] == "dev-1"
     iot.detach_thing_principal(thingName="dev-1", principal=certificate)
     iot.delete_thing(thingName="dev-1")
@@ -317,9 +336,10 @@ def test_delete_thing_group_with_child_groups_is_refused_with_awss_message(iot: 
     iot.create_thing_group(thingGroupName="sensors", parentGroupName="fleet")
 
     assert refused(iot.delete_thing_group, thingGroupName="fleet") == (
-        400, "InvalidRequestException",
+        400,
+        "InvalidRequestException",
         "Cannot delete thing group : fleet when there are still child groups attached to it",
-    )  # fmt: skip
+    )
     assert {g["groupName"] for g in iot.list_thing_groups()["thingGroups"]} == {"fleet", "sensors"}
     iot.delete_thing_group(thingGroupName="sensors")
     iot.delete_thing_group(thingGroupName="fleet")
@@ -348,8 +368,10 @@ def test_create_thing_again_returns_the_thing_with_the_same_configuration_and_re
 
     described = iot.describe_thing(thingName="dev-1")  # unchanged by the refused calls
     assert (described["thingId"], described["thingTypeName"], described["attributes"]) == (
-        first["thingId"], "sensor", {"a": "1"},
-    )  # fmt: skip
+        first["thingId"],
+        "sensor",
+        {"a": "1"},
+    )
     bare = iot.create_thing(thingName="dev-2")
     assert iot.create_thing(thingName="dev-2", attributePayload={"attributes": {}})["thingId"] == bare["thingId"]
 

@@ -16,8 +16,13 @@ ACTIONS = ["kms:GenerateDataKey", "kms:Decrypt"]
 
 
 def allow(**overrides: Any) -> dict[str, Any]:
-    statement = {"Sid": "CW", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                 "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"}  # fmt: skip
+    statement = {
+        "Sid": "CW",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Resource": "*",
+    }
     statement.update(overrides)
     return statement
 
@@ -45,8 +50,17 @@ def test_a_statement_granting_cloudwatch_both_actions_lets_it_use_the_key(statem
 @pytest.mark.parametrize(
     ("statements", "why"),
     [
-        ([{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*",
-           "Resource": "*"}], "no statement allows it"),
+        (
+            [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+            "no statement allows it",
+        ),
         ([allow(Action="kms:Decrypt")], "kms:GenerateDataKey"),
         ([allow(Condition={"StringEquals": {"aws:SourceAccount": "999999999999"}})], "does not hold"),
         ([allow(Condition={"StringEquals": {"kms:CallerAccount": ACCOUNT}})], "not in the request context"),
@@ -54,7 +68,7 @@ def test_a_statement_granting_cloudwatch_both_actions_lets_it_use_the_key(statem
         ([allow(), allow(Effect="Deny", Action="kms:Decrypt")], "denies"),
         ([allow(NotResource="x")], "NotPrincipal/NotAction/NotResource"),
     ],
-)  # fmt: skip
+)
 def test_a_policy_that_does_not_clearly_allow_refuses_and_says_why(statements: list[dict[str, Any]], why: str) -> None:
     allowed, reason = may(*statements)
 

@@ -335,8 +335,10 @@ def test_given_a_registry_slower_than_the_remaining_time_then_the_hook_denies_in
     assert answer == DENY
     assert elapsed < 0.8  # inside the remaining time
     record = log_records(capsys.readouterr().out)[-1]
-    assert (record["reason"], record["detail"]) == ("REGISTRY_ERROR", "the registry did not answer within 550 ms "
-                                                    "(the function's remaining time)")  # fmt: skip
+    assert (record["reason"], record["detail"]) == (
+        "REGISTRY_ERROR",
+        "the registry did not answer within 550 ms (the function's remaining time)",
+    )
     # The write it gave up on still lands, later: the serial reads `provisioning` for a device that was
     # refused, until the reconciler finds no thing with that certificate and marks it failed (retryable).
     drain_hook_decisions()
@@ -457,8 +459,9 @@ def test_given_open_enrollment_a_serial_whose_thing_name_is_another_device_s_is_
     hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
     name = "temperature-sensor-NEW-0002"
     if held_by == "reservation":
-        registry.client.put_item(TableName=TABLE, Item={"serialNumber": {"S": f"thingName#{name}"},
-                                                        "reservedFor": {"S": "OTHER-0001"}})  # fmt: skip
+        registry.client.put_item(
+            TableName=TABLE, Item={"serialNumber": {"S": f"thingName#{name}"}, "reservedFor": {"S": "OTHER-0001"}}
+        )
     else:
         iot = boto3.client("iot", region_name="us-east-1")
         iot.create_thing(thingName=name, attributePayload={"attributes": {"serialNumber": "OTHER-0001"}})
@@ -479,9 +482,13 @@ def test_given_open_enrollment_a_claim_that_collides_with_another_transaction_is
     hook = load_hook(monkeypatch, REQUIRE_ENROLLMENT="false")
 
     def conflict(**_: Any) -> None:
-        raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
-                           "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}]},
-                          "TransactWriteItems")  # fmt: skip
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+            },
+            "TransactWriteItems",
+        )
 
     monkeypatch.setattr(hook._REGISTRY._client, "transact_write_items", conflict)
 

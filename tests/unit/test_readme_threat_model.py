@@ -67,8 +67,12 @@ def problems(readme: str, root: Path) -> list[str]:
                 found.append(f"{path}::{name}: no such file")
                 continue
             module = ast.parse(file.read_text())
-            marks = [n.value for n in module.body if isinstance(n, ast.Assign)
-                     and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in n.targets)]  # fmt: skip
+            marks = [
+                n.value
+                for n in module.body
+                if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in n.targets)
+            ]
             if any(_skips(mark) for mark in marks):
                 found.append(f"{path}::{name}: the module's pytestmark skips it")
             functions = [n for n in module.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]

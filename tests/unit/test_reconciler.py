@@ -57,8 +57,14 @@ def test_a_stale_attempt_whose_thing_exists_is_completed_with_its_shadow_and_the
     replaced, _ = certificate(iot)
     iot.create_thing(thingName="temperature-sensor-SN-1")
     iot.attach_thing_principal(thingName="temperature-sensor-SN-1", principal=arn)
-    registry.enroll("SN-1", status="provisioning", certificateId=current, thingName="temperature-sensor-SN-1",
-                    provisioningStartedAt=LONG_AGO, previousCertificateId=replaced)  # fmt: skip
+    registry.enroll(
+        "SN-1",
+        status="provisioning",
+        certificateId=current,
+        thingName="temperature-sensor-SN-1",
+        provisioningStartedAt=LONG_AGO,
+        previousCertificateId=replaced,
+    )
 
     summary = reconciler.handler({})
 
@@ -75,8 +81,13 @@ def test_a_stale_attempt_without_its_thing_is_marked_failed_and_its_certificate_
     """The template failed after the hook's allow: `failed` is retryable (the hook lets the device in
     again); the certificate AWS made for the dead attempt can no longer be used."""
     attempt, _ = certificate(iot, status="INACTIVE")
-    registry.enroll("SN-2", status="provisioning", certificateId=attempt, thingName="temperature-sensor-SN-2",
-                    provisioningStartedAt=LONG_AGO)  # fmt: skip
+    registry.enroll(
+        "SN-2",
+        status="provisioning",
+        certificateId=attempt,
+        thingName="temperature-sensor-SN-2",
+        provisioningStartedAt=LONG_AGO,
+    )
 
     summary = reconciler.handler({})
 
@@ -98,8 +109,14 @@ def test_a_failed_attempt_never_revokes_a_certificate_the_device_s_thing_holds(
     owned, owned_arn = certificate(iot)
     iot.create_thing(thingName="temperature-sensor-SN-4")
     iot.attach_thing_principal(thingName="temperature-sensor-SN-4", principal=owned_arn)
-    registry.enroll("SN-4", status="provisioning", certificateId=attempt, thingName="temperature-sensor-SN-4",
-                    provisioningStartedAt=LONG_AGO, previousCertificateId=owned)  # fmt: skip
+    registry.enroll(
+        "SN-4",
+        status="provisioning",
+        certificateId=attempt,
+        thingName="temperature-sensor-SN-4",
+        provisioningStartedAt=LONG_AGO,
+        previousCertificateId=owned,
+    )
 
     summary = reconciler.handler({})
 

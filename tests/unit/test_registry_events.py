@@ -134,8 +134,13 @@ def test_given_the_attempt_took_over_another_then_the_replaced_certificate_is_re
 ) -> None:
     iot = boto3.client("iot", region_name="us-east-1")
     replaced, attempt = certificate(), certificate()
-    registry.enroll("SN-0001", status="provisioning", certificateId=attempt, thingName="temperature-sensor-SN-0001",
-                    previousCertificateId=replaced)  # fmt: skip
+    registry.enroll(
+        "SN-0001",
+        status="provisioning",
+        certificateId=attempt,
+        thingName="temperature-sensor-SN-0001",
+        previousCertificateId=replaced,
+    )
 
     event = thing_created("temperature-sensor-SN-0001", "SN-0001", holding=attempt)
     assert events.handler(event) == {"result": "provisioned"}
@@ -166,8 +171,13 @@ def test_given_the_replaced_certificate_is_still_on_the_thing_then_it_is_kept(
     """Nothing revokes a certificate the device's thing still holds: it is the device's own."""
     iot = boto3.client("iot", region_name="us-east-1")
     replaced, attempt = certificate(), certificate()
-    registry.enroll("SN-0001", status="provisioning", certificateId=attempt, thingName="temperature-sensor-SN-0001",
-                    previousCertificateId=replaced)  # fmt: skip
+    registry.enroll(
+        "SN-0001",
+        status="provisioning",
+        certificateId=attempt,
+        thingName="temperature-sensor-SN-0001",
+        previousCertificateId=replaced,
+    )
     event = thing_created("temperature-sensor-SN-0001", "SN-0001", holding=attempt)
     arn = iot.describe_certificate(certificateId=replaced)["certificateDescription"]["certificateArn"]
     iot.attach_thing_principal(thingName="temperature-sensor-SN-0001", principal=arn)

@@ -43,9 +43,12 @@ def iot() -> Iterator[Any]:
 
 def execution_role(name: str) -> str:
     """A role Lambda may assume (Lambda refuses any other as a function's execution role)."""
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"},
-    ]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"},
+        ],
+    }
     iam = boto3.client("iam", region_name="us-east-1")
     return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
 
@@ -56,19 +59,28 @@ def function(name: str, code: str, timeout: int = 3, env: dict[str, str] | None 
         package.writestr("app.py", code)
     role = execution_role(f"{name}-role")
     created = boto3.client("lambda", region_name="us-east-1").create_function(
-        FunctionName=name, Runtime="python3.13", Role=role, Handler="app.handler", Timeout=timeout,
-        Code={"ZipFile": archive.getvalue()}, Environment={"Variables": env or {}},
-    )  # fmt: skip
+        FunctionName=name,
+        Runtime="python3.13",
+        Role=role,
+        Handler="app.handler",
+        Timeout=timeout,
+        Code={"ZipFile": archive.getvalue()},
+        Environment={"Variables": env or {}},
+    )
     return str(created["FunctionArn"])
 
 
 def test_provisioning_template_round_trip_with_versions_tags_and_hook(iot: Any) -> None:
     hook = function("hook", "def handler(event, context):\n    return {'allowProvisioning': False}\n")
     created = iot.create_provisioning_template(
-        templateName="Fleet-dev-fleet", templateBody=BODY, enabled=True, type="FLEET_PROVISIONING",
-        provisioningRoleArn="arn:aws:iam::123456789012:role/p", tags=[{"Key": "Project", "Value": "Fleet"}],
+        templateName="Fleet-dev-fleet",
+        templateBody=BODY,
+        enabled=True,
+        type="FLEET_PROVISIONING",
+        provisioningRoleArn="arn:aws:iam::123456789012:role/p",
+        tags=[{"Key": "Project", "Value": "Fleet"}],
         preProvisioningHook={"targetArn": hook, "payloadVersion": "2020-04-01"},
-    )  # fmt: skip
+    )
 
     described = iot.describe_provisioning_template(templateName="Fleet-dev-fleet")
     assert (described["enabled"], described["defaultVersionId"], described["templateBody"]) == (True, 1, BODY)
@@ -238,8 +250,11 @@ def sandbox_ca(tmp_path: Path) -> Iterator[Any]:
     from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
     from sandbox.moto_patches import iot_certificates_from_sandbox_ca
 
-    saved = (IoTBackend._generate_certificate_pem, IoTBackend.create_certificate_from_csr,
-             dict(default_user_config.get("iot", {})))  # fmt: skip
+    saved = (
+        IoTBackend._generate_certificate_pem,
+        IoTBackend.create_certificate_from_csr,
+        dict(default_user_config.get("iot", {})),
+    )
     authority = CertificateAuthority.load_or_create(tmp_path / "ca")
     iot_certificates_from_sandbox_ca.install(authority)
     yield authority
@@ -431,17 +446,21 @@ def test_update_expressions_parsed_once_still_apply_each_calls_own_values() -> N
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         dynamodb.create_table(
-            TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-        )  # fmt: skip
+            TableName="t",
+            KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
 
         def update(key: str, status: str, expression: str = "SET #s = :s, n = if_not_exists(n, :n)") -> None:
             dynamodb.update_item(
-                TableName="t", Key={"k": {"S": key}}, UpdateExpression=expression,
+                TableName="t",
+                Key={"k": {"S": key}},
+                UpdateExpression=expression,
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":s": {"S": status}, ":n": {"S": key}},
                 ConditionExpression="attribute_not_exists(k) OR #s <> :s",
-            )  # fmt: skip
+            )
 
         hits = UpdateExpressionParser.make.cache_info().hits
         for key, status in (("a", "one"), ("b", "two"), ("a", "three")):
@@ -588,10 +607,23 @@ def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(i
     RegistryWrites.install()
 
     def policy(topic: str) -> str:
-        return json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/*"},
-            {"Effect": "Allow", "Action": "iot:Publish",
-             "Resource": f"arn:aws:iot:us-east-1:123456789012:topic/{topic}"}]})  # fmt: skip
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Connect",
+                        "Resource": "arn:aws:iot:us-east-1:123456789012:client/*",
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Publish",
+                        "Resource": f"arn:aws:iot:us-east-1:123456789012:topic/{topic}",
+                    },
+                ],
+            }
+        )
 
     class Broker:
         reload_pending = False
@@ -645,10 +677,19 @@ def test_certificates_that_stop_being_active_are_named_for_disconnection_after_t
         subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
         pem = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-        ).public_bytes(serialization.Encoding.PEM).decode()  # fmt: skip
+            (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256())
+            )
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
         created = iot.register_certificate_without_ca(certificatePem=pem, status=status)
         if status == "ACTIVE":
             iot.attach_policy(policyName="device", target=created["certificateArn"])
@@ -669,8 +710,9 @@ def test_certificates_that_stop_being_active_are_named_for_disconnection_after_t
             }
         ),
     )
-    revoked, deactivated, deleted, detached, kept = (certificate(n) for n in ("revoked", "deactivated", "deleted",
-                                                                              "detached", "kept"))  # fmt: skip
+    revoked, deactivated, deleted, detached, kept = (
+        certificate(n) for n in ("revoked", "deactivated", "deleted", "detached", "kept")
+    )
     never_active = certificate("never-active", status="INACTIVE")
     rules = RegistryRules(LocalAccount("us-east-1"))
     rules.refresh()

@@ -45,23 +45,37 @@ def scheduled_function(folder: Path, allow: bool) -> tuple[str, Path]:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as package:
         package.writestr("app.py", RECORDER)
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
     role = boto3.client("iam", region_name="us-east-1").create_role(
         RoleName="reconciler-role", AssumeRolePolicyDocument=json.dumps(trust)
     )["Role"]["Arn"]
     out = folder / "runs.jsonl"
     lam = boto3.client("lambda", region_name="us-east-1")
     arn = lam.create_function(
-        FunctionName="reconciler", Runtime="python3.13", Role=role, Handler="app.handler", Timeout=5,
-        Code={"ZipFile": archive.getvalue()}, Environment={"Variables": {"OUT": str(out)}},
-    )["FunctionArn"]  # fmt: skip
+        FunctionName="reconciler",
+        Runtime="python3.13",
+        Role=role,
+        Handler="app.handler",
+        Timeout=5,
+        Code={"ZipFile": archive.getvalue()},
+        Environment={"Variables": {"OUT": str(out)}},
+    )["FunctionArn"]
     events = boto3.client("events", region_name="us-east-1")
     rule = events.put_rule(Name="reconcile", ScheduleExpression="rate(5 minutes)")["RuleArn"]
     events.put_targets(Rule="reconcile", Targets=[{"Id": "fn", "Arn": arn}])
     if allow:
-        lam.add_permission(FunctionName="reconciler", StatementId="events", Action="lambda:InvokeFunction",
-                           Principal="events.amazonaws.com", SourceArn=rule)  # fmt: skip
+        lam.add_permission(
+            FunctionName="reconciler",
+            StatementId="events",
+            Action="lambda:InvokeFunction",
+            Principal="events.amazonaws.com",
+            SourceArn=rule,
+        )
     return rule, out
 
 
@@ -107,8 +121,15 @@ def test_a_function_whose_policy_does_not_allow_eventbridge_is_not_invoked(aws: 
 
 @pytest.mark.parametrize(
     ("expression", "seconds"),
-    [("rate(5 minutes)", 300), ("rate(1 minute)", 60), ("rate(2 hours)", 7200), ("rate(1 day)", 86400),
-     ("cron(0 * * * ? *)", None), ("rate(0 minutes)", None), ("rate(5 minutes)\n", None)],
-)  # fmt: skip
+    [
+        ("rate(5 minutes)", 300),
+        ("rate(1 minute)", 60),
+        ("rate(2 hours)", 7200),
+        ("rate(1 day)", 86400),
+        ("cron(0 * * * ? *)", None),
+        ("rate(0 minutes)", None),
+        ("rate(5 minutes)\n", None),
+    ],
+)
 def test_rate_expressions_are_read_as_eventbridge_reads_them(expression: str, seconds: int | None) -> None:
     assert period_seconds(expression) == seconds

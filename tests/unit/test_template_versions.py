@@ -26,9 +26,12 @@ def iot() -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("iot", region_name="us-east-1")
         client.create_provisioning_template(
-            templateName="Fleet-dev-fleet", templateBody=body(1), enabled=True, type="FLEET_PROVISIONING",
+            templateName="Fleet-dev-fleet",
+            templateBody=body(1),
+            enabled=True,
+            type="FLEET_PROVISIONING",
             provisioningRoleArn="arn:aws:iam::123456789012:role/p",
-        )  # fmt: skip
+        )
         yield client
 
 
@@ -40,8 +43,9 @@ def versions(iot: Any) -> list[tuple[int, bool]]:
 def change(iot: Any, revision: int) -> None:
     """What Terraform does for a changed body: prune first (the stack's terraform_data), then a new default."""
     prune_template_versions.prune(iot, "Fleet-dev-fleet", keep=4)
-    iot.create_provisioning_template_version(templateName="Fleet-dev-fleet", templateBody=body(revision),
-                                             setAsDefault=True)  # fmt: skip
+    iot.create_provisioning_template_version(
+        templateName="Fleet-dev-fleet", templateBody=body(revision), setAsDefault=True
+    )
 
 
 def test_without_pruning_the_sixth_change_is_refused_as_aws_refuses_it(iot: Any) -> None:

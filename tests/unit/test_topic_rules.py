@@ -15,14 +15,20 @@ SENDER = topic_rules.Sender("fleet/rotation/gateway-SN-1/request", "gateway-SN-1
 
 def test_the_rotation_rule_gets_the_named_fields_and_who_sent_them_not_what_the_payload_claims() -> None:
     rule = topic_rules.parse(ROTATION_SQL)
-    payload = json.dumps({"requestId": "r1", "certificateSigningRequest": "csr", "principal": "f" * 64,
-                          "clientId": "other", "extra": 1}).encode()  # fmt: skip
+    payload = json.dumps(
+        {"requestId": "r1", "certificateSigningRequest": "csr", "principal": "f" * 64, "clientId": "other", "extra": 1}
+    ).encode()
 
     message = topic_rules.select(rule, payload, SENDER)
 
     assert rule.topic_filter == "fleet/rotation/+/+"
-    assert message == {"requestId": "r1", "certificateSigningRequest": "csr", "topic": SENDER.topic,
-                       "clientId": "gateway-SN-1", "principal": "a" * 64}  # fmt: skip
+    assert message == {
+        "requestId": "r1",
+        "certificateSigningRequest": "csr",
+        "topic": SENDER.topic,
+        "clientId": "gateway-SN-1",
+        "principal": "a" * 64,
+    }
 
 
 def test_star_topic_levels_and_missing_fields() -> None:

@@ -49,9 +49,13 @@ def test_evidence_is_each_create_started_completed_or_failed_unknowably_but_neve
     tmp_path: Path,
 ) -> None:
     role, policy, table, logs, rule, alias = (
-        "aws_iam_role.hook_role", "aws_iot_policy.claim_policy", "aws_dynamodb_table.registry_table",
-        "aws_cloudwatch_log_group.hook_logs", "aws_iot_topic_rule.audit", "aws_kms_alias.key_alias",
-    )  # fmt: skip
+        "aws_iam_role.hook_role",
+        "aws_iot_policy.claim_policy",
+        "aws_dynamodb_table.registry_table",
+        "aws_cloudwatch_log_group.hook_logs",
+        "aws_iot_topic_rule.audit",
+        "aws_kms_alias.key_alias",
+    )
     mark = observed(
         tmp_path,
         [

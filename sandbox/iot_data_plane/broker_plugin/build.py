@@ -44,8 +44,10 @@ def package_for(header: str) -> str | None:
     """The Debian package setup installs for this header (scripts/system-packages.sh keeps the list)."""
     found = subprocess.run(
         ["bash", str(ROOT / "scripts" / "system-packages.sh"), "--package-for", header],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return found.stdout.strip() or None
 
 
@@ -68,8 +70,10 @@ def build() -> tuple[Path, bool]:
         for header in dict.fromkeys(_MISSING_HEADER.findall(built.stderr)):
             package = package_for(header)
             if package:
-                message += (f" ({header} comes from the Debian package {package}: apt-get install {package};"
-                            " `make setup` installs it when run as root)")  # fmt: skip
+                message += (
+                    f" ({header} comes from the Debian package {package}: apt-get install {package};"
+                    " `make setup` installs it when run as root)"
+                )
         raise BuildError(f"{message}\ncompiler output ({' '.join(_command(PLUGIN))}):\n{built.stderr.rstrip()}")
     os.replace(staging, PLUGIN)
     _KEY.write_text(inputs)
