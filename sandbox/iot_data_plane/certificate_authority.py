@@ -38,8 +38,10 @@ class CertificateAuthority:
     directory: Path
     key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
-    # Device certificates' validity (SandboxCertificateValiditySeconds); the CA, the broker's and the
-    # claim certificates keep VALIDITY.
+    # The validity of what CreateCertificateFromCsr and CreateKeysAndCertificate over MQTT issue
+    # (SandboxCertificateValiditySeconds at start, `sandbox certificate-validity` while running): device
+    # certificates, and a claim certificate made from ClaimCertificateCsrPath. The CA, the broker's
+    # certificate and a claim certificate made by CreateKeysAndCertificate over HTTP keep VALIDITY.
     device_validity: timedelta = VALIDITY
 
     @property

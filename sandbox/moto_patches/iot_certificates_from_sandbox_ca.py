@@ -6,7 +6,8 @@ issue from the sandbox CA (so the local broker's mutual TLS accepts them), the C
 is certified (the device keeps its private key), ids are the SHA-256 of the DER encoding, and
 DescribeCertificate's validity is the certificate's own (moto makes up "now plus a day").
 Device certificates (CreateCertificateFromCsr, and CreateKeysAndCertificate over MQTT: inside
-`device_certificates()`) are valid for the CA's device_validity (SandboxCertificateValiditySeconds);
+`device_certificates()`) are valid for the CA's device_validity (SandboxCertificateValiditySeconds at
+start, `python -m sandbox certificate-validity` while it runs);
 CreateKeysAndCertificate over HTTP (how Terraform makes the claim certificate) keeps 10 years.
 Delete when moto can be given a CA to sign with.
 """

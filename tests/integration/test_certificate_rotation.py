@@ -182,40 +182,56 @@ def not_after(pem_file: str) -> datetime:
 
 @contextmanager
 def device_certificates_valid_for(deployment: Deployment, seconds: int) -> Iterator[None]:
-    """`python -m sandbox certificate-validity` while the block runs, then back to the start setting."""
-    set_ = deployment.sandbox("certificate-validity", str(seconds))
-    assert set_.returncode == 0, set_.stdout + set_.stderr
-    assert f"valid {seconds} s" in deployment.sandbox("status").stdout  # what an operator sees it set to
+    """`python -m sandbox certificate-validity` while the block runs, then back to the start setting,
+    whatever happened (the session's later tests need their certificates' usual validity)."""
     try:
+        set_ = deployment.sandbox("certificate-validity", str(seconds))
+        assert set_.returncode == 0, set_.stdout + set_.stderr
         yield
     finally:
         back = deployment.sandbox("certificate-validity", "default")
-        assert back.returncode == 0, back.stdout + back.stderr
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
+@contextmanager
+def decommissioned_afterwards(fleet: Fleet, *serials: str) -> Iterator[None]:
+    """The devices go when the block ends, as an operator retires them: expired certificates left in the
+    session's registry would be listed by every later `fleet expiring`."""
+    try:
+        yield
+    finally:
+        for serial in serials:
+            code, _, said = fleet.cli("decommission", serial)
+            assert code == 0 or f"no device {serial} in the registry" in said, said
 
 
 def test_with_short_validity_a_device_rotated_in_time_outlives_its_old_certificate_and_one_not_rotated_is_refused(
     fleet: Fleet,
 ) -> None:
-    with device_certificates_valid_for(fleet.deployment, SHORT_VALIDITY_SECONDS):
-        rotated, kept = provisioned(fleet, "SN-SHORT-1"), provisioned(fleet, "SN-SHORT-2")
-        old_end = not_after(rotated["certificateFile"])
-        issued = fleet.iot.describe_certificate(certificateId=rotated["certificateId"])["certificateDescription"]
-        assert issued["validity"]["notAfter"].astimezone(UTC) == old_end  # DescribeCertificate reports it
-        assert (old_end - datetime.now(UTC)).total_seconds() <= SHORT_VALIDITY_SECONDS
-        time.sleep(5)  # the rotation comes later, so the new certificate ends later than the old one
+    with decommissioned_afterwards(fleet, "SN-SHORT-1", "SN-SHORT-2", "SN-SHORT-3"):
+        with device_certificates_valid_for(fleet.deployment, SHORT_VALIDITY_SECONDS):
+            said = fleet.deployment.sandbox("status").stdout
+            assert f"valid {SHORT_VALIDITY_SECONDS} s" in said  # what an operator sees
+            rotated, kept = provisioned(fleet, "SN-SHORT-1"), provisioned(fleet, "SN-SHORT-2")
+            old_end = not_after(rotated["certificateFile"])
+            issued = fleet.iot.describe_certificate(certificateId=rotated["certificateId"])["certificateDescription"]
+            assert issued["validity"]["notAfter"].astimezone(UTC) == old_end  # DescribeCertificate reports it
+            assert (old_end - datetime.now(UTC)).total_seconds() <= SHORT_VALIDITY_SECONDS
+            time.sleep(5)  # the rotation comes later, so the new certificate ends later than the old one
 
-        fleet.rotate(rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
-        new_end = not_after(rotated["certificateFile"])
-    print(f"\nold notAfter {old_end:%H:%M:%S}, new notAfter {new_end:%H:%M:%S}, now {datetime.now(UTC):%H:%M:%S}")
-    assert new_end - old_end < timedelta(seconds=SHORT_VALIDITY_SECONDS + 60)  # issued under the short validity
-    time.sleep(max(0.0, (max(old_end, not_after(kept["certificateFile"])) - datetime.now(UTC)).total_seconds()) + 1)
+            fleet.rotate(rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
+            new_end = not_after(rotated["certificateFile"])
+        print(f"\nold notAfter {old_end:%H:%M:%S}, new notAfter {new_end:%H:%M:%S}, now {datetime.now(UTC):%H:%M:%S}")
+        assert new_end - old_end < timedelta(seconds=SHORT_VALIDITY_SECONDS + 60)  # issued under the short validity
+        wait = (max(old_end, not_after(kept["certificateFile"])) - datetime.now(UTC)).total_seconds()
+        time.sleep(max(0.0, wait) + 1)
 
-    assert datetime.now(UTC) < new_end, "the test machine was too slow for the validity chosen"
-    assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
-    assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
-    assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
-    later = provisioned(fleet, "SN-SHORT-3")  # after `default`: the sandbox's start setting (10 years) again
-    assert not_after(later["certificateFile"]) - datetime.now(UTC) > timedelta(days=365)
+        assert datetime.now(UTC) < new_end, "the test machine was too slow for the validity chosen"
+        assert works(fleet, rotated["thingName"], rotated["certificateFile"], rotated["privateKeyFile"])
+        assert not works(fleet, kept["thingName"], kept["certificateFile"], kept["privateKeyFile"])
+        assert status_of(fleet, kept["certificateId"]) == "ACTIVE"  # refused for its date, not its status
+        later = provisioned(fleet, "SN-SHORT-3")  # after `default`: the sandbox's start setting again
+        assert not_after(later["certificateFile"]) - datetime.now(UTC) > timedelta(days=365)
 
 
 def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_disconnects_the_device(

@@ -329,6 +329,11 @@ def test_the_validity_switch_changes_only_certificates_issued_after_it_and_refus
         assert certificate_validity.main(["25"], endpoint) == 0
         assert "valid 25 s" in capsys.readouterr().out
         assert 20 < lifetime() <= 25
+        # Over HTTP, CreateKeysAndCertificate is how Terraform makes the claim certificate: not a device's.
+        claim = x509.load_pem_x509_certificate(
+            iot.create_keys_and_certificate(setAsActive=True)["certificatePem"].encode()
+        )
+        assert (claim.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).days > 9 * 365
         for bad in ("0", "-5", "1.5", "soon", str(10 * 365 * 86400 + 1)):
             assert certificate_validity.main([bad], endpoint) == 2
             assert "give whole seconds from 1 to" in capsys.readouterr().err
