@@ -23,7 +23,7 @@ STACK_DIR = $(shell ls -d $(CDKTF_OUT)/stacks/* 2>/dev/null | head -1)
 # Deploy = synth, then Terraform itself on the synthesized stack, with Ctrl-C reaching Terraform alone
 # (so it records what it created), and one round adopting what an interrupted deploy left unrecorded
 # (scripts/deploy.py says how and why that is safe).
-# ADOPT=1: adopt any object under the stack's names, not only what an unfinished deploy here left (README)
+# ADOPT=1: adopt any object under the stack's names, not only what an unfinished deploy here left (docs/aws.md)
 APPLY = $(PY) -m scripts.deploy apply --out $(CDKTF_OUT) $(if $(ADOPT),--adopt)
 # Target from the environment (Target=aws make deploy), else cdktf.json's context.
 TARGET = $(or $(Target),$(shell python3 -c 'import json; print(json.load(open("cdktf.json"))["context"]["Target"])'))
@@ -42,9 +42,13 @@ setup: system-packages .venv/.synced node_modules/.installed .terraformrc.genera
 system-packages:
 	@bash scripts/system-packages.sh
 
-.venv/.synced: Pipfile.lock
+# The lock's packages, then this project editable (pyproject.toml): `fleet`, `iot-sandbox` and the
+# project's packages import from the tree. --no-deps: the lock alone decides versions; no build
+# isolation: the venv's own setuptools builds it, with nothing fetched.
+.venv/.synced: Pipfile.lock pyproject.toml
 	@command -v pipenv >/dev/null || python3 -m pip install --quiet pipenv
 	pipenv sync --dev
+	.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@touch $@
 
 node_modules/.installed: package-lock.json

@@ -5,14 +5,12 @@ import os
 import sys
 from pathlib import Path
 
+from iot_fleet.config import ConfigError, load_config, read_context
+
 # jsii prints a banner about the Node.js release on every run; the Makefile sets the same.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 HERE = Path(__file__).resolve().parent
-# constructs/ holds our package (iot_fleet); the folder itself must not shadow the `constructs` library.
-sys.path.insert(0, str(HERE / "constructs"))
-
-from iot_fleet.config import ConfigError, load_config, read_context  # noqa: E402
 
 
 def main() -> int:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Benchmark: `fleet.py expiring --rotate` on a fleet of simulated devices, in a sandbox of its own.
+"""Benchmark: `fleet expiring --rotate` on a fleet of simulated devices, in a sandbox of its own.
 
 Deploys the stack, provisions --devices devices (scripts/simulate_fleet.py, CSR flow), asks them all to
-rotate (`fleet.py expiring --days 3650 --rotate`: one shadow update each), then runs each device's
+rotate (`fleet expiring --days 3650 --rotate`: one shadow update each), then runs each device's
 `rotate --if-requested` (scripts/test_provisioning.py: connect with the current certificate, read the
 shadow, request, connect with the new certificate, confirm, report) at --concurrency devices at once.
 Prints devices/s, latency percentiles and errors, and checks afterwards that every rotated device's
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.claim_rotation import Bench
+from scripts import device_client as device
 
-from bench.claim_rotation import Bench  # noqa: E402
-from scripts import test_provisioning as device  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 _TARGET: device.Target | None = None
 
@@ -122,7 +122,7 @@ def main() -> int:
             asked = json.loads(listed.stdout)
             rotation = asked["rotation"]
             print(
-                f"fleet.py expiring --days 3650 --rotate: {len(rotation['requested'])} devices asked, "
+                f"fleet expiring --days 3650 --rotate: {len(rotation['requested'])} devices asked, "
                 f"{len(rotation['errors'])} errors, {seconds:.1f} s (shadow updates {rotation['seconds']} s)",
                 flush=True,
             )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: a whole claim certificate rotation, as an operator runs it, in a sandbox of its own.
 
-Deploys the stack (one claim generation), provisions a device with it, runs `fleet.py rotate-claim
+Deploys the stack (one claim generation), provisions a device with it, runs `fleet rotate-claim
 --apply` (generation 2 added: a deploy), provisions with either generation during the overlap, runs
 it again (generation 1 retired: a deploy), checks that generation 1 is refused and a connection made
 with it was closed, that a plan shows no drift, then `make destroy`. Prints what each step did
@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from scripts import device_client as device
 
-from scripts import test_provisioning as device  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

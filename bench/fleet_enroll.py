@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark: `fleet.py enroll` of a large manifest into the sandbox, its idempotent re-run, and
-`fleet.py list --status enrolled --type T` against a full scan of the same table.
+"""Benchmark: `fleet enroll` of a large manifest into the sandbox, its idempotent re-run, and
+`fleet list --status enrolled --type T` against a full scan of the same table.
 
 Needs the stack deployed into a running sandbox (`make deploy`); adds --rows enrolled devices to its
 registry (SandboxEndpoint etc. as for `make deploy`). For the list and the scan it reports the items
@@ -22,10 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from scripts.deployed_stack import DeployedStack
 
-from scripts.deployed_stack import DeployedStack  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fleet(*args: str) -> tuple[float, dict[str, object]]:

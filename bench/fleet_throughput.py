@@ -22,10 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from sandbox.state import SandboxState
 
-from sandbox.state import SandboxState  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 FLOWS = {
     "csr/ec": ["--flow", "csr", "--key-type", "ec"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The demo `make demo` runs after deploying into the sandbox (with RequireAttestation=true): enroll a
-sample manifest with each device's factory public key (as `fleet.py enroll` does), provision devices of
+sample manifest with each device's factory public key (as `fleet enroll` does), provision devices of
 every type with the real device SDK, each signing with its factory key, show devices that must be
 refused being refused (and why, from the hook's decisions), then print the registry and the thing
 groups."""
@@ -13,16 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from scripts.deployed_stack import DeployedStack
+from scripts.fleet_ops import decisions, manifest
+from scripts.fleet_ops import registry as reg
+from scripts.fleet_ops.devices import Devices
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-
-from scripts.deployed_stack import DeployedStack  # noqa: E402
-from scripts.fleet_ops import decisions, manifest  # noqa: E402
-from scripts.fleet_ops import registry as reg  # noqa: E402
-from scripts.fleet_ops.devices import Devices  # noqa: E402
 
 MANUFACTURER = "AcmeIoT"
 CREDENTIALS = ROOT / "devices" / "demo"
@@ -73,7 +73,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def enroll(registry: reg.Registry, stack: DeployedStack, rows: list[dict[str, str]]) -> list[reg.Enrollment]:
-    """The demo's manifest through the same checks and writes as `fleet.py enroll`."""
+    """The demo's manifest through the same checks and writes as `fleet enroll`."""
     raw = [manifest.RawRow(line, values) for line, values in enumerate(rows, start=2)]
     devices, problems = manifest.validate(
         raw,
@@ -134,14 +134,14 @@ def main() -> int:
     hook_function = str(stack.output("provisioning_hook_function_name"))
     for case, serial, device_type, extra in refusals:
         code, _ = provision(serial, device_type, "--skip-device-check", *extra)
-        # What `fleet.py why SERIAL` reads: the hook's own decision for the serial.
+        # What `fleet why SERIAL` reads: the hook's own decision for the serial.
         last = decisions.decisions(logs, hook_function, serial, since_days=1, limit=1)
         reason = f"{last[-1].reason}: {last[-1].detail}" if last else "no decision logged"
         results.append([serial, device_type, case, "refused" if code == 5 else f"NOT REFUSED ({code})", reason])
-    print(table(results, ["serial", "type", "flow / case", "result", "thing / why (fleet.py why SERIAL)"]))
+    print(table(results, ["serial", "type", "flow / case", "result", "thing / why (fleet why SERIAL)"]))
 
     items = sorted(registry.devices(), key=lambda i: str(i["serialNumber"]))
-    print(f"\nDevice registry ({stack.table_name}; fleet.py list)")
+    print(f"\nDevice registry ({stack.table_name}; fleet list)")
     print(
         table(
             [

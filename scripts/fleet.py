@@ -2,17 +2,18 @@
 """fleet: enroll, inspect, revoke and decommission the devices of a deployed provisioning stack, and
 rotate its claim certificate. Works against the sandbox and AWS alike, from `terraform output -json`.
 
-**Examples** (`.venv/bin/python scripts/fleet.py ...`, or `pipenv run python scripts/fleet.py ...`):
+**Examples** (`fleet` is installed in the project's venv: `pipenv run fleet ...` or `.venv/bin/fleet ...`;
+`python scripts/fleet.py ...` runs the same):
 
-    fleet.py enroll factory/batch-42.csv      # check every row, then enroll (idempotent)
-    fleet.py list --status provisioned --type gateway
-    fleet.py why SN-0042                      # why was this device refused?
-    fleet.py revoke SN-0042 --reason "reported stolen"
-    fleet.py decommission --all --yes         # what `make destroy` runs first
-    fleet.py expiring --days 60 --json
-    fleet.py rotate-claim                     # where a claim rotation stands; the next step
+    fleet enroll factory/batch-42.csv         # check every row, then enroll (idempotent)
+    fleet list --status provisioned --type gateway
+    fleet why SN-0042                         # why was this device refused?
+    fleet revoke SN-0042 --reason "reported stolen"
+    fleet decommission --all --yes            # what `make destroy` runs first
+    fleet expiring --days 60 --json
+    fleet rotate-claim                        # where a claim rotation stands; the next step
 
-`fleet.py COMMAND --help` explains each command with its own examples.
+`fleet COMMAND --help` explains each command with its own examples.
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from scripts.deployed_stack import DeployedStack, StackError
+from scripts.fleet_ops import certificates, claim_rotation, decisions, manifest
+from scripts.fleet_ops import registry as reg
+from scripts.fleet_ops.devices import Devices, Refused, Unrecorded
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import typer  # noqa: E402
-from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
-from scripts.fleet_ops import certificates, claim_rotation, decisions, manifest  # noqa: E402
-from scripts.fleet_ops import registry as reg  # noqa: E402
-from scripts.fleet_ops.devices import Devices, Refused, Unrecorded  # noqa: E402
 
 OK, REFUSED, PARTIAL = 0, 1, 3  # 2 is a usage error (typer's)
 STATUSES = (reg.ENROLLED, reg.PROVISIONING, reg.PROVISIONED, reg.REVOKED, reg.DECOMMISSIONED, reg.FAILED)
@@ -132,9 +133,9 @@ def enroll(
 
     **Examples**
 
-        fleet.py enroll batch-42.csv
-        fleet.py enroll batch-42.json --dry-run
-        fleet.py enroll batch-42.csv --skip-invalid --json > report.json
+        fleet enroll batch-42.csv
+        fleet enroll batch-42.json --dry-run
+        fleet enroll batch-42.csv --skip-invalid --json > report.json
     """
     the_stack = stack()
     started = time.monotonic()
@@ -253,8 +254,8 @@ def list_(
 
     **Examples**
 
-        fleet.py list --status enrolled
-        fleet.py list --type gateway --status provisioned --limit 100 --json
+        fleet list --status enrolled
+        fleet list --type gateway --status provisioned --limit 100 --json
     """
     if status and status not in STATUSES:
         raise fail(f"--status {status}: one of {', '.join(STATUSES)}", 2)
@@ -304,7 +305,7 @@ def show(serial: Annotated[str, typer.Argument(metavar="SERIAL")], json_: JsonOp
 
     **Example**
 
-        fleet.py show SN-0042
+        fleet show SN-0042
     """
     try:
         device = Devices(stack()).show(serial)
@@ -358,8 +359,8 @@ def why(
 
     **Examples**
 
-        fleet.py why SN-0042
-        fleet.py why SN-0042 --days 90 --json
+        fleet why SN-0042
+        fleet why SN-0042 --days 90 --json
     """
     the_stack = stack()
     devices = Devices(the_stack)
@@ -420,7 +421,7 @@ def revoke(
 
     **Example**
 
-        fleet.py revoke SN-0042 --reason "reported stolen"
+        fleet revoke SN-0042 --reason "reported stolen"
     """
     if not reason.strip() or len(reason) > MAX_REASON:
         raise fail(f"--reason: say why, in at most {MAX_REASON} characters", 2)
@@ -464,8 +465,8 @@ def decommission(
 
     **Examples**
 
-        fleet.py decommission SN-0042
-        fleet.py decommission --all --yes      # before `cdktf destroy` (make destroy runs it)
+        fleet decommission SN-0042
+        fleet decommission --all --yes         # before `cdktf destroy` (make destroy runs it)
     """
     if bool(serial) == all_:
         raise fail("give a SERIAL or --all", 2)
@@ -554,9 +555,9 @@ def expiring(
 
     **Examples**
 
-        fleet.py expiring --days 60
-        fleet.py expiring --days 3650 --json     # every certificate, with its expiry
-        fleet.py expiring --days 30 --rotate     # and ask those devices to rotate
+        fleet expiring --days 60
+        fleet expiring --days 3650 --json        # every certificate, with its expiry
+        fleet expiring --days 30 --rotate        # and ask those devices to rotate
     """
     the_stack = stack()
     found = certificates.expiring(the_stack, days)
@@ -611,8 +612,8 @@ def rotate_claim(
 
     **Examples**
 
-        fleet.py rotate-claim
-        fleet.py rotate-claim --apply           # asks, records ClaimCertificateGenerations, deploys
+        fleet rotate-claim
+        fleet rotate-claim --apply              # asks, records ClaimCertificateGenerations, deploys
     """
     the_stack = stack()
     in_force = tuple(sorted(claim_rotation.deployed(the_stack)))
@@ -714,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs a command and returns its exit code. Errors any operator can meet (no stack, the sandbox
     down, AWS refusing) end in one line and exit code 1, not a traceback."""
     try:
-        app(args=argv, prog_name="fleet.py")
+        app(args=argv, prog_name="fleet")
     except SystemExit as done:  # typer ends every command so, with its exit code
         return int(done.code or 0) if not isinstance(done.code, str) else REFUSED
     except StackError as error:

@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from scripts import device_client as device
+from scripts.deployed_stack import DeployedStack
+from scripts.fleet_ops import manifest
+from scripts.fleet_ops.registry import Registry
 
-from scripts import test_provisioning as device  # noqa: E402
-from scripts.deployed_stack import DeployedStack  # noqa: E402
-from scripts.fleet_ops import manifest  # noqa: E402
-from scripts.fleet_ops.registry import Registry  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 _TARGET: device.Target | None = None
 _CLAIM_CONTEXT: Any = None  # the claim certificate, loaded once per worker process
@@ -94,7 +94,7 @@ def factory_key(folder: Path, serial: str) -> tuple[str, str]:
 def enroll(
     stack: DeployedStack, devices: list[tuple[str, str]], manufacturer: str, keys: dict[str, str] | None = None
 ) -> set[str]:
-    """Enrolls the simulated devices as `fleet.py enroll` enrolls a manifest (conditional writes, thing
+    """Enrolls the simulated devices as `fleet enroll` enrolls a manifest (conditional writes, thing
     names reserved), each with its factory public key from `keys` (by serial) if given."""
     rows = [
         manifest.Device(

@@ -22,12 +22,11 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "constructs"))  # iot_fleet (the folder itself must not be imported)
+from iot_fleet.registry_schema import INDEXES
+from scripts.deployed_stack import DeployedStack, StackError
 
-from iot_fleet.registry_schema import INDEXES  # noqa: E402
-from scripts.deployed_stack import DeployedStack, StackError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 # The recipe's "Test Lambda function" payload.
 SAMPLE_HOOK_PAYLOAD = {

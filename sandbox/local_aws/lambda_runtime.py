@@ -28,7 +28,6 @@ from moto.awslambda.models import LambdaFunction
 
 from sandbox.local_aws import lambda_invocations
 from sandbox.local_aws.iam_enforcement import AUTHORITY
-from sandbox.state import ROOT
 
 WORKERS_PER_FUNCTION = 8  # concurrent executions per function configuration; more invocations wait their turn
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
@@ -37,8 +36,8 @@ INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 class Worker:
     def __init__(self, code_dir: Path, handler: str, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.local_aws.lambda_worker", str(code_dir), handler],
-            cwd=str(ROOT),
+            [sys.executable, "-m", "sandbox.local_aws.lambda_worker", handler],
+            cwd=str(code_dir),  # first on the path (python -m), as the function's code is in Lambda
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

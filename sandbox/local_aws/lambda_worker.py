@@ -1,6 +1,6 @@
 """A warm Lambda "container": imports one handler once and serves invocations over a pipe.
 
-Started by ``sandbox.local_aws.lambda_runtime`` with the function's code folder and environment. Requests and
+Started by ``sandbox.local_aws.lambda_runtime`` in the function's code folder, with its environment. Requests and
 answers are JSON lines on stdin and on a private copy of stdout; whatever the handler prints is
 captured per invocation and returned as that invocation's log (as Lambda does).
 """
@@ -35,10 +35,9 @@ class Context:
 
 
 def main() -> None:
-    code_dir, handler_name = sys.argv[1], sys.argv[2]
+    handler_name = sys.argv[1]  # the function's code is the working directory, as /var/task is in Lambda
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray writes to fd 1 (C extensions) must not corrupt the protocol
-    sys.path.insert(0, code_dir)
     module_name, function_name = handler_name.rsplit(".", 1)
     handler: Any = None
     init_log = io.StringIO()

@@ -104,7 +104,7 @@ def request_rotation(stack: DeployedStack, found: list[Expiry], *, workers: int 
     """Asks each device among `found` to rotate its certificate: its shadow's desired state gets
     certificateRotation = <rotation id>. A connected device sees the change at its next check; one
     offline reads it when it connects (the device client's `rotate --if-requested`), and reports the
-    id once rotated. Claim certificates are not devices' (`fleet.py rotate-claim`)."""
+    id once rotated. Claim certificates are not devices' (`fleet rotate-claim`)."""
     import time
 
     started = time.monotonic()

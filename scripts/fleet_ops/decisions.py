@@ -17,7 +17,7 @@ EXPLANATIONS = {
     hook.INVALID_PARAMETERS: "the device sent parameters the hook refuses (fix the device's firmware or its "
     "factory data)",
     hook.DEVICE_TYPE_NOT_ALLOWED: "the device sent a device type the stack does not allow (AllowedDeviceTypes)",
-    hook.NOT_ENROLLED: "the serial is not in the registry: enroll it (fleet.py enroll MANIFEST)",
+    hook.NOT_ENROLLED: "the serial is not in the registry: enroll it (fleet enroll MANIFEST)",
     hook.DEVICE_TYPE_MISMATCH: "the device sent another device type than the one it was enrolled with",
     hook.MANUFACTURER_MISMATCH: "the device sent another manufacturer than the one it was enrolled with",
     hook.THING_NAME_MISMATCH: "the device asked for another thing name than the one it was enrolled with",
@@ -35,7 +35,7 @@ EXPLANATIONS = {
     hook.NOT_ENROLLABLE: "the registry item is in a status the hook cannot admit from",
     hook.ATTESTATION_FAILED: "the device did not prove it holds its enrolled factory key (no signature, a "
     "wrong one, or no key enrolled while RequireAttestation is on): a device carrying the claim certificate "
-    "but not the real device's key, or a factory key enrolled wrongly (compare fleet.py show's fingerprint "
+    "but not the real device's key, or a factory key enrolled wrongly (compare fleet show's fingerprint "
     "with the factory's record)",
     hook.REGISTRY_ERROR: "the hook could not write the registry (DynamoDB throttling, KMS or permissions): "
     "the device may retry",

@@ -25,15 +25,13 @@ LAMBDA_PYTHON = Path("/root/.pyenv/versions/3.13.0/bin/python")  # the runtime's
 # What Lambda's Python runtime provides besides the standard library: boto3 and what it depends on.
 RUNTIME_LIBRARIES = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "urllib3", "six")
 
-# Run with `python -I` (no user site, no PYTHON* variables, no script folder) and sys.path set by hand.
+# Run as Lambda lays the path out: the package first (the working directory, as /var/task is), then the
+# runtime's libraries (PYTHONPATH), then the standard library; `-S`: no site-packages of any kind.
 PROBE = r"""
 import json, sys
-package, runtime, key, message, signature = sys.argv[1:6]
-sys.path = [p for p in sys.path if "site-packages" not in p]  # the interpreter's own standard library only
-sys.path.insert(0, package)
-import ecdsa, six  # from the package alone: before the runtime's libraries are on the path
+package, key, message, signature = sys.argv[1:5]
+import ecdsa, six  # before the runtime's copy of six: the package's own
 from_package = [m.__file__.startswith(package) for m in (ecdsa, six)]
-sys.path.append(runtime)  # what Lambda's runtime adds: boto3 and its dependencies
 import provisioning_hook as hook
 outside = sorted(
     name for name, module in sys.modules.items()
@@ -83,13 +81,13 @@ def test_the_hook_zip_imports_and_verifies_a_signature_on_the_lambda_runtimes_py
     message = "\n".join(["aws-iot-fleet-attestation/1", "SN-0001", "a" * 64, "Fleet-dev-fleet"])
     signature = base64.b64encode(key.sign(message.encode(), ec.ECDSA(hashes.SHA256()))).decode()
     probe = subprocess.run(
-        [str(LAMBDA_PYTHON), "-I", "-c", PROBE, str(package), str(runtime), enrolled, message, signature],
+        [str(LAMBDA_PYTHON), "-S", "-c", PROBE, str(package), enrolled, message, signature],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        cwd=tmp_path,
-        env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"},
+        cwd=package,
+        env={"PYTHONPATH": str(runtime), "AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"},
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     result = json.loads(probe.stdout.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import ROOT, Deployment
 
 

@@ -18,7 +18,7 @@ import pytest
 from awsiot import iotidentity
 
 from sandbox.local_aws import faults
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.test_device_provisioning import Fleet, claim_identity
 

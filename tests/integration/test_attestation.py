@@ -1,6 +1,6 @@
 """Device attestation and the claim client-id prefix against the deployed sandbox stack, with the real
 device SDK: what a holder of the claim certificate can and cannot do to an enrolled or provisioned
-device, what the registry holds afterwards, and what an operator reads from `fleet.py why`."""
+device, what the registry holds afterwards, and what an operator reads from `fleet why`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.devices import Fleet
 from tests.integration.test_device_provisioning import claim_identity, publish
@@ -178,7 +178,7 @@ def test_while_attestation_is_required_a_device_enrolled_without_key_is_refused(
 
 
 def test_the_signature_is_p256_ecdsa_over_the_documented_message(fleet: Fleet) -> None:
-    """What the README tells a factory to implement, checked against the deployed hook: a raw r||s
+    """What docs/design.md tells a factory to implement, checked against the deployed hook: a raw r||s
     signature (as secure elements produce) over the documented lines is accepted."""
     serial = "SN-RAWSIG-1"
     key_file, public = fleet.factory_key(serial)
@@ -213,8 +213,8 @@ def test_the_signature_is_p256_ecdsa_over_the_documented_message(fleet: Fleet) -
 def test_the_factory_steps_enroll_a_key_from_a_manifest_that_the_device_then_proves(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    """The README's factory steps with the operator CLI: a manifest row carries the device's public key
-    (PEM); `fleet.py show` prints its fingerprint; the device provisions by signing with its key."""
+    """The factory steps (docs/design.md) with the operator CLI: a manifest row carries the device's public key
+    (PEM); `fleet show` prints its fingerprint; the device provisions by signing with its key."""
     serial = "SN-FACTORY-1"
     key_file, public = fleet.factory_key(serial)
     pem = (

@@ -19,7 +19,7 @@ import pytest
 from awscrt import mqtt5
 from cryptography import x509
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.conftest import SUMMARY
 from tests.integration.conftest import Deployment
 from tests.integration.devices import Fleet
@@ -239,7 +239,7 @@ def test_fifty_rotation_requests_in_a_row_make_one_rotation_and_revoke_still_dis
 ) -> None:
     """A device (or whoever holds its key) floods the rotation topic: the first request is answered with a
     certificate, the other 49 are refused RotationLimitExceeded before anything is created; the registry
-    item stays small, and `fleet.py revoke` then revokes both certificates and disconnects it."""
+    item stays small, and `fleet revoke` then revokes both certificates and disconnects it."""
     first = provisioned(fleet, "SN-ROT-FLOOD")
     thing = first["thingName"]
     answers, drops = device.Answers(), []

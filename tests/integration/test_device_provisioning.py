@@ -16,7 +16,7 @@ import pytest
 from awscrt import mqtt5, mqtt_request_response
 from awsiot import iotidentity
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.devices import Fleet
 

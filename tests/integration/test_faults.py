@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.conftest import SUMMARY
 from tests.integration.conftest import ROOT, Deployment
 from tests.integration.test_device_provisioning import Fleet

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.devices import Fleet
 

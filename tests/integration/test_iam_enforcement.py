@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.test_device_provisioning import Fleet
 

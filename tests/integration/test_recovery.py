@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from awsiot import iotidentity
 
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.test_alarms import Alerts, Monitoring
 from tests.integration.test_device_provisioning import Fleet, claim_identity

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from iot_fleet.fleet_provisioning import template_revision
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from tests.conftest import SUMMARY
 from tests.integration.conftest import ROOT, Deployment, adopted, deployed
 from tests.integration.devices import Fleet
@@ -149,7 +149,7 @@ def inventory(deployment: Deployment) -> dict[str, list[Any]]:
 class Lifecycle:
     """A deployment of its own that lives a fleet's life: deployed in the middle of a claim certificate
     rotation (generations 1 and 2 in force), devices enrolled (scripts/fleet.py) and provisioned (the
-    real device client) with either generation, generation 1 then retired (`fleet.py rotate-claim
+    real device client) with either generation, generation 1 then retired (`fleet rotate-claim
     --apply`, a deploy), and what each step did. The whole rotation, from one generation, is
     bench/claim_rotation.py: its extra deploy costs make test a minute."""
 

@@ -206,7 +206,7 @@ def test_a_new_request_replaces_an_unconfirmed_one_and_removes_its_certificate(
 def test_a_revoked_certificate_still_connected_cannot_rotate_whatever_the_registry_says(
     rotation: ModuleType, iot: Any, registry: Registry
 ) -> None:
-    """fleet.py revoke revoked the certificate but its registry write failed: the connection AWS has not
+    """fleet revoke revoked the certificate but its registry write failed: the connection AWS has not
     closed yet must not get a working certificate."""
     iot.update_certificate(certificateId=iot.current, newStatus="REVOKED")
 

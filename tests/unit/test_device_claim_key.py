@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from iot_fleet import claim_keys
-from scripts import test_provisioning as device
+from scripts import device_client as device
 from scripts.deployed_stack import DeployedStack
 
 AWS_OUTPUTS = {

@@ -11,7 +11,7 @@ import pytest
 
 from iot_fleet import claim_keys
 from sandbox.iot_data_plane.certificate_authority import write_private
-from scripts import test_provisioning
+from scripts import device_client
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def open_umask() -> Iterator[None]:
 
 WRITERS: dict[str, Callable[[Path, str], object]] = {
     "sandbox CA and broker keys": lambda path, text: write_private(path, text.encode()),
-    "device credentials": lambda path, text: test_provisioning._write_private(path, text),
+    "device credentials": lambda path, text: device_client._write_private(path, text),
 }
 
 
