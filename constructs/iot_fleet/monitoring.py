@@ -171,7 +171,7 @@ class Monitoring(Construct):
                     f"{name}-expiry",
                     f"A claim certificate ({name}) expires in fewer than {claim_expiry_warning_days} days: devices "
                     "still carrying it will no longer provision. Rotate it (scripts/fleet.py rotate-claim, then the "
-                    "factory steps in the README) before it expires. Check which devices are still to be made "
+                    "factory steps in docs/operations.md) before it expires. Check which devices are still to be made "
                     "with it.",
                     claim_expiry_warning_days,
                     Metric(metrics_namespace, "ClaimCertificateDaysToExpiry", {"CertificateId": certificate_id}),

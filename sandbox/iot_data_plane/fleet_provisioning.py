@@ -221,7 +221,7 @@ class FleetProvisioningService:
             try:
                 parsed = topic_rules.parse(rule.get("sql", ""))
             except topic_rules.Unsupported:
-                continue  # such a rule never fires in the sandbox (README: topic rules)
+                continue  # such a rule never fires in the sandbox (docs/sandbox.md: topic rules)
             if topic_matches(parsed.topic_filter, message_topic):
                 message = topic_rules.select(parsed, payload, sender)
                 self._run_actions(rule, message, int(time.time() * 1000))

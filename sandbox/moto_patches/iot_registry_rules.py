@@ -3,7 +3,7 @@
 Both ways into the local IoT registry meet in those methods: the HTTP API (Terraform, boto3 tools)
 and the fleet-provisioning service, which calls the backend in-process (sandbox.local_aws.account).
 Each refusal is AWS's error code, HTTP status and message; where AWS documents no message, the
-README's table "AWS contracts the sandbox enforces" says so and what the wording follows.
+table "AWS contracts the sandbox enforces" in docs/sandbox.md says so and what the wording follows.
 
 - Names of things, thing types and thing groups: [a-zA-Z0-9:_-]+, 1 to 128 characters, wherever
   moto creates or updates one by name (CreateThing, UpdateThing, CreateThingType, CreateThingGroup,

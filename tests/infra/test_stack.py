@@ -384,7 +384,7 @@ def test_claim_key_in_state_keeps_aws_made_keys_and_synth_says_what_it_costs(opt
         "who can read the state can provision devices as your factory does"
     ]
     assert not opted_in.factory.exists()  # no key made on this machine
-    # Without StateBucket, cdktf's local backend: a state file in the project folder (README says so).
+    # Without StateBucket, cdktf's local backend: a state file in the project folder (docs/aws.md says so).
     assert opted_in.stack["terraform"]["backend"] == {
         "local": {"path": str(ROOT / "terraform.iot-provisioning-dev.tfstate")}
     }

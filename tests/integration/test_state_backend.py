@@ -7,7 +7,7 @@ error naming the holder, through S3's conditional write (`If-None-Match: *`, whi
 refuses with 412 PreconditionFailed as S3 does), and the state is left untouched.
 
 What it does not prove: S3 IAM (the sandbox's administrator key is not checked, so the permissions the
-README lists are AWS's documentation, not a test), encryption itself (moto records the requested
+docs/aws.md lists are AWS's documentation, not a test), encryption itself (moto records the requested
 algorithm; it encrypts nothing), bucket versioning, and `terraform init -migrate-state`.
 
 To stay quick it applies one resource of the stack (`-target` the claim policy), under a project name

@@ -1,6 +1,6 @@
 """The local IoT registry refuses what AWS refuses, as a boto3 caller (Terraform, the tools) and the
 in-process fleet-provisioning service see it: AWS's error code, HTTP status and message, and nothing
-left behind. Each test is one row of the README's "AWS contracts the sandbox enforces"."""
+left behind. Each test is one row of docs/sandbox.md's "AWS contracts the sandbox enforces"."""
 
 from __future__ import annotations
 

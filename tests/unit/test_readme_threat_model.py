@@ -1,5 +1,5 @@
-"""The README's threat model names, for each threat, the tests that prove its control: each named test
-must exist and must not be skipped, or the row claims a proof nobody runs."""
+"""The threat model (docs/security.md) names, for each threat, the tests that prove its control: each
+named test must exist and must not be skipped, or the row claims a proof nobody runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEADING = "### Threat model"
+DOCUMENT = ROOT / "docs" / "security.md"
+HEADING = "## Threat model"
 # Threats the table must keep (issue 14); more rows are welcome.
 REQUIRED_THREATS = (
     "claim certificate leak",
@@ -23,9 +24,9 @@ _REFERENCE = re.compile(r"`((?:tests/[\w/]+\.py)?)::(\w+)`")
 _SKIPPING = {"skip", "skipif", "xfail", "importorskip"}
 
 
-def threat_rows(readme: str) -> list[tuple[str, str, str]]:
+def threat_rows(document: str) -> list[tuple[str, str, str]]:
     """(threat, control, tests) of each row of the table under the heading."""
-    lines = readme.split(HEADING, 1)[1].splitlines()
+    lines = document.split(HEADING, 1)[1].splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("|")) :]
     table = table[: next((i for i, line in enumerate(table) if not line.startswith("|")), len(table))]
     rows = []
@@ -52,9 +53,9 @@ def _skips(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Attribute) and n.attr in _SKIPPING for n in ast.walk(node))
 
 
-def problems(readme: str, root: Path) -> list[str]:
+def problems(document: str, root: Path) -> list[str]:
     found: list[str] = []
-    rows = threat_rows(readme)
+    rows = threat_rows(document)
     threats = " ".join(threat.lower() for threat, _, _ in rows)
     found += [f"no row for the threat '{t}'" for t in REQUIRED_THREATS if t not in threats]
     for threat, _, cell in rows:
@@ -87,10 +88,10 @@ def problems(readme: str, root: Path) -> list[str]:
 
 
 def test_every_test_the_threat_model_names_exists_and_is_not_skipped() -> None:
-    readme = (ROOT / "README.md").read_text()
+    document = DOCUMENT.read_text()
 
-    assert problems(readme, ROOT) == []
-    rows = threat_rows(readme)
+    assert problems(document, ROOT) == []
+    rows = threat_rows(document)
     print(f"threat model: {len(rows)} threats, {sum(len(references(c)) for _, _, c in rows)} tests named")
 
 
@@ -108,7 +109,7 @@ def test_the_check_finds_a_missing_file_a_missing_test_and_each_way_of_skipping(
         "import pytest\n\npytestmark = [pytest.mark.integration, pytest.mark.skipif(True, reason='x')]\n\n"
         "def test_in_skipped_module():\n    assert True\n"
     )
-    readme = f"""{HEADING}
+    document = f"""{HEADING}
 
 | threat | control | proving tests |
 |---|---|---|
@@ -118,7 +119,7 @@ def test_the_check_finds_a_missing_file_a_missing_test_and_each_way_of_skipping(
 
 ## Next section
 """
-    assert problems(readme, tmp_path) == [
+    assert problems(document, tmp_path) == [
         "no row for the threat 'device impersonation'",
         "no row for the threat 'revoked devices'",
         "no row for the threat 'registry outage'",
@@ -136,10 +137,10 @@ def test_the_check_finds_a_missing_file_a_missing_test_and_each_way_of_skipping(
 def test_a_real_test_that_skips_itself_would_be_refused() -> None:
     """The project has one test that skips itself where it cannot run (it changes the system trust
     store): naming it in the table would be caught."""
-    readme = (ROOT / "README.md").read_text()
+    document = DOCUMENT.read_text()
     name = "test_a_client_trusting_only_the_system_store_provisions_once_the_sandbox_ca_is_trusted"
     row = f"| Extra | c | `tests/integration/test_device_provisioning.py::{name}` |\n"
-    table_end = readme.index("\n\n", readme.index("| threat | control | proving tests |"))
-    assert problems(readme[: table_end + 1] + row + readme[table_end + 1 :], ROOT) == [
+    table_end = document.index("\n\n", document.index("| threat | control | proving tests |"))
+    assert problems(document[: table_end + 1] + row + document[table_end + 1 :], ROOT) == [
         f"tests/integration/test_device_provisioning.py::{name}: calls pytest.skip or pytest.xfail"
     ]
