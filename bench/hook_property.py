@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The hook's validation property (tests/unit/test_hook_properties.py) with many more examples
+"""The hook's validation property (tests/unit/functions/test_hook_properties.py) with many more examples
 than `make test` runs: whatever parameters arrive for an enrolled serial, an allowed device carries
 only values AWS accepts, under the enrolled thing name. Prints the examples run and the time.
 
@@ -32,7 +32,7 @@ def main() -> int:
             "-p",
             "no:randomly",
             "--hypothesis-show-statistics",
-            "tests/unit/test_hook_properties.py::test_an_allowed_device_only_ever_carries_values_aws_accepts",
+            "tests/unit/functions/test_hook_properties.py::test_an_allowed_device_only_ever_carries_values_aws_accepts",
         ],
         cwd=ROOT,
         env={**os.environ, "HOOK_PROPERTY_EXAMPLES": str(args.examples)},

@@ -147,8 +147,8 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     started.append(schedules.stop)
     health.ready = True
     # The local AWS keeps every resource in memory; with thousands of devices registered, the
-    # collector's walks over that heap showed up in every profile of a fleet run. Collect young
-    # garbage less often, and never rescan what start-up made (moto's modules and models).
+    # collector walks that whole heap again and again during a fleet run. Collect young garbage less
+    # often, and never rescan what start-up made (moto's modules and models).
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
 

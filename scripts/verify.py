@@ -22,7 +22,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from iot_fleet.registry_schema import INDEXES
+from fleet_shared.registry import INDEXES
 from scripts.deployed_stack import DeployedStack, StackError
 
 ROOT = Path(__file__).resolve().parents[1]

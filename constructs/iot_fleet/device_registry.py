@@ -10,7 +10,7 @@ from cdktf_cdktf_provider_aws.dynamodb_table import (
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
-from iot_fleet.registry_schema import INDEXES, PARTITION_KEY
+from fleet_shared.registry import INDEXES, PARTITION_KEY
 
 
 class DeviceRegistry(Construct):

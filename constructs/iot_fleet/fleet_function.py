@@ -7,11 +7,13 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cdktf import AssetType, TerraformAsset
+from cdktf_cdktf_provider_aws.dynamodb_table import DynamodbTable
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
@@ -24,6 +26,7 @@ from iot_fleet.log_group import log_group
 from iot_fleet.naming import AccountContext
 
 LAMBDA_SOURCES = Path(__file__).resolve().parents[2] / "lambda"
+SHARED = LAMBDA_SOURCES / "shared" / "fleet_shared"  # the functions' shared package (lambda/shared)
 RUNTIME = "python3.13"
 _STAGING = Path(tempfile.mkdtemp(prefix="iot-fleet-lambda-"))
 atexit.register(shutil.rmtree, _STAGING, True)
@@ -42,7 +45,8 @@ FUNCTION_ACKNOWLEDGEMENTS = {
 
 
 def stage_source(name: str, packages: Sequence[str] = ()) -> Path:
-    """A clean copy of ``lambda/<name>``: caches and test files would change the asset hash.
+    """A clean copy of ``lambda/<name>`` with the shared package beside its module: caches and test
+    files would change the asset hash.
 
     ``packages``: distributions installed here (pure Python, pinned in Pipfile.lock) that the function
     imports and Lambda's runtime lacks; each is copied in whole, file by file from its installed record,
@@ -50,7 +54,9 @@ def stage_source(name: str, packages: Sequence[str] = ()) -> Path:
     source = LAMBDA_SOURCES / name
     target = _STAGING / name
     if not target.exists():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+        clean = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+        shutil.copytree(source, target, ignore=clean)
+        shutil.copytree(SHARED, target / SHARED.name, ignore=clean)  # every function imports it
         for package in packages:
             vendor(package, target)
     return target
@@ -68,6 +74,28 @@ def vendor(package: str, target: Path) -> None:
         destination = target / file
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(str(distribution.locate_file(file))), destination)
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """What every function of the stack is built with: where it runs, the registry it works on, the
+    stack's key, and where its logs and metrics go."""
+
+    account: AccountContext
+    key: KmsKey
+    table: DynamodbTable
+    log_retention_days: int
+    metrics_namespace: str
+    iot_data_endpoint: str  # the account's IoT data endpoint ("" in the sandbox: its broker is its own)
+
+    def registry_key_use(self) -> dict[str, Any]:
+        """Using the stack's key, only through DynamoDB (the registry table is encrypted with it)."""
+        return {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": self.key.arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{self.account.region}.amazonaws.com"}},
+        }
 
 
 class FleetFunction(Construct):

@@ -81,6 +81,7 @@ class Monitoring(Construct):
         hook_function_name: str,
         events_function_name: str,
         reconciler_function_name: str,
+        rotation_function_name: str,
         claim_certificate_ids: Mapping[str, str],
         claim_expiry_warning_days: int,
         metrics_namespace: str,
@@ -166,6 +167,15 @@ class Monitoring(Construct):
                 0,
                 Metric("AWS/Lambda", "Errors", {"FunctionName": reconciler_function_name}),
             ),
+            Alarm(
+                "certificate-rotation-errors",
+                "The certificate-rotation function failed (Lambda Errors): devices asking to rotate were answered "
+                "InternalFailure and keep their current certificate (nothing they rely on changed; they may ask "
+                "again). Read its log group for the error; check the registry table, IoT's certificate APIs and "
+                "the function role's permissions. Devices whose certificates expire soon: fleet expiring.",
+                0,
+                Metric("AWS/Lambda", "Errors", {"FunctionName": rotation_function_name}),
+            ),
             *(
                 Alarm(
                     f"{name}-expiry",
@@ -194,6 +204,7 @@ class Monitoring(Construct):
                     hook_function_name,
                     events_function_name,
                     reconciler_function_name,
+                    rotation_function_name,
                     metrics_namespace,
                 )
             ),
@@ -245,7 +256,7 @@ class Monitoring(Construct):
 
 
 def _dashboard(
-    region: str, template: str, table: str, hook: str, events: str, reconciler: str, namespace: str
+    region: str, template: str, table: str, hook: str, events: str, reconciler: str, rotation: str, namespace: str
 ) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum") -> dict[str, Any]:
         return {
@@ -353,6 +364,16 @@ def _dashboard(
                 ],
                 12,
                 12,
+            ),
+            widget(
+                "Certificate rotation: invocations, errors, throttles",
+                [
+                    ["AWS/Lambda", "Invocations", "FunctionName", rotation],
+                    ["AWS/Lambda", "Errors", "FunctionName", rotation],
+                    ["AWS/Lambda", "Throttles", "FunctionName", rotation],
+                ],
+                0,
+                18,
             ),
         ]
     }

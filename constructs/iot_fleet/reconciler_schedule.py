@@ -1,4 +1,5 @@
-"""The reconciler's EventBridge schedule and EventBridge's right to invoke it (for this rule only)."""
+"""The reconciler: its function (lambda/reconciler), its EventBridge schedule and EventBridge's right to
+invoke it (for this rule only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,86 @@ from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from constructs import Construct
 
+from fleet_shared.registry import CERTIFICATE_HISTORY_LIMIT, ROTATION_INDEX, STATUS_INDEX
+from iot_fleet.config import StackConfig
+from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+
 RECONCILE_EVERY = "rate(5 minutes)"  # well inside StaleClaimMinutes' smallest value plus a run
+# How long a device has to confirm a rotation (connect with its new certificate) before the reconciler
+# removes the unconfirmed certificate; the device's old one works throughout.
+ROTATION_CONFIRM_SECONDS = 600
+
+
+def reconciler_function(
+    scope: Construct,
+    settings: FunctionSettings,
+    config: StackConfig,
+    *,
+    claim_certificate_ids: list[str],
+    initial_shadows: str,
+) -> LambdaFunction:
+    account, table = settings.account, settings.table
+    return FleetFunction(
+        scope,
+        "reconciler",
+        function_name=f"{config.prefix}-reconciler",
+        source="reconciler",
+        handler="reconciler.handler",
+        description="Completes or fails provisioning attempts that stopped after the hook; publishes fleet metrics",
+        environment={
+            "TABLE_NAME": table.name,
+            "STATUS_INDEX": STATUS_INDEX.name,
+            "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
+            "ROTATION_CONFIRM_SECONDS": str(ROTATION_CONFIRM_SECONDS),
+            "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
+            "ROTATION_INDEX": ROTATION_INDEX.name,
+            "CLAIM_CERTIFICATE_IDS": ",".join(claim_certificate_ids),
+            "METRICS_NAMESPACE": settings.metrics_namespace,
+            "INITIAL_SHADOWS": initial_shadows,
+            "IOT_DATA_ENDPOINT": settings.iot_data_endpoint,
+        },
+        statements=[
+            {
+                "Effect": "Allow",
+                "Action": ["dynamodb:Query"],
+                "Resource": [f"{table.arn}/index/{STATUS_INDEX.name}", f"{table.arn}/index/{ROTATION_INDEX.name}"],
+            },
+            {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
+            settings.registry_key_use(),
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "iot:DescribeCertificate",
+                    "iot:UpdateCertificate",
+                    "iot:DeleteCertificate",
+                    "iot:ListPrincipalThings",
+                    "iot:ListAttachedPolicies",
+                    "iot:DetachPolicy",  # an unconfirmed rotation's certificate is removed
+                    "iot:DetachThingPrincipal",
+                ],
+                "Resource": account.arn("iot", "cert/*"),
+            },
+            {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "iot:ListThingPrincipals",
+                    "iot:GetThingShadow",
+                    "iot:UpdateThingShadow",
+                    "iot:DetachThingPrincipal",
+                ],
+                "Resource": account.arn("iot", "thing/*"),
+            },
+        ],
+        account=account,
+        key=settings.key,
+        log_retention_days=settings.log_retention_days,
+        timeout=300,
+        extra_acknowledgements={
+            "CKV_AWS_116": "Invoked by its schedule, not by events to keep: a failed run leaves nothing it "
+            "cannot redo, and the next run (5 minutes later) does the same work again.",
+        },
+    ).function
 
 
 class ReconcilerSchedule(Construct):

@@ -15,6 +15,7 @@ from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from constructs import Construct
 
 from iot_fleet.audit_trail import AuditTrail
+from iot_fleet.fleet_function import FleetFunction, FunctionSettings
 
 EVENT_TYPES = (
     "THING",
@@ -30,6 +31,49 @@ EVENT_TYPES = (
     "CA_CERTIFICATE",
 )
 THING_CREATED = "$aws/events/thing/+/created"  # the topic registry events publish thing creation on
+
+
+def registry_events_function(
+    scope: Construct, settings: FunctionSettings, *, prefix: str, initial_shadows: str
+) -> LambdaFunction:
+    """`initial_shadows`: each device type's initial shadow (JSON), which it writes."""
+    account, table = settings.account, settings.table
+    return FleetFunction(
+        scope,
+        "registry-events",
+        function_name=f"{prefix}-registry-events",
+        source="registry_events",
+        handler="registry_events.handler",
+        description="Marks devices provisioned and writes their initial shadow when their thing is created",
+        environment={
+            "TABLE_NAME": table.name,
+            "INITIAL_SHADOWS": initial_shadows,
+            "IOT_DATA_ENDPOINT": settings.iot_data_endpoint,
+        },
+        statements=[
+            {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
+            settings.registry_key_use(),
+            {  # the thing must hold the attempt's certificate before the device is provisioned
+                "Effect": "Allow",
+                "Action": ["iot:ListThingPrincipals", "iot:UpdateThingShadow"],
+                "Resource": account.arn("iot", "thing/*"),
+            },
+            {  # the certificate of an attempt this one replaced is revoked
+                "Effect": "Allow",
+                "Action": ["iot:DescribeCertificate", "iot:UpdateCertificate"],
+                "Resource": account.arn("iot", "cert/*"),
+            },
+        ],
+        account=account,
+        key=settings.key,
+        log_retention_days=settings.log_retention_days,
+        timeout=30,
+        extra_acknowledgements={
+            "CKV_AWS_116": "Failed events are retried by Lambda and recorded by the rule's error action in "
+            "the audit log group; what still fails, the scheduled reconciler (lambda/reconciler) completes: "
+            "it finds the thing with the attempt's certificate and marks the device provisioned.",
+        },
+    ).function
 
 
 def rule_name(prefix: str, purpose: str) -> str:

@@ -3,44 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.data_aws_iot_endpoint import DataAwsIotEndpoint
-from cdktf_cdktf_provider_aws.lambda_function_event_invoke_config import LambdaFunctionEventInvokeConfig
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from constructs import Construct
 
 from iot_fleet import claim_keys
 from iot_fleet.audit_trail import AuditTrail
-from iot_fleet.certificate_rotation import CertificateRotation
+from iot_fleet.certificate_rotation import CertificateRotation, rotation_function
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
 from iot_fleet.device_fleet import DeviceFleet
 from iot_fleet.device_registry import DeviceRegistry
-from iot_fleet.fleet_function import FleetFunction
+from iot_fleet.fleet_function import FunctionSettings
 from iot_fleet.fleet_provisioning import FleetProvisioning
 from iot_fleet.monitoring import Monitoring
 from iot_fleet.naming import AccountContext
-from iot_fleet.reconciler_schedule import ReconcilerSchedule
-from iot_fleet.registry_events import RegistryEvents, rule_name
-from iot_fleet.registry_schema import ROTATION_INDEX
+from iot_fleet.provisioning_hook import provisioning_hook
+from iot_fleet.reconciler_schedule import ReconcilerSchedule, reconciler_function
+from iot_fleet.registry_events import RegistryEvents, registry_events_function, rule_name
 from iot_fleet.stack_key import StackKey
 
 SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
-HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
-# What the hook imports beyond Lambda's runtime (standard library and boto3): shipped in its zip.
-HOOK_PACKAGES = ("ecdsa", "six")
-
-# How long a device has to confirm a rotation (connect with its new certificate) before the reconciler
-# removes the unconfirmed certificate; the device's old one works throughout.
-ROTATION_CONFIRM_SECONDS = 600
-# Events a registry item keeps in certificateHistory (the rotation function and the reconciler trim it).
-CERTIFICATE_HISTORY_LIMIT = 20
-# How long a rotation message may wait in Lambda's queue (AWS's smallest maximum event age is 60 s).
-ROTATION_EVENT_AGE_SECONDS = 120
 
 
 class IotProvisioningStack(TerraformStack):
@@ -74,100 +61,29 @@ class IotProvisioningStack(TerraformStack):
             account=account,
         )
 
-        metrics_namespace = f"{config.project_name}/{config.environment}"
-
-        def key_use(*actions: str) -> dict[str, Any]:
-            return {
-                "Effect": "Allow",
-                "Action": list(actions),
-                "Resource": key.arn,
-                "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{account.region}.amazonaws.com"}},
-            }
-
-        self.hook = FleetFunction(
-            self,
-            "hook",
-            function_name=f"{prefix}-provisioning-hook",
-            source="provisioning_hook",
-            handler="provisioning_hook.handler",
-            description="Pre-provisioning hook: admits enrolled devices only, once each",
-            environment={
-                "TABLE_NAME": table.name,
-                "ALLOWED_DEVICE_TYPES": ",".join(config.allowed_device_types),
-                "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
-                "REQUIRE_ATTESTATION": str(config.require_attestation).lower(),
-                "CLAIM_CLIENT_ID_PREFIX": config.claim_client_id_prefix,
-                "METRICS_NAMESPACE": metrics_namespace,
-                "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
-            },
-            statements=[
-                # GetItem: the enrolled factory key, read before the one conditional write (open
-                # enrollment: also the serial's thing-name reservation, taken in the same transaction).
-                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
-                key_use("kms:Decrypt", "kms:GenerateDataKey"),
-                *(
-                    []
-                    if config.require_enrollment
-                    else [  # open enrollment: a derived thing name that is another device's thing is refused
-                        {"Effect": "Allow", "Action": ["iot:DescribeThing"], "Resource": account.arn("iot", "thing/*")}
-                    ]
-                ),
-            ],
-            account=account,
-            key=key,
-            log_retention_days=config.log_retention_days,
-            timeout=HOOK_TIMEOUT_SECONDS,
-            packages=HOOK_PACKAGES,
-            extra_acknowledgements={
-                "CKV_AWS_116": "IoT invokes the hook synchronously and denies the device on any error; "
-                "there is no asynchronous event to dead-letter.",
-            },
-        ).function
         if config.target == "aws":
             self.iot_data_endpoint: str | None = DataAwsIotEndpoint(
                 self, "iot-data-endpoint", endpoint_type="iot:Data-ATS"
             ).endpoint_address
         else:
             self.iot_data_endpoint = None  # the sandbox's broker is its own; its address is in sandbox state
-        self.registry_events_function = FleetFunction(
-            self,
-            "registry-events",
-            function_name=f"{prefix}-registry-events",
-            source="registry_events",
-            handler="registry_events.handler",
-            description="Marks devices provisioned and writes their initial shadow when their thing is created",
-            environment={
-                "TABLE_NAME": table.name,
-                "INITIAL_SHADOWS": json.dumps(
-                    {name: dict(t.initial_shadow) for name, t in config.device_types.items()},
-                    separators=(",", ":"),
-                ),
-                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
-            },
-            statements=[
-                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
-                key_use("kms:Decrypt", "kms:GenerateDataKey"),
-                {  # the thing must hold the attempt's certificate before the device is provisioned
-                    "Effect": "Allow",
-                    "Action": ["iot:ListThingPrincipals", "iot:UpdateThingShadow"],
-                    "Resource": account.arn("iot", "thing/*"),
-                },
-                {  # the certificate of an attempt this one replaced is revoked
-                    "Effect": "Allow",
-                    "Action": ["iot:DescribeCertificate", "iot:UpdateCertificate"],
-                    "Resource": account.arn("iot", "cert/*"),
-                },
-            ],
+        metrics_namespace = f"{config.project_name}/{config.environment}"
+        functions = FunctionSettings(
             account=account,
             key=key,
+            table=table,
             log_retention_days=config.log_retention_days,
-            timeout=30,
-            extra_acknowledgements={
-                "CKV_AWS_116": "Failed events are retried by Lambda and recorded by the rule's error action in "
-                "the audit log group; what still fails, the scheduled reconciler (lambda/reconciler) completes: "
-                "it finds the thing with the attempt's certificate and marks the device provisioned.",
-            },
-        ).function
+            metrics_namespace=metrics_namespace,
+            iot_data_endpoint=self.iot_data_endpoint or "",
+        )
+        # Each device type's initial shadow: registry-events writes it, the reconciler when it completes.
+        initial_shadows = json.dumps(
+            {name: dict(t.initial_shadow) for name, t in config.device_types.items()}, separators=(",", ":")
+        )
+        self.hook = provisioning_hook(self, functions, config)
+        self.registry_events_function = registry_events_function(
+            self, functions, prefix=prefix, initial_shadows=initial_shadows
+        )
         if config.claim_key_source == "factory":
             for generation in config.claim_certificate_generations:
                 if claim_keys.ensure(config.claim_key_folder, generation, f"{prefix} claim {generation}"):
@@ -177,71 +93,7 @@ class IotProvisioningStack(TerraformStack):
                         "keep it with the factory's secrets)",
                         file=sys.stderr,
                     )
-        self.rotation_function = FleetFunction(
-            self,
-            "certificate-rotation",
-            function_name=f"{prefix}-certificate-rotation",
-            source="certificate_rotation",
-            handler="certificate_rotation.handler",
-            description="Issues a provisioned device a certificate from its CSR; retires the old one once confirmed",
-            environment={
-                "TABLE_NAME": table.name,
-                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
-                "ROTATION_INTERVAL_SECONDS": str(config.rotation_interval_minutes * 60),
-                "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
-            },
-            # Each request is about ten IoT control-plane calls: a flood from many devices at once may
-            # not spend the account's IoT quotas or Lambda concurrency (more events wait in Lambda's queue).
-            reserved_concurrency=config.rotation_concurrency,
-            statements=[
-                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
-                key_use("kms:Decrypt", "kms:GenerateDataKey"),
-                {"Effect": "Allow", "Action": ["iot:CreateCertificateFromCsr"], "Resource": "*"},  # no resource type
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "iot:DescribeCertificate",
-                        "iot:UpdateCertificate",
-                        "iot:DeleteCertificate",
-                        "iot:AttachPolicy",
-                        "iot:DetachPolicy",
-                        "iot:ListAttachedPolicies",
-                        "iot:AttachThingPrincipal",
-                        "iot:DetachThingPrincipal",
-                    ],
-                    "Resource": account.arn("iot", "cert/*"),
-                },
-                {
-                    "Effect": "Allow",
-                    "Action": ["iot:DescribeThing", "iot:AttachThingPrincipal", "iot:DetachThingPrincipal"],
-                    "Resource": account.arn("iot", "thing/*"),
-                },
-                {  # answers go only to the rotation topics
-                    "Effect": "Allow",
-                    "Action": ["iot:Publish"],
-                    "Resource": account.arn("iot", "topic/fleet/rotation/*"),
-                },
-            ],
-            account=account,
-            key=key,
-            log_retention_days=config.log_retention_days,
-            timeout=30,
-            extra_acknowledgements={
-                "CKV_AWS_116": "A failed rotation step changes nothing the device relies on: its current certificate "
-                "keeps working, it asks again, and the reconciler removes a new certificate never confirmed.",
-            },
-        ).function
-        # The device asks again itself (a repeat keeps its requestId): Lambda's own retries of a failed
-        # event would spend the request's tries and answer a device that had given up. An event queued
-        # behind RotationConcurrency longer than a device waits is dropped, not run late (a late request
-        # would take the device's slot for a certificate nobody waits for).
-        self.rotation_retries = LambdaFunctionEventInvokeConfig(
-            self,
-            "certificate-rotation-retries",
-            function_name=self.rotation_function.function_name,
-            maximum_retry_attempts=0,
-            maximum_event_age_in_seconds=ROTATION_EVENT_AGE_SECONDS,
-        )
+        self.rotation_function = rotation_function(self, functions, config)
         self.rotation = CertificateRotation(
             self,
             "certificate-rotation-rule",
@@ -259,70 +111,13 @@ class IotProvisioningStack(TerraformStack):
             account=account,
             client_id_prefix=config.claim_client_id_prefix,
         )
-        self.reconciler_function = FleetFunction(
+        self.reconciler_function = reconciler_function(
             self,
-            "reconciler",
-            function_name=f"{prefix}-reconciler",
-            source="reconciler",
-            handler="reconciler.handler",
-            description="Completes or fails provisioning attempts that stopped after the hook; publishes fleet metrics",
-            environment={
-                "TABLE_NAME": table.name,
-                "STATUS_INDEX": "status-index",
-                "STALE_CLAIM_SECONDS": str(config.stale_claim_minutes * 60),
-                "ROTATION_CONFIRM_SECONDS": str(ROTATION_CONFIRM_SECONDS),
-                "CERTIFICATE_HISTORY_LIMIT": str(CERTIFICATE_HISTORY_LIMIT),
-                "ROTATION_INDEX": ROTATION_INDEX.name,
-                "CLAIM_CERTIFICATE_IDS": ",".join(c.id for c in self.claim.generations.values()),
-                "METRICS_NAMESPACE": metrics_namespace,
-                "INITIAL_SHADOWS": json.dumps(
-                    {name: dict(t.initial_shadow) for name, t in config.device_types.items()},
-                    separators=(",", ":"),
-                ),
-                "IOT_DATA_ENDPOINT": self.iot_data_endpoint or "",
-            },
-            statements=[
-                {
-                    "Effect": "Allow",
-                    "Action": ["dynamodb:Query"],
-                    "Resource": [f"{table.arn}/index/status-index", f"{table.arn}/index/{ROTATION_INDEX.name}"],
-                },
-                {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": table.arn},
-                key_use("kms:Decrypt", "kms:GenerateDataKey"),
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "iot:DescribeCertificate",
-                        "iot:UpdateCertificate",
-                        "iot:DeleteCertificate",
-                        "iot:ListPrincipalThings",
-                        "iot:ListAttachedPolicies",
-                        "iot:DetachPolicy",  # an unconfirmed rotation's certificate is removed
-                        "iot:DetachThingPrincipal",
-                    ],
-                    "Resource": account.arn("iot", "cert/*"),
-                },
-                {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
-                {
-                    "Effect": "Allow",
-                    "Action": [
-                        "iot:ListThingPrincipals",
-                        "iot:GetThingShadow",
-                        "iot:UpdateThingShadow",
-                        "iot:DetachThingPrincipal",
-                    ],
-                    "Resource": account.arn("iot", "thing/*"),
-                },
-            ],
-            account=account,
-            key=key,
-            log_retention_days=config.log_retention_days,
-            timeout=300,
-            extra_acknowledgements={
-                "CKV_AWS_116": "Invoked by its schedule, not by events to keep: a failed run leaves nothing it "
-                "cannot redo, and the next run (5 minutes later) does the same work again.",
-            },
-        ).function
+            functions,
+            config,
+            claim_certificate_ids=[c.id for c in self.claim.generations.values()],
+            initial_shadows=initial_shadows,
+        )
         self.reconciler_schedule = ReconcilerSchedule(
             self, "reconciler-schedule", prefix=prefix, function=self.reconciler_function
         )
@@ -362,6 +157,7 @@ class IotProvisioningStack(TerraformStack):
                 hook_function_name=self.hook.function_name,
                 events_function_name=self.registry_events_function.function_name,
                 reconciler_function_name=self.reconciler_function.function_name,
+                rotation_function_name=self.rotation_function.function_name,
                 claim_certificate_ids={f"claim-certificate-{g}": c.id for g, c in self.claim.generations.items()},
                 claim_expiry_warning_days=config.claim_expiry_warning_days,
                 metrics_namespace=metrics_namespace,

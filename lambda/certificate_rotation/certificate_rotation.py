@@ -34,24 +34,21 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
-_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
-_IOT = boto3.client("iot", config=_CONFIG)
-_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
-_IOT_DATA = boto3.client(
-    "iot-data", config=_CONFIG, **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {})
-)
+from fleet_shared import registry, runtime
+from fleet_shared.runtime import log
+
+_CONFIG = runtime.config(read_timeout=5)
+_DYNAMODB = runtime.client("dynamodb", _CONFIG)
+_IOT = runtime.client("iot", _CONFIG)
+_IOT_DATA = runtime.client("iot-data", _CONFIG)
 TABLE_NAME = os.environ.get("TABLE_NAME", "")
 # One rotation request per device per interval: each request costs about ten IoT control-plane calls
 # (quotas RegisterThing shares) and a certificate. The same requestId again is the same request.
 ROTATION_INTERVAL_SECONDS = int(os.environ.get("ROTATION_INTERVAL_SECONDS", "3600"))
-# The newest events the item keeps in certificateHistory; older ones are dropped and counted
-# (certificateEventsDropped), so no device can grow its item towards DynamoDB's 400 KB.
-HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", "20"))
+# The newest events an item keeps in certificateHistory (fleet_shared.registry says why).
+HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", registry.CERTIFICATE_HISTORY_LIMIT))
 REQUEST_ATTEMPTS = 3  # tries of one request (one requestId) in its slot: a repeat after a failure, not a loop
 TOPIC_ROOT = "fleet/rotation"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -66,18 +63,6 @@ class Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def _log(**fields: Any) -> None:
-    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
-
-
-def _now() -> str:
-    return _timestamp(time.time())
-
-
-def _timestamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _error_code(error: ClientError) -> str:
@@ -104,13 +89,9 @@ def _item_of(thing: str) -> dict[str, Any]:
     )
     if not item or item.get("thingName", {}).get("S") != thing:
         raise Refused(404, "ResourceNotFound", f"no registry entry for thing {thing}")
-    if item.get("status", {}).get("S") != "provisioned":
+    if registry.text(item, "status") != registry.PROVISIONED:
         raise Refused(403, "NotProvisioned", f"device {serial} is {item.get('status', {}).get('S')}, not provisioned")
     return item
-
-
-def _text(item: Mapping[str, Any], name: str) -> str:
-    return str(item.get(name, {}).get("S", ""))
 
 
 def _arn(certificate_id: str) -> str:
@@ -128,38 +109,10 @@ def _event(kind: str, certificate_id: str, **extra: str) -> dict[str, Any]:
         "M": {
             "event": {"S": kind},
             "certificateId": {"S": certificate_id},
-            "at": {"S": _now()},
+            "at": {"S": runtime.now()},
             **{k: {"S": v} for k, v in extra.items()},
         }
     }
-
-
-def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(SET clause, condition, values) that record `events` after the item's certificateHistory as read:
-    the newest HISTORY_LIMIT kept, the older counted in certificateEventsDropped, and certificateEvents
-    counting every event ever recorded. The condition holds only while no other event was recorded since
-    `item` was read (a concurrent writer's events are never overwritten: the write fails instead)."""
-    held = list(item.get("certificateHistory", {}).get("L", []))
-    recorded = int(item.get("certificateEvents", {}).get("N", len(held)))
-    dropped = int(item.get("certificateEventsDropped", {}).get("N", "0"))
-    kept = held + list(events)
-    cut = max(0, len(kept) - HISTORY_LIMIT)
-    values = {
-        ":history": {"L": kept[cut:]},
-        ":events": {"N": str(recorded + len(events))},
-        ":dropped": {"N": str(dropped + cut)},
-    }
-    if "certificateEvents" in item:
-        condition = "certificateEvents = :recorded"
-        values[":recorded"] = {"N": str(recorded)}
-    else:  # written before events were counted: the list itself says nothing was added
-        condition = "attribute_not_exists(certificateEvents) AND " + (
-            "size(certificateHistory) = :held" if held else "attribute_not_exists(certificateHistory)"
-        )
-        if held:
-            values[":held"] = {"N": str(len(held))}
-    clause = "certificateHistory = :history, certificateEvents = :events, certificateEventsDropped = :dropped"
-    return clause, condition, values
 
 
 def require_active(principal: str) -> None:
@@ -182,7 +135,7 @@ def reserve(serial: str, current: str, request_id: str) -> None:
     use the slot it holds, at most REQUEST_ATTEMPTS times in all."""
     now = time.time()
     names = {"#status": "status"}
-    values = {":provisioned": {"S": "provisioned"}, ":current": {"S": current}, ":request": {"S": request_id}}
+    values = {":provisioned": {"S": registry.PROVISIONED}, ":current": {"S": current}, ":request": {"S": request_id}}
     held = "#status = :provisioned AND certificateId = :current"
     try:
         _DYNAMODB.update_item(
@@ -194,9 +147,9 @@ def reserve(serial: str, current: str, request_id: str) -> None:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues={
                 **values,
-                ":now": {"S": _timestamp(now)},
+                ":now": {"S": runtime.timestamp(now)},
                 ":one": {"N": "1"},
-                ":since": {"S": _timestamp(now - ROTATION_INTERVAL_SECONDS)},
+                ":since": {"S": runtime.timestamp(now - ROTATION_INTERVAL_SECONDS)},
             },
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
@@ -205,17 +158,17 @@ def reserve(serial: str, current: str, request_id: str) -> None:
         if _error_code(error) != "ConditionalCheckFailedException":
             raise
         old = error.response.get("Item") or {}
-    if _text(old, "status") != "provisioned" or _text(old, "certificateId") != current:
+    if registry.text(old, "status") != registry.PROVISIONED or registry.text(old, "certificateId") != current:
         raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry")
     minutes = ROTATION_INTERVAL_SECONDS / 60
     limit = Refused(
         429,
         "RotationLimitExceeded",
         f"one rotation request per {minutes:g} minutes per device (and "
-        f"{REQUEST_ATTEMPTS} attempts of it); the last began at {_text(old, 'rotationReservedAt')}: ask "
+        f"{REQUEST_ATTEMPTS} attempts of it); the last began at {registry.text(old, 'rotationReservedAt')}: ask "
         "again after that interval",
     )
-    if _text(old, "rotationReservedBy") != request_id:
+    if registry.text(old, "rotationReservedBy") != request_id:
         raise limit
     try:
         _DYNAMODB.update_item(
@@ -263,12 +216,12 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     if not isinstance(csr, str) or "CERTIFICATE REQUEST" not in csr or len(csr) > MAX_CSR_CHARACTERS:
         raise Refused(400, "InvalidCsr", "certificateSigningRequest is not a PEM certificate signing request")
     item = _item_of(thing)
-    serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
+    serial, current = registry.text(item, "serialNumber"), registry.text(item, "certificateId")
     if principal != current:
         raise Refused(403, "NotCurrentCertificate", "only the device's current certificate may request a rotation")
     require_active(principal)
-    pending = _text(item, "pendingCertificateId")
-    if pending and _text(item, "rotationRequestId") == request_id:  # the same request again: the same answer
+    pending = registry.text(item, "pendingCertificateId")
+    if pending and registry.text(item, "rotationRequestId") == request_id:  # the same request again: the same answer
         description = _IOT.describe_certificate(certificateId=pending)["certificateDescription"]
         return {"requestId": request_id, "certificateId": pending, "certificatePem": description["certificatePem"]}
     reserve(serial, current, request_id)
@@ -291,7 +244,7 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         # become pending.
         issued = _event("issued", new_id, notAfter=_not_after(new_id))
         replaced = [_event("replaced", pending)] if pending else []  # its certificate is removed below
-        recorded, unchanged, events = history(item, issued, *replaced)
+        recorded, unchanged, events = registry.history(item, issued, *replaced, limit=HISTORY_LIMIT)
         _DYNAMODB.update_item(
             TableName=TABLE_NAME,
             Key={"serialNumber": {"S": serial}},
@@ -304,9 +257,9 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
             ExpressionAttributeValues={
                 ":new": {"S": new_id},
                 ":pending": {"S": "pending"},
-                ":now": {"S": _now()},
+                ":now": {"S": runtime.now()},
                 ":request": {"S": request_id},
-                ":provisioned": {"S": "provisioned"},
+                ":provisioned": {"S": registry.PROVISIONED},
                 ":current": {"S": current},
                 **events,
                 **({":replaced": {"S": pending}} if pending else {}),
@@ -317,13 +270,13 @@ def request(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
         if _error_code(error) != "ConditionalCheckFailedException":
             raise
         now_pending = _item_of(thing)
-        if _text(now_pending, "rotationRequestId") == request_id:  # the device's own repeat won: its answer
+        if registry.text(now_pending, "rotationRequestId") == request_id:  # the device's own repeat won: its answer
             return request(thing, principal, body)
         raise Refused(409, "ConflictingRotation", "the device's registry entry changed meanwhile: retry") from None
     if pending:  # the unconfirmed certificate of the request this one replaced
         retire(pending, thing, delete=True)
-        _log(message="pending rotation replaced", serialNumber=serial, certificateId=pending)
-    _log(
+        log(message="pending rotation replaced", serialNumber=serial, certificateId=pending)
+    log(
         message="rotation requested",
         result="pending",
         serialNumber=serial,
@@ -339,23 +292,28 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         raise Refused(400, "InvalidRequest", "requestId must be 1-64 characters of [A-Za-z0-9_-]")
     item = _item_of(thing)
-    serial, current = _text(item, "serialNumber"), _text(item, "certificateId")
+    serial, current = registry.text(item, "serialNumber"), registry.text(item, "certificateId")
     require_active(principal)
     # A repeated confirm finishes what the first may not have: it retires only the certificate that the
     # confirmed rotation of this very request replaced, never the current one (previousCertificateId is
     # not it: the provisioning hook sets that one, to the current certificate on a same-certificate retry).
-    replaced = _text(item, "retiredCertificateId")
+    replaced = registry.text(item, "retiredCertificateId")
     if (
         current == principal
-        and _text(item, "confirmedRequestId") == request_id
+        and registry.text(item, "confirmedRequestId") == request_id
         and _CERTIFICATE_ID.fullmatch(replaced)
         and replaced != current
     ):
         retire(replaced, thing, delete=False)
         return {"requestId": request_id, "certificateId": principal, "retiredCertificateId": replaced}
-    if _text(item, "pendingCertificateId") != principal or _text(item, "rotationRequestId") != request_id:
+    if (
+        registry.text(item, "pendingCertificateId") != principal
+        or registry.text(item, "rotationRequestId") != request_id
+    ):
         raise Refused(403, "NoPendingRotation", "this certificate is not the pending one of this request")
-    recorded, unchanged, events = history(item, _event("confirmed", principal), _event("retired", current))
+    recorded, unchanged, events = registry.history(
+        item, _event("confirmed", principal), _event("retired", current), limit=HISTORY_LIMIT
+    )
     try:
         # rotationReservedBy goes: the slot's time stays (the interval runs from the request), but this
         # requestId can no longer pass for a retry of a request in progress.
@@ -371,9 +329,9 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
             ExpressionAttributeValues={
                 ":new": {"S": principal},
                 ":old": {"S": current},
-                ":now": {"S": _now()},
+                ":now": {"S": runtime.now()},
                 ":request": {"S": request_id},
-                ":provisioned": {"S": "provisioned"},
+                ":provisioned": {"S": registry.PROVISIONED},
                 **events,
             },
         )
@@ -384,7 +342,7 @@ def confirm(thing: str, principal: str, body: Mapping[str, Any]) -> dict[str, An
     # The registry says the new certificate is the device's first: a failure here leaves only the
     # old one to retire, which a repeated confirm does.
     retire(current, thing, delete=False)
-    _log(
+    log(
         message="rotation confirmed",
         result="rotated",
         serialNumber=serial,
@@ -403,7 +361,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     match = _TOPIC.fullmatch(str(event.get("topic", "")))
     client_id, principal = str(event.get("clientId") or ""), str(event.get("principal") or "")
     if not match:
-        _log(message="ignored message", result="ignored", topic=event.get("topic"))
+        log(message="ignored message", result="ignored", topic=event.get("topic"))
         return {"result": "ignored"}
     thing, step = match.groups()
     request_id = event.get("requestId") if isinstance(event.get("requestId"), str) else None
@@ -413,7 +371,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
             raise Refused(403, "Forbidden", "the topic's thing is not the connected client, or no certificate")
         answer = STEPS[step](thing, principal, event)
     except Refused as refused:
-        _log(
+        log(
             message="rotation refused",
             result="rejected",
             step=step,

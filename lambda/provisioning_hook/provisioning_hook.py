@@ -28,11 +28,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from ecdsa import BadSignatureError, NIST256p, VerifyingKey
 from ecdsa.util import sigdecode_der, sigdecode_string
+
+from fleet_shared import registry, runtime
 
 # Parameter rules, each matched against the whole value (fullmatch) with ASCII classes only: `$`
 # would accept a trailing newline and `\d` any Unicode digit, values AWS then refuses as thing
@@ -57,8 +57,6 @@ TEMPLATE_ARN = re.compile(r"arn:[a-z-]+:iot:[a-z0-9-]*:[0-9]*:provisioningtempla
 # protocol using the same key) can never pass for one.
 ATTESTATION_CONTEXT = "aws-iot-fleet-attestation/1"
 FACTORY_KEY_ATTRIBUTE = "factoryPublicKey"  # base64 DER SubjectPublicKeyInfo, as enrolled
-# A thing name held for one serial: the registry item "thingName#<name>" (constructs/iot_fleet/registry_schema.py).
-THING_NAME_RESERVATION_PREFIX = "thingName#"
 
 # Reason codes: one per way a request ends. Operators search logs and metrics by them.
 ALLOWED = "ALLOWED"
@@ -84,10 +82,10 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 ERROR_REASONS = frozenset({REGISTRY_ERROR, INTERNAL_ERROR})
 
 STATUS_REASONS = {
-    "provisioning": PROVISIONING_IN_PROGRESS,
-    "provisioned": ALREADY_PROVISIONED,
-    "revoked": REVOKED,
-    "decommissioned": DECOMMISSIONED,
+    registry.PROVISIONING: PROVISIONING_IN_PROGRESS,
+    registry.PROVISIONED: ALREADY_PROVISIONED,
+    registry.REVOKED: REVOKED,
+    registry.DECOMMISSIONED: DECOMMISSIONED,
 }
 
 
@@ -269,18 +267,18 @@ def refusal(request: Request, old_item: Mapping[str, Any] | None, enrolled_key: 
     status = _attribute(old_item, "status")
     same_certificate = _attribute(old_item, "certificateId") == request.certificate_id
     claimable = (
-        status == "enrolled"
-        or (status == "failed" and not same_certificate)
-        or (status == "provisioning" and same_certificate)
+        status == registry.ENROLLED
+        or (status == registry.FAILED and not same_certificate)
+        or (status == registry.PROVISIONING and same_certificate)
     )
-    if status == "failed" and same_certificate:
+    if status == registry.FAILED and same_certificate:
         return Decision(
             False,
             ATTEMPT_FAILED,
             "this certificate's attempt failed and the reconciler revoked the "
             "certificate: the device must create a new certificate and try again",
         )
-    if not claimable and status == "provisioning":
+    if not claimable and status == registry.PROVISIONING:
         started = _attribute(old_item, "provisioningStartedAt")
         return Decision(
             False,
@@ -347,9 +345,9 @@ class Registry:
         write happens only if the item still holds exactly that key, and (`prefix`, the claim client-id
         prefix) only if its enrolled thing name does not start with the prefix."""
         values: dict[str, Any] = {
-            ":provisioning": {"S": "provisioning"},
-            ":enrolled": {"S": "enrolled"},
-            ":failed": {"S": "failed"},
+            ":provisioning": {"S": registry.PROVISIONING},
+            ":enrolled": {"S": registry.ENROLLED},
+            ":failed": {"S": registry.FAILED},
             ":none": {"S": "none"},
             ":type": {"S": request.device_type},
             ":manufacturer": {"S": request.manufacturer},
@@ -453,7 +451,7 @@ class Registry:
             or {}
         )
         name = _attribute(item, "thingName") or request.derived_thing_name
-        key = {"serialNumber": {"S": THING_NAME_RESERVATION_PREFIX + name}}
+        key = {"serialNumber": {"S": registry.THING_NAME_RESERVATION_PREFIX + name}}
         held = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
         if held is not None and _attribute(held, "reservedFor") != request.serial_number:
             return Decision(False, THING_NAME_TAKEN, f"thing name {name} is reserved for another serial")
@@ -614,18 +612,10 @@ def _redacted(event: Any) -> Any:
 
 # Created once per container. Timeouts and retries fit the 5 s IoT gives the hook in all:
 # two attempts of at most 0.5 s connect + 1.5 s read each, inside a 4 s function timeout.
-_DYNAMODB = boto3.client(
-    "dynamodb",
-    config=Config(
-        connect_timeout=0.5,
-        read_timeout=1.5,
-        retries={"total_max_attempts": 2, "mode": "standard"},
-    ),
-)
+_CONFIG = runtime.config(connect_timeout=0.5, read_timeout=1.5, attempts=2)
+_DYNAMODB = runtime.client("dynamodb", _CONFIG)
 _SETTINGS = Settings.from_environment(os.environ)
-_IOT = boto3.client(
-    "iot", config=Config(connect_timeout=0.5, read_timeout=1.5, retries={"total_max_attempts": 2, "mode": "standard"})
-)
+_IOT = runtime.client("iot", _CONFIG)
 _REGISTRY = Registry(_DYNAMODB, _SETTINGS.table_name, _IOT)
 # The decision runs on a worker thread so the handler can stop waiting at its own deadline: a
 # registry slower than the function's remaining time is a REGISTRY_ERROR logged and answered, not a
@@ -648,7 +638,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     budget = _budget(context)
     try:
         request = parse_request(event)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = runtime.now()
         decision = _DECIDING.submit(decide, request, _SETTINGS, _REGISTRY, now).result(timeout=budget)
     except Invalid as error:
         decision = Decision(False, INVALID_PARAMETERS, str(error))

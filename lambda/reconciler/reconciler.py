@@ -27,63 +27,29 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-STATUSES = ("enrolled", "provisioning", "provisioned", "failed", "revoked", "decommissioned")
+from fleet_shared import registry, runtime
+from fleet_shared.runtime import log
+
 UNREGISTERED_AFTER_SECONDS = 3600  # an ownership token lives an hour: after it, nothing can register the certificate
-_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 3, "mode": "standard"})
-_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
-_IOT = boto3.client("iot", config=_CONFIG)
-_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
-_IOT_DATA = boto3.client(
-    "iot-data", config=_CONFIG, **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {})
-)
+_CONFIG = runtime.config(read_timeout=10)
+_DYNAMODB = runtime.client("dynamodb", _CONFIG)
+_IOT = runtime.client("iot", _CONFIG)
+_IOT_DATA = runtime.client("iot-data", _CONFIG)
 TABLE_NAME = os.environ.get("TABLE_NAME", "")
-STATUS_INDEX = os.environ.get("STATUS_INDEX", "status-index")
+STATUS_INDEX = os.environ.get("STATUS_INDEX", registry.STATUS_INDEX.name)
 STALE_CLAIM_SECONDS = int(os.environ.get("STALE_CLAIM_SECONDS", "600"))
 ROTATION_CONFIRM_SECONDS = int(os.environ.get("ROTATION_CONFIRM_SECONDS", "600"))
-ROTATION_INDEX = os.environ.get("ROTATION_INDEX", "rotation-index")
-HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", "20"))  # as the rotation function keeps it
+ROTATION_INDEX = os.environ.get("ROTATION_INDEX", registry.ROTATION_INDEX.name)
+HISTORY_LIMIT = int(os.environ.get("CERTIFICATE_HISTORY_LIMIT", registry.CERTIFICATE_HISTORY_LIMIT))
 CLAIM_CERTIFICATE_IDS = [c for c in os.environ.get("CLAIM_CERTIFICATE_IDS", "").split(",") if c]
 METRICS_NAMESPACE = os.environ.get("METRICS_NAMESPACE", "IoTProvisioning")
 INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
-
-
-def _timestamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _log(**fields: Any) -> None:
-    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
-
-
-def _metric(name: str, value: float, unit: str, **dimensions: str) -> None:
-    """One embedded-metric-format line: CloudWatch makes it a datapoint of `name` by these dimensions."""
-    record = {
-        **dimensions,
-        name: value,
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": METRICS_NAMESPACE,
-                    "Dimensions": [sorted(dimensions)],
-                    "Metrics": [{"Name": name, "Unit": unit}],
-                }
-            ],
-        },
-    }
-    print(json.dumps(record), flush=True)
-
-
-def _text(item: Mapping[str, Any], name: str) -> str:
-    return str(item.get(name, {}).get("S", ""))
 
 
 def _items(status: str, projection: str | None = None) -> Iterator[dict[str, Any]]:
@@ -116,7 +82,7 @@ def revoke(certificate_id: str, why: str, thing_name: str) -> bool:
     if not certificate_id or certificate_id == "none":
         return False
     if _thing_has(thing_name, certificate_id):
-        _log(
+        log(
             message="certificate kept: it is attached to the device's thing",
             result="kept",
             certificateId=certificate_id,
@@ -128,7 +94,7 @@ def revoke(certificate_id: str, why: str, thing_name: str) -> bool:
     if certificate is None or certificate["status"] == "REVOKED":
         return False
     _IOT.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
-    _log(message="certificate revoked", result="revoked", certificateId=certificate_id, reason=why)
+    log(message="certificate revoked", result="revoked", certificateId=certificate_id, reason=why)
     return True
 
 
@@ -156,7 +122,7 @@ def _update(serial: str, certificate_id: str, started: str, expression: str, val
             "provisioningStartedAt = :started",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":provisioning": {"S": "provisioning"},
+                ":provisioning": {"S": registry.PROVISIONING},
                 ":certificate": {"S": certificate_id},
                 ":started": {"S": started},
                 **values,
@@ -182,19 +148,23 @@ def _ensure_shadow(thing_name: str, device_type: str) -> None:
 
 
 def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) -> None:
-    serial, certificate_id = _text(item, "serialNumber"), _text(item, "certificateId")
-    thing_name = _text(item, "thingName") or f"{_text(item, 'deviceType')}-{serial}"
-    stamp = _timestamp(now)
-    started = _text(item, "provisioningStartedAt")
+    serial, certificate_id = registry.text(item, "serialNumber"), registry.text(item, "certificateId")
+    thing_name = registry.text(item, "thingName") or f"{registry.text(item, 'deviceType')}-{serial}"
+    stamp = runtime.timestamp(now)
+    started = registry.text(item, "provisioningStartedAt")
     attempt = _certificate(certificate_id) if _thing_has(thing_name, certificate_id) else None
     if attempt is not None and attempt["status"] == "ACTIVE":  # the device holds its thing
-        _ensure_shadow(thing_name, _text(item, "deviceType"))
-        completed = {":provisioned": {"S": "provisioned"}, ":now": {"S": stamp}, ":reconciler": {"S": "reconciler"}}
+        _ensure_shadow(thing_name, registry.text(item, "deviceType"))
+        completed = {
+            ":provisioned": {"S": registry.PROVISIONED},
+            ":now": {"S": stamp},
+            ":reconciler": {"S": "reconciler"},
+        }
         expression = "SET #status = :provisioned, provisionedAt = :now, updatedAt = :now, completedBy = :reconciler"
         if _update(serial, certificate_id, started, expression, completed):
             outcomes["completed"] += 1
-            _log(message="provisioning completed", result="completed", serialNumber=serial, thingName=thing_name)
-            previous = _text(item, "previousCertificateId")
+            log(message="provisioning completed", result="completed", serialNumber=serial, thingName=thing_name)
+            previous = registry.text(item, "previousCertificateId")
             if previous != certificate_id and revoke(previous, "replaced by a newer attempt", thing_name):
                 outcomes["revoked"] += 1
         return
@@ -203,7 +173,7 @@ def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) ->
     if attempt is not None:
         reason = f"the attempt's certificate is on thing {thing_name} but {attempt['status']}, not ACTIVE, {minutes} "
         reason += "minutes after the hook allowed it"
-    failed = {":failed": {"S": "failed"}, ":reason": {"S": reason}, ":now": {"S": stamp}}
+    failed = {":failed": {"S": registry.FAILED}, ":reason": {"S": reason}, ":now": {"S": stamp}}
     if _update(
         serial,
         certificate_id,
@@ -212,14 +182,14 @@ def reconcile_stale(item: dict[str, Any], now: float, outcomes: Counter[str]) ->
         failed,
     ):
         outcomes["failed"] += 1
-        _log(
+        log(
             message="provisioning failed",
             result="failed",
             serialNumber=serial,
             certificateId=certificate_id,
             reason=reason,
         )
-        for dead in {certificate_id, _text(item, "previousCertificateId")}:
+        for dead in {certificate_id, registry.text(item, "previousCertificateId")}:
             if revoke(dead, "its provisioning attempt failed", thing_name):
                 outcomes["revoked"] += 1
 
@@ -241,33 +211,6 @@ def remove_certificate(certificate_id: str, thing_name: str) -> None:
     _IOT.delete_certificate(certificateId=certificate_id)
 
 
-def history(item: Mapping[str, Any], *events: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(SET clause, condition, values) recording `events` in certificateHistory as the rotation function
-    does (lambda/certificate_rotation: history()): the newest HISTORY_LIMIT kept, the rest counted; the
-    write holds only if no event was recorded since `item` was read."""
-    held = list(item.get("certificateHistory", {}).get("L", []))
-    recorded = int(item.get("certificateEvents", {}).get("N", len(held)))
-    dropped = int(item.get("certificateEventsDropped", {}).get("N", "0"))
-    kept = held + list(events)
-    cut = max(0, len(kept) - HISTORY_LIMIT)
-    values = {
-        ":history": {"L": kept[cut:]},
-        ":events": {"N": str(recorded + len(events))},
-        ":dropped": {"N": str(dropped + cut)},
-    }
-    if "certificateEvents" in item:
-        condition = "certificateEvents = :recorded"
-        values[":recorded"] = {"N": str(recorded)}
-    else:
-        condition = "attribute_not_exists(certificateEvents) AND " + (
-            "size(certificateHistory) = :held" if held else "attribute_not_exists(certificateHistory)"
-        )
-        if held:
-            values[":held"] = {"N": str(len(held))}
-    clause = "certificateHistory = :history, certificateEvents = :events, certificateEventsDropped = :dropped"
-    return clause, condition, values
-
-
 def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
     """Rotations requested longer than ROTATION_CONFIRM_SECONDS ago and never confirmed."""
     query = {
@@ -276,17 +219,17 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
         "KeyConditionExpression": "rotationState = :pending AND rotationRequestedAt < :before",
         "ExpressionAttributeValues": {
             ":pending": {"S": "pending"},
-            ":before": {"S": _timestamp(now - ROTATION_CONFIRM_SECONDS)},
+            ":before": {"S": runtime.timestamp(now - ROTATION_CONFIRM_SECONDS)},
         },
     }
     for page in _DYNAMODB.get_paginator("query").paginate(**query):
         for item in page["Items"]:
-            serial, pending = _text(item, "serialNumber"), _text(item, "pendingCertificateId")
-            stamp = _timestamp(now)
+            serial, pending = registry.text(item, "serialNumber"), registry.text(item, "pendingCertificateId")
+            stamp = runtime.timestamp(now)
             event = {"M": {"event": {"S": "abandoned"}, "certificateId": {"S": pending}, "at": {"S": stamp}}}
             # The index is read eventually consistently: an item behind the table fails the condition and
             # is taken up by a later run.
-            recorded, unchanged, events = history(item, event)
+            recorded, unchanged, events = registry.history(item, event, limit=HISTORY_LIMIT)
             try:  # the registry first: a confirmation racing this one then fails instead of half-applying
                 _DYNAMODB.update_item(
                     TableName=TABLE_NAME,
@@ -306,9 +249,9 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
                 if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                     continue  # confirmed, asked again or recorded meanwhile: a later run looks again
                 raise
-            remove_certificate(pending, _text(item, "thingName"))
+            remove_certificate(pending, registry.text(item, "thingName"))
             outcomes["abandoned"] += 1
-            _log(message="rotation abandoned", result="abandoned", serialNumber=serial, certificateId=pending)
+            log(message="rotation abandoned", result="abandoned", serialNumber=serial, certificateId=pending)
 
 
 def remove_unregistered(now: float, outcomes: Counter[str]) -> None:
@@ -330,39 +273,45 @@ def remove_unregistered(now: float, outcomes: Counter[str]) -> None:
                 continue
             _IOT.delete_certificate(certificateId=certificate["certificateId"])
             outcomes["removed"] += 1
-            _log(
+            log(
                 message="unregistered certificate deleted", result="removed", certificateId=certificate["certificateId"]
             )
 
 
 def publish_fleet_metrics(now: float) -> None:
-    for status in STATUSES:
-        by_type = Counter(_text(item, "deviceType") for item in _items(status, "deviceType"))
-        _metric("Devices", sum(by_type.values()), "Count", Status=status)
+    for status in registry.STATUSES:
+        by_type = Counter(registry.text(item, "deviceType") for item in _items(status, "deviceType"))
+        runtime.metric(METRICS_NAMESPACE, "Devices", sum(by_type.values()), "Count", Status=status)
         for device_type, count in sorted(by_type.items()):
-            _metric("Devices", count, "Count", Status=status, DeviceType=device_type)
+            runtime.metric(METRICS_NAMESPACE, "Devices", count, "Count", Status=status, DeviceType=device_type)
     for certificate_id in CLAIM_CERTIFICATE_IDS:
         certificate = _certificate(certificate_id)
         if certificate is None:
             continue
         not_after = certificate["validity"]["notAfter"]
         expires = not_after.timestamp() if isinstance(not_after, datetime) else float(not_after)
-        _metric("ClaimCertificateDaysToExpiry", round((expires - now) / 86400, 2), "None", CertificateId=certificate_id)
+        runtime.metric(
+            METRICS_NAMESPACE,
+            "ClaimCertificateDaysToExpiry",
+            round((expires - now) / 86400, 2),
+            "None",
+            CertificateId=certificate_id,
+        )
 
 
 def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
     now = time.time()
-    stale_before = _timestamp(now - STALE_CLAIM_SECONDS)
+    stale_before = runtime.timestamp(now - STALE_CLAIM_SECONDS)
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
-    for item in _items("provisioning"):
-        started = _text(item, "provisioningStartedAt")
+    for item in _items(registry.PROVISIONING):
+        started = registry.text(item, "provisioningStartedAt")
         if not started or started >= stale_before:
             continue
         try:
             reconcile_stale(item, now, outcomes)
         except (ClientError, BotoCoreError) as error:  # the others are still reconciled; the run then fails
-            errors.append(f"{_text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
+            errors.append(f"{registry.text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
     steps = (
         lambda: abandon_rotations(now, outcomes),
         lambda: remove_unregistered(now, outcomes),
@@ -374,7 +323,7 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
         except (ClientError, BotoCoreError) as error:
             errors.append(f"{type(error).__name__}: {error}"[:300])
     for outcome in ("completed", "failed", "revoked", "removed", "abandoned"):
-        _metric("ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
+        runtime.metric(METRICS_NAMESPACE, "ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
     summary = {
         "completed": outcomes["completed"],
         "failed": outcomes["failed"],
@@ -383,7 +332,7 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
         "abandoned": outcomes["abandoned"],
         "errors": len(errors),
     }
-    _log(
+    log(
         message="reconciled",
         result="errors" if errors else "ok",
         at=datetime.now(UTC).isoformat(),

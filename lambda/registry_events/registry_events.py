@@ -18,25 +18,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
-_DYNAMODB = boto3.client("dynamodb", config=_CONFIG)
-_IOT = boto3.client("iot", config=_CONFIG)
-_IOT_DATA_ENDPOINT = os.environ.get("IOT_DATA_ENDPOINT", "")
-_IOT_DATA = boto3.client(
-    "iot-data",
-    config=_CONFIG,
-    **({"endpoint_url": f"https://{_IOT_DATA_ENDPOINT}"} if _IOT_DATA_ENDPOINT else {}),
-)
+from fleet_shared import registry, runtime
+from fleet_shared.runtime import log
+
+_CONFIG = runtime.config(read_timeout=5)
+_DYNAMODB = runtime.client("dynamodb", _CONFIG)
+_IOT = runtime.client("iot", _CONFIG)
+_IOT_DATA = runtime.client("iot-data", _CONFIG)
 TABLE_NAME = os.environ.get("TABLE_NAME", "")
 INITIAL_SHADOWS: dict[str, Any] = json.loads(os.environ.get("INITIAL_SHADOWS", "{}"))
-
-
-def _log(**fields: Any) -> None:
-    print(json.dumps({"level": "INFO", **fields}, default=str), flush=True)
 
 
 # IoT attaches the certificate in the RegisterThing call that creates the thing; AWS does not say
@@ -64,7 +56,7 @@ def revoke_replaced(certificate_id: str, serial_number: str, thing_name: str) ->
     """The certificate of the attempt this one replaced (the reconciler marked it failed) must not
     stay usable; one still attached to the device's thing is the device's own and is kept."""
     if thing_holds(thing_name, certificate_id):
-        _log(
+        log(
             message="replaced certificate kept: it is attached to the device's thing",
             result="kept",
             serialNumber=serial_number,
@@ -80,7 +72,7 @@ def revoke_replaced(certificate_id: str, serial_number: str, thing_name: str) ->
         raise
     if status != "REVOKED":
         _IOT.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
-        _log(
+        log(
             message="replaced certificate revoked",
             result="revoked",
             serialNumber=serial_number,
@@ -93,15 +85,15 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
     attributes = event.get("attributes") or {}
     serial_number = attributes.get("serialNumber") if isinstance(attributes, Mapping) else None
     if event.get("operation") != "CREATED" or not thing_name or not serial_number:
-        _log(message="ignored event", result="ignored", thingName=thing_name, operation=event.get("operation"))
+        log(message="ignored event", result="ignored", thingName=thing_name, operation=event.get("operation"))
         return {"result": "ignored"}
 
     item = _DYNAMODB.get_item(
         TableName=TABLE_NAME, Key={"serialNumber": {"S": serial_number}}, ConsistentRead=True
     ).get("Item")
     status = item.get("status", {}).get("S") if item else None
-    if status != "provisioning":
-        _log(
+    if status != registry.PROVISIONING:
+        log(
             message="no provisioning in progress",
             result="skipped",
             serialNumber=serial_number,
@@ -111,7 +103,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
         return {"result": "skipped"}
 
     if item.get("thingName", {}).get("S") != thing_name:  # a thing of another name carrying the serial proves nothing
-        _log(
+        log(
             message="not the thing claimed for the serial",
             result="skipped",
             serialNumber=serial_number,
@@ -132,7 +124,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
     shadow = INITIAL_SHADOWS.get(device_type)
     if shadow is not None:
         _IOT_DATA.update_thing_shadow(thingName=thing_name, payload=json.dumps({"state": {"desired": shadow}}).encode())
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = runtime.now()
     try:
         _DYNAMODB.update_item(
             TableName=TABLE_NAME,
@@ -144,8 +136,8 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
             ConditionExpression="#status = :provisioning AND certificateId = :certificate AND thingName = :thing",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
-                ":provisioned": {"S": "provisioned"},
-                ":provisioning": {"S": "provisioning"},
+                ":provisioned": {"S": registry.PROVISIONED},
+                ":provisioning": {"S": registry.PROVISIONING},
                 ":thing": {"S": thing_name},
                 ":thingId": {"S": str(event.get("thingId", ""))},
                 ":now": {"S": now},
@@ -155,12 +147,12 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
-        _log(message="registry changed meanwhile", result="skipped", serialNumber=serial_number, thingName=thing_name)
+        log(message="registry changed meanwhile", result="skipped", serialNumber=serial_number, thingName=thing_name)
         return {"result": "skipped"}
     previous = item.get("previousCertificateId", {}).get("S", "none")
     if previous not in ("none", certificate_id):
         revoke_replaced(previous, serial_number, thing_name)
-    _log(
+    log(
         message="device provisioned",
         result="provisioned",
         serialNumber=serial_number,

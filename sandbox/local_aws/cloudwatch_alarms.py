@@ -334,7 +334,7 @@ class Decision:
 
 def decide(spec: Spec, values: list[float | None]) -> Decision:
     """The alarm state for the evaluation range's values (oldest first), by AlarmThatSendsEmail.html's
-    rules; its two tables of examples are unit tests (tests/unit/test_cloudwatch_alarms.py)."""
+    rules; its two tables of examples are unit tests (tests/unit/sandbox/test_cloudwatch_alarms.py)."""
     breaches = COMPARISONS[spec.comparison][0]
     n, m = spec.evaluation_periods, spec.datapoints_to_alarm
     real = [i for i, v in enumerate(values) if v is not None]

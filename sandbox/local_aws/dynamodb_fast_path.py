@@ -8,7 +8,7 @@ and ten deep-copying validator passes over the update expression.
 
 This WSGI layer answers the simple, successful forms of those two calls itself, on the same
 tables, under the same write lock, with the same answer moto gives (the differential tests in
-tests/unit/test_dynamodb_fast_path.py hold it to that). Everything else goes to moto unchanged:
+tests/unit/sandbox/test_dynamodb_fast_path.py hold it to that). Everything else goes to moto unchanged:
 any parameter outside the handled set, an update that is not `SET name = :value` /
 `SET name = if_not_exists(name, :value)`, a key that does not match the schema, a value of a
 type other than S, N, BOOL or NULL, an empty string, binary data anywhere in the item, an item

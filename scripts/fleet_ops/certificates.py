@@ -12,9 +12,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 from cryptography import x509
 
+from fleet_shared.registry import PROVISIONED, PROVISIONING
 from scripts.deployed_stack import DeployedStack
 
-DEVICE_STATUSES = ("provisioned", "provisioning")  # devices whose certificate is (about to be) in use
+DEVICE_STATUSES = (PROVISIONED, PROVISIONING)  # devices whose certificate is (about to be) in use
 
 
 def not_after(pem: str) -> datetime | None:

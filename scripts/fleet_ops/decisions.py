@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fleet_shared.registry import DECOMMISSIONED, PROVISIONED, PROVISIONING, REVOKED
 from scripts.fleet_ops.hook_rules import hook
 
 # What each of the hook's reason codes means for the device, and what to do about it.
@@ -144,15 +145,15 @@ def findings(
         said.append("the registry has no item for it: the hook refuses it as NOT_ENROLLED")
     else:
         status = item.get("status")
-        if status == "revoked":
+        if status == REVOKED:
             said.append(
                 f"registry: revoked at {item.get('revokedAt', '?')} ({item.get('revocationReason', 'no reason')})"
             )
-        elif status == "decommissioned":
+        elif status == DECOMMISSIONED:
             said.append(f"registry: decommissioned at {item.get('decommissionedAt', '?')}")
-        elif status == "provisioned":
+        elif status == PROVISIONED:
             said.append(f"registry: provisioned at {item.get('provisionedAt', '?')} as {item.get('thingName')}")
-        elif status == "provisioning":
+        elif status == PROVISIONING:
             said.append(
                 f"registry: provisioning since {item.get('provisioningStartedAt', '?')}: the hook allowed "
                 "it, the thing-created event has not completed it (still under way, or the template or "
@@ -169,6 +170,6 @@ def findings(
             f"certificate {certificate['certificateId'][:12]}…: {certificate['status']}, "
             f"valid until {certificate['notAfter']}"
         )
-    if item is not None and item.get("status") == "provisioned" and thing is None:
+    if item is not None and item.get("status") == PROVISIONED and thing is None:
         said.append("the registry says provisioned but the thing does not exist")
     return said

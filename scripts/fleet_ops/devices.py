@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from iot_fleet.registry_schema import THING_NAME_RESERVATION_PREFIX
+from fleet_shared.registry import THING_NAME_RESERVATION_PREFIX
 from scripts.deployed_stack import DeployedStack
 from scripts.fleet_ops import manifest
 from scripts.fleet_ops import registry as reg

@@ -4,7 +4,7 @@ reservations, queries through its indexes, and lifecycle moves (revoked, decommi
 Enrollment writes only conditionally, because devices provision while it runs: the hook moves an
 item enrolled -> provisioning in one conditional write, and enrollment must never move it back (a
 BatchWriteItem would: it takes no conditions). A device's thing name is fixed at enrollment and
-reserved by an item of its own ("thingName#<name>", iot_fleet.registry_schema), so no two devices
+reserved by an item of its own ("thingName#<name>", fleet_shared.registry), so no two devices
 can hold one thing name. The invariant, kept by every write below: an item holding thing name T has
 the reservation of T. Hence:
 
@@ -33,22 +33,33 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from iot_fleet.registry_schema import (
+# The statuses, also for the tools that read them from this module (`reg.REVOKED`).
+from fleet_shared.registry import (
+    DECOMMISSIONED as DECOMMISSIONED,
+)
+from fleet_shared.registry import (
+    ENROLLED as ENROLLED,
+)
+from fleet_shared.registry import (
+    FAILED as FAILED,
+)
+from fleet_shared.registry import (
     PARTITION_KEY,
     STATUS_INDEX,
     THING_NAME_RESERVATION_PREFIX,
     TYPE_INDEX,
 )
+from fleet_shared.registry import (
+    PROVISIONED as PROVISIONED,
+)
+from fleet_shared.registry import (
+    PROVISIONING as PROVISIONING,
+)
+from fleet_shared.registry import (
+    REVOKED as REVOKED,
+)
 from scripts.fleet_ops.manifest import Device, Problem
 
-ENROLLED, PROVISIONING, PROVISIONED, REVOKED, DECOMMISSIONED, FAILED = (
-    "enrolled",
-    "provisioning",
-    "provisioned",
-    "revoked",
-    "decommissioned",
-    "failed",
-)
 MANIFEST_FIELDS = ("deviceType", "manufacturer", "thingName", "firmwareVersion", "location", "factoryPublicKey")
 BATCH_GET_MAX = 100  # BatchGetItem's limit per request
 WRITE_ATTEMPTS = 5  # a transaction refused because the registry changed meanwhile is planned again

@@ -33,6 +33,8 @@ package, key, message, signature = sys.argv[1:5]
 import ecdsa, six  # before the runtime's copy of six: the package's own
 from_package = [m.__file__.startswith(package) for m in (ecdsa, six)]
 import provisioning_hook as hook
+import fleet_shared
+from_package.append(fleet_shared.__file__.startswith(package))
 outside = sorted(
     name for name, module in sys.modules.items()
     if getattr(module, "__file__", None) and "site-packages" in module.__file__
@@ -67,7 +69,7 @@ def test_the_hook_zip_imports_and_verifies_a_signature_on_the_lambda_runtimes_py
     with zipfile.ZipFile(synth.directory / hook["filename"]) as archive:
         names = archive.namelist()
         archive.extractall(package)
-    assert "ecdsa/keys.py" in names and "six.py" in names
+    assert "ecdsa/keys.py" in names and "six.py" in names and "fleet_shared/registry.py" in names
     assert any(n.startswith("ecdsa-") and n.endswith("/LICENSE") for n in names)  # its licence travels with it
     assert not [n for n in names if "/test_" in n or n.startswith("test_")]
     runtime = tmp_path / "runtime"
@@ -94,7 +96,7 @@ def test_the_hook_zip_imports_and_verifies_a_signature_on_the_lambda_runtimes_py
     print(f"hook package: {len(names)} files, imported on Python {result['python']}")
 
     assert result["python"].startswith("3.13.")
-    assert result["from_package"] == [True, True]
+    assert result["from_package"] == [True, True, True]  # ecdsa, six and the functions' shared package
     assert result["hook"].startswith(str(package))
     assert result["valid"] is None
     assert "not the enrolled factory key's signature" in result["tampered"]

@@ -478,6 +478,7 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
         "registry-events-errors",
         "registry-throttling",
         "reconciler-errors",
+        "certificate-rotation-errors",
         "claim-certificate-1-expiry",
         "serial-guessing",
     }

@@ -294,12 +294,37 @@ def test_a_registry_read_outage_fails_registry_events_and_raises_its_alarm(monit
     monitoring.recovered("registry-events-errors")
 
 
+def test_a_registry_outage_fails_a_rotation_and_raises_certificate_rotation_errors(monitoring: Monitoring) -> None:
+    """GetItem fails while a device asks to rotate: the rotation function raises (a Lambda error), the device
+    is answered InternalFailure and keeps its certificate, and certificate-rotation-errors fires; once the
+    registry answers again, the same device rotates (nothing of the failed request holds it back)."""
+    monitoring.quiet("certificate-rotation-errors")
+    fleet = monitoring.fleet
+    fleet.enroll("SN-ALARM-ROTATE", "temperature-sensor")
+    first = fleet.provision("SN-ALARM-ROTATE", "temperature-sensor", csr=True, skip_device_check=True)
+    thing, cert, key = first["thingName"], first["certificateFile"], first["privateKeyFile"]
+
+    with monitoring.fault("unavailable", "GetItem"):
+        with pytest.raises(device.Failure) as refused:
+            fleet.rotate(thing, cert, key)
+        _, fired = monitoring.fired("certificate-rotation-errors")
+
+    assert refused.value.code == device.ROTATION_REFUSED and "InternalFailure" in str(refused.value)
+    assert fired["Trigger"]["Dimensions"] == [
+        {"value": fleet.outputs["certificate_rotation_function_name"], "name": "FunctionName"}
+    ]
+    assert fleet.registry("SN-ALARM-ROTATE")["certificateId"] == first["certificateId"]  # still its certificate
+    rotated = fleet.rotate(thing, cert, key)
+    assert rotated["rotated"] is True and rotated["certificateId"] != first["certificateId"]
+    monitoring.recovered("certificate-rotation-errors")
+
+
 def test_a_hook_that_cannot_start_is_a_lambda_error_and_raises_hook_errors(
     monitoring: Monitoring, request: pytest.FixtureRequest
 ) -> None:
     """A release names a handler the hook's code lacks: it fails at start (a Lambda error, no decision logged),
     so IoT denies the device and hook-errors fires; the hook's own error metric does not. (A slow registry
-    no longer makes Lambda kill the hook: it answers REGISTRY_ERROR within its remaining time.)"""
+    does not make Lambda kill the hook: it answers REGISTRY_ERROR within its remaining time.)"""
     began = monitoring.quiet("hook-errors")
     namespace = monitoring.alarm("hook-denied-on-errors")["Namespace"]
     hook_decisions = monitoring.gained(namespace, "ProvisioningErrors", {}, began)

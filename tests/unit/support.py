@@ -15,8 +15,8 @@ ALLOWED = "temperature-sensor,humidity-sensor,pressure-sensor,gateway"
 
 
 def create_registry(name: str = TABLE) -> Any:
-    """The registry table as the stack declares it (iot_fleet.registry_schema): key and indexes."""
-    from iot_fleet.registry_schema import INDEXES, PARTITION_KEY
+    """The registry table as the stack declares it (fleet_shared.registry): key and indexes."""
+    from fleet_shared.registry import INDEXES, PARTITION_KEY
 
     client = boto3.client("dynamodb", region_name="us-east-1")
     keys = sorted({PARTITION_KEY} | {k for index in INDEXES for k in (index.partition_key, index.sort_key) if k})

@@ -12,7 +12,7 @@ import pytest
 
 from iot_fleet.config import PARAMETERS, ConfigError, StackConfig, load_config, read_context
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONTEXT = read_context(ROOT / "cdktf.json")
 
 

@@ -125,7 +125,7 @@ def test_rows_are_checked_by_the_hook_itself_so_a_tightened_rule_applies_at_once
 
 
 def test_a_reservation_key_can_never_be_a_serial_the_hook_accepts() -> None:
-    from iot_fleet.registry_schema import THING_NAME_RESERVATION_PREFIX
+    from fleet_shared.registry import THING_NAME_RESERVATION_PREFIX
 
     with pytest.raises(hook.Invalid, match="SerialNumber"):
         hook.parse_request(

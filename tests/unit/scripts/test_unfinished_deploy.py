@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from scripts.unfinished_deploy import Mark
-from tests.unit.test_orphan_adoption import TAKEN
+from tests.unit.scripts.test_orphan_adoption import TAKEN
 
 STACK = {
     "terraform": {"backend": {"local": {"path": "/state/terraform.iot-provisioning-dev.tfstate"}}},

@@ -1,0 +1,1 @@
+"""The stack's Lambda functions (lambda/*), each run in-process against moto."""
