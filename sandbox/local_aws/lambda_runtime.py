@@ -36,9 +36,11 @@ INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 class Worker:
     def __init__(self, code_dir: Path, handler: str, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.local_aws.lambda_worker", handler],
-            cwd=str(code_dir),  # first on the path (python -m), as the function's code is in Lambda
-            env=env,
+            # -P: the working directory (the function's code) is not put on the path before the worker
+            # itself is imported from the project; the worker then puts it first, as Lambda's runtime does.
+            [sys.executable, "-P", "-m", "sandbox.local_aws.lambda_worker", handler],
+            cwd=str(code_dir),  # as /var/task is in Lambda
+            env={**env, "LAMBDA_TASK_ROOT": str(code_dir)},  # a runtime variable: no function sets it
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -35,9 +35,12 @@ class Context:
 
 
 def main() -> None:
-    handler_name = sys.argv[1]  # the function's code is the working directory, as /var/task is in Lambda
+    handler_name = sys.argv[1]
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray writes to fd 1 (C extensions) must not corrupt the protocol
+    # The function's code (LAMBDA_TASK_ROOT, the working directory) goes first on the path once the
+    # worker's own modules are loaded, as Lambda's runtime does: its files never replace the worker's.
+    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd())
     module_name, function_name = handler_name.rsplit(".", 1)
     handler: Any = None
     init_log = io.StringIO()

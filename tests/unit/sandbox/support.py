@@ -21,10 +21,15 @@ def execution_role(name: str) -> str:
     return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
 
 
-def function(name: str, code: str, timeout: int = 3, env: dict[str, str] | None = None) -> str:
+def function(
+    name: str, code: str, timeout: int = 3, env: dict[str, str] | None = None, files: dict[str, str] | None = None
+) -> str:
+    """A function whose zip holds app.py (`code`, handler app.handler) and `files` beside it."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as package:
         package.writestr("app.py", code)
+        for path, text in (files or {}).items():
+            package.writestr(path, text)
     role = execution_role(f"{name}-role")
     created = boto3.client("lambda", region_name="us-east-1").create_function(
         FunctionName=name,

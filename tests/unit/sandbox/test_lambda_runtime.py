@@ -55,6 +55,26 @@ def test_local_lambda_runs_the_handler_warm_with_its_environment(
     assert any("handled 2" in e["message"] for e in events["events"])
 
 
+def test_a_function_imports_its_own_files_first_and_they_never_replace_the_worker(
+    iot: Any, local_pool: lambda_runtime.WorkerPool
+) -> None:
+    """As in Lambda, the function's code (LAMBDA_TASK_ROOT, its working directory) is first on its path: its
+    own modules win. The worker that runs it is loaded before that, so a package of the function's named
+    like the sandbox's (here one that cannot be imported) changes nothing about how it is run."""
+    code = (
+        "import os, helper\n"
+        "def handler(event, context):\n"
+        "    return [helper.VALUE, os.getcwd() == os.environ['LAMBDA_TASK_ROOT']]\n"
+    )
+    files = {"helper.py": "VALUE = 'its own'\n", "sandbox/__init__.py": "raise ImportError('not the worker')\n"}
+    function("layered", code, files=files)
+
+    response, answer = invoke("layered", {})
+
+    assert "FunctionError" not in response, answer
+    assert answer == ["its own", True]
+
+
 def test_local_lambda_reports_errors_and_timeouts_as_lambda_does(
     iot: Any, local_pool: lambda_runtime.WorkerPool
 ) -> None:
