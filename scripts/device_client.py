@@ -723,6 +723,12 @@ def main(argv: list[str] | None = None) -> int:
     return OK
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command's entry (test_provisioning.py, device-client, python -m): the keys and certificates it
+    writes, and the folders it makes for them, are the device's own."""
     os.umask(0o077)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,13 +1,10 @@
 #!/usr/bin/env python
-"""The device command users know: `python3 scripts/test_provisioning.py --serial-number ...` provisions one
-device by claim, and `... rotate` trades its certificate for a new one. The device client itself is
-scripts/device_client.py (`--help` says the same here and there)."""
+"""The device command users know: `python3 scripts/test_provisioning.py --serial-number ...` (with the
+project's venv Python: `pipenv run python ...`) provisions one device by claim, and `... rotate` trades its
+certificate for a new one. The device client itself is scripts/device_client.py (`--help` says the same
+here and there)."""
 
-import os
-import sys
-
-from scripts.device_client import main
+from scripts.device_client import run
 
 if __name__ == "__main__":
-    os.umask(0o077)  # the keys and certificates it writes are the device's own
-    sys.exit(main())
+    run()

@@ -150,7 +150,7 @@ class Monitoring(Construct):
                 "manifest (or its factory keys) was enrolled, or is retrying registrations throttled or left "
                 "unanswered. Check the hook's log lines with those reasons (serials, "
                 "client ids, claim certificate); enroll the manifest, or rotate the claim certificate if it leaked "
-                "(scripts/fleet.py rotate-claim).",
+                "(fleet rotate-claim).",
                 SERIAL_GUESSES,
                 # Each series exists only once the hook has denied for that reason: FILL counts its absence as 0.
                 expression=" + ".join(f"FILL({name}, 0)" for name in GUESSED),
@@ -169,10 +169,13 @@ class Monitoring(Construct):
             ),
             Alarm(
                 "certificate-rotation-errors",
-                "The certificate-rotation function failed (Lambda Errors): devices asking to rotate were answered "
-                "InternalFailure and keep their current certificate (nothing they rely on changed; they may ask "
-                "again). Read its log group for the error; check the registry table, IoT's certificate APIs and "
-                "the function role's permissions. Devices whose certificates expire soon: fleet expiring.",
+                "The certificate-rotation function failed (Lambda Errors): a device's rotation step did not finish. "
+                "Mostly the device was answered InternalFailure (no answer on a timeout) and its current certificate "
+                "still works; a confirm that failed after the registry took the new certificate leaves that one "
+                "current; a request that failed after taking the device's slot may be repeated only with its own "
+                "requestId until RotationIntervalMinutes passes. Read the function's log group for the error and "
+                "the serial; check the registry table, IoT's certificate APIs and the role's permissions; `fleet "
+                "show SERIAL` says which certificate is current. The reconciler removes one never confirmed.",
                 0,
                 Metric("AWS/Lambda", "Errors", {"FunctionName": rotation_function_name}),
             ),
@@ -180,7 +183,7 @@ class Monitoring(Construct):
                 Alarm(
                     f"{name}-expiry",
                     f"A claim certificate ({name}) expires in fewer than {claim_expiry_warning_days} days: devices "
-                    "still carrying it will no longer provision. Rotate it (scripts/fleet.py rotate-claim, then the "
+                    "still carrying it will no longer provision. Rotate it (fleet rotate-claim, then the "
                     "factory steps in docs/operations.md) before it expires. Check which devices are still to be made "
                     "with it.",
                     claim_expiry_warning_days,

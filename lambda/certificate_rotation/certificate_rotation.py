@@ -3,8 +3,8 @@
 AWS IoT has no rotation service; this is the pattern AWS's blog "How to manage IoT device certificate
 rotation using AWS IoT" describes (a CSR on a request topic, a function that calls
 CreateCertificateFromCsr and answers on a reply topic, the old certificate retired only once the new
-one is proven). Devices publish by Basic Ingest (``$aws/rules/<rule>/fleet/rotation/<thing>/<step>``)
-to the topic rule that invokes this function; its SQL adds who is asking (``clientid()``,
+one is proven). Devices publish on ``fleet/rotation/<thing>/<step>``, which the topic rule that invokes
+this function selects; its SQL adds who is asking (``clientid()``,
 ``principal()``: the certificate id of the connection) and the topic, so nothing in the payload can
 claim another device's identity. Answers are published on ``fleet/rotation/<thing>/<step>/accepted``
 or ``/rejected``, which only that thing's policy lets it receive.

@@ -40,7 +40,7 @@ class Worker:
             # itself is imported from the project; the worker then puts it first, as Lambda's runtime does.
             [sys.executable, "-P", "-m", "sandbox.local_aws.lambda_worker", handler],
             cwd=str(code_dir),  # as /var/task is in Lambda
-            env={**env, "LAMBDA_TASK_ROOT": str(code_dir)},  # a runtime variable: no function sets it
+            env={**env, "LAMBDA_TASK_ROOT": str(code_dir)},  # the runtime's: it replaces a function's own
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

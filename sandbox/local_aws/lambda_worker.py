@@ -39,7 +39,8 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray writes to fd 1 (C extensions) must not corrupt the protocol
     # The function's code (LAMBDA_TASK_ROOT, the working directory) goes first on the path once the
-    # worker's own modules are loaded, as Lambda's runtime does: its files never replace the worker's.
+    # worker's own modules are loaded, as Lambda's runtime does: its files do not replace the worker's
+    # (unless the function sets PYTHONPATH to its own folder).
     sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd())
     module_name, function_name = handler_name.rsplit(".", 1)
     handler: Any = None

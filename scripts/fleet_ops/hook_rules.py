@@ -24,7 +24,11 @@ def load() -> ModuleType:
     assert spec is not None and spec.loader is not None, HOOK_FILE
     module = importlib.util.module_from_spec(spec)
     sys.modules[NAME] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[NAME]  # as the import system does: no half-initialised module stays behind
+        raise
     return module
 
 

@@ -447,13 +447,15 @@ def test_new_catalogue_type_yields_group_policy_mapping_and_hook_allowance(varia
     assert shadows["vibration-sensor"] == {"enabled": True, "reportingInterval": 60}
 
 
-def test_lambda_packages_hold_the_handler_and_no_bytecode(synth: Synth) -> None:
+def test_lambda_packages_hold_the_handler_the_shared_package_and_no_bytecode(synth: Synth) -> None:
     for function in synth.resources("aws_lambda_function").values():
         module = function["handler"].split(".")[0]
         archive = synth.directory / function["filename"]
         with zipfile.ZipFile(archive) as package:
             names = package.namelist()
         assert f"{module}.py" in names
+        # Every function imports it; the sandbox would find the project's own copy, AWS only the zip's.
+        assert {"fleet_shared/__init__.py", "fleet_shared/registry.py", "fleet_shared/runtime.py"} <= set(names)
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
