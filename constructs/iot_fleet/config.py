@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iot_fleet import documents
+from iot_fleet import documents, parameters
 from iot_fleet.device_catalogue import DeviceType, load_catalogue
+from iot_fleet.parameters import Parameter
 
 # Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (
@@ -49,31 +50,7 @@ TEMPLATE_NAME_MAX = 36  # CreateProvisioningTemplate: 1-36 chars of [0-9A-Za-z_-
 # Claim certificates in force at once: one, or two while a rotation overlaps the old and the new.
 CLAIM_GENERATIONS_MAX = 2
 GENERATION_PLACEHOLDER = "{generation}"  # in ClaimCertificateCsrPath: one CSR (one key) per generation
-PARAMETERS = (
-    "ProjectName",
-    "Environment",
-    "DeviceRegistryTableName",
-    "AllowedDeviceTypes",
-    "MonitoringEnabled",
-    "LogRetentionDays",
-    "AlertEmail",
-    "AwsRegion",
-    "ClaimCertificateCsrPath",
-    "ClaimCertificateGenerations",
-    "ClaimKeyInState",
-    "RequireEnrollment",
-    "RequireAttestation",
-    "ClaimClientIdPrefix",
-    "StaleClaimMinutes",
-    "RotationIntervalMinutes",
-    "RotationConcurrency",
-    "ClaimExpiryWarningDays",
-    "DeviceTypeCatalogue",
-    "Target",
-    "SandboxEndpoint",
-    "StateBucket",
-    "StateRegion",
-)
+PARAMETERS = tuple(parameter.name for parameter in parameters.PARAMETERS)  # their names, in cdktf.json's order
 
 # Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
 _PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
@@ -97,34 +74,32 @@ class ConfigError(ValueError):
 class StackConfig:
     """The validated parameters of one deployment of the provisioning stack."""
 
-    project_name: str = "IoTProvisioning"
-    environment: str = "dev"
-    device_registry_table_name: str = ""
-    allowed_device_types: tuple[str, ...] = (
-        "temperature-sensor",
-        "humidity-sensor",
-        "pressure-sensor",
-        "gateway",
+    # Each default is the parameter table's (iot_fleet.parameters), read as its value would be.
+    project_name: str = field(default_factory=lambda: _default("ProjectName"))
+    environment: str = field(default_factory=lambda: _default("Environment"))
+    device_registry_table_name: str = field(default_factory=lambda: _default("DeviceRegistryTableName"))
+    allowed_device_types: tuple[str, ...] = field(default_factory=lambda: _default("AllowedDeviceTypes"))
+    monitoring_enabled: bool = field(default_factory=lambda: _default("MonitoringEnabled"))
+    log_retention_days: int = field(default_factory=lambda: _default("LogRetentionDays"))
+    alert_email: str = field(default_factory=lambda: _default("AlertEmail"))
+    aws_region: str = field(default_factory=lambda: _default("AwsRegion"))
+    claim_certificate_csr_path: str = field(default_factory=lambda: _default("ClaimCertificateCsrPath"))
+    claim_certificate_generations: tuple[int, ...] = field(
+        default_factory=lambda: _default("ClaimCertificateGenerations")
     )
-    monitoring_enabled: bool = True
-    log_retention_days: int = 30
-    alert_email: str = ""
-    aws_region: str = "us-east-1"
-    claim_certificate_csr_path: str = ""
-    claim_certificate_generations: tuple[int, ...] = (1,)
-    claim_key_in_state: bool = False
-    require_enrollment: bool = True
-    require_attestation: bool = False
-    claim_client_id_prefix: str = documents.CLAIM_CLIENT_ID_PREFIX
-    stale_claim_minutes: int = 10
-    rotation_interval_minutes: int = 60
-    rotation_concurrency: int = 2
-    claim_expiry_warning_days: int = 30
-    device_type_catalogue: str = ""
-    target: str = "sandbox"
-    sandbox_endpoint: str = "http://127.0.0.1:4566"
-    state_bucket: str = ""
-    state_region: str = ""
+    claim_key_in_state: bool = field(default_factory=lambda: _default("ClaimKeyInState"))
+    require_enrollment: bool = field(default_factory=lambda: _default("RequireEnrollment"))
+    require_attestation: bool = field(default_factory=lambda: _default("RequireAttestation"))
+    claim_client_id_prefix: str = field(default_factory=lambda: _default("ClaimClientIdPrefix"))
+    stale_claim_minutes: int = field(default_factory=lambda: _default("StaleClaimMinutes"))
+    rotation_interval_minutes: int = field(default_factory=lambda: _default("RotationIntervalMinutes"))
+    rotation_concurrency: int = field(default_factory=lambda: _default("RotationConcurrency"))
+    claim_expiry_warning_days: int = field(default_factory=lambda: _default("ClaimExpiryWarningDays"))
+    device_type_catalogue: str = field(default_factory=lambda: _default("DeviceTypeCatalogue"))
+    target: str = field(default_factory=lambda: _default("Target"))
+    sandbox_endpoint: str = field(default_factory=lambda: _default("SandboxEndpoint"))
+    state_bucket: str = field(default_factory=lambda: _default("StateBucket"))
+    state_region: str = field(default_factory=lambda: _default("StateRegion"))
     # Where synth creates claim keys that must stay out of state (IOT_FACTORY_DIR), not a parameter.
     factory_dir: str = field(default="factory", compare=False)
     sandbox_dir: str = field(default=".sandbox", compare=False)  # IOT_SANDBOX_DIR, not a parameter
@@ -389,6 +364,27 @@ def _generations(raw: str) -> tuple[int, ...]:
         ) from None
 
 
+def read_value(parameter: Parameter, raw: str, path_of: Callable[[str], str] = lambda name: "") -> Any:
+    """A parameter's value from its text, as its kind reads it (`path_of`: a path's absolute form)."""
+    if parameter.kind == "boolean":
+        return _boolean(parameter.name, raw)
+    if parameter.kind == "integer":
+        return _integer(parameter.name, raw)
+    if parameter.kind == "list":
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if parameter.kind == "generations":
+        return _generations(raw)
+    if parameter.kind == "path":
+        return path_of(parameter.name) if raw.strip() else ""
+    if parameter.kind == "url":
+        return raw.strip().rstrip("/")
+    return raw.strip()
+
+
+def _default(name: str) -> Any:
+    return read_value(parameters.BY_NAME[name], parameters.default_of(name))
+
+
 def read_context(cdktf_json: Path) -> dict[str, str]:
     """The parameter defaults recorded in cdktf.json's context."""
     context = json.loads(cdktf_json.read_text()).get("context", {})
@@ -420,52 +416,12 @@ def load_config(
     except (OSError, ValueError) as error:
         raise ConfigError(f"DeviceTypeCatalogue={catalogue_path}: invalid; {error}") from None
     kwargs: dict[str, Any] = {"catalogue": catalogue}
-    if "ProjectName" in values:
-        kwargs["project_name"] = values["ProjectName"].strip()
-    if "Environment" in values:
-        kwargs["environment"] = values["Environment"].strip()
-    if "DeviceRegistryTableName" in values:
-        kwargs["device_registry_table_name"] = values["DeviceRegistryTableName"].strip()
-    if "AllowedDeviceTypes" in values:
-        kwargs["allowed_device_types"] = tuple(t.strip() for t in values["AllowedDeviceTypes"].split(",") if t.strip())
-    if "MonitoringEnabled" in values:
-        kwargs["monitoring_enabled"] = _boolean("MonitoringEnabled", values["MonitoringEnabled"])
-    if "LogRetentionDays" in values:
-        kwargs["log_retention_days"] = _integer("LogRetentionDays", values["LogRetentionDays"])
-    if "AlertEmail" in values:
-        kwargs["alert_email"] = values["AlertEmail"].strip()
-    if "AwsRegion" in values:
-        kwargs["aws_region"] = values["AwsRegion"].strip()
-    if "ClaimCertificateCsrPath" in values:
-        kwargs["claim_certificate_csr_path"] = path_of("ClaimCertificateCsrPath")
-    if "ClaimCertificateGenerations" in values:
-        kwargs["claim_certificate_generations"] = _generations(values["ClaimCertificateGenerations"])
-    if "ClaimKeyInState" in values:
-        kwargs["claim_key_in_state"] = _boolean("ClaimKeyInState", values["ClaimKeyInState"])
-    if "RequireEnrollment" in values:
-        kwargs["require_enrollment"] = _boolean("RequireEnrollment", values["RequireEnrollment"])
-    if "RequireAttestation" in values:
-        kwargs["require_attestation"] = _boolean("RequireAttestation", values["RequireAttestation"])
-    if "ClaimClientIdPrefix" in environ or "ClaimClientIdPrefix" in defaults:  # "" is a value: any client id
-        kwargs["claim_client_id_prefix"] = raw["ClaimClientIdPrefix"].strip()
-    if "ClaimExpiryWarningDays" in values:
-        kwargs["claim_expiry_warning_days"] = _integer("ClaimExpiryWarningDays", values["ClaimExpiryWarningDays"])
-    if "StaleClaimMinutes" in values:
-        kwargs["stale_claim_minutes"] = _integer("StaleClaimMinutes", values["StaleClaimMinutes"])
-    if "RotationIntervalMinutes" in values:
-        kwargs["rotation_interval_minutes"] = _integer("RotationIntervalMinutes", values["RotationIntervalMinutes"])
-    if "RotationConcurrency" in values:
-        kwargs["rotation_concurrency"] = _integer("RotationConcurrency", values["RotationConcurrency"])
-    if "DeviceTypeCatalogue" in values:
-        kwargs["device_type_catalogue"] = catalogue_path
-    if "Target" in values:
-        kwargs["target"] = values["Target"].strip()
-    if "SandboxEndpoint" in values:
-        kwargs["sandbox_endpoint"] = values["SandboxEndpoint"].strip().rstrip("/")
-    if "StateBucket" in values:
-        kwargs["state_bucket"] = values["StateBucket"].strip()
-    if "StateRegion" in values:
-        kwargs["state_region"] = values["StateRegion"].strip()
+    for parameter in parameters.PARAMETERS:
+        if parameter.name == "ClaimClientIdPrefix":  # "" is a value: any client id
+            if parameter.name in environ or parameter.name in defaults:
+                kwargs[parameter.field] = raw[parameter.name].strip()
+        elif parameter.name in values:
+            kwargs[parameter.field] = read_value(parameter, values[parameter.name], path_of)
     kwargs["factory_dir"] = str(Path(environ.get("IOT_FACTORY_DIR") or base_dir / "factory").resolve())
     # Where sandbox state (and the sandbox target's Terraform state) lives; not a deployment parameter.
     kwargs["sandbox_dir"] = str(Path(environ.get("IOT_SANDBOX_DIR") or base_dir / ".sandbox").resolve())
