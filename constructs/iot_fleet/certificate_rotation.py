@@ -20,6 +20,7 @@ from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.config import StackConfig
 from iot_fleet.documents import ROTATION_SQL
 from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.monitoring import Alarm, Metric
 
 # How long a rotation message may wait in Lambda's queue (AWS's smallest maximum event age is 60 s).
 ROTATION_EVENT_AGE_SECONDS = 120
@@ -125,3 +126,19 @@ class CertificateRotation(Construct):
             principal="iot.amazonaws.com",
             source_arn=self.rule.arn,
         )
+
+
+def rotation_alarm(function_name: str) -> Alarm:
+    """Its errors: a rotation step that did not finish."""
+    return Alarm(
+        "certificate-rotation-errors",
+        "The certificate-rotation function failed (Lambda Errors): a device's rotation step did not finish. "
+        "Mostly the device was answered InternalFailure (no answer on a timeout) and its current certificate "
+        "still works; a confirm that failed after the registry took the new certificate leaves that one "
+        "current; a request that failed after taking the device's slot may be repeated only with its own "
+        "requestId until RotationIntervalMinutes passes. Read the function's log group for the error and "
+        "the serial; check the registry table, IoT's certificate APIs and the role's permissions; `fleet "
+        "show SERIAL` says which certificate is current. The reconciler removes one never confirmed.",
+        0,
+        Metric("AWS/Lambda", "Errors", {"FunctionName": function_name}),
+    )

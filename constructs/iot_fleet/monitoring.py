@@ -10,7 +10,7 @@ so Lambda never counts a registry outage), and DynamoDB's Read/WriteThrottleEven
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,16 +82,19 @@ class Monitoring(Construct):
         events_function_name: str,
         reconciler_function_name: str,
         rotation_function_name: str,
+        function_alarms: Sequence[Alarm],
         claim_certificate_ids: Mapping[str, str],
         claim_expiry_warning_days: int,
         metrics_namespace: str,
     ) -> None:
-        """`claim_certificate_ids`: each claim certificate's id by a short name for its alarm."""
+        """`function_alarms`: each function's own, defined with the function; `claim_certificate_ids`: each
+        claim certificate's id by a short name for its alarm."""
         super().__init__(scope, id_)
         self.topic = SnsTopic(self, "alerts", name=f"{prefix}-alerts", kms_master_key_id=key.arn)
         if alert_email:
             SnsTopicSubscription(self, "email", topic_arn=self.topic.arn, protocol="email", endpoint=alert_email)
         alarms = [
+            *function_alarms,
             Alarm(
                 "provisioning-failures",
                 "More than 5 RegisterThing requests failed in 5 minutes: devices are being refused. Check the "
@@ -100,31 +103,6 @@ class Monitoring(Construct):
                 "means the registry is failing (see hook-denied-on-errors).",
                 5,
                 Metric("AWS/IoT", "RegisterThingFailed", {"TemplateName": template_name}),
-            ),
-            Alarm(
-                "hook-errors",
-                "The pre-provisioning hook crashed, timed out or failed to start (Lambda Errors), so IoT denied the "
-                "devices it was answering. Read the hook's log group for the traceback or 'Task timed out', check "
-                "its last deployment and that it answers within IoT's 5 s; roll back if a release caused it.",
-                0,
-                Metric("AWS/Lambda", "Errors", {"FunctionName": hook_function_name}),
-            ),
-            Alarm(
-                "hook-denied-on-errors",
-                "The hook denied devices because it could not decide (Reason REGISTRY_ERROR or INTERNAL_ERROR): "
-                "the registry table, its KMS key or the hook itself is failing, and enrolled devices are refused "
-                "(the hook fails closed, so Lambda Errors stay 0). Find the error in the hook's log lines with those "
-                "reasons, check the table, the key and the hook role's permissions; refused devices can retry after.",
-                0,
-                Metric(metrics_namespace, "ProvisioningErrors", {}),
-            ),
-            Alarm(
-                "registry-events-errors",
-                "The registry-events function failed (Lambda Errors): devices it did not finish stay 'provisioning' "
-                "in the registry without their initial shadow. Read its log group for the error; once fixed, find "
-                "the devices left 'provisioning' (the table's status-index) and finish or re-provision them.",
-                0,
-                Metric("AWS/Lambda", "Errors", {"FunctionName": events_function_name}),
             ),
             Alarm(
                 "registry-throttling",
@@ -158,26 +136,6 @@ class Monitoring(Construct):
                     name: Metric(metrics_namespace, "ProvisioningRequests", {"Decision": "deny", "Reason": reason})
                     for name, reason in GUESSED.items()
                 },
-            ),
-            Alarm(
-                "reconciler-errors",
-                "The scheduled reconciler failed (Lambda Errors): provisioning attempts that stopped after the hook "
-                "stay 'provisioning' until it runs cleanly, and the fleet metrics and the claim-certificate expiry "
-                "alarm get no new data. Read its log group ('reconciled' lines list the failing items).",
-                0,
-                Metric("AWS/Lambda", "Errors", {"FunctionName": reconciler_function_name}),
-            ),
-            Alarm(
-                "certificate-rotation-errors",
-                "The certificate-rotation function failed (Lambda Errors): a device's rotation step did not finish. "
-                "Mostly the device was answered InternalFailure (no answer on a timeout) and its current certificate "
-                "still works; a confirm that failed after the registry took the new certificate leaves that one "
-                "current; a request that failed after taking the device's slot may be repeated only with its own "
-                "requestId until RotationIntervalMinutes passes. Read the function's log group for the error and "
-                "the serial; check the registry table, IoT's certificate APIs and the role's permissions; `fleet "
-                "show SERIAL` says which certificate is current. The reconciler removes one never confirmed.",
-                0,
-                Metric("AWS/Lambda", "Errors", {"FunctionName": rotation_function_name}),
             ),
             *(
                 Alarm(

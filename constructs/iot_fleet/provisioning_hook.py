@@ -10,6 +10,7 @@ from constructs import Construct
 
 from iot_fleet.config import StackConfig
 from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.monitoring import Alarm, Metric
 
 HOOK_TIMEOUT_SECONDS = 4  # IoT waits 5 s for the hook; finish (or fail) before that
 # What the hook imports beyond Lambda's runtime (standard library and boto3): shipped in its zip.
@@ -57,3 +58,26 @@ def provisioning_hook(scope: Construct, settings: FunctionSettings, config: Stac
             "there is no asynchronous event to dead-letter.",
         },
     ).function
+
+
+def hook_alarms(function_name: str, metrics_namespace: str) -> list[Alarm]:
+    """The hook's failures: Lambda errors (it did not answer), and denials it made because it could not decide."""
+    return [
+        Alarm(
+            "hook-errors",
+            "The pre-provisioning hook crashed, timed out or failed to start (Lambda Errors), so IoT denied the "
+            "devices it was answering. Read the hook's log group for the traceback or 'Task timed out', check "
+            "its last deployment and that it answers within IoT's 5 s; roll back if a release caused it.",
+            0,
+            Metric("AWS/Lambda", "Errors", {"FunctionName": function_name}),
+        ),
+        Alarm(
+            "hook-denied-on-errors",
+            "The hook denied devices because it could not decide (Reason REGISTRY_ERROR or INTERNAL_ERROR): "
+            "the registry table, its KMS key or the hook itself is failing, and enrolled devices are refused "
+            "(the hook fails closed, so Lambda Errors stay 0). Find the error in the hook's log lines with those "
+            "reasons, check the table, the key and the hook role's permissions; refused devices can retry after.",
+            0,
+            Metric(metrics_namespace, "ProvisioningErrors", {}),
+        ),
+    ]

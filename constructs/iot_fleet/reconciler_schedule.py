@@ -12,6 +12,7 @@ from constructs import Construct
 from fleet_shared.registry import CERTIFICATE_HISTORY_LIMIT, ROTATION_INDEX, STATUS_INDEX
 from iot_fleet.config import StackConfig
 from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.monitoring import Alarm, Metric
 
 RECONCILE_EVERY = "rate(5 minutes)"  # well inside StaleClaimMinutes' smallest value plus a run
 # How long a device has to confirm a rotation (connect with its new certificate) before the reconciler
@@ -113,3 +114,15 @@ class ReconcilerSchedule(Construct):
         self.target = CloudwatchEventTarget(
             self, "target", rule=self.rule.name, arn=function.arn, depends_on=[self.permission]
         )
+
+
+def reconciler_alarm(function_name: str) -> Alarm:
+    """Its errors: stalled attempts stay unsettled and fleet metrics stop."""
+    return Alarm(
+        "reconciler-errors",
+        "The scheduled reconciler failed (Lambda Errors): provisioning attempts that stopped after the hook "
+        "stay 'provisioning' until it runs cleanly, and the fleet metrics and the claim-certificate expiry "
+        "alarm get no new data. Read its log group ('reconciled' lines list the failing items).",
+        0,
+        Metric("AWS/Lambda", "Errors", {"FunctionName": function_name}),
+    )

@@ -16,6 +16,7 @@ from constructs import Construct
 
 from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.monitoring import Alarm, Metric
 
 EVENT_TYPES = (
     "THING",
@@ -125,3 +126,15 @@ class RegistryEvents(Construct):
             principal="iot.amazonaws.com",
             source_arn=self.rule.arn,
         )
+
+
+def registry_events_alarm(function_name: str) -> Alarm:
+    """Its errors: devices it did not finish stay provisioning."""
+    return Alarm(
+        "registry-events-errors",
+        "The registry-events function failed (Lambda Errors): devices it did not finish stay 'provisioning' "
+        "in the registry without their initial shadow. Read its log group for the error; once fixed, find "
+        "the devices left 'provisioning' (the table's status-index) and finish or re-provision them.",
+        0,
+        Metric("AWS/Lambda", "Errors", {"FunctionName": function_name}),
+    )

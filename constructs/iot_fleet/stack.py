@@ -13,7 +13,7 @@ from constructs import Construct
 
 from iot_fleet import claim_keys
 from iot_fleet.audit_trail import AuditTrail
-from iot_fleet.certificate_rotation import CertificateRotation, rotation_function
+from iot_fleet.certificate_rotation import CertificateRotation, rotation_alarm, rotation_function
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
 from iot_fleet.device_fleet import DeviceFleet
@@ -22,9 +22,9 @@ from iot_fleet.fleet_function import FunctionSettings
 from iot_fleet.fleet_provisioning import FleetProvisioning
 from iot_fleet.monitoring import Monitoring
 from iot_fleet.naming import AccountContext
-from iot_fleet.provisioning_hook import provisioning_hook
-from iot_fleet.reconciler_schedule import ReconcilerSchedule, reconciler_function
-from iot_fleet.registry_events import RegistryEvents, registry_events_function, rule_name
+from iot_fleet.provisioning_hook import hook_alarms, provisioning_hook
+from iot_fleet.reconciler_schedule import ReconcilerSchedule, reconciler_alarm, reconciler_function
+from iot_fleet.registry_events import RegistryEvents, registry_events_alarm, registry_events_function, rule_name
 from iot_fleet.stack_key import StackKey
 
 SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
@@ -158,6 +158,12 @@ class IotProvisioningStack(TerraformStack):
                 events_function_name=self.registry_events_function.function_name,
                 reconciler_function_name=self.reconciler_function.function_name,
                 rotation_function_name=self.rotation_function.function_name,
+                function_alarms=[
+                    *hook_alarms(self.hook.function_name, metrics_namespace),
+                    registry_events_alarm(self.registry_events_function.function_name),
+                    reconciler_alarm(self.reconciler_function.function_name),
+                    rotation_alarm(self.rotation_function.function_name),
+                ],
                 claim_certificate_ids={f"claim-certificate-{g}": c.id for g, c in self.claim.generations.items()},
                 claim_expiry_warning_days=config.claim_expiry_warning_days,
                 metrics_namespace=metrics_namespace,
