@@ -170,7 +170,7 @@ def main() -> int:
     refused = len([r for r in results if r[3] == "refused"])
     print(f"\n{provisioned} provisioned, {refused} refused as they should be, {len(failures)} unexpected.")
     print(
-        "Credentials are in devices/demo/. Explore: `.venv/bin/python scripts/fleet.py --help` (show, why, revoke, "
+        "Credentials are in devices/demo/. Explore: `.venv/bin/fleet --help` (show, why, revoke, "
         "expiring, ...).\nClean up: `make destroy` (decommissions the devices, then destroys the stack), then "
         "`make sandbox-down`."
     )
