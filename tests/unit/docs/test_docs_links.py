@@ -134,6 +134,40 @@ def test_the_readme_layout_names_every_top_level_folder_and_every_function() -> 
     assert any(p.startswith("lambda/") for p in tracked)  # the tree was listed, not an empty answer
 
 
+def diagram_problems(design: str, tracked: list[str]) -> list[str]:
+    """The design's diagram (its first fenced block) must name every folder under lambda/ and every package
+    the project installs (a folder holding an __init__.py at its top: constructs/iot_fleet, scripts, ...)."""
+    diagram = _FENCE.search(design)
+    text = diagram.group(0) if diagram else ""
+    functions = {"/".join(p.split("/")[:2]) for p in tracked if p.startswith("lambda/") and p.count("/") > 1}
+    packages = {p.rsplit("/", 1)[0] for p in tracked if p.endswith("/__init__.py") and not p.startswith("tests/")}
+    tops = {p for p in packages if "/" not in p or p.rsplit("/", 1)[0] not in packages}  # not sub-packages
+    return [
+        f"the diagram does not name {name}/"
+        for name in sorted(functions | tops)
+        if not re.search(rf"(^|[\s(`]){re.escape(name)}([/)\s`]|$)", text, re.MULTILINE)
+    ]
+
+
+def test_the_design_diagram_names_every_function_and_every_installed_package() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+
+    assert diagram_problems((ROOT / "docs" / "design.md").read_text(), tracked) == []
+
+
+def test_the_diagram_check_finds_a_function_and_a_package_it_does_not_name() -> None:
+    design = "# Design\n\n```text\nlambda/hook/ answers\nsrc/app/ runs\n```\n\nlambda/late/ sandbox/\n"
+    tracked = ["lambda/hook/hook.py", "lambda/late/late.py", "src/app/__init__.py", "src/app/x/__init__.py"]
+    tracked += ["sandbox/__init__.py", "tests/unit/__init__.py"]
+
+    assert diagram_problems(design, tracked) == [
+        "the diagram does not name lambda/late/",
+        "the diagram does not name sandbox/",
+    ]
+
+
 def test_the_layout_check_finds_a_folder_and_a_function_it_does_not_name() -> None:
     readme = (
         "# App\n\n## Layout\n\n```\nsrc/          the code\nlambda/hook/  a function\n"
