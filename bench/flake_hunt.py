@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Flake hunt: the integration tests, run again and again in random orders on two workers, and every
-failure with the seed that repeats its order.
+failure with the number of the random order that repeats it.
 
-Each run is `pytest -m integration -n 2 --dist loadgroup --randomly-seed=<seed>`, as `make test` runs
-them, with a new seed (pytest-randomly orders the tests, and so how xdist spreads them over the
-workers). A test that fails in one run and passes in the others is not "flaky": the printed command
-repeats its order; read what it waited for.
+Each run is `pytest -m integration -n 2 --dist loadgroup` with pytest-randomly's order option, as
+`make test` runs them, with a new random order number (pytest-randomly orders the tests, and so how
+xdist spreads them over the workers). A test that fails in one run and passes in the others is not
+"flaky": the printed command repeats its order; read what it waited for.
 
-Usage: .venv/bin/python bench/flake_hunt.py [--runs 10] [--workers 2] [--marker integration] [--seed N ...]
+Usage: .venv/bin/python bench/flake_hunt.py [--runs 10] [--workers 2] [--marker integration] [--order N ...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ORDER_OPTION = "--randomly-seed"  # pytest-randomly's option: the number that repeats a random order
 
 
 def failures(report: Path) -> dict[str, str]:
@@ -43,12 +44,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--marker", default="integration", help="pytest -m expression ('' for every test)")
-    parser.add_argument("--seed", type=int, action="append", help="run these seeds (repeatable) instead")
+    parser.add_argument("--order", type=int, action="append", help="run these order numbers (repeatable) instead")
     args = parser.parse_args()
-    seeds = args.seed or [secrets.randbelow(2**32) for _ in range(args.runs)]
+    orders = args.order or [secrets.randbelow(2**32) for _ in range(args.runs)]
     failed: dict[str, list[tuple[int, str]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="flake-hunt-") as folder:
-        for number, seed in enumerate(seeds, 1):
+        for number, order in enumerate(orders, 1):
             report = Path(folder) / f"run-{number}.xml"
             command = [
                 sys.executable,
@@ -57,7 +58,7 @@ def main() -> int:
                 "-q",
                 "-p",
                 "randomly",
-                f"--randomly-seed={seed}",
+                f"{ORDER_OPTION}={order}",
                 "-n",
                 str(args.workers),
                 "--dist",
@@ -72,17 +73,17 @@ def main() -> int:
             summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
             found = failures(report) if report.exists() else {"(no report)": done.stderr[-300:]}
             for test, why in found.items():
-                failed[test].append((seed, why))
-            print(f"run {number}/{len(seeds)} seed {seed}: {summary} ({seconds:.0f} s)", flush=True)
-    print(f"\n{len(seeds)} runs, {sum(map(len, failed.values()))} failures in {len(failed)} tests")
+                failed[test].append((order, why))
+            print(f"run {number}/{len(orders)} order {order}: {summary} ({seconds:.0f} s)", flush=True)
+    print(f"\n{len(orders)} runs, {sum(map(len, failed.values()))} failures in {len(failed)} tests")
     marker = f" -m {args.marker}" if args.marker else ""
     for test, seen in sorted(failed.items()):
-        print(f"\n{test}: failed {len(seen)} of {len(seeds)}")
-        for seed, why in seen:
-            print(f"  seed {seed}: {why}")
+        print(f"\n{test}: failed {len(seen)} of {len(orders)}")
+        for order, why in seen:
+            print(f"  order {order}: {why}")
             print(
                 f"    repeat: .venv/bin/python -m pytest{marker} -n {args.workers} --dist loadgroup "
-                f"--randomly-seed={seed}"
+                f"{ORDER_OPTION}={order}"
             )
     return 1 if failed else 0
 
