@@ -44,7 +44,7 @@ from typing import Any
 
 from sandbox.iot_data_plane import certificate_validity
 from sandbox.iot_data_plane.broker_plugin import build as plugin
-from sandbox.local_aws import faults
+from sandbox.request_pipeline import faults
 from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
 
 READY_TIMEOUT = 60.0

@@ -87,61 +87,45 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
-    from sandbox import moto_patches
+    from datetime import timedelta
+
+    from sandbox import boot
+    from sandbox.awslambda.runtime import WorkerPool
+    from sandbox.cloudwatch.alarms import AlarmEvaluator
+    from sandbox.events.schedules import ScheduleRunner
+    from sandbox.iot_data_plane.broker import Broker
     from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
-    from sandbox.local_aws import lambda_runtime
+    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
+    from sandbox.iot_data_plane.local_account import LocalAccount
+    from sandbox.request_pipeline.http_front import serve
+    from sandbox.state import certificate_validity_seconds, clock_scale
 
     endpoint = f"http://127.0.0.1:{args.port}"
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
-    from datetime import timedelta
-
-    from sandbox.state import certificate_validity_seconds
-
     seconds = certificate_validity_seconds()
     if seconds is not None:
         authority.device_validity = timedelta(seconds=seconds)
-    moto_patches.install(authority)
-    from sandbox.local_aws.iam_enforcement import AUTHORITY
-
-    AUTHORITY.install()  # IAM decisions are cached: every IAM write must empty the caches
-    pool = lambda_runtime.WorkerPool(args.state_dir, endpoint)
-    lambda_runtime.install(pool)
+    pool = WorkerPool(args.state_dir, endpoint)
     started.append(pool.stop)
-
-    from sandbox.local_aws import cloudwatch_alarms, cloudwatch_metrics
-    from sandbox.state import clock_scale
-
-    cloudwatch_metrics.install()  # EMF extraction and the metric index, before anything logs
-    cloudwatch_alarms.install()
-    evaluator = cloudwatch_alarms.AlarmEvaluator(clock_scale())
+    boot.install(authority, pool)
+    evaluator = AlarmEvaluator(clock_scale())
     evaluator.start()
     started.append(evaluator.stop)
-
-    from sandbox.local_aws.http_front import serve
-
     server = serve(args.port, health.report, authority)
     started.append(server.shutdown)
     health.parts["local AWS"] = "up"
-    from sandbox.iot_data_plane.broker import Broker
-    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
-    from sandbox.local_aws.account import LocalAccount, RegistryWrites
-
     broker = Broker(args.state_dir, args.mqtt_port, authority, args.plugin)
     broker.prepare()
     broker.start()
     started.append(broker.stop)
     health.broker = broker
     health.parts["broker"] = "up"
-    RegistryWrites.install()
     service = FleetProvisioningService(LocalAccount(args.region), broker)
     started.append(service.stop)
     service.start()
     health.service = service
     health.parts["fleet service"] = "subscribed"
     broker.supervise()  # from now on an exit is an interruption: until here it fails `up`
-    from sandbox.local_aws.schedules import ScheduleRunner
-    from sandbox.state import clock_scale
-
     schedules = ScheduleRunner(LocalAccount(args.region), clock_scale())
     schedules.start()
     started.append(schedules.stop)

@@ -28,9 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sandbox.iot.registry_rules import THING_NAME
 from sandbox.iot_data_plane.certificate_authority import CertificateAuthority, write_private
-from sandbox.local_aws.account import LocalAccount
-from sandbox.moto_patches.iot_registry_rules import THING_NAME
+from sandbox.iot_data_plane.local_account import LocalAccount
 
 SERVICE_ID = "sandbox-fleet-service"
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0  # a broker that keeps exiting is broken, not interrupted
@@ -338,7 +338,7 @@ class CertificateAccess:
 class RegistryRules:
     """Rules for every ACTIVE certificate and the serials of REVOKED ones, from the registry.
 
-    Reads the local AWS's IoT registry in-process (sandbox.local_aws.account). Each certificate is
+    Reads the local AWS's IoT registry in-process (sandbox.iot_data_plane.local_account). Each certificate is
     described once per status it is seen in (and again after a policy or thing-principal change:
     refresh(forget=True)), so a refresh costs one pass over the certificates plus whatever changed,
     not a lookup per device. After each pass, `stopped` names the identities of certificates that

@@ -8,7 +8,7 @@ against a stack already deployed (no restart, no new deployment).
                                                     (SandboxCertificateValiditySeconds, else 10 years)
 
 Certificates already issued keep their dates, as on AWS. It covers the same certificates as
-SandboxCertificateValiditySeconds (sandbox/moto_patches/iot_certificates_from_sandbox_ca.py). The
+SandboxCertificateValiditySeconds (sandbox/iot/certificates_from_sandbox_ca.py). The
 server answers GET, PUT and DELETE on /_sandbox/certificate-validity; this module's `main` drives it.
 """
 

@@ -8,7 +8,7 @@ resources, then the thing-created registry event through the topic rules the san
 shadow get/update, and the topic rules the sandbox supports on devices' own messages (the broker
 plugin copies each to the service as fp/msg/...; sandbox.iot_data_plane.topic_rules) with the
 iot-data Publish API delivered to subscribers (fp/pub/...). The registry, functions and shadows
-are the local AWS's own, reached in-process (sandbox.local_aws.account): the service runs inside
+are the local AWS's own, reached in-process (sandbox.iot_data_plane.local_account): the service runs inside
 the local AWS's process.
 """
 
@@ -27,14 +27,15 @@ from typing import Any
 from awscrt import mqtt
 from awsiot import mqtt_connection_builder
 
+from sandbox.cloudwatch import metrics as cloudwatch_metrics
+from sandbox.iam.enforcement import AUTHORITY, AssumedRole
+from sandbox.iot.registry_writes import RegistryWrites
 from sandbox.iot_data_plane import template_engine, topic_rules
 from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
+from sandbox.iot_data_plane.local_account import AwsError, LocalAccount
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
-from sandbox.local_aws import cloudwatch_metrics
-from sandbox.local_aws.account import AwsError, LocalAccount, RegistryWrites
-from sandbox.local_aws.iam_enforcement import AUTHORITY, AssumedRole
-from sandbox.local_aws.iam_requests import log_stream_arn
-from sandbox.moto_patches import iot_data_publish_to_broker
+from sandbox.iotdata import publish_to_broker
+from sandbox.request_pipeline.iam_requests import log_stream_arn
 
 TOKEN_LIFETIME = 3600.0
 HOOK_DEADLINE_SECONDS = 5.0  # developerguide/pre-provisioning-hook.html: the hook must answer within 5 s
@@ -136,7 +137,7 @@ class FleetProvisioningService:
         subscribed.result(timeout=10)
         subscribed, _ = self.connection.subscribe("fp/msg/#", mqtt.QoS.AT_MOST_ONCE, self._on_device_message)
         subscribed.result(timeout=10)
-        iot_data_publish_to_broker.SINK = self.publish
+        publish_to_broker.SINK = self.publish
         threading.Thread(target=self._refresh_loop, name="access-rules", daemon=True).start()
 
     def _resumed(self, connection: mqtt.Connection, return_code: Any, session_present: bool, **_: Any) -> None:

@@ -550,7 +550,7 @@ def test_the_hooks_error_alarm_watches_a_metric_its_decision_records_carry(
     """The alarm's namespace, metric and dimensions match what CloudWatch extracts from the hook's own
     EMF line for a REGISTRY_ERROR denial (with the namespace the stack gives the hook)."""
     import provisioning_hook
-    from sandbox.local_aws.cloudwatch_metrics import extract_emf
+    from sandbox.cloudwatch.metrics import extract_emf
 
     alarm = alarms_by_name(synth)["hook-denied-on-errors"]
     hook = synth.named("aws_lambda_function", f"{synth.config.prefix}-provisioning-hook")
@@ -572,7 +572,7 @@ def test_the_hooks_error_alarm_watches_a_metric_its_decision_records_carry(
 def test_the_stack_key_lets_cloudwatch_alarms_publish_to_the_encrypted_alert_topic(synth: Synth) -> None:
     """SNS asks KMS for a data key on the publisher's behalf: without kms:GenerateDataKey and kms:Decrypt
     for cloudwatch.amazonaws.com in the key policy, AWS drops every alarm notification."""
-    from sandbox.local_aws.key_policy import service_may_use
+    from sandbox.kms.key_policy import service_may_use
 
     key = synth.one("aws_kms_key")
     assert synth.one("aws_sns_topic")["kms_master_key_id"] == synth.reference("aws_kms_key", key, "arn")

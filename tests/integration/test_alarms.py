@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from awsiot import iotidentity
 
-from sandbox.local_aws import faults
+from sandbox.request_pipeline import faults
 from scripts import device_client as device
 from tests.integration.conftest import Deployment
 from tests.integration.test_device_provisioning import Fleet, claim_identity

@@ -9,11 +9,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sandbox.moto_patches import (
-    missing_iot_apis,
-)
+from sandbox.iot import missing_apis
 
-missing_iot_apis.install()
+missing_apis.install()
 
 
 @pytest.fixture

@@ -1,0 +1,2 @@
+"""DynamoDB: atomic conditional writes, update expressions parsed once, and the GetItem and UpdateItem
+fast path."""

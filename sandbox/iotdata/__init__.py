@@ -1,0 +1,1 @@
+"""IoT data (moto's iotdata): Publish delivered to the sandbox broker's subscribers."""

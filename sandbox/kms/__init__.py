@@ -1,0 +1,1 @@
+"""KMS: whether a key policy lets an AWS service principal use a key."""

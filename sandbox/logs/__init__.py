@@ -1,0 +1,1 @@
+"""CloudWatch Logs: the KMS key association calls moto lacks."""

@@ -1,0 +1,239 @@
+"""The fleet-provisioning service's broker rules and rule actions (sandbox/iot_data_plane/fleet_provisioning.py,
+broker.py): they follow the registry, and a throttled Lambda event is tried again."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+
+def test_broker_rules_follow_registry_changes_made_over_http_without_a_pass_per_round(iot: Any) -> None:
+    """The pass over every certificate runs when IoT was written over HTTP (a revocation, a policy
+    change), when a CRL reload is still owed, or when forced; not every round while devices register
+    in-process (each registration puts its own rules in force)."""
+    from sandbox.iot.registry_writes import RegistryWrites
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    RegistryWrites.install()
+
+    class Broker:
+        reload_pending = False
+
+        def crl(self, revoked: list[int]) -> bytes:
+            return b""
+
+        def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+            return
+
+    class Rules:
+        passes = 0
+        stopped = ()  # nothing to disconnect
+
+        def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
+            self.passes += 1
+            return {}, []
+
+    broker, rules = Broker(), Rules()
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), broker)  # type: ignore[arg-type]
+    service.rules = rules  # type: ignore[assignment]
+    try:
+        service.refresh_rules()  # the first round always looks
+        service.refresh_rules()
+        iot.list_things()  # a read changes nothing
+        service.refresh_rules()
+        assert rules.passes == 1
+        iot.create_thing(thingName="made-over-http")
+        service.refresh_rules()
+        service.refresh_rules()
+        assert rules.passes == 2
+        broker.reload_pending = True  # mosquitto still owes a CRL reload
+        service.refresh_rules()
+        assert rules.passes == 3
+        broker.reload_pending = False
+        service.refresh_rules(force=True)
+        service._last_pass -= fleet_provisioning.FULL_PASS_SECONDS  # a minute without a pass
+        service.refresh_rules()
+        assert rules.passes == 5
+    finally:
+        service.stop()
+
+
+def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(iot: Any) -> None:
+    """A new default version of a policy (what `cdktf deploy` of a changed policy does) changes the
+    rules of every certificate it is attached to at the next pass, as AWS applies it to connected
+    devices; a write that is not about access leaves the described certificates as they were."""
+    from sandbox.iot.registry_writes import RegistryWrites
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    RegistryWrites.install()
+
+    def policy(topic: str) -> str:
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Connect",
+                        "Resource": "arn:aws:iot:us-east-1:123456789012:client/*",
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Publish",
+                        "Resource": f"arn:aws:iot:us-east-1:123456789012:topic/{topic}",
+                    },
+                ],
+            }
+        )
+
+    class Broker:
+        reload_pending = False
+
+        def __init__(self) -> None:
+            self.written: dict[str, str] = {}
+
+        def crl(self, revoked: list[int]) -> bytes:
+            return b""
+
+        def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+            self.written = rules
+
+    iot.create_policy(policyName="device", policyDocument=policy("telemetry/v1"))
+    certificate = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_policy(policyName="device", target=certificate["certificateArn"])
+    broker = Broker()
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), broker)  # type: ignore[arg-type]
+    try:
+        service.refresh_rules()
+        (rules,) = broker.written.values()
+        assert "publish telemetry/v1" in rules.splitlines()
+        iot.create_thing(thingName="unrelated")  # not about access: the certificate stays described
+        service.refresh_rules()
+        assert list(broker.written.values()) == [rules]
+        iot.create_policy_version(policyName="device", policyDocument=policy("telemetry/v2"), setAsDefault=True)
+        service.refresh_rules()
+        (rules,) = broker.written.values()
+        assert "publish telemetry/v2" in rules.splitlines() and "publish telemetry/v1" not in rules.splitlines()
+        iot.detach_policy(policyName="device", target=certificate["certificateArn"])
+        service.refresh_rules()
+        assert broker.written == {}  # no policy: the certificate may do nothing
+    finally:
+        service.stop()
+
+
+def test_certificates_that_stop_being_active_are_named_for_disconnection_after_the_next_pass(iot: Any) -> None:
+    """AWS closes the connections of a certificate once it is revoked, deactivated or deleted; the
+    sandbox's pass names those certificates' identities (the broker's user names) so the broker can
+    close them too. One whose policy was detached first (as decommissioning does) is named as well;
+    one still ACTIVE, or never ACTIVE, is not."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sandbox.iot_data_plane.broker import RegistryRules
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    def certificate(name: str, status: str = "ACTIVE") -> tuple[str, str]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        pem = (
+            (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256())
+            )
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+        created = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+        if status == "ACTIVE":
+            iot.attach_policy(policyName="device", target=created["certificateArn"])
+        return created["certificateId"], created["certificateArn"]
+
+    iot.create_policy(
+        policyName="device",
+        policyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "iot:Connect",
+                        "Resource": "arn:aws:iot:us-east-1:123456789012:client/*",
+                    }
+                ],
+            }
+        ),
+    )
+    revoked, deactivated, deleted, detached, kept = (
+        certificate(n) for n in ("revoked", "deactivated", "deleted", "detached", "kept")
+    )
+    never_active = certificate("never-active", status="INACTIVE")
+    rules = RegistryRules(LocalAccount("us-east-1"))
+    rules.refresh()
+    assert rules.stopped == []
+
+    iot.update_certificate(certificateId=revoked[0], newStatus="REVOKED")
+    iot.update_certificate(certificateId=deactivated[0], newStatus="INACTIVE")
+    iot.update_certificate(certificateId=deleted[0], newStatus="INACTIVE")
+    iot.detach_policy(policyName="device", target=deleted[1])
+    iot.delete_certificate(certificateId=deleted[0])
+    iot.detach_policy(policyName="device", target=detached[1])
+    rules.refresh(forget=True)  # the detachment: rules gone, the certificate still ACTIVE (AWS keeps it connected)
+    assert rules.stopped == ["deactivated", "deleted", "revoked"]
+    iot.update_certificate(certificateId=detached[0], newStatus="INACTIVE")
+    iot.update_certificate(certificateId=never_active[0], newStatus="REVOKED")
+    rules.refresh()
+    assert rules.stopped == ["detached"]
+    rules.refresh()
+    assert rules.stopped == []  # named once
+    assert kept[0] in {c.certificate_id for c in LocalAccount("us-east-1").certificates() if c.status == "ACTIVE"}
+
+
+def test_a_rule_s_throttled_lambda_event_is_tried_again_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A topic rule invokes its function asynchronously: when the function's reserved concurrency is
+    taken, Lambda keeps the event and tries again (rotation requests from many devices at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import AwsError
+
+    calls: list[str] = []
+
+    class Account:
+        def invoke(self, function: str, event: Any) -> None:
+            calls.append(function)
+            if len(calls) < 3:
+                raise AwsError(429, "TooManyRequestsException", "Rate Exceeded.")
+
+        def event_max_age(self, function: str) -> float | None:
+            return 120.0
+
+    monkeypatch.setattr(fleet_provisioning.time, "sleep", lambda _: None)
+    service = object.__new__(fleet_provisioning.FleetProvisioningService)
+    service.account = Account()  # type: ignore[assignment]
+    service._throttled = ThreadPoolExecutor(max_workers=1)
+
+    service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
+    service._throttled.shutdown(wait=True)  # the retries run on a pool of their own
+
+    assert len(calls) == 3
+
+    class Refusing(Account):
+        def invoke(self, function: str, event: Any) -> None:
+            raise AwsError(400, "InvalidRequestContentException", "bad")
+
+    service.account = Refusing()  # type: ignore[assignment]
+    with pytest.raises(AwsError, match="InvalidRequestContentException"):  # any other failure: the action's
+        service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
