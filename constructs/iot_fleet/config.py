@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,50 +18,9 @@ from iot_fleet import documents, parameters
 from iot_fleet.device_catalogue import DeviceType, load_catalogue
 from iot_fleet.parameters import Parameter
 
-# Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
-LOG_RETENTION_DAYS = (
-    1,
-    3,
-    5,
-    7,
-    14,
-    30,
-    60,
-    90,
-    120,
-    150,
-    180,
-    365,
-    400,
-    545,
-    731,
-    1096,
-    1827,
-    2192,
-    2557,
-    2922,
-    3288,
-    3653,
-)
-ENVIRONMENTS = ("dev", "staging", "prod")
-TARGETS = ("aws", "sandbox")
 TEMPLATE_NAME_MAX = 36  # CreateProvisioningTemplate: 1-36 chars of [0-9A-Za-z_-]
-# Claim certificates in force at once: one, or two while a rotation overlaps the old and the new.
-CLAIM_GENERATIONS_MAX = 2
 GENERATION_PLACEHOLDER = "{generation}"  # in ClaimCertificateCsrPath: one CSR (one key) per generation
 PARAMETERS = tuple(parameter.name for parameter in parameters.PARAMETERS)  # their names, in cdktf.json's order
-
-# Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
-_PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-# S3 bucket naming rules (general purpose buckets); ".." and IP-address forms are refused separately.
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_IP_ADDRESS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
-# A client-id prefix is literal in the policy's client/<prefix>* (no * ? or policy variables) and in MQTT.
-_CLIENT_ID_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
-_SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
 _BOOLEAN = {"true": True, "false": False}
 
 
@@ -106,61 +64,12 @@ class StackConfig:
     catalogue: Mapping[str, DeviceType] = field(default_factory=load_catalogue, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check(
-            bool(_PROJECT_NAME.fullmatch(self.project_name)) and len(self.project_name) <= 24,
-            "ProjectName",
-            self.project_name,
-            "1-24 characters, a letter then letters, digits or '-'",
-        )
-        _check(self.environment in ENVIRONMENTS, "Environment", self.environment, "|".join(ENVIRONMENTS))
-        if self.device_registry_table_name:
-            _check(
-                bool(_TABLE_NAME.fullmatch(self.device_registry_table_name)),
-                "DeviceRegistryTableName",
-                self.device_registry_table_name,
-                "3-255 characters of [A-Za-z0-9_.-], or empty for device-registry-<suffix>",
-            )
-        _check(
-            self.log_retention_days in LOG_RETENTION_DAYS,
-            "LogRetentionDays",
-            self.log_retention_days,
-            "one of " + ",".join(map(str, LOG_RETENTION_DAYS)),
-        )
-        if self.alert_email:
-            _check(bool(_EMAIL.fullmatch(self.alert_email)), "AlertEmail", self.alert_email, "an email address")
-        _check(bool(_REGION.fullmatch(self.aws_region)), "AwsRegion", self.aws_region, "a region such as us-east-1")
-        _check(self.target in TARGETS, "Target", self.target, "|".join(TARGETS))
-        _check(
-            1 <= self.stale_claim_minutes <= 60,
-            "StaleClaimMinutes",
-            self.stale_claim_minutes,
-            "1-60 (minutes after which the reconciler settles an unfinished provisioning attempt)",
-        )
-        _check(
-            1 <= self.rotation_interval_minutes <= 10080,
-            "RotationIntervalMinutes",
-            self.rotation_interval_minutes,
-            "1-10080 (minutes a device waits between two certificate rotation requests)",
-        )
-        _check(
-            0 <= self.rotation_concurrency <= 100,
-            "RotationConcurrency",
-            self.rotation_concurrency,
-            "0-100 (executions reserved for the rotation function, its most at once; 0: no reservation and no cap, "
-            "for an account whose concurrency limit leaves fewer than 100 unreserved, as AWS requires)",
-        )
-        _check(
-            1 <= self.claim_expiry_warning_days <= 3650,
-            "ClaimExpiryWarningDays",
-            self.claim_expiry_warning_days,
-            "1-3650 (days before a claim certificate's expiry its alarm fires)",
-        )
-        _check(
-            bool(_SANDBOX_ENDPOINT.fullmatch(self.sandbox_endpoint)),
-            "SandboxEndpoint",
-            self.sandbox_endpoint,
-            "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)",
-        )
+        for parameter in parameters.PARAMETERS:
+            value = getattr(self, parameter.field)
+            if parameter.check is not None:
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                _check(parameter.check.accepts(value), parameter.name, shown, parameter.check.allowed)
+        # The checks that read several parameters together.
         if self.claim_key_in_state:
             _check(
                 not self.claim_certificate_csr_path,
@@ -168,34 +77,9 @@ class StackConfig:
                 "true",
                 "false while ClaimCertificateCsrPath is set (a certificate from a CSR has no key AWS could keep)",
             )
-        if self.state_bucket:
-            _check(
-                bool(_BUCKET.fullmatch(self.state_bucket))
-                and ".." not in self.state_bucket
-                and not _IP_ADDRESS.fullmatch(self.state_bucket),
-                "StateBucket",
-                self.state_bucket,
-                "an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
-                "or digit), or empty for a local state file",
-            )
         if self.state_region:
             _check(self.state_bucket != "", "StateRegion", self.state_region, "empty unless StateBucket is set")
-            _check(
-                bool(_REGION.fullmatch(self.state_region)),
-                "StateRegion",
-                self.state_region,
-                "the state bucket's region, such as us-east-1 (empty: AwsRegion)",
-            )
         generations = self.claim_certificate_generations
-        _check(
-            0 < len(generations) <= CLAIM_GENERATIONS_MAX
-            and all(g >= 1 for g in generations)
-            and list(generations) == sorted(set(generations)),
-            "ClaimCertificateGenerations",
-            ",".join(map(str, generations)),
-            f"1 to {CLAIM_GENERATIONS_MAX} increasing whole numbers from 1 (e.g. 1, then 1,2 while a rotation "
-            "overlaps, then 2)",
-        )
         if self.claim_certificate_csr_path:
             _check(
                 len(generations) == 1 or GENERATION_PLACEHOLDER in self.claim_certificate_csr_path,
@@ -220,12 +104,6 @@ class StackConfig:
         )
         prefix = self.claim_client_id_prefix
         if prefix:
-            _check(
-                bool(_CLIENT_ID_PREFIX.fullmatch(prefix)),
-                "ClaimClientIdPrefix",
-                prefix,
-                "1-32 characters of [A-Za-z0-9_.:-], or empty to allow any client id (for AWS's SDK samples)",
-            )
             # A derived thing name is <type>-<serial>: none may start with the prefix, nor the prefix with it.
             clashing = [
                 t for t in self.allowed_device_types if f"{t}-".startswith(prefix) or prefix.startswith(f"{t}-")
@@ -236,9 +114,6 @@ class StackConfig:
                 prefix,
                 f"a prefix no thing name can take; device type {','.join(clashing)} names things '<type>-<serial>'",
             )
-        _check(bool(self.allowed_device_types), "AllowedDeviceTypes", "", "at least one device type")
-        duplicates = sorted({t for t in self.allowed_device_types if self.allowed_device_types.count(t) > 1})
-        _check(not duplicates, "AllowedDeviceTypes", ",".join(duplicates), "each device type once")
         unknown = [t for t in self.allowed_device_types if t not in self.catalogue]
         _check(
             not unknown,

@@ -1,18 +1,96 @@
 """The stack's parameters, each stated once: its name (the cdktf.json context key and the environment
 variable that overrides it), the StackConfig field it sets, how its text is read, its default as
-cdktf.json records it, and what docs/reference.md says of it (generated from here: `python -m
-iot_fleet.parameters` prints the table; a test fails when the document differs).
+cdktf.json records it, the check its value must pass, and what docs/reference.md says of it
+(generated from here: `python -m iot_fleet.parameters` prints the table; a test fails when the
+document differs).
 
-Checks of values live in StackConfig.__post_init__, most of them across several parameters.
+StackConfig runs each parameter's check, then the checks that read several parameters together.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["text", "boolean", "integer", "list", "generations", "path", "url"]
+
+# Values CloudWatch Logs accepts for retentionInDays (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+ENVIRONMENTS = ("dev", "staging", "prod")
+TARGETS = ("aws", "sandbox")
+# Claim certificates in force at once: one, or two while a rotation overlaps the old and the new.
+CLAIM_GENERATIONS_MAX = 2
+
+# Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
+PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,23}")
+TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# S3 bucket naming rules (general purpose buckets); ".." and IP-address forms are refused separately.
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+IP_ADDRESS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+# A client-id prefix is literal in the policy's client/<prefix>* (no * ? or policy variables) and in MQTT.
+CLIENT_ID_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
+SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """What one parameter's value must be, on its own: `accepts` decides, `allowed` says it (in the
+    refusal and in docs/reference.md)."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str
+
+
+def matches(pattern: re.Pattern[str], *, empty: bool = False) -> Callable[[Any], bool]:
+    return lambda value: (empty and value == "") or bool(pattern.fullmatch(value))
+
+
+def between(low: int, high: int) -> Check:
+    return Check(lambda value: low <= value <= high, f"{low}-{high}")
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def _bucket_name(value: str) -> bool:
+    return value == "" or (bool(BUCKET.fullmatch(value)) and ".." not in value and not IP_ADDRESS.fullmatch(value))
+
+
+def _generations(value: tuple[int, ...]) -> bool:
+    return 0 < len(value) <= CLAIM_GENERATIONS_MAX and all(g >= 1 for g in value) and list(value) == sorted(set(value))
+
+
+def _device_types(value: tuple[str, ...]) -> bool:
+    return bool(value) and len(set(value)) == len(value)
 
 
 @dataclass(frozen=True)
@@ -22,6 +100,7 @@ class Parameter:
     kind: Kind  # how the text is read (iot_fleet.config.read_value)
     default: str  # as cdktf.json's context records it ("" for none)
     description: str  # markdown, for docs/reference.md
+    check: Check | None = None  # what the value must be on its own (None: any value of its kind)
     shown_default: str = ""  # the default as the document shows it, when "" does not say it
 
 
@@ -31,18 +110,16 @@ PARAMETERS: tuple[Parameter, ...] = (
         "project_name",
         "text",
         "IoTProvisioning",
-        (
-            "Name prefix for all resources (letters, digits, `-`; the template name "
-            "`<ProjectName>-<Environment>-fleet` "
-            "must fit 36 characters)"
-        ),
+        ("Name prefix for all resources; the template name `<ProjectName>-<Environment>-fleet` must fit 36 characters"),
+        check=Check(matches(PROJECT_NAME), "1-24 characters, a letter then letters, digits or '-'"),
     ),
     Parameter(
         "Environment",
         "environment",
         "text",
         "dev",
-        "`dev`, `staging` or `prod` (prod turns on table deletion protection and a 30-day KMS deletion window)",
+        "The deployment's stage; `prod` turns on table deletion protection and a 30-day KMS deletion window",
+        check=Check(lambda value: value in ENVIRONMENTS, _one_of(ENVIRONMENTS)),
     ),
     Parameter(
         "DeviceRegistryTableName",
@@ -54,6 +131,9 @@ PARAMETERS: tuple[Parameter, ...] = (
             " unique "
             "per project/environment/region"
         ),
+        check=Check(
+            matches(TABLE_NAME, empty=True), "3-255 characters of [A-Za-z0-9_.-], or empty for device-registry-<suffix>"
+        ),
         shown_default="`device-registry-<suffix>`",
     ),
     Parameter(
@@ -62,6 +142,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "list",
         "temperature-sensor,humidity-sensor,pressure-sensor,gateway",
         "Comma-separated device types the hook admits; each must be in the device-type catalogue",
+        check=Check(_device_types, "at least one device type, each once"),
     ),
     Parameter(
         "MonitoringEnabled",
@@ -75,7 +156,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         "log_retention_days",
         "integer",
         "30",
-        "CloudWatch log retention; one of the values CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …)",
+        "CloudWatch log retention, in days (the values CloudWatch Logs accepts)",
+        check=Check(lambda value: value in LOG_RETENTION_DAYS, "one of " + ",".join(map(str, LOG_RETENTION_DAYS))),
     ),
     Parameter(
         "AlertEmail",
@@ -83,6 +165,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "text",
         "",
         "Email subscribed to the alert topic (optional)",
+        check=Check(matches(EMAIL, empty=True), "an email address, or empty"),
     ),
     Parameter(
         "AwsRegion",
@@ -90,6 +173,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "text",
         "us-east-1",
         "Region to deploy to",
+        check=Check(matches(REGION), "a region such as us-east-1"),
     ),
     Parameter(
         "ClaimCertificateCsrPath",
@@ -110,6 +194,11 @@ PARAMETERS: tuple[Parameter, ...] = (
         (
             "Claim certificate generations in force: `1`, then `1,2` while a rotation overlaps them, then `2` "
             "([rotating](operations.md#rotating-the-claim-certificate))"
+        ),
+        check=Check(
+            _generations,
+            f"1 to {CLAIM_GENERATIONS_MAX} increasing whole numbers from 1 (e.g. 1, then 1,2 while a rotation "
+            "overlaps, then 2)",
         ),
     ),
     Parameter(
@@ -154,9 +243,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         "claim-",
         (
             "Claim connections must use a client id starting with this (the claim policy's only Connect resource is "
-            "`client/<prefix>*`), and no thing name may start with it; 1-32 of `[A-Za-z0-9_.:-]`, and none a "
-            "`<type>-<serial>` thing name could start with. Empty allows any client id (gives that up; [SDK "
+            "`client/<prefix>*`), and no thing name may start with it: none a `<type>-<serial>` thing name could "
+            "start with. Empty allows any client id (gives that up; [SDK "
             "samples](sandbox.md#awss-own-device-sdk-samples-against-the-sandbox))"
+        ),
+        check=Check(
+            matches(CLIENT_ID_PREFIX, empty=True),
+            "1-32 characters of [A-Za-z0-9_.:-], or empty to allow any client id (for AWS's SDK samples)",
         ),
     ),
     Parameter(
@@ -168,8 +261,9 @@ PARAMETERS: tuple[Parameter, ...] = (
             "A provisioning attempt the hook allowed that has not completed after this many minutes is settled by the "
             "reconciler: completed if its thing holds the attempt's certificate, else marked `failed`, and the "
             "device may"
-            " try again; 1-60"
+            " try again"
         ),
+        check=between(1, 60),
     ),
     Parameter(
         "RotationIntervalMinutes",
@@ -178,8 +272,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "60",
         (
             "A device may ask for a certificate rotation once in this many minutes (requests inside it are refused "
-            "`RotationLimitExceeded` before any certificate is made); 1-10080"
+            "`RotationLimitExceeded` before any certificate is made)"
         ),
+        check=between(1, 10080),
     ),
     Parameter(
         "RotationConcurrency",
@@ -195,9 +290,9 @@ PARAMETERS: tuple[Parameter, ...] = (
             "limit (new accounts; `aws lambda get-account-settings`), deploy with `0`: no reservation and no cap "
             "(unlike "
             "Lambda's and Terraform's 0, which stops every invocation), so only `RotationIntervalMinutes` bounds "
-            "a flood;"
-            " 0-100"
+            "a flood"
         ),
+        check=between(0, 100),
     ),
     Parameter(
         "ClaimExpiryWarningDays",
@@ -206,8 +301,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "30",
         (
             "The claim-certificate expiry alarm fires when a claim certificate expires in fewer days than this (the "
-            "reconciler publishes the days left); 1-3650"
+            "reconciler publishes the days left)"
         ),
+        check=between(1, 3650),
     ),
     Parameter(
         "DeviceTypeCatalogue",
@@ -221,14 +317,19 @@ PARAMETERS: tuple[Parameter, ...] = (
         "target",
         "text",
         "sandbox",
-        "`sandbox` (the local sandbox) or `aws` (leaves out the `iot_data_endpoint` output in the sandbox)",
+        "Where the stack deploys: `sandbox` (the local sandbox) or `aws` (the `iot_data_endpoint` output exists "
+        "only there)",
+        check=Check(lambda value: value in TARGETS, _one_of(TARGETS)),
     ),
     Parameter(
         "SandboxEndpoint",
         "sandbox_endpoint",
         "url",
         "http://127.0.0.1:4566",
-        "Where the sandbox listens (`http://127.0.0.1:<port>`)",
+        "Where the sandbox listens",
+        check=Check(
+            matches(SANDBOX_ENDPOINT), "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)"
+        ),
     ),
     Parameter(
         "StateBucket",
@@ -239,6 +340,11 @@ PARAMETERS: tuple[Parameter, ...] = (
             "S3 bucket for Terraform state (encrypted, locked by an S3 lock file); empty: a local state file ([remote "
             "state](aws.md#remote-state-in-s3))"
         ),
+        check=Check(
+            _bucket_name,
+            "an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or "
+            "digit), or empty for a local state file",
+        ),
     ),
     Parameter(
         "StateRegion",
@@ -246,6 +352,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "text",
         "",
         "The state bucket's region, with `StateBucket` only",
+        check=Check(matches(REGION, empty=True), "the state bucket's region, such as us-east-1 (empty: AwsRegion)"),
         shown_default="`AwsRegion`",
     ),
 )
@@ -256,12 +363,22 @@ def default_of(name: str) -> str:
     return BY_NAME[name].default
 
 
+# What a parameter without a check of its own accepts, by how its text is read.
+_KIND_ALLOWED = {"boolean": "`true` or `false`", "path": "a file path, or empty"}
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text as markdown shows it literally inside a table cell."""
+    return "".join(f"\\{c}" if c in "\\|<>*_[]`" else c for c in text)
+
+
 def markdown_table() -> str:
     """The parameter table of docs/reference.md."""
-    lines = ["| Parameter | Description | Default |", "|---|---|---|"]
+    lines = ["| Parameter | Description | Allowed | Default |", "|---|---|---|---|"]
     for p in PARAMETERS:
         shown = p.shown_default or (f"`{p.default}`" if p.default else "empty")
-        lines.append(f"| `{p.name}` | {p.description} | {shown} |")
+        allowed = _markdown_text(p.check.allowed) if p.check else _KIND_ALLOWED[p.kind]
+        lines.append(f"| `{p.name}` | {p.description} | {allowed} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
