@@ -28,34 +28,42 @@ from sandbox.iot.registry_writes import RegistryWrites
 from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
 from sandbox.iotdata import publish_to_broker
 from sandbox.logs import kms_key_association
+from sandbox.request_pipeline import http_front
 
 
-def patches(authority: CertificateAuthority, pool: lambda_runtime.WorkerPool) -> list[tuple[str, Callable[[], None]]]:
-    """The patches, each named by its module, in the order they are installed."""
+def patches(authority: CertificateAuthority, pool: lambda_runtime.WorkerPool) -> list[Callable[[], None]]:
+    """The patches, in the order they are installed."""
     return [
-        ("sandbox.iot.missing_apis", missing_apis.install),
-        ("sandbox.iot.certificates_from_sandbox_ca", partial(certificates_from_sandbox_ca.install, authority)),
+        missing_apis.install,
+        partial(certificates_from_sandbox_ca.install, authority),
         # Before thread_safe_registry: the rules' checks then run under the registry lock.
-        ("sandbox.iot.registry_rules", registry_rules.install),
-        ("sandbox.iot.indexed_lookups", indexed_lookups.install),
-        ("sandbox.iot.registry_writes", RegistryWrites.install),
-        ("sandbox.iotdata.publish_to_broker", publish_to_broker.install),
+        registry_rules.install,
+        indexed_lookups.install,
+        RegistryWrites.install,
+        publish_to_broker.install,
         # The last of the IoT and IoT data patches: it serializes the backend methods as the ones
         # before it left them.
-        ("sandbox.iot.thread_safe_registry", thread_safe_registry.install),
-        ("sandbox.dynamodb.atomic_writes", atomic_writes.install),
-        ("sandbox.dynamodb.parsed_update_expressions", parsed_update_expressions.install),
-        ("sandbox.awslambda.idempotent_permissions", idempotent_permissions.install),
-        ("sandbox.logs.kms_key_association", kms_key_association.install),
+        thread_safe_registry.install,
+        atomic_writes.install,
+        parsed_update_expressions.install,
+        idempotent_permissions.install,
+        kms_key_association.install,
         # IAM decisions are cached: every IAM write, Lambda policy change and reset must empty them.
-        ("sandbox.iam.enforcement", AUTHORITY.install),
-        ("sandbox.awslambda.runtime", partial(lambda_runtime.install, pool)),
+        AUTHORITY.install,
+        partial(lambda_runtime.install, pool),
         # Before anything logs: EMF extraction and the metric index see every datapoint.
-        ("sandbox.cloudwatch.metrics", cloudwatch_metrics.install),
-        ("sandbox.cloudwatch.alarms", cloudwatch_alarms.install),
+        cloudwatch_metrics.install,
+        cloudwatch_alarms.install,
+        # Last: it caches each response class's methods, which the patches above add to.
+        http_front.install,
     ]
 
 
+def module_of(patch: Callable[[], None]) -> str:
+    """The module a patch is defined in (what the tests and the boot log name it by)."""
+    return str(getattr(patch, "func", patch).__module__)
+
+
 def install(authority: CertificateAuthority, pool: lambda_runtime.WorkerPool) -> None:
-    for _, patch in patches(authority, pool):
+    for patch in patches(authority, pool):
         patch()

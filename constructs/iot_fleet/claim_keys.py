@@ -9,6 +9,8 @@ ECDSA signature (hence a new CSR) differs at every signing. Pure Python (no cdkt
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -29,6 +31,17 @@ def key_path(folder: Path, generation: int) -> Path:
 
 def csr_path(folder: Path, generation: int) -> Path:
     return folder / f"claim-{generation}.csr"
+
+
+def ensure_generations(folder: Path, generations: Iterable[int], prefix: str) -> None:
+    """Makes each generation's key and CSR that does not exist yet, saying where each new key is."""
+    for generation in generations:
+        if ensure(folder, generation, f"{prefix} claim {generation}"):
+            print(
+                f"claim key for generation {generation} created: {key_path(folder, generation)} (0600, not in "
+                "Terraform state; keep it with the factory's secrets)",
+                file=sys.stderr,
+            )
 
 
 def ensure(folder: Path, generation: int, common_name: str) -> bool:

@@ -219,7 +219,7 @@ def _check(ok: bool, parameter: str, value: Any, allowed: str) -> None:
 
 def _boolean(parameter: str, raw: str) -> bool:
     value = _BOOLEAN.get(str(raw).strip().lower())
-    _check(value is not None, parameter, raw, "true|false")
+    _check(value is not None, parameter, raw, "true or false")
     return bool(value)
 
 

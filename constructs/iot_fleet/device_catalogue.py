@@ -88,3 +88,8 @@ def load_catalogue(path: Path | None = None) -> dict[str, DeviceType]:
             raise ValueError("the catalogue must be a JSON object of device types")
         entries.update(extra)
     return {name: DeviceType.from_entry(name, entry) for name, entry in entries.items() if name != "//"}
+
+
+def initial_shadows_document(device_types: Mapping[str, DeviceType]) -> str:
+    """Each device type's initial shadow, as the JSON the functions that write shadows are given."""
+    return json.dumps({name: dict(t.initial_shadow) for name, t in device_types.items()}, separators=(",", ":"))

@@ -50,14 +50,17 @@ CLAIM_GENERATIONS_MAX = 2
 # Matched whole (fullmatch), ASCII classes only: `$` accepts a trailing newline, `\d` any digit.
 PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,23}")
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
+REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # S3 bucket naming rules (general purpose buckets); ".." and IP-address forms are refused separately.
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Prefixes and suffixes S3 reserves (general purpose bucket naming rules).
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 IP_ADDRESS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 # A client-id prefix is literal in the policy's client/<prefix>* (no * ? or policy variables) and in MQTT.
 CLIENT_ID_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
-SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):[0-9]{2,5}")
+SANDBOX_ENDPOINT = re.compile(r"http://(127\.0\.0\.1|localhost):(?P<port>[0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,18 @@ def _one_of(values: tuple[str, ...]) -> str:
 
 
 def _bucket_name(value: str) -> bool:
-    return value == "" or (bool(BUCKET.fullmatch(value)) and ".." not in value and not IP_ADDRESS.fullmatch(value))
+    return value == "" or (
+        bool(BUCKET.fullmatch(value))
+        and ".." not in value
+        and not IP_ADDRESS.fullmatch(value)
+        and not value.startswith(BUCKET_RESERVED_PREFIXES)
+        and not value.endswith(BUCKET_RESERVED_SUFFIXES)
+    )
+
+
+def _sandbox_endpoint(value: str) -> bool:
+    match = SANDBOX_ENDPOINT.fullmatch(value)
+    return match is not None and 1 <= int(match["port"]) <= 65535
 
 
 def _generations(value: tuple[int, ...]) -> bool:
@@ -111,7 +125,11 @@ PARAMETERS: tuple[Parameter, ...] = (
         "text",
         "IoTProvisioning",
         ("Name prefix for all resources; the template name `<ProjectName>-<Environment>-fleet` must fit 36 characters"),
-        check=Check(matches(PROJECT_NAME), "1-24 characters, a letter then letters, digits or '-'"),
+        check=Check(
+            matches(PROJECT_NAME),
+            "a letter then letters, digits or '-', at most 24 characters (22 with Environment=staging, so that "
+            "the template name fits 36)",
+        ),
     ),
     Parameter(
         "Environment",
@@ -157,7 +175,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "integer",
         "30",
         "CloudWatch log retention, in days (the values CloudWatch Logs accepts)",
-        check=Check(lambda value: value in LOG_RETENTION_DAYS, "one of " + ",".join(map(str, LOG_RETENTION_DAYS))),
+        check=Check(lambda value: value in LOG_RETENTION_DAYS, "one of " + ", ".join(map(str, LOG_RETENTION_DAYS))),
     ),
     Parameter(
         "AlertEmail",
@@ -328,7 +346,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         "http://127.0.0.1:4566",
         "Where the sandbox listens",
         check=Check(
-            matches(SANDBOX_ENDPOINT), "http://127.0.0.1:<port> (the sandbox listens on the loopback address only)"
+            _sandbox_endpoint,
+            "http://127.0.0.1:<port> or http://localhost:<port> (the sandbox listens on the loopback address only)",
         ),
     ),
     Parameter(
@@ -343,7 +362,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         check=Check(
             _bucket_name,
             "an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or "
-            "digit), or empty for a local state file",
+            "digit, not an IP address, none of S3's reserved prefixes and suffixes), or empty for a local state file",
         ),
     ),
     Parameter(
@@ -369,7 +388,8 @@ _KIND_ALLOWED = {"boolean": "`true` or `false`", "path": "a file path, or empty"
 
 def _markdown_text(text: str) -> str:
     """Plain text as markdown shows it literally inside a table cell."""
-    return "".join(f"\\{c}" if c in "\\|<>*_[]`" else c for c in text)
+    # `:` too: an escaped colon keeps GitHub from turning an address such as http://127.0.0.1 into a link.
+    return "".join(f"\\{c}" if c in "\\|<>*_[]`:" else c for c in text)
 
 
 def markdown_table() -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformOutput, TerraformStack
@@ -16,6 +14,7 @@ from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.certificate_rotation import CertificateRotation, rotation_alarm, rotation_function
 from iot_fleet.claim_certificate import ClaimCertificate
 from iot_fleet.config import StackConfig
+from iot_fleet.device_catalogue import initial_shadows_document
 from iot_fleet.device_fleet import DeviceFleet
 from iot_fleet.device_registry import DeviceRegistry
 from iot_fleet.fleet_function import FunctionSettings
@@ -77,22 +76,13 @@ class IotProvisioningStack(TerraformStack):
             iot_data_endpoint=self.iot_data_endpoint or "",
         )
         # Each device type's initial shadow: registry-events writes it, the reconciler when it completes.
-        initial_shadows = json.dumps(
-            {name: dict(t.initial_shadow) for name, t in config.device_types.items()}, separators=(",", ":")
-        )
+        initial_shadows = initial_shadows_document(config.device_types)
         self.hook = provisioning_hook(self, functions, config)
         self.registry_events_function = registry_events_function(
             self, functions, prefix=prefix, initial_shadows=initial_shadows
         )
         if config.claim_key_source == "factory":
-            for generation in config.claim_certificate_generations:
-                if claim_keys.ensure(config.claim_key_folder, generation, f"{prefix} claim {generation}"):
-                    key_file = claim_keys.key_path(config.claim_key_folder, generation)
-                    print(
-                        f"claim key for generation {generation} created: {key_file} (0600, not in Terraform state; "
-                        "keep it with the factory's secrets)",
-                        file=sys.stderr,
-                    )
+            claim_keys.ensure_generations(config.claim_key_folder, config.claim_certificate_generations, prefix)
         self.rotation_function = rotation_function(self, functions, config)
         self.rotation = CertificateRotation(
             self,

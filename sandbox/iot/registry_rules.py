@@ -154,7 +154,7 @@ def _wait_message(thing_type_name: str) -> str:
 
 
 def install() -> None:
-    """Call before thread_safe_iot_registry, so these checks run under the registry lock."""
+    """Call before sandbox.iot.thread_safe_registry, so these checks run under the registry lock."""
     if IoTBackend.__dict__.get("_sandbox_registry_rules", False):
         return
     original = {

@@ -222,9 +222,10 @@ def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple
     return answer["status"], answer["headers"], b"".join(chunks)
 
 
-def remember_action_methods() -> None:
+def install() -> None:
     """moto lists a response class's methods (inspect.getmembers) on every request to find the
-    action's handler; a class's methods do not change, so each class is listed once."""
+    action's handler; a class's methods do not change once every patch that adds methods is in, so
+    each class is listed once (the last patch at boot)."""
     if hasattr(moto_responses.method_names_from_class, "cache_info"):
         return
     list_methods = moto_responses.method_names_from_class
@@ -251,7 +252,6 @@ class HealthEndpoint:
 def serve(port: int, report: Callable[[], dict[str, Any]], authority: CertificateAuthority) -> BaseWSGIServer:
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread, with the sandbox's own
     paths: its health, the fault switch and the device-certificate validity switch."""
-    remember_action_methods()
     # A function's request is checked against its role before anything answers it (the fast path included);
     # an injected fault (python -m sandbox fault) then stands in for the service itself.
     local_aws = FunctionCallsChecked(FaultSwitch(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))))

@@ -1,7 +1,7 @@
 """What each AWS call of a Lambda function asks of IAM, and AWS's refusal when the role says no.
 
 A WSGI layer in front of the local AWS: a request signed with a function's credentials (see
-`iam_enforcement.Authority.function_credentials`) is mapped to the IAM action(s) and resource ARN(s)
+`sandbox.iam.enforcement.Authority.function_credentials`) is mapped to the IAM action(s) and resource ARN(s)
 AWS authorizes it against, for the services the handlers use: DynamoDB (by X-Amz-Target and
 TableName, and kms:Decrypt of the table's customer managed key through DynamoDB), the IoT data
 plane's shadow and publish calls, CloudWatch metrics, CloudWatch Logs and KMS. Each is checked with

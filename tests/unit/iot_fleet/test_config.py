@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from iot_fleet.config import PARAMETERS, ConfigError, StackConfig, load_config, read_context
+from iot_fleet.parameters import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTEXT = read_context(ROOT / "cdktf.json")
@@ -98,6 +99,12 @@ def test_table_suffix_is_stable_and_unique_per_project_environment_and_region() 
         ({"StateBucket": "state..bucket"}, "StateBucket"),
         ({"StateBucket": "-state-bucket"}, "StateBucket"),
         ({"StateBucket": "192.168.0.1"}, "StateBucket"),  # S3 refuses names formatted as an IP address
+        ({"StateBucket": "xn--state-bucket"}, "StateBucket"),  # S3's reserved prefixes and suffixes
+        ({"StateBucket": "amzn-s3-demo-state"}, "StateBucket"),
+        ({"StateBucket": "state-bucket--x-s3"}, "StateBucket"),
+        ({"StateBucket": "state-bucket-s3alias"}, "StateBucket"),
+        ({"SandboxEndpoint": "http://127.0.0.1:70000"}, "SandboxEndpoint"),
+        ({"SandboxEndpoint": "http://127.0.0.1:0"}, "SandboxEndpoint"),
         ({"StateRegion": "eu-west-1"}, "StateRegion"),  # a region for no bucket
         ({"StateBucket": "state-bucket", "StateRegion": "mars"}, "StateRegion"),
         ({"RequireAttestation": "yes"}, "RequireAttestation"),
@@ -119,6 +126,30 @@ def test_wrong_value_is_refused_in_one_line_naming_the_parameter_and_what_is_all
     assert message.startswith(f"{parameter}=")
     assert "allowed:" in message or "invalid" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ProjectName": "A" * 24, "Environment": "prod"},
+        {"AwsRegion": "ap-southeast-5"},
+        {"AwsRegion": "us-gov-west-1"},
+        {"AwsRegion": "eu-isoe-west-1"},
+        {"SandboxEndpoint": "http://localhost:4566"},
+        {"SandboxEndpoint": "http://127.0.0.1:65535"},
+        {"StateBucket": "my.state-bucket-2", "StateRegion": "eu-west-1"},
+        {"StateBucket": "xn-state-bucket"},  # only `xn--` is reserved
+        {"RotationConcurrency": "0", "StaleClaimMinutes": "60", "ClaimExpiryWarningDays": "3650"},
+        {"AlertEmail": "ops@example.com"},
+        {"ClaimClientIdPrefix": ""},
+    ],
+)
+def test_values_at_the_edges_of_what_aws_and_the_stack_accept_are_accepted(env: dict[str, str]) -> None:
+    config = load_config(CONTEXT, environ=env, base_dir=ROOT)
+
+    assert {f"{name}": str(getattr(config, BY_NAME[name].field)) for name in env} == {
+        name: value.rstrip("/") for name, value in env.items()
+    }
 
 
 def test_template_name_longer_than_36_characters_is_refused() -> None:
@@ -191,7 +222,7 @@ def test_synth_with_a_wrong_value_exits_2_with_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: LogRetentionDays=31: invalid; allowed: one of "
-        "1,3,5,7,14,30,60,90,120,150,180,365,400,545,731,1096,1827,2192,2557,2922,3288,3653"
+        "1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653"
     ]
 
 

@@ -31,12 +31,17 @@ def _defines_install(tree: ast.Module) -> bool:
 
 
 def _imports_from(tree: ast.Module, prefix: str) -> bool:
-    return any(isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix) for node in ast.walk(tree))
+    """`from moto.iot... import` or `import moto.iot...`."""
+    return any(
+        (isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix))
+        or (isinstance(node, ast.Import) and any(alias.name.startswith(prefix) for alias in node.names))
+        for node in ast.walk(tree)
+    )
 
 
 def _order() -> list[str]:
     unused: Any = None
-    return [name for name, _ in boot.patches(unused, unused)]
+    return [boot.module_of(patch) for patch in boot.patches(unused, unused)]
 
 
 def test_every_module_with_an_install_is_installed_by_boot_once() -> None:
@@ -65,6 +70,6 @@ def test_the_registry_lock_wraps_every_iot_backend_patch() -> None:
     assert all(order.index(name) < last for name in touching_iot), touching_iot
 
 
-def test_registry_rules_run_under_the_registry_lock() -> None:
+def test_the_action_method_cache_comes_after_every_patch_that_adds_response_methods() -> None:
     order = _order()
-    assert order.index("sandbox.iot.registry_rules") < order.index("sandbox.iot.thread_safe_registry")
+    assert order[-1] == "sandbox.request_pipeline.http_front"
