@@ -13,6 +13,7 @@ from typing import Any
 from cdktf import AssetType, DataResource, LocalExecProvisioner, TerraformAsset
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktf_cdktf_provider_aws.iot_provisioning_template import IotProvisioningTemplate
 from cdktf_cdktf_provider_aws.lambda_function import LambdaFunction
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
@@ -26,14 +27,15 @@ HOOK_PAYLOAD_VERSION = "2020-04-01"
 TEMPLATE_BODY_MAX = 10_240
 PRUNE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prune_template_versions.py"
 
-# AWS's documented provisioning role is the managed policy service-role/AWSIoTThingsRegistration on
-# Resource "*". This is that policy narrowed by resource: each of its IoT actions whose resource types
-# (Service Authorization Reference, list_awsiot.html) are ones the template's resources have, on the
-# stack's own resources only. Left out: the billing-group actions (the template has no BillingGroup),
-# and CreateCertificateFromCsr / RegisterCertificate, which only certificate resources given by CSR or
-# PEM use (this template's certificate is the device's, by CertificateId) and which only "*" can grant.
-# RegisterThing has no resource type either; it is what IoT calls to apply the template, so it stays.
+# The provisioning role. AWS documents the managed policy service-role/AWSIoTThingsRegistration
+# (its actions on Resource "*") for it, and the role has it attached: IoT's own calls while applying a
+# template are not documented action by action, so a narrower grant is a bet that cannot be checked
+# without AWS. The inline policy "provisioning-policy" (which the recipe's troubleshooting command
+# reads) states what this template needs, each action on this stack's resources of the types the
+# Service Authorization Reference lists for it, and "*" for the actions it lists none for (checked at
+# synth: tests/infra/test_iam_reference.py); on AWS the managed policy already grants all of it.
 # What the sandbox checks each step against: sandbox/iot_data_plane/provisioning_permissions.py.
+MANAGED_POLICY = "service-role/AWSIoTThingsRegistration"
 THING_ACTIONS = [
     "iot:CreateThing",
     "iot:DescribeThing",
@@ -50,11 +52,11 @@ CERTIFICATE_ACTIONS = [
     "iot:AttachPolicy",
     "iot:DetachPolicy",
     "iot:AttachPrincipalPolicy",
-    "iot:ListAttachedPolicies",
-    "iot:ListPrincipalPolicies",
     "iot:ListPrincipalThings",
 ]
-POLICY_ACTIONS = ["iot:GetPolicy", "iot:CreatePolicy", "iot:ListPolicyPrincipals", "iot:ListTargetsForPolicy"]
+POLICY_ACTIONS = ["iot:GetPolicy", "iot:CreatePolicy", "iot:ListTargetsForPolicy"]
+# Read-only lists the reference gives no resource type: only "*" grants them.
+RESOURCELESS_ACTIONS = ["iot:ListAttachedPolicies", "iot:ListPrincipalPolicies", "iot:ListPolicyPrincipals"]
 PROVISIONING_ACTIONS = [
     *THING_ACTIONS,
     *MEMBERSHIP_ACTIONS,
@@ -62,6 +64,7 @@ PROVISIONING_ACTIONS = [
     "iot:DescribeThingType",
     *CERTIFICATE_ACTIONS,
     *POLICY_ACTIONS,
+    *RESOURCELESS_ACTIONS,
     "iot:RegisterThing",
 ]
 
@@ -83,6 +86,7 @@ def provisioning_role_policy(
             allow("ThingType", ["iot:DescribeThingType"], [thing_type]),
             allow("Certificates", CERTIFICATE_ACTIONS, [certificates]),
             allow("Policies", POLICY_ACTIONS, policies),
+            allow("ResourcelessLists", RESOURCELESS_ACTIONS, ["*"]),
             allow("RegisterThing", ["iot:RegisterThing"], ["*"]),  # it has no resource type
         ],
     }
@@ -126,6 +130,12 @@ class FleetProvisioning(Construct):
                     policies=[policy.arn for policy in fleet.policies.values()],
                 )
             ),
+        )
+        self.managed_policy = IamRolePolicyAttachment(
+            self,
+            "managed-policy",
+            role=self.role.name,
+            policy_arn=f"arn:{account.partition}:iam::aws:policy/{MANAGED_POLICY}",
         )
         self.body = documents.provisioning_template(
             thing_type_name=fleet.thing_type_name,
@@ -174,6 +184,7 @@ class FleetProvisioning(Construct):
             # The names in the body must exist before the template is used.
             depends_on=[
                 self.role_policy,
+                self.managed_policy,
                 fleet.thing_type,
                 *fleet.groups.values(),
                 *fleet.policies.values(),

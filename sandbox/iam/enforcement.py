@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ from moto.awslambda.utils import make_function_arn
 from moto.core.base_backend import BackendDict
 from moto.iam.models import IAMBackend, iam_backends
 
+from sandbox.iam import authorization_reference
 from sandbox.iam import policies as iam_policies
 from sandbox.iam.policies import ABSENT, Decision, Principal, Request, Statement
 
@@ -289,7 +291,14 @@ class Authority:
     ) -> Decision:
         """May this role session perform the action on the resource? Its identity-based policies, within
         its permissions boundary if it has one (the role's own account); a role that does not exist may
-        do nothing."""
+        do nothing. The resource is the one the Service Authorization Reference says AWS checks: "*" for an
+        action with no resource type."""
+        try:
+            resource = authorization_reference.authorized_resource(action, resource)
+        except authorization_reference.ReferenceMismatch as mismatch:
+            # The sandbox's own mapping of a request is wrong: refused, and said in the sandbox's log.
+            print(f"sandbox: IAM: {mismatch}", file=sys.stderr, flush=True)
+            return Decision(False, statement=str(mismatch))
         full_context = self.global_context(caller, context)
         key = (caller.role_arn, action, resource, tuple(sorted(full_context.items(), key=str)))
         with self._lock:

@@ -3,13 +3,14 @@ applying it, the IAM action and the resource it is checked on, with the sources.
 
 AWS documents the provisioning role only by its managed policy, service-role/AWSIoTThingsRegistration
 (attach it to a role that trusts iot.amazonaws.com), not which of the policy's actions each step
-needs; the steps below are the API calls applying this kind of template amounts to, and each
-action's resource types are the Service Authorization Reference's (an asterisk marks a required
-type). The sandbox checks exactly these, all before it changes anything (see fleet_provisioning).
+needs; the steps below are the API calls applying this kind of template amounts to, and which
+resources AWS authorizes each action against is the Service Authorization Reference's. The
+sandbox checks exactly these, all before it changes anything (see fleet_provisioning).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 MANAGED_POLICY = "https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSIoTThingsRegistration.html"
@@ -18,42 +19,17 @@ TEMPLATE_RESOURCES = "https://docs.aws.amazon.com/iot/latest/developerguide/prov
 PROVISIONING_ROLE = "https://docs.aws.amazon.com/iot/latest/developerguide/provision-wo-cert.html"
 REGISTER_THING = "https://docs.aws.amazon.com/iot/latest/apireference/API_RegisterThing.html"
 
-# AWSIoTThingsRegistration, version v3 (moto ships the same text): one statement, Resource "*".
-MANAGED_POLICY_ACTIONS = tuple(
-    f"iot:{name}"
-    for name in (
-        "AddThingToBillingGroup",
-        "AddThingToThingGroup",
-        "AttachPolicy",
-        "AttachPrincipalPolicy",
-        "AttachThingPrincipal",
-        "CreateCertificateFromCsr",
-        "CreatePolicy",
-        "CreateThing",
-        "DescribeBillingGroup",
-        "DescribeCertificate",
-        "DescribeThing",
-        "DescribeThingGroup",
-        "DescribeThingType",
-        "DetachPolicy",
-        "DetachThingPrincipal",
-        "GetPolicy",
-        "ListAttachedPolicies",
-        "ListPolicyPrincipals",
-        "ListPrincipalPolicies",
-        "ListPrincipalThings",
-        "ListTargetsForPolicy",
-        "ListThingGroupsForThing",
-        "ListThingPrincipals",
-        "RegisterCertificate",
-        "RegisterThing",
-        "RemoveThingFromBillingGroup",
-        "RemoveThingFromThingGroup",
-        "UpdateCertificate",
-        "UpdateThing",
-        "UpdateThingGroupsForThing",
-    )
-)
+
+def _managed_policy_actions() -> tuple[str, ...]:
+    """AWSIoTThingsRegistration's actions, from the AWS managed policies moto ships (AWS's text)."""
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    document = json.loads(aws_managed_policies_data)["AWSIoTThingsRegistration"]["Document"]
+    return tuple(action for statement in document["Statement"] for action in statement["Action"])
+
+
+# One statement, Resource "*".
+MANAGED_POLICY_ACTIONS = _managed_policy_actions()
 
 
 @dataclass(frozen=True)
@@ -62,8 +38,9 @@ class Permission:
     template_resource: str  # the template's resource type the step belongs to
     when: str  # when the step happens
     action: str
-    resource_types: tuple[str, ...]  # the Service Authorization Reference's, "*" = required
-    checked_on: tuple[str, ...]  # the ARN(s) the sandbox checks it on: thing, thingtype, thinggroup, policy, cert, *
+    # The ARN(s) the request names: thing, thingtype, thinggroup, policy, cert, or *. Which of them AWS
+    # authorizes the action against is the Service Authorization Reference's (sandbox.iam.authorization_reference).
+    checked_on: tuple[str, ...]
     sources: tuple[str, ...] = (MANAGED_POLICY, AUTHORIZATION_REFERENCE)
 
 
@@ -74,17 +51,15 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "(template)",
         "always",
         "iot:RegisterThing",
-        (),
         ("*",),
         (MANAGED_POLICY, AUTHORIZATION_REFERENCE, REGISTER_THING),
     ),
-    Permission("look the thing up", "AWS::IoT::Thing", "always", "iot:DescribeThing", ("thing*",), ("thing",)),
+    Permission("look the thing up", "AWS::IoT::Thing", "always", "iot:DescribeThing", ("thing",)),
     Permission(
         "read its thing type",
         "AWS::IoT::Thing",
         "ThingTypeName given",
         "iot:DescribeThingType",
-        ("thingtype*",),
         ("thingtype",),
     ),
     Permission(
@@ -92,18 +67,14 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "AWS::IoT::Thing",
         "ThingGroups given",
         "iot:DescribeThingGroup",
-        ("thinggroup*",),
         ("thinggroup",),
     ),
-    Permission(
-        "read the policy it names", "AWS::IoT::Policy", "PolicyName given", "iot:GetPolicy", ("policy*",), ("policy",)
-    ),
+    Permission("read the policy it names", "AWS::IoT::Policy", "PolicyName given", "iot:GetPolicy", ("policy",)),
     Permission(
         "read the device's certificate",
         "AWS::IoT::Certificate",
         "CertificateId given",
         "iot:DescribeCertificate",
-        ("cert*",),
         ("cert",),
     ),
     Permission(
@@ -111,7 +82,6 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "AWS::IoT::Thing",
         "the thing does not exist yet",
         "iot:CreateThing",
-        ("billinggroup", "thing*"),
         ("thing",),
     ),
     Permission(
@@ -119,7 +89,6 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "AWS::IoT::Thing",
         "ThingGroups given",
         "iot:AddThingToThingGroup",
-        ("thing*", "thinggroup*"),
         ("thing", "thinggroup"),
     ),
     Permission(
@@ -127,7 +96,6 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "AWS::IoT::Policy",
         "PolicyName given",
         "iot:AttachPolicy",
-        ("cert", "thinggroup"),
         ("cert",),
     ),
     Permission(
@@ -136,39 +104,35 @@ TEMPLATE_PERMISSIONS: tuple[Permission, ...] = (
         "always",
         "iot:AttachThingPrincipal",
         ("cert",),
-        ("cert",),
     ),
     Permission(
         "activate the certificate",
         "AWS::IoT::Certificate",
         "Status ACTIVE",
         "iot:UpdateCertificate",
-        ("cert*",),
         ("cert",),
     ),
 )
 
 # Actions of the managed policy no step of a fleet template with a CertificateId and a PolicyName
-# takes, and why the stack's role still holds (or leaves out) each.
+# takes, and what a template would take each for.
 NOT_TAKEN = {
-    "iot:AttachPrincipalPolicy": "the deprecated form of AttachPolicy (resource type cert)",
-    "iot:CreatePolicy": "a policy resource given by PolicyDocument (resource type policy*)",
-    "iot:UpdateThing": "an existing thing with OverrideSettings REPLACE or MERGE (resource type thing*)",
-    "iot:UpdateThingGroupsForThing": "an existing thing's group memberships (thing*, thinggroup)",
-    "iot:RemoveThingFromThingGroup": "an existing thing's group memberships with REPLACE (thing*, thinggroup*)",
-    "iot:DetachPolicy": "replacing a certificate's policy (cert, thinggroup)",
-    "iot:DetachThingPrincipal": "replacing a thing's certificate (cert)",
-    "iot:ListAttachedPolicies": "reading a certificate's policies (cert, thinggroup)",
-    "iot:ListPrincipalPolicies": "reading a certificate's policies, deprecated form (cert)",
-    "iot:ListPrincipalThings": "reading a certificate's things (cert)",
-    "iot:ListThingPrincipals": "reading a thing's certificates (thing*)",
-    "iot:ListThingGroupsForThing": "reading an existing thing's groups (thing*)",
-    "iot:ListPolicyPrincipals": "reading a policy's targets, deprecated form (policy*)",
-    "iot:ListTargetsForPolicy": "reading a policy's targets (policy*)",
-    "iot:CreateCertificateFromCsr": "a certificate resource given by CertificateSigningRequest (no resource type: "
-    'only Resource "*" can grant it)',
-    "iot:RegisterCertificate": "a certificate resource given by CertificatePem (no resource type: only "
-    'Resource "*" can grant it)',
+    "iot:AttachPrincipalPolicy": "the deprecated form of AttachPolicy",
+    "iot:CreatePolicy": "a policy resource given by PolicyDocument",
+    "iot:UpdateThing": "an existing thing with OverrideSettings REPLACE or MERGE",
+    "iot:UpdateThingGroupsForThing": "an existing thing's group memberships",
+    "iot:RemoveThingFromThingGroup": "an existing thing's group memberships with REPLACE",
+    "iot:DetachPolicy": "replacing a certificate's policy",
+    "iot:DetachThingPrincipal": "replacing a thing's certificate",
+    "iot:ListAttachedPolicies": "reading a certificate's policies",
+    "iot:ListPrincipalPolicies": "reading a certificate's policies, deprecated form",
+    "iot:ListPrincipalThings": "reading a certificate's things",
+    "iot:ListThingPrincipals": "reading a thing's certificates",
+    "iot:ListThingGroupsForThing": "reading an existing thing's groups",
+    "iot:ListPolicyPrincipals": "reading a policy's targets, deprecated form",
+    "iot:ListTargetsForPolicy": "reading a policy's targets",
+    "iot:CreateCertificateFromCsr": "a certificate resource given by CertificateSigningRequest",
+    "iot:RegisterCertificate": "a certificate resource given by CertificatePem",
     "iot:AddThingToBillingGroup": "a BillingGroup (the template has none)",
     "iot:DescribeBillingGroup": "a BillingGroup (the template has none)",
     "iot:RemoveThingFromBillingGroup": "a BillingGroup (the template has none)",

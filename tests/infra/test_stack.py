@@ -625,8 +625,20 @@ def test_terraform_validates_the_synthesized_stack_offline(synth: Synth, terrafo
     assert Path(synth.directory, ".terraform").is_dir()
 
 
-def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resources(synth: Synth) -> None:
+def test_provisioning_role_has_aws_s_managed_policy_and_states_what_the_template_needs(synth: Synth) -> None:
+    from iot_fleet.fleet_provisioning import RESOURCELESS_ACTIONS
+    from sandbox.iam.authorization_reference import lookup
     from sandbox.iot_data_plane.provisioning_permissions import MANAGED_POLICY_ACTIONS, TEMPLATE_PERMISSIONS
+
+    role = synth.named("aws_iam_role", f"{synth.config.prefix}-provisioning-role")
+    role_name = synth.reference("aws_iam_role", role, "name")
+    (attachment_key, attachment) = next(
+        (k, a) for k, a in synth.resources("aws_iam_role_policy_attachment").items() if a["role"] == role_name
+    )
+    assert [
+        a["policy_arn"] for a in synth.resources("aws_iam_role_policy_attachment").values() if a["role"] == role_name
+    ] == [attachment["policy_arn"]]
+    assert attachment["policy_arn"].endswith(":iam::aws:policy/service-role/AWSIoTThingsRegistration")
 
     policy = json.loads(synth.named("aws_iam_role_policy", "provisioning-policy")["policy"])
     granted = {a for s in policy["Statement"] for a in s["Action"]}
@@ -638,9 +650,9 @@ def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resource
         "iot:CreateCertificateFromCsr",
         "iot:RegisterCertificate",
     }
-    # Each step of applying the template is granted on the stack's resources of its type, and only there.
+    # Each step of applying the template is granted on the stack's resources of its type, and only there;
+    # an action the reference gives no resource type is granted on "*".
     covers = {
-        "*": lambda r: r == "*",
         "thing": lambda r: r.endswith(":thing/*"),
         "cert": lambda r: r.endswith(":cert/*"),
         "thinggroup": lambda r: r.startswith("${aws_iot_thing_group."),
@@ -649,9 +661,14 @@ def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resource
     }
     for permission in TEMPLATE_PERMISSIONS:
         resources = policy_resources(policy, permission.action)
+        if not lookup(permission.action).resource_types:
+            assert resources == {"*"}, permission.action
+            continue
         for kind in permission.checked_on:
             assert any(covers[kind](r) for r in resources), (permission.action, kind, resources)
-    assert {a for s in policy["Statement"] if "*" in s["Resource"] for a in s["Action"]} == {"iot:RegisterThing"}
+    on_everything = {a for s in policy["Statement"] if "*" in s["Resource"] for a in s["Action"]}
+    assert on_everything == {"iot:RegisterThing", *RESOURCELESS_ACTIONS}
+    assert all(not lookup(action).resource_types for action in on_everything)
     claim = synth.named("aws_iot_policy", synth.config.prefix + "-claim-policy")
     device_policies = policy_resources(policy, "iot:GetPolicy")
     assert synth.reference("aws_iot_policy", claim, "arn") not in device_policies  # only the devices' policies
@@ -659,6 +676,7 @@ def test_provisioning_role_is_the_managed_policy_narrowed_to_the_stacks_resource
     template = synth.one("aws_iot_provisioning_template")
     (policy_key,) = [k for k, v in synth.resources("aws_iam_role_policy").items() if v["name"] == "provisioning-policy"]
     assert f"aws_iam_role_policy.{policy_key}" in template["depends_on"]
+    assert f"aws_iam_role_policy_attachment.{attachment_key}" in template["depends_on"]
 
 
 def test_topic_rules_are_created_after_the_role_policy_they_write_with(synth: Synth) -> None:

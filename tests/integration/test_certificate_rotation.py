@@ -330,3 +330,47 @@ def test_a_confirm_with_the_current_certificate_after_a_same_certificate_hook_re
 
     assert status_of(fleet, result["certificateId"]) == "ACTIVE"
     assert works(fleet, thing, result["certificateFile"], result["privateKeyFile"])
+
+
+def test_list_attached_policies_granted_on_certificates_only_fails_rotation_as_on_aws(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """ListAttachedPolicies has no resource type in the Service Authorization Reference, so a grant on
+    cert/* grants nothing: with the stack's earlier form of the rotation role restored, the sandbox
+    refuses the call as AWS would, and the device keeps its working certificate."""
+    first = provisioned(fleet, "SN-ROT-REFERENCE")
+    thing, old_id = first["thingName"], first["certificateId"]
+    function = fleet.outputs["certificate_rotation_function_name"]
+    role = fleet.deployment.client("lambda").get_function(FunctionName=function)["Configuration"]["Role"]
+    role_name, policy_name = role.rsplit("/", 1)[-1], f"{function}-policy"
+    iam = fleet.deployment.client("iam")
+    original = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
+    request.addfinalizer(
+        lambda: iam.put_role_policy(RoleName=role_name, PolicyName=policy_name, PolicyDocument=json.dumps(original))
+    )
+    earlier = []
+    for statement in original["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if actions == ["iot:ListAttachedPolicies"]:
+            continue  # the "*" grant the stack has now
+        if str(statement["Resource"]).endswith(":cert/*"):
+            statement = {**statement, "Action": [*actions, "iot:ListAttachedPolicies"]}
+        earlier.append(statement)
+    assert len(earlier) == len(original["Statement"]) - 1, "the rotation role has no ListAttachedPolicies on *"
+    iam.put_role_policy(
+        RoleName=role_name, PolicyName=policy_name, PolicyDocument=json.dumps({**original, "Statement": earlier})
+    )
+
+    with pytest.raises(device.Failure, match="InternalFailure"):
+        fleet.rotate(thing, first["certificateFile"], first["privateKeyFile"])
+
+    logs = fleet.deployment.client("logs")
+    denial = "is not authorized to perform: iot:ListAttachedPolicies on resource: "
+
+    def denied() -> bool:
+        pages = logs.get_paginator("filter_log_events").paginate(logGroupName=f"/aws/lambda/{function}")
+        return any(denial in event["message"] for page in pages for event in page["events"])
+
+    assert eventually(denied, 20)
+    assert works(fleet, thing, first["certificateFile"], first["privateKeyFile"])
+    assert fleet.registry("SN-ROT-REFERENCE")["certificateId"] == old_id

@@ -50,6 +50,16 @@ def without_action(fleet: Fleet, role: str, policy: str, action: str, request: p
     return dict(original)
 
 
+def without_managed_policy(fleet: Fleet, role: str, request: pytest.FixtureRequest) -> None:
+    """Detaches AWS's managed policy from the provisioning role, so its inline policy alone decides;
+    the finalizer attaches it again."""
+    iam = fleet.deployment.client("iam")
+    attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+    (managed,) = [arn for arn in attached if arn.endswith("/service-role/AWSIoTThingsRegistration")]
+    request.addfinalizer(lambda: iam.attach_role_policy(RoleName=role, PolicyArn=managed))
+    iam.detach_role_policy(RoleName=role, PolicyArn=managed)
+
+
 def log_messages(fleet: Fleet, group: str, contains: str) -> list[str]:
     logs = fleet.deployment.client("logs")
     try:
@@ -78,6 +88,7 @@ def test_a_provisioning_role_without_an_action_the_template_needs_fails_register
     serial = "SN-IAM-" + permission.action.split(":")[1].upper()[:20]
     thing_name = f"{DEVICE_TYPE}-{serial}"
     fleet.enroll(serial, DEVICE_TYPE)
+    without_managed_policy(fleet, fleet.outputs["provisioning_role_name"], request)
     without_action(fleet, fleet.outputs["provisioning_role_name"], "provisioning-policy", permission.action, request)
     things, active, *_ = fleet.footprint()
 
@@ -91,6 +102,26 @@ def test_a_provisioning_role_without_an_action_the_template_needs_fails_register
     assert f"on resource: {expected_resource(fleet, permission.checked_on[0], thing_name)}" in message
     assert fleet.footprint()[:2] == (things, active)  # no thing made, no certificate activated
     assert fleet.iot.list_things(attributeName="serialNumber", attributeValue=serial)["things"] == []
+
+
+def test_the_managed_policy_aws_documents_alone_provisions_a_device(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """AWSIoTThingsRegistration (attached) covers every step of applying the template without the inline
+    policy, as AWS documents it for a provisioning role."""
+    iam = fleet.deployment.client("iam")
+    role = fleet.outputs["provisioning_role_name"]
+    name = "provisioning-policy"
+    original = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    request.addfinalizer(
+        lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(original))
+    )
+    iam.delete_role_policy(RoleName=role, PolicyName=name)
+    fleet.enroll("SN-IAM-MANAGED", DEVICE_TYPE)
+
+    provisioned = fleet.provision("SN-IAM-MANAGED", DEVICE_TYPE)
+
+    assert provisioned["thingName"] == f"{DEVICE_TYPE}-SN-IAM-MANAGED"
 
 
 def test_a_provisioning_role_that_does_not_trust_iot_fails_register_thing(

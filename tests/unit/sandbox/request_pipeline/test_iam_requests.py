@@ -237,6 +237,28 @@ def test_shadow_calls_are_checked_on_the_thing(aws: LocalAws) -> None:
     assert "perform: iot:GetThingShadow" in str(read)
 
 
+def test_an_action_with_no_resource_type_is_granted_only_by_resource_star(aws: LocalAws) -> None:
+    """ListAttachedPolicies names a certificate, but the Service Authorization Reference gives the action
+    no resource type: a grant on cert/* grants nothing (AWS's answer), a grant on "*" does."""
+    iot = aws.client("iot")
+    certificate = iot.create_keys_and_certificate(setAsActive=True)["certificateArn"]
+    on_certificates = {
+        "Effect": "Allow",
+        "Action": "iot:ListAttachedPolicies",
+        "Resource": f"arn:aws:iot:{REGION}:{ACCOUNT}:cert/*",
+    }
+    role = aws.role("rotation-role", [on_certificates])
+    function_iot = aws.function_client("iot", role)
+
+    error = denied(lambda: function_iot.list_attached_policies(target=certificate))
+    aws.put("rotation-role", [{**on_certificates, "Resource": "*"}])
+    allowed = function_iot.list_attached_policies(target=certificate)
+
+    assert error.response["Error"]["Code"] == "AccessDeniedException"
+    assert "is not authorized to perform: iot:ListAttachedPolicies on resource: " in str(error)
+    assert allowed["policies"] == []
+
+
 def test_a_call_the_sandbox_cannot_map_is_refused_saying_so(aws: LocalAws) -> None:
     role = aws.role("admin-role", [{"Effect": "Allow", "Action": "*", "Resource": "*"}])
     error = denied(lambda: aws.function_client("iot", role).list_things())

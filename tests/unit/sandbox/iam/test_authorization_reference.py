@@ -1,0 +1,89 @@
+"""The resources AWS authorizes each action against, from the Service Authorization Reference."""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox.iam.authorization_reference import (
+    ReferenceMismatch,
+    _wildcards_meet,
+    authorized_resource,
+    expand,
+    lookup,
+    statement_mismatches,
+)
+
+ARN = "arn:aws:iot:us-east-1:123456789012"
+
+
+def test_an_action_s_resource_types_are_the_reference_s() -> None:
+    assert [t.name for t in lookup("iot:AttachPolicy").resource_types] == ["cert", "thinggroup"]
+    assert [t.name for t in lookup("dynamodb:GetItem").resource_types] == ["table"]
+    assert lookup("iot:ListAttachedPolicies").resource_types == ()
+    assert lookup("IOT:listattachedpolicies").action == "iot:ListAttachedPolicies"  # IAM ignores case
+
+
+def test_an_action_with_no_resource_type_is_authorized_against_star_only() -> None:
+    assert authorized_resource("iot:ListAttachedPolicies", f"{ARN}:cert/abc") == "*"
+    assert authorized_resource("cloudwatch:PutMetricData", "*") == "*"
+
+
+def test_a_typed_action_is_authorized_against_the_resource_and_a_resource_of_another_type_is_refused() -> None:
+    assert authorized_resource("iot:AttachPolicy", f"{ARN}:cert/abc") == f"{ARN}:cert/abc"
+    assert authorized_resource("iot:AttachPolicy", f"{ARN}:thinggroup/g") == f"{ARN}:thinggroup/g"
+    with pytest.raises(ReferenceMismatch, match=r"iot:AttachPolicy is never authorized against .*:thing/t: .* cert"):
+        authorized_resource("iot:AttachPolicy", f"{ARN}:thing/t")
+
+
+def test_an_action_the_reference_does_not_know_is_refused() -> None:
+    with pytest.raises(ReferenceMismatch, match="iot:AttachPolicies: no such action"):
+        authorized_resource("iot:AttachPolicies", "*")
+    assert statement_mismatches("iot:AttachPolicies", "*") == [
+        "iot:AttachPolicies: no such action in the Service Authorization Reference"
+    ]
+
+
+def test_a_statement_grants_nothing_for_an_action_on_a_resource_aws_never_checks_it_against() -> None:
+    assert statement_mismatches("iot:ListAttachedPolicies", f"{ARN}:cert/*") == [
+        f'iot:ListAttachedPolicies on {ARN}:cert/*: AWS authorizes it against "*" only (the action has no '
+        "resource type)"
+    ]
+    assert statement_mismatches("iot:ListAttachedPolicies", "*") == []
+    assert statement_mismatches("iot:ListAttachedPolicies", "arn:aws:iot:*") != []  # only "*" itself
+    log_group = "arn:aws:logs:us-east-1:123456789012:log-group:audit"
+    assert statement_mismatches("logs:PutLogEvents", f"{log_group}:*") == []  # its streams
+    assert statement_mismatches("logs:PutLogEvents", log_group) != []  # the group is not a stream
+    topic = f"{ARN}:topic/devices/${{iot:Connection.Thing.ThingName}}/telemetry"
+    assert statement_mismatches("iot:Publish", topic) == []
+    assert statement_mismatches("iot:Subscribe", topic) != []  # Subscribe is checked on a topicfilter
+
+
+def test_an_action_pattern_names_every_action_it_matches() -> None:
+    listed = {reference.action for reference in expand("iot:ListAttached*")}
+    assert listed == {"iot:ListAttachedPolicies"}
+    assert len(expand("iot:*")) > 250
+
+
+def _brute_force_meet(a: str, b: str) -> bool:
+    """Some string over a, b and one other letter, no longer than the literals of both, matches both."""
+    longest = sum(c != "*" for c in a + b)
+    for length in range(longest + 1):
+        for letters in itertools.product("abz", repeat=length):
+            text = "".join(letters)
+            if fnmatch.fnmatchcase(text, a) and fnmatch.fnmatchcase(text, b):
+                return True
+    return False
+
+
+PATTERN = st.text(alphabet="ab*?", max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PATTERN, PATTERN)
+def test_two_wildcard_patterns_meet_exactly_when_some_string_matches_both(a: str, b: str) -> None:
+    assert _wildcards_meet(a, b) == _brute_force_meet(a, b)
