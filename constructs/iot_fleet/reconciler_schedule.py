@@ -69,9 +69,10 @@ def reconciler_function(
                 "Resource": account.arn("iot", "cert/*"),
             },
             {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
-            # The names of the policies attached to a certificate: the action has no resource type in the
-            # Service Authorization Reference, so only "*" grants it. Read-only, and it reveals policy names
-            # only (no documents, no certificates), so granting it account-wide widens nothing that matters.
+            # The policies attached to a certificate: the Service Authorization Reference gives the action
+            # no resource type, so only "*" grants it there (the IoT Developer Guide's table names cert and
+            # thinggroup; "*" works under either reading). Read-only: it shows the names and ARNs of the
+            # policies attached to any target in the account, not their documents.
             {"Effect": "Allow", "Action": ["iot:ListAttachedPolicies"], "Resource": "*"},
             {
                 "Effect": "Allow",

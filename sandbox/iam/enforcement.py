@@ -46,6 +46,8 @@ from sandbox.iam import authorization_reference
 from sandbox.iam import policies as iam_policies
 from sandbox.iam.policies import ABSENT, Decision, Principal, Request, Statement
 
+# A refusal that comes from a defect in the sandbox's own mapping of a request, not from a policy.
+MAPPING_DEFECT = "the sandbox's request mapping"
 ADMIN_ACCESS_KEY = "sandbox"  # the account's own credentials: Terraform, operators, tests
 # Most resources are one device's (its thing, its certificate) and never asked about again; the
 # shared ones (the table, the key, the template's groups and policies) stay, least recently used out.
@@ -298,7 +300,7 @@ class Authority:
         except authorization_reference.ReferenceMismatch as mismatch:
             # The sandbox's own mapping of a request is wrong: refused, and said in the sandbox's log.
             print(f"sandbox: IAM: {mismatch}", file=sys.stderr, flush=True)
-            return Decision(False, statement=str(mismatch))
+            return Decision(False, statement=str(mismatch), policy_type=MAPPING_DEFECT)
         full_context = self.global_context(caller, context)
         key = (caller.role_arn, action, resource, tuple(sorted(full_context.items(), key=str)))
         with self._lock:
@@ -346,6 +348,11 @@ class Authority:
         return values
 
     def denial(self, caller: AssumedRole, action: str, resource: str, decision: Decision) -> str:
+        if decision.policy_type == MAPPING_DEFECT:
+            return (
+                f"User: {caller.arn} is not authorized: the sandbox asked IAM about a resource AWS does not "
+                f"check for {action}, so it refuses the request (fail closed; see the sandbox's log)"
+            )
         kind = decision.policy_type or "identity-based"
         return iam_policies.denial_message(caller.arn, Request(action, resource), decision, kind)
 

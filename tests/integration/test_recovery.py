@@ -53,8 +53,10 @@ def no_scheduled_runs(fleet: Fleet) -> Iterator[None]:
 
 @contextlib.contextmanager
 def role_without(fleet: Fleet, role: str, policy: str, action: str) -> Iterator[None]:
-    """The role's inline policy without `action` for the duration of the block, then as it was."""
+    """The role's inline policy without `action`, and no managed policy attached (the provisioning role's
+    AWSIoTThingsRegistration would grant the action again), for the duration of the block; then as it was."""
     iam = fleet.deployment.client("iam")
+    managed = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
     original = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
     statements = []
     for statement in original["Statement"]:
@@ -67,9 +69,13 @@ def role_without(fleet: Fleet, role: str, policy: str, action: str) -> Iterator[
         RoleName=role, PolicyName=policy, PolicyDocument=json.dumps({**original, "Statement": statements})
     )
     try:
+        for arn in managed:
+            iam.detach_role_policy(RoleName=role, PolicyArn=arn)
         yield
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy, PolicyDocument=json.dumps(original))
+        for arn in managed:
+            iam.attach_role_policy(RoleName=role, PolicyArn=arn)
 
 
 def provisioned_without_registry_event(fleet: Fleet, serial: str, device_type: str) -> dict[str, Any]:

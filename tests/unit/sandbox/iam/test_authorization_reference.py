@@ -36,8 +36,23 @@ def test_an_action_with_no_resource_type_is_authorized_against_star_only() -> No
 def test_a_typed_action_is_authorized_against_the_resource_and_a_resource_of_another_type_is_refused() -> None:
     assert authorized_resource("iot:AttachPolicy", f"{ARN}:cert/abc") == f"{ARN}:cert/abc"
     assert authorized_resource("iot:AttachPolicy", f"{ARN}:thinggroup/g") == f"{ARN}:thinggroup/g"
-    with pytest.raises(ReferenceMismatch, match=r"iot:AttachPolicy is never authorized against .*:thing/t: .* cert"):
+    with pytest.raises(
+        ReferenceMismatch, match=r"iot:AttachPolicy is never authorized against '.*:thing/t' \(a thing\)"
+    ):
         authorized_resource("iot:AttachPolicy", f"{ARN}:thing/t")
+
+
+def test_an_arn_is_of_the_most_specific_type_it_fits() -> None:
+    """A table's index ARN also fits the table's format, a log stream's the group's: neither passes as one."""
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/registry"
+    assert authorized_resource("dynamodb:GetItem", table) == table
+    with pytest.raises(ReferenceMismatch, match=r"\(a index\)"):
+        authorized_resource("dynamodb:GetItem", f"{table}/index/status-index")
+    assert authorized_resource("dynamodb:Query", f"{table}/index/status-index") == f"{table}/index/status-index"
+    stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/hook:log-stream:2026/12/07/x"
+    assert authorized_resource("logs:PutLogEvents", stream) == stream
+    with pytest.raises(ReferenceMismatch, match=r"\(a log-stream\)"):
+        authorized_resource("logs:DescribeLogStreams", stream)
 
 
 def test_an_action_the_reference_does_not_know_is_refused() -> None:
@@ -67,6 +82,22 @@ def test_an_action_pattern_names_every_action_it_matches() -> None:
     listed = {reference.action for reference in expand("iot:ListAttached*")}
     assert listed == {"iot:ListAttachedPolicies"}
     assert len(expand("iot:*")) > 250
+    assert expand("iot:[L]istAttachedPolicies") == []  # IAM has no character classes
+
+
+def test_a_wildcard_action_grants_nothing_only_when_none_of_its_actions_is_granted() -> None:
+    assert statement_mismatches("iot:Describe*", f"{ARN}:cert/*") == []  # DescribeCertificate is
+    assert statement_mismatches("iot:ListAttached*", f"{ARN}:cert/*") == [
+        f"iot:ListAttached* on {ARN}:cert/*: none of the 1 actions it names is granted"
+    ]
+    assert statement_mismatches("*", "*") == []
+
+
+def test_a_long_resource_pattern_is_checked_without_running_out_of_stack() -> None:
+    topic = f"{ARN}:topic/" + "/".join(["level"] * 150) + "/*"
+
+    assert statement_mismatches("iot:Publish", topic) == []
+    assert statement_mismatches("iot:Subscribe", topic) != []
 
 
 def _brute_force_meet(a: str, b: str) -> bool:

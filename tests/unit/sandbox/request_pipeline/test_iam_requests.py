@@ -395,6 +395,26 @@ def test_decisions_are_cached_and_an_iam_write_empties_the_cache(in_process: Any
     assert not AUTHORITY.authorize(caller, "iot:CreateThing", "arn:aws:iot:us-east-1:1:thing/x").allowed
 
 
+def test_a_request_mapped_to_a_resource_aws_never_checks_is_refused_saying_the_sandbox_is_at_fault(
+    in_process: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A defect in the sandbox's own request mapping fails closed, and says so, whatever the role allows."""
+    arn = in_process.create_role(RoleName="mapped", AssumeRolePolicyDocument=TRUST_LAMBDA)["Role"]["Arn"]
+    caller = AssumedRole(arn, "session")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    in_process.put_role_policy(RoleName="mapped", PolicyName="p", PolicyDocument=json.dumps(policy))
+    thing = "arn:aws:iot:us-east-1:123456789012:thing/x"
+
+    decision = AUTHORITY.authorize(caller, "iot:AttachPolicy", thing)  # AttachPolicy targets a cert or group
+
+    assert not decision.allowed
+    assert "the sandbox asked IAM about a resource AWS does not check for iot:AttachPolicy" in AUTHORITY.denial(
+        caller, "iot:AttachPolicy", thing, decision
+    )
+    assert f"sandbox: IAM: iot:AttachPolicy is never authorized against '{thing}' (a thing)" in capfd.readouterr().err
+    assert AUTHORITY.authorize(caller, "iot:AttachPolicy", thing.replace("thing/", "cert/")).allowed
+
+
 # Who may call at all -----------------------------------------------------------------------------------
 MADE_UP_KEY = "AKIAMADEUP0000000000"
 
