@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from cdktf import AssetType, DataResource, LocalExecProvisioner, TerraformAsset
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
@@ -20,12 +16,12 @@ from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from constructs import Construct
 
 from iot_fleet import documents
+from iot_fleet.deploy_scripts import deploy_script
 from iot_fleet.device_fleet import DeviceFleet
 from iot_fleet.naming import AccountContext
 
 HOOK_PAYLOAD_VERSION = "2020-04-01"
 TEMPLATE_BODY_MAX = 10_240
-PRUNE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prune_template_versions.py"
 
 # The provisioning role. AWS documents the managed policy service-role/AWSIoTThingsRegistration
 # (its actions on Resource "*") for it, and the role has it attached: IoT's own calls while applying a
@@ -55,7 +51,8 @@ CERTIFICATE_ACTIONS = [
     "iot:ListPrincipalThings",
 ]
 POLICY_ACTIONS = ["iot:GetPolicy", "iot:CreatePolicy", "iot:ListTargetsForPolicy"]
-# Read-only lists the reference gives no resource type: only "*" grants them.
+# Read-only lists the Service Authorization Reference gives no resource type, so only "*" grants them
+# (the IoT Developer Guide's table names resource types for them; "*" works under either reading).
 RESOURCELESS_ACTIONS = ["iot:ListAttachedPolicies", "iot:ListPrincipalPolicies", "iot:ListPolicyPrincipals"]
 PROVISIONING_ACTIONS = [
     *THING_ACTIONS,
@@ -154,22 +151,13 @@ class FleetProvisioning(Construct):
         # body (this resource is replaced with it, and the template depends on it), prune to 4. The script
         # travels with the synthesized stack as an asset; the deploying machine runs it with the Python
         # that synthesized the stack when it has that file, else with `python3` (which needs boto3).
-        self.prune_script = TerraformAsset(self, "prune-script", path=str(PRUNE_SCRIPT), type=AssetType.FILE)
-        self.version_pruning = DataResource(
+        self.version_pruning = deploy_script(
             self,
             "version-pruning",
-            triggers_replace={"template_body": template_revision(body_text)},
-            provisioners=[
-                LocalExecProvisioner(
-                    type="local-exec",
-                    command=prune_command(
-                        sys.executable,
-                        self.prune_script.path,
-                        ["--template-name", template_name, "--region", region, "--keep", "4"],
-                    ),
-                    environment=dict(aws_environment),
-                )
-            ],
+            script="prune_template_versions.py",
+            arguments=["--template-name", template_name, "--region", region, "--keep", "4"],
+            triggers={"template_body": template_revision(body_text)},
+            aws_environment=aws_environment,
         )
         self.template = IotProvisioningTemplate(
             self,
@@ -205,10 +193,3 @@ class FleetProvisioning(Construct):
 def template_revision(body_text: str) -> str:
     """Names one template body: its change replaces the pruning resource."""
     return hashlib.sha256(body_text.encode()).hexdigest()[:16]
-
-
-def prune_command(python: str, script: str, arguments: list[str]) -> str:
-    """The local-exec command (run by /bin/sh -c): `python` if that file can run on the deploying
-    machine, else `python3` from its PATH, on the script's path in the synthesized stack."""
-    run = " ".join(shlex.quote(part) for part in [script, *arguments])
-    return f'py={shlex.quote(python)}; [ -x "$py" ] || py=python3; exec "$py" {run}'

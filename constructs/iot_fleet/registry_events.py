@@ -3,7 +3,8 @@ registry-events function, which writes the initial shadow and marks the device p
 
 from __future__ import annotations
 
-from cdktf_cdktf_provider_aws.iot_event_configurations import IotEventConfigurations
+from collections.abc import Mapping
+
 from cdktf_cdktf_provider_aws.iot_topic_rule import (
     IotTopicRule,
     IotTopicRuleErrorAction,
@@ -15,22 +16,10 @@ from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from constructs import Construct
 
 from iot_fleet.audit_trail import AuditTrail
+from iot_fleet.deploy_scripts import deploy_script
 from iot_fleet.fleet_function import FleetFunction, FunctionSettings
 from iot_fleet.monitoring import Alarm, Metric
 
-EVENT_TYPES = (
-    "THING",
-    "THING_GROUP",
-    "THING_TYPE",
-    "THING_GROUP_MEMBERSHIP",
-    "THING_GROUP_HIERARCHY",
-    "THING_TYPE_ASSOCIATION",
-    "JOB",
-    "JOB_EXECUTION",
-    "POLICY",
-    "CERTIFICATE",
-    "CA_CERTIFICATE",
-)
 THING_CREATED = "$aws/events/thing/+/created"  # the topic registry events publish thing creation on
 
 
@@ -91,14 +80,23 @@ class RegistryEvents(Construct):
         prefix: str,
         function: LambdaFunction,
         audit: AuditTrail,
+        region: str,
+        aws_environment: Mapping[str, str],
     ) -> None:
+        """`aws_environment`: what the script needs besides the deployer's own environment to reach the
+        same account as the provider (the sandbox's endpoint and keys; nothing for AWS)."""
         super().__init__(scope, id_)
-        # Account-wide switch: IoT publishes nothing on $aws/events/thing/... until THING is on.
-        self.event_configurations = IotEventConfigurations(
+        # Account-wide switch: IoT publishes nothing on $aws/events/thing/... until THING is on. The
+        # script turns THING on and leaves every other type as it found it (see the script for why the
+        # provider's aws_iot_event_configurations cannot); it travels with the synthesized stack as an
+        # asset and runs once, when the stack is created.
+        self.thing_events = deploy_script(
             self,
-            "event-configurations",
-            # Every type is listed: IoT reports all of them, so a partial map would drift forever.
-            event_configurations={kind: kind == "THING" for kind in EVENT_TYPES},
+            "thing-events",
+            script="enable_thing_events.py",
+            arguments=["--region", region],
+            triggers={"region": region},
+            aws_environment=aws_environment,
         )
         self.rule = IotTopicRule(
             self,
@@ -115,7 +113,7 @@ class RegistryEvents(Construct):
                 )
             ),
             # The error action writes as the audit role: its policy must exist before the rule fires.
-            depends_on=[self.event_configurations, audit.role_policy],
+            depends_on=[self.thing_events, audit.role_policy],
         )
         self.permission = LambdaPermission(
             self,

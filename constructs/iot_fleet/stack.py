@@ -66,6 +66,16 @@ class IotProvisioningStack(TerraformStack):
             ).endpoint_address
         else:
             self.iot_data_endpoint = None  # the sandbox's broker is its own; its address is in sandbox state
+        # What the deploy's own scripts need to reach the same account as the provider.
+        deploy_environment = (
+            {
+                "AWS_ENDPOINT_URL": config.sandbox_endpoint,
+                "AWS_ACCESS_KEY_ID": "sandbox",
+                "AWS_SECRET_ACCESS_KEY": "sandbox",
+            }
+            if config.target == "sandbox"
+            else {}
+        )
         metrics_namespace = f"{config.project_name}/{config.environment}"
         functions = FunctionSettings(
             account=account,
@@ -112,7 +122,13 @@ class IotProvisioningStack(TerraformStack):
             self, "reconciler-schedule", prefix=prefix, function=self.reconciler_function
         )
         self.events = RegistryEvents(
-            self, "registry-events-rule", prefix=prefix, function=self.registry_events_function, audit=self.audit
+            self,
+            "registry-events-rule",
+            prefix=prefix,
+            function=self.registry_events_function,
+            audit=self.audit,
+            region=config.aws_region,
+            aws_environment=deploy_environment,
         )
         self.provisioning = FleetProvisioning(
             self,
@@ -123,15 +139,7 @@ class IotProvisioningStack(TerraformStack):
             hook=self.hook,
             account=account,
             region=config.aws_region,
-            aws_environment=(
-                {
-                    "AWS_ENDPOINT_URL": config.sandbox_endpoint,
-                    "AWS_ACCESS_KEY_ID": "sandbox",
-                    "AWS_SECRET_ACCESS_KEY": "sandbox",
-                }
-                if config.target == "sandbox"
-                else {}
-            ),
+            aws_environment=deploy_environment,
         )
         self.monitoring: Monitoring | None = None
         if config.monitoring_enabled:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import botocore.session
 from moto.core.responses import ActionResult, EmptyResult
 from moto.iot.exceptions import (
     InvalidRequestException,
@@ -34,19 +35,8 @@ TEMPLATE_NAME = re.compile(r"^[0-9A-Za-z_-]{1,36}$")
 TEMPLATE_BODY_MAX = 10_240
 TEMPLATE_VERSIONS_MAX = 5
 HOOK_PAYLOAD_VERSIONS = {"2020-04-01"}
-EVENT_TYPES = (
-    "THING",
-    "THING_GROUP",
-    "THING_TYPE",
-    "THING_GROUP_MEMBERSHIP",
-    "THING_GROUP_HIERARCHY",
-    "THING_TYPE_ASSOCIATION",
-    "JOB",
-    "JOB_EXECUTION",
-    "POLICY",
-    "CERTIFICATE",
-    "CA_CERTIFICATE",
-)
+# The registry-event types IoT has: the EventType enum of botocore's IoT service model.
+EVENT_TYPES = tuple(botocore.session.get_session().get_service_model("iot").shape_for("EventType").enum)
 LOCK = threading.RLock()  # guards what this module adds (templates, tags, settings); readers take it too
 
 

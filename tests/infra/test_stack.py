@@ -105,13 +105,27 @@ def test_template_is_an_enabled_fleet_template_calling_the_hook(synth: Synth) ->
     }
 
 
+def deploy_script(stack: Synth, script: str) -> tuple[str, dict[str, Any]]:
+    """The terraform_data resource that runs scripts/<script> at deploy: its logical name and body."""
+    (found,) = [
+        (logical, body)
+        for logical, body in stack.resources("terraform_data").items()
+        if script in body["provisioner"][0]["local-exec"]["command"]
+    ]
+    return found
+
+
 def test_every_template_change_prunes_old_versions_first(synth: Synth, variant: Synth) -> None:
     """AWS keeps 5 template versions and the provider deletes none: a terraform_data resource, replaced
     whenever the body changes and run before the template, prunes to 4 with the deployer's AWS access."""
     for stack, environment in ((synth, {"AWS_ENDPOINT_URL": synth.config.sandbox_endpoint}), (variant, {})):
         template = stack.one("aws_iot_provisioning_template")
-        (logical, pruning), *others = stack.resources("terraform_data").items()
-        assert others == []
+        logical, pruning = deploy_script(stack, "prune_template_versions.py")
+        assert {s for s in ("prune_template_versions.py", "enable_thing_events.py") if deploy_script(stack, s)} == {
+            "prune_template_versions.py",
+            "enable_thing_events.py",
+        }
+        assert len(stack.resources("terraform_data")) == 2
         assert f"terraform_data.{logical}" in template["depends_on"]
         assert pruning["triggers_replace"] == {"template_body": template_revision(template["template_body"])}
         (provisioner,) = pruning["provisioner"]
@@ -124,7 +138,7 @@ def run_pruning(stack: Synth, python: str, tmp_path: Path) -> list[str]:
     """Runs the synthesized local-exec command as Terraform does (/bin/sh -c, in the stack's folder),
     with `python` in place of the synthesizing interpreter and a recording `python3` on PATH; returns
     the arguments the interpreter that ran got, the interpreter's name first."""
-    (pruning,) = stack.resources("terraform_data").values()
+    _, pruning = deploy_script(stack, "prune_template_versions.py")
     command = pruning["provisioner"][0]["local-exec"]["command"]
     synthesizing = shlex.quote(sys.executable)
     assert command.count(synthesizing) == 1
@@ -151,7 +165,7 @@ def test_the_pruning_script_travels_with_the_stack_and_runs_with_the_deployers_p
 ) -> None:
     """The command names no file of the synthesizing machine but its Python, and falls back to
     `python3` from PATH where that Python does not exist; the script is an asset of the stack."""
-    (pruning,) = synth.resources("terraform_data").values()
+    _, pruning = deploy_script(synth, "prune_template_versions.py")
     command = pruning["provisioner"][0]["local-exec"]["command"]
     assert str(ROOT) not in command.replace(shlex.quote(sys.executable), "")
     arguments = [
@@ -277,13 +291,20 @@ def test_registry_table_is_keyed_by_serial_with_type_status_and_rotation_indexes
 
 
 def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -> None:
-    events_on = synth.one("aws_iot_event_configurations")["event_configurations"]
-    assert {kind for kind, enabled in events_on.items() if enabled} == {"THING"}
+    # No provider resource for the account-wide event configurations: it would state every type.
+    assert synth.resources("aws_iot_event_configurations") == {}
+    (thing_events_key, thing_events) = next(
+        (k, r)
+        for k, r in synth.resources("terraform_data").items()
+        if "enable_thing_events.py" in r["provisioner"][0]["local-exec"]["command"]
+    )
     events = synth.named("aws_lambda_function", f"{synth.config.prefix}-registry-events")
     rules = {r["name"]: r for r in synth.resources("aws_iot_topic_rule").values()}
     rule = rules[f"{synth.config.prefix}_thing_created".replace("-", "_")]
     assert rule["sql"] == "SELECT * FROM '$aws/events/thing/+/created'"
     assert rule["lambda"] == [{"function_arn": synth.reference("aws_lambda_function", events, "arn")}]
+    assert f"terraform_data.{thing_events_key}" in rule["depends_on"]  # THING events are on before the rule
+    assert "--region us-east-1" in thing_events["provisioner"][0]["local-exec"]["command"]
     shadows = json.loads(events["environment"]["variables"]["INITIAL_SHADOWS"])
     assert set(shadows) == set(synth.config.allowed_device_types)
     assert shadows["temperature-sensor"] == {
@@ -324,7 +345,7 @@ def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_besi
     (endpoints,) = provider["endpoints"]
     assert set(endpoints.values()) == {synth.config.sandbox_endpoint}
     # The sandbox refuses every access key but its administrator's and its functions' own.
-    (pruning,) = synth.resources("terraform_data").values()
+    _, pruning = deploy_script(synth, "prune_template_versions.py")
     assert (
         provider["access_key"]
         == pruning["provisioner"][0]["local-exec"]["environment"]["AWS_ACCESS_KEY_ID"]

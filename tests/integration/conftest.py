@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,12 +221,13 @@ def deployed(
     sandbox_settings: dict[str, str] | None = None,
     *,
     interrupt_first: bool = False,
+    before_deploy: Callable[[Deployment], None] | None = None,
 ) -> Iterator[Deployment]:
     """A sandbox of its own with the stack deployed into it (with these stack parameters, for that
     deploy only; `sandbox_settings`: environment the sandbox starts with), stopped on the way out
     whatever the tests did with it in between (stopping forgets everything deployed into it).
     `interrupt_first`: deployed by `make deploy` after one interrupted `make deploy`
-    (deployment.interruption says how that went)."""
+    (deployment.interruption says how that went). `before_deploy`: what the account holds before it."""
     env = {**sandbox_env(base), **(sandbox_settings or {})}
     deployment = Deployment(env=env, out_dir=base / "cdktf.out", sandbox_dir=base / "sandbox")
     started = time.monotonic()
@@ -234,6 +235,8 @@ def deployed(
     assert up.returncode == 0, up.stdout + up.stderr
     deployment.timings["sandbox up"] = time.monotonic() - started
     try:
+        if before_deploy is not None:
+            before_deploy(deployment)
         started = time.monotonic()
         if interrupt_first:
             deployment.interruption = interrupted_deploy(deployment, parameters or {})
@@ -248,8 +251,18 @@ def deployed(
         deployment.sandbox("down")
 
 
+OTHER_WORKLOAD_EVENTS = ("JOB", "CA_CERTIFICATE")  # registry-event types on before the stack is deployed
+
+
+def another_workload_s_events(deployment: Deployment) -> None:
+    deployment.client("iot").update_event_configurations(
+        eventConfigurations={kind: {"Enabled": True} for kind in OTHER_WORKLOAD_EVENTS}
+    )
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """The stack deployed into a sandbox shared by the session's tests (each test leaves it usable)."""
-    with deployed(tmp_path_factory.mktemp("sandbox-session")) as shared:
+    """The stack deployed into a sandbox shared by the session's tests (each test leaves it usable), in
+    an account where another workload had turned some registry-event types on already."""
+    with deployed(tmp_path_factory.mktemp("sandbox-session"), before_deploy=another_workload_s_events) as shared:
         yield shared

@@ -21,7 +21,7 @@ import pytest
 from iot_fleet.fleet_provisioning import template_revision
 from scripts import device_client as device
 from tests.conftest import SUMMARY
-from tests.integration.conftest import ROOT, Deployment, adopted, deployed
+from tests.integration.conftest import OTHER_WORKLOAD_EVENTS, ROOT, Deployment, adopted, deployed
 from tests.integration.devices import Fleet
 
 pytestmark = pytest.mark.integration
@@ -90,6 +90,16 @@ def test_every_synthesized_resource_is_deployed(deployment: Deployment) -> None:
     deployed = {line for line in listed.stdout.split() if not line.startswith("data.")}
     assert deployed == expected
     SUMMARY.append(f"sandbox deploy: {len(deployed)} resources")
+
+
+def test_the_deploy_turned_thing_events_on_and_left_every_other_type_as_it_found_it(deployment: Deployment) -> None:
+    """Registry-event settings are the account's: another workload had JOB and CA_CERTIFICATE on before
+    the deploy (tests/integration/conftest.py), and they stay on; the rest stay off."""
+    settings = deployment.client("iot").describe_event_configurations()["eventConfigurations"]
+
+    on = {kind for kind, setting in settings.items() if setting["Enabled"]}
+
+    assert on == {"THING", *OTHER_WORKLOAD_EVENTS}
 
 
 def test_second_plan_reports_no_changes(deployment: Deployment) -> None:
