@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,35 @@ def acknowledgements(stack: dict[str, Any]) -> dict[str, dict[str, str]]:
     return found
 
 
+def scannable(stack: dict[str, Any]) -> dict[str, Any]:
+    """The document as checkov's terraform_json parser can read it: that parser takes every setting of
+    the `terraform` block for a block and stops at `required_version`, a string with no bearing on any
+    check, so the copy it reads leaves it out."""
+    settings = {k: v for k, v in stack.get("terraform", {}).items() if k != "required_version"}
+    return {**stack, "terraform": settings} if "terraform" in stack else stack
+
+
 def run_checkov(path: Path) -> dict[str, Any]:
     checkov = Path(sys.executable).with_name("checkov")
-    result = subprocess.run(
-        [str(checkov), "-f", str(path), "--framework", "terraform_json", "--skip-download", "--quiet", "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(json.dumps(scannable(json.loads(path.read_text()))))
+        result = subprocess.run(
+            [
+                str(checkov),
+                "-f",
+                str(copy),
+                "--framework",
+                "terraform_json",
+                "--skip-download",
+                "--quiet",
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     try:
         report = json.loads(result.stdout)
     except json.JSONDecodeError:

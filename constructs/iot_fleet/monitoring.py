@@ -48,8 +48,9 @@ class Metric:
 
 @dataclass(frozen=True)
 class Alarm:
-    """One alarm: the Sum of a metric over five minutes, or of a metric-math expression over metrics
-    (each referred to by its id), compared with a threshold. The description says what happened
+    """One alarm: a statistic of a metric (the Sum unless said) over a period (five minutes unless
+    said), or of a metric-math expression over metrics (each referred to by its id), compared with a
+    threshold. The description says what happened
     and what to do: it is the first line an operator reads in the notification."""
 
     name: str
@@ -60,6 +61,8 @@ class Alarm:
     metrics: Mapping[str, Metric] = field(default_factory=dict)
     comparison: str = "GreaterThanThreshold"
     statistic: str = "Sum"
+    period: int = FIVE_MINUTES  # seconds
+    treat_missing_data: str = "notBreaching"
 
     def __post_init__(self) -> None:
         if (self.metric is None) == (not self.expression):
@@ -148,6 +151,11 @@ class Monitoring(Construct):
                     Metric(metrics_namespace, "ClaimCertificateDaysToExpiry", {"CertificateId": certificate_id}),
                     comparison="LessThanThreshold",
                     statistic="Minimum",
+                    # The reconciler publishes the figure every 5 minutes: over an hour, one skipped run
+                    # changes nothing, and with no figure at all the alarm keeps its state rather than
+                    # flipping to OK and back (and mailing each time).
+                    period=3600,
+                    treat_missing_data="missing",
                 )
                 for name, certificate_id in claim_certificate_ids.items()
             ),
@@ -178,7 +186,7 @@ class Monitoring(Construct):
                 "metric_name": alarm.metric.name,
                 "dimensions": dict(alarm.metric.dimensions) or None,
                 "statistic": alarm.statistic,
-                "period": FIVE_MINUTES,
+                "period": alarm.period,
             }
         else:
             queries = [
@@ -192,7 +200,7 @@ class Monitoring(Construct):
                         namespace=metric.namespace,
                         metric_name=metric.name,
                         dimensions=dict(metric.dimensions),
-                        period=FIVE_MINUTES,
+                        period=alarm.period,
                         stat="Sum",
                     ),
                     return_data=False,
@@ -208,7 +216,7 @@ class Monitoring(Construct):
             evaluation_periods=1,
             threshold=alarm.threshold,
             comparison_operator=alarm.comparison,
-            treat_missing_data="notBreaching",
+            treat_missing_data=alarm.treat_missing_data,
             actions_enabled=True,
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],

@@ -29,6 +29,9 @@ from iot_fleet.stack_key import StackKey
 SANDBOX_SERVICES = ("cloudwatch", "dynamodb", "events", "iam", "iot", "kms", "lambda_", "logs", "sns", "sts")
 
 
+TERRAFORM_REQUIRED = ">= 1.10.0"
+
+
 class IotProvisioningStack(TerraformStack):
     def __init__(self, scope: Construct, id_: str, config: StackConfig) -> None:
         super().__init__(scope, id_)
@@ -45,6 +48,10 @@ class IotProvisioningStack(TerraformStack):
             AwsProvider(self, "aws", region=config.aws_region, default_tags=default_tags)
         if config.state_bucket:
             self._s3_backend(config)
+        # The S3 backend's lock file (use_lockfile) needs Terraform 1.10: an older one would stop at init
+        # on an argument it does not know. Stated for every stack, so a state moved to S3 later needs no
+        # other Terraform than the one that created it.
+        self.add_override("terraform.required_version", TERRAFORM_REQUIRED)
         account = AccountContext(self, "account")
         key = StackKey(self, "key", name=prefix.lower(), account=account, is_prod=config.is_prod).key
         self.registry = DeviceRegistry(self, "registry", table_name=config.table_name, key=key, is_prod=config.is_prod)

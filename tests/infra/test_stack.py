@@ -338,6 +338,14 @@ def test_recipe_outputs_exist_at_stack_level_with_descriptions(synth: Synth, var
     assert set(RECIPE_OUTPUTS) - set(synth.stack["output"]) == {"iot_data_endpoint"}
 
 
+def test_the_stack_states_the_terraform_its_s3_lock_file_needs(synth: Synth, variant: Synth) -> None:
+    """use_lockfile (the S3 backend's lock) exists from Terraform 1.10: an older one must refuse the stack
+    with a version error, not fail at init on an unknown argument."""
+    assert variant.stack["terraform"]["backend"]["s3"]["use_lockfile"] is True
+    for stack in (synth, variant):
+        assert stack.stack["terraform"]["required_version"] == ">= 1.10.0"
+
+
 def test_sandbox_target_points_every_service_at_the_sandbox_and_keeps_state_beside_it(
     synth: Synth, variant: Synth
 ) -> None:
@@ -512,6 +520,8 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
         "LessThanThreshold",
         30,
     )
+    # An hour of 5-minute figures, kept state without any: one skipped reconciler run cannot flip it.
+    assert (expiry["period"], expiry["evaluation_periods"], expiry["treat_missing_data"]) == (3600, 1, "missing")
     claim = synth.one("aws_iot_certificate")
     assert expiry["dimensions"] == {"CertificateId": synth.reference("aws_iot_certificate", claim, "id")}
     failures = alarms["provisioning-failures"]

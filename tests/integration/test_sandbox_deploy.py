@@ -415,7 +415,11 @@ def test_a_template_change_applies_when_the_template_already_has_five_versions(d
     original = document.read_text()
     stack = json.loads(original)
     (template,) = stack["resource"]["aws_iot_provisioning_template"].values()
-    (pruning,) = stack["resource"]["terraform_data"].values()
+    (pruning,) = [
+        body
+        for body in stack["resource"]["terraform_data"].values()
+        if "prune_template_versions.py" in body["provisioner"][0]["local-exec"]["command"]
+    ]
     name, original_body = template["name"], template["template_body"]
     iot = deployment.client("iot")
     while len(iot.list_provisioning_template_versions(templateName=name)["versions"]) < 5:
