@@ -327,7 +327,7 @@ def _dashboard(
                     ["AWS/Lambda", "Duration", "FunctionName", hook, {"stat": "p99", "label": "hook p99 ms"}],
                     *(
                         [namespace, "ReconcilerOutcomes", "Outcome", outcome]
-                        for outcome in ("completed", "failed", "revoked", "removed")
+                        for outcome in ("completed", "failed", "revoked", "abandoned")
                     ),
                     ["AWS/Lambda", "Errors", "FunctionName", reconciler],
                 ],

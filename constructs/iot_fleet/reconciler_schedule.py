@@ -62,13 +62,11 @@ def reconciler_function(
                     "iot:DescribeCertificate",
                     "iot:UpdateCertificate",
                     "iot:DeleteCertificate",
-                    "iot:ListPrincipalThings",
                     "iot:DetachPolicy",  # an unconfirmed rotation's certificate is removed
                     "iot:DetachThingPrincipal",
                 ],
                 "Resource": account.arn("iot", "cert/*"),
             },
-            {"Effect": "Allow", "Action": ["iot:ListCertificates"], "Resource": "*"},  # no resource type
             # The policies attached to a certificate: the Service Authorization Reference gives the action
             # no resource type, so only "*" grants it there (the IoT Developer Guide's table names cert and
             # thinggroup; "*" works under either reading). Read-only: it shows the names and ARNs of the

@@ -12,10 +12,13 @@ created event came. The serial then stays `provisioning`. Each run:
 - revokes the certificate of the attempt a newer one replaced (`previousCertificateId`);
 - removes the new certificate of a rotation never confirmed within ROTATION_CONFIRM_SECONDS (the
   device's current certificate keeps working) and records it abandoned in the item's history;
-- deletes certificates created over MQTT but never registered (INACTIVE, attached to nothing, older
-  than an ownership token's hour);
 - publishes fleet metrics as embedded-metric log lines: devices by status and type, days until each
   claim certificate expires (the claim-certificate expiry alarm watches them), and its own outcomes.
+
+It deletes no certificate it cannot tie to this stack's registry. Certificates made over MQTT whose
+RegisterThing never came wait in PENDING_ACTIVATION, which connects nowhere, and AWS removes them
+itself; any of them may be another workload's, since every fleet-provisioning template in the account
+and region makes them.
 
 Every outcome is one JSON log line; an error raises (the run's Errors metric shows it) after the
 other items were still reconciled.
@@ -36,7 +39,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fleet_shared import registry, runtime
 from fleet_shared.runtime import log
 
-UNREGISTERED_AFTER_SECONDS = 3600  # an ownership token lives an hour: after it, nothing can register the certificate
 _CONFIG = runtime.config(read_timeout=10)
 _DYNAMODB = runtime.client("dynamodb", _CONFIG)
 _IOT = runtime.client("iot", _CONFIG)
@@ -254,30 +256,6 @@ def abandon_rotations(now: float, outcomes: Counter[str]) -> None:
             log(message="rotation abandoned", result="abandoned", serialNumber=serial, certificateId=pending)
 
 
-def remove_unregistered(now: float, outcomes: Counter[str]) -> None:
-    """Certificates created over MQTT (CreateKeysAndCertificate, CreateCertificateFromCsr) whose
-    RegisterThing never came: INACTIVE, attached to no thing and no policy, older than the token."""
-    for page in _IOT.get_paginator("list_certificates").paginate():
-        for certificate in page["certificates"]:
-            if certificate["status"] != "INACTIVE" or certificate["certificateId"] in CLAIM_CERTIFICATE_IDS:
-                continue
-            created = certificate["creationDate"]
-            created_at = created.timestamp() if isinstance(created, datetime) else float(created)
-            if now - created_at < UNREGISTERED_AFTER_SECONDS:
-                continue
-            arn = certificate["certificateArn"]
-            if (
-                _IOT.list_principal_things(principal=arn)["things"]
-                or _IOT.list_attached_policies(target=arn)["policies"]
-            ):
-                continue
-            _IOT.delete_certificate(certificateId=certificate["certificateId"])
-            outcomes["removed"] += 1
-            log(
-                message="unregistered certificate deleted", result="removed", certificateId=certificate["certificateId"]
-            )
-
-
 def publish_fleet_metrics(now: float) -> None:
     for status in registry.STATUSES:
         by_type = Counter(registry.text(item, "deviceType") for item in _items(status, "deviceType"))
@@ -314,7 +292,6 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
             errors.append(f"{registry.text(item, 'serialNumber')}: {type(error).__name__}: {error}"[:300])
     steps = (
         lambda: abandon_rotations(now, outcomes),
-        lambda: remove_unregistered(now, outcomes),
         lambda: publish_fleet_metrics(now),
     )
     for step in steps:
@@ -322,13 +299,12 @@ def handler(event: Any = None, context: Any = None) -> dict[str, Any]:
             step()
         except (ClientError, BotoCoreError) as error:
             errors.append(f"{type(error).__name__}: {error}"[:300])
-    for outcome in ("completed", "failed", "revoked", "removed", "abandoned"):
+    for outcome in ("completed", "failed", "revoked", "abandoned"):
         runtime.metric(METRICS_NAMESPACE, "ReconcilerOutcomes", outcomes[outcome], "Count", Outcome=outcome)
     summary = {
         "completed": outcomes["completed"],
         "failed": outcomes["failed"],
         "revoked": outcomes["revoked"],
-        "removed": outcomes["removed"],
         "abandoned": outcomes["abandoned"],
         "errors": len(errors),
     }

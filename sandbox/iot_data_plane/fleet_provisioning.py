@@ -82,9 +82,12 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 class FleetProvisioningService:
-    def __init__(self, account: LocalAccount, broker: Broker) -> None:
+    def __init__(self, account: LocalAccount, broker: Broker, token_lifetime: float = TOKEN_LIFETIME) -> None:
+        """`token_lifetime`: how long an ownership token lives, in real seconds (AWS's hour, on the
+        sandbox's clock)."""
         self.account = account
         self.broker = broker
+        self.token_lifetime = token_lifetime
         self.rules = RegistryRules(account)
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
@@ -162,6 +165,10 @@ class FleetProvisioningService:
                 self.refresh_rules()
             except Exception as error:  # noqa: BLE001 - keep serving; the next round retries
                 print(f"fleet-provisioning: refreshing access rules failed: {error}", flush=True)
+            try:
+                self.remove_unregistered()
+            except Exception as error:  # noqa: BLE001 - keep serving; the next round retries
+                print(f"fleet-provisioning: removing unregistered certificates failed: {error}", flush=True)
 
     def refresh_rules(self, force: bool = False) -> None:
         """Brings the broker's rules up to the whole registry: every ~2 s when IoT was changed over
@@ -270,13 +277,22 @@ class FleetProvisioningService:
     def _token(self, certificate: Any) -> str:
         token = secrets.token_urlsafe(48)
         with self._tokens_lock:
-            now = time.time()
-            for stale in [t for t, v in self.tokens.items() if v.expires < now]:
-                del self.tokens[stale]
             self.tokens[token] = OwnershipToken(
-                certificate.certificate_id, certificate.arn, certificate.certificate_pem, now + TOKEN_LIFETIME
+                certificate.certificate_id,
+                certificate.arn,
+                certificate.certificate_pem,
+                time.time() + self.token_lifetime,
             )
         return token
+
+    def remove_unregistered(self) -> list[str]:
+        """A certificate made over MQTT whose RegisterThing never came is removed once its ownership token
+        has expired, as AWS removes it: the tokens that expired unused name them (a token a registration
+        used is gone; a refused registration leaves its token). Returns the ids removed."""
+        now = time.time()
+        with self._tokens_lock:
+            expired = [self.tokens.pop(t) for t, v in list(self.tokens.items()) if v.expires < now]
+        return [t.certificate_id for t in expired if self.account.remove_pending_certificate(t.certificate_id)]
 
     def create_keys_and_certificate(self) -> dict[str, Any]:
         try:

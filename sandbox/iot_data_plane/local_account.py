@@ -70,17 +70,44 @@ class LocalAccount:
             raise _aws_error(error) from None
 
     # IoT registry -------------------------------------------------------------------------------
+    # A certificate made over the fleet-provisioning MQTT API waits in PENDING_ACTIVATION until
+    # RegisterThing sets it as the template says (fleet-provision-api.html).
+    PENDING = "PENDING_ACTIVATION"
+
     def create_keys_and_certificate(self) -> tuple[FakeCertificate, str]:
-        """Over MQTT: a device certificate (certificates_from_sandbox_ca)."""
+        """Over MQTT: a device certificate (certificates_from_sandbox_ca), PENDING_ACTIVATION."""
         with certificates_from_sandbox_ca.device_certificates():
             certificate, keys = self._call(self.iot.create_keys_and_certificate, set_as_active=False)
-        return certificate, keys["PrivateKey"]
+        return self._pending(certificate), keys["PrivateKey"]
 
     def create_certificate_from_csr(self, csr: str) -> FakeCertificate:
+        """Over MQTT: PENDING_ACTIVATION."""
         try:
-            return self._call(self.iot.create_certificate_from_csr, csr, set_as_active=False)
+            certificate = self._call(self.iot.create_certificate_from_csr, csr, set_as_active=False)
         except ValueError as error:  # not a PEM CSR at all
             raise AwsError(400, "InvalidRequestException", f"The CSR cannot be read: {error}") from None
+        return self._pending(certificate)
+
+    def _pending(self, certificate: FakeCertificate) -> FakeCertificate:
+        with REGISTRY_LOCK:
+            certificate.status = self.PENDING
+        return certificate
+
+    def remove_pending_certificate(self, certificate_id: str) -> bool:
+        """Deletes a certificate that is still PENDING_ACTIVATION and on no thing; False if it is gone, or
+        registered since, or attached (nothing of it is then touched)."""
+        with REGISTRY_LOCK:
+            try:
+                certificate = self.iot.describe_certificate(certificate_id)
+            except (_RESTError, ServiceException):
+                return False
+            if certificate.status != self.PENDING:
+                return False
+            try:
+                self.iot.delete_certificate(certificate_id, force_delete=False)
+            except (_RESTError, ServiceException):
+                return False
+        return True
 
     def provisioning_template(self, name: str) -> dict[str, Any]:
         with missing_apis.LOCK:  # the lock template changes are made under

@@ -32,6 +32,8 @@ from scripts.fleet_ops.manifest import derived_thing_name
 DETACH_RETRIES = 6  # AWS applies detachments eventually: a delete right after one may still be refused
 REGISTRY_ATTEMPTS = 4  # a registry write after the certificates changed: tried this often, then reported
 
+NEVER_ACTIVATED = ("PENDING_ACTIVATION", "INACTIVE")  # a refused attempt's certificate
+
 
 class Refused(Exception):
     """The operation is refused for this device; nothing was changed. The message says why."""
@@ -426,9 +428,10 @@ class Devices:
         return things, [c for c in dict.fromkeys(certificates) if c not in claims]
 
     def refused_attempts(self) -> list[str]:
-        """Certificates made over MQTT for attempts the stack's hook refused, still INACTIVE and
-        attached to nothing: IoT keeps them, and the hook's log names them, so a destroy removes these
-        and no other certificate of the account."""
+        """Certificates made over MQTT for attempts the stack's hook refused, never activated
+        (PENDING_ACTIVATION, as IoT leaves them until it removes them itself; or INACTIVE) and attached
+        to nothing: the hook's log names them, so a destroy removes these and no other certificate of
+        the account."""
         group = f"/aws/lambda/{self.stack.output('provisioning_hook_function_name')}"
         named: list[str] = []
         try:
@@ -451,7 +454,7 @@ class Devices:
         refused = []
         for certificate_id in dict.fromkeys(named):
             certificate = self.certificate(certificate_id)
-            if certificate is None or certificate["status"] != "INACTIVE" or certificate["policies"]:
+            if certificate is None or certificate["status"] not in NEVER_ACTIVATED or certificate["policies"]:
                 continue
             if not self.iot.list_principal_things(principal=certificate["certificateArn"])["things"]:
                 refused.append(certificate_id)

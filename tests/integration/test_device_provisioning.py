@@ -116,6 +116,28 @@ def claim_identity(fleet: Fleet) -> tuple[device.Connection, iotidentity.IotIden
     return client, iotidentity.IotIdentityClientV2(client.client, options)
 
 
+def test_a_certificate_made_over_mqtt_is_pending_activation_until_register_thing(fleet: Fleet) -> None:
+    """AWS's device provisioning MQTT API: the new certificate is PENDING_ACTIVATION (it connects nowhere)
+    until RegisterThing sets it as the template says."""
+    fleet.enroll("SN-PENDING-1", "gateway")
+    client, identity = claim_identity(fleet)
+    try:
+        created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
+        status = fleet.iot.describe_certificate(certificateId=created.certificate_id)["certificateDescription"]
+        assert status["status"] == "PENDING_ACTIVATION"
+        identity.register_thing(
+            iotidentity.RegisterThingRequest(
+                template_name=fleet.target.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={"SerialNumber": "SN-PENDING-1", "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
+            )
+        ).result(15)
+    finally:
+        client.close()
+    described = fleet.iot.describe_certificate(certificateId=created.certificate_id)["certificateDescription"]
+    assert described["status"] == "ACTIVE"
+
+
 def test_reused_ownership_token_and_another_template_are_refused_as_aws_does(fleet: Fleet) -> None:
     fleet.enroll("SN-TOKEN-1", "gateway")
     client, identity = claim_identity(fleet)

@@ -237,3 +237,31 @@ def test_a_rule_s_throttled_lambda_event_is_tried_again_not_dropped(monkeypatch:
     service.account = Refusing()  # type: ignore[assignment]
     with pytest.raises(AwsError, match="InvalidRequestContentException"):  # any other failure: the action's
         service._invoke_asynchronously("arn:aws:lambda:us-east-1:123456789012:function:f", {"topic": "t"})
+
+
+def test_a_certificate_made_over_mqtt_waits_pending_and_goes_once_its_token_expires_unused(iot: Any) -> None:
+    """PENDING_ACTIVATION until RegisterThing (fleet-provision-api.html); one whose token expired unused
+    is removed, one a registration used its token for stays as the template set it."""
+    import time
+
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), None, token_lifetime=0.3)  # type: ignore[arg-type]
+    try:
+        unused = service.create_keys_and_certificate()["certificateId"]
+        registered = service.create_keys_and_certificate()
+        status = {c["certificateId"]: c["status"] for c in iot.list_certificates()["certificates"]}
+        assert status == {unused: "PENDING_ACTIVATION", registered["certificateId"]: "PENDING_ACTIVATION"}
+        with service._tokens_lock:  # what a successful RegisterThing does: uses the token, sets the status
+            del service.tokens[registered["certificateOwnershipToken"]]
+        iot.update_certificate(certificateId=registered["certificateId"], newStatus="ACTIVE")
+
+        assert service.remove_unregistered() == []  # its hour is not over
+        time.sleep(0.4)
+        assert service.remove_unregistered() == [unused]
+
+        remaining = {c["certificateId"]: c["status"] for c in iot.list_certificates()["certificates"]}
+        assert remaining == {registered["certificateId"]: "ACTIVE"}
+    finally:
+        service.stop()
