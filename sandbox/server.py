@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     from sandbox.events.schedules import ScheduleRunner
     from sandbox.iot_data_plane.broker import Broker
     from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
-    from sandbox.iot_data_plane.fleet_provisioning import TOKEN_LIFETIME, FleetProvisioningService
+    from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
     from sandbox.iot_data_plane.local_account import LocalAccount
     from sandbox.request_pipeline.http_front import serve
     from sandbox.state import certificate_validity_seconds, clock_scale
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     started.append(broker.stop)
     health.broker = broker
     health.parts["broker"] = "up"
-    service = FleetProvisioningService(LocalAccount(args.region), broker, TOKEN_LIFETIME / clock_scale())
+    service = FleetProvisioningService(LocalAccount(args.region), broker)
     started.append(service.stop)
     service.start()
     health.service = service

@@ -63,6 +63,7 @@ class Alarm:
     statistic: str = "Sum"
     period: int = FIVE_MINUTES  # seconds
     treat_missing_data: str = "notBreaching"
+    notify_insufficient_data: bool = False  # also notify when the alarm has no data to decide on
 
     def __post_init__(self) -> None:
         if (self.metric is None) == (not self.expression):
@@ -152,10 +153,11 @@ class Monitoring(Construct):
                     comparison="LessThanThreshold",
                     statistic="Minimum",
                     # The reconciler publishes the figure every 5 minutes: over an hour, one skipped run
-                    # changes nothing, and with no figure at all the alarm keeps its state rather than
-                    # flipping to OK and back (and mailing each time).
+                    # changes nothing. With no figure for a whole hour (the reconciler stopped) the alarm
+                    # goes to INSUFFICIENT_DATA and says so, rather than to OK as notBreaching would.
                     period=3600,
                     treat_missing_data="missing",
+                    notify_insufficient_data=True,
                 )
                 for name, certificate_id in claim_certificate_ids.items()
             ),
@@ -220,6 +222,7 @@ class Monitoring(Construct):
             actions_enabled=True,
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
+            insufficient_data_actions=[self.topic.arn] if alarm.notify_insufficient_data else None,
             **watched,
         )
 

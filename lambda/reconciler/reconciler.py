@@ -16,9 +16,9 @@ created event came. The serial then stays `provisioning`. Each run:
   claim certificate expires (the claim-certificate expiry alarm watches them), and its own outcomes.
 
 It deletes no certificate it cannot tie to this stack's registry. Certificates made over MQTT whose
-RegisterThing never came wait in PENDING_ACTIVATION, which connects nowhere, and AWS removes them
-itself; any of them may be another workload's, since every fleet-provisioning template in the account
-and region makes them.
+RegisterThing never came stay PENDING_ACTIVATION, which authenticates nothing (whether AWS later
+removes them is not documented); any of them may be another workload's, since every
+fleet-provisioning template in the account and region makes them.
 
 Every outcome is one JSON log line; an error raises (the run's Errors metric shows it) after the
 other items were still reconciled.

@@ -83,8 +83,8 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 class FleetProvisioningService:
     def __init__(self, account: LocalAccount, broker: Broker, token_lifetime: float = TOKEN_LIFETIME) -> None:
-        """`token_lifetime`: how long an ownership token lives, in real seconds (AWS's hour, on the
-        sandbox's clock)."""
+        """`token_lifetime`: how long an ownership token lives, in seconds. An hour of real time, not
+        scaled: the stack's stale-claim window (real minutes) must end first, as it does on AWS."""
         self.account = account
         self.broker = broker
         self.token_lifetime = token_lifetime
@@ -292,7 +292,14 @@ class FleetProvisioningService:
         now = time.time()
         with self._tokens_lock:
             expired = [self.tokens.pop(t) for t, v in list(self.tokens.items()) if v.expires < now]
-        return [t.certificate_id for t in expired if self.account.remove_pending_certificate(t.certificate_id)]
+        removed = []
+        for token in expired:  # one that cannot be removed does not keep the others
+            try:
+                if self.account.remove_pending_certificate(token.certificate_id):
+                    removed.append(token.certificate_id)
+            except Exception as error:  # noqa: BLE001 - reported; the certificate stays, as a failed delete would
+                print(f"fleet-provisioning: removing certificate {token.certificate_id} failed: {error}", flush=True)
+        return removed
 
     def create_keys_and_certificate(self) -> dict[str, Any]:
         try:

@@ -121,11 +121,7 @@ def test_every_template_change_prunes_old_versions_first(synth: Synth, variant: 
     for stack, environment in ((synth, {"AWS_ENDPOINT_URL": synth.config.sandbox_endpoint}), (variant, {})):
         template = stack.one("aws_iot_provisioning_template")
         logical, pruning = deploy_script(stack, "prune_template_versions.py")
-        assert {s for s in ("prune_template_versions.py", "enable_thing_events.py") if deploy_script(stack, s)} == {
-            "prune_template_versions.py",
-            "enable_thing_events.py",
-        }
-        assert len(stack.resources("terraform_data")) == 2
+        assert len(stack.resources("terraform_data")) == 2  # and the THING-events script's
         assert f"terraform_data.{logical}" in template["depends_on"]
         assert pruning["triggers_replace"] == {"template_body": template_revision(template["template_body"])}
         (provisioner,) = pruning["provisioner"]
@@ -304,7 +300,10 @@ def test_thing_created_events_drive_the_registry_events_function(synth: Synth) -
     assert rule["sql"] == "SELECT * FROM '$aws/events/thing/+/created'"
     assert rule["lambda"] == [{"function_arn": synth.reference("aws_lambda_function", events, "arn")}]
     assert f"terraform_data.{thing_events_key}" in rule["depends_on"]  # THING events are on before the rule
-    assert "--region us-east-1" in thing_events["provisioner"][0]["local-exec"]["command"]
+    local_exec = thing_events["provisioner"][0]["local-exec"]
+    assert "--region us-east-1" in local_exec["command"]
+    # It reaches the sandbox, never the deployer's AWS account.
+    assert local_exec["environment"]["AWS_ENDPOINT_URL"] == synth.config.sandbox_endpoint
     shadows = json.loads(events["environment"]["variables"]["INITIAL_SHADOWS"])
     assert set(shadows) == set(synth.config.allowed_device_types)
     assert shadows["temperature-sensor"] == {
@@ -520,8 +519,10 @@ def test_monitoring_raises_the_recipe_alerts_into_an_encrypted_topic(synth: Synt
         "LessThanThreshold",
         30,
     )
-    # An hour of 5-minute figures, kept state without any: one skipped reconciler run cannot flip it.
+    # An hour of 5-minute figures: one skipped reconciler run cannot flip it; none for an hour is said.
     assert (expiry["period"], expiry["evaluation_periods"], expiry["treat_missing_data"]) == (3600, 1, "missing")
+    assert expiry["insufficient_data_actions"] == expiry["alarm_actions"]
+    assert "insufficient_data_actions" not in alarms["provisioning-failures"]
     claim = synth.one("aws_iot_certificate")
     assert expiry["dimensions"] == {"CertificateId": synth.reference("aws_iot_certificate", claim, "id")}
     failures = alarms["provisioning-failures"]
