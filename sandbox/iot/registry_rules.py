@@ -147,6 +147,9 @@ def _check_policy_document(document: str | None) -> None:
         )
 
 
+INTERNAL_CERTIFICATE_STATUSES = ("PENDING_TRANSFER", "PENDING_ACTIVATION")  # UpdateCertificate refuses them
+
+
 def _wait_message(thing_type_name: str) -> str:
     # Real AWS's text (seen in a CLI run). Older Terraform AWS providers retry on its second sentence;
     # 5.100 retries DeleteThingType on any InvalidRequestException for 6 minutes.
@@ -171,6 +174,7 @@ def install() -> None:
             "delete_thing_group",
             "create_policy",
             "create_policy_version",
+            "update_certificate",
         )
     }
 
@@ -313,6 +317,15 @@ def install() -> None:
             self, policy_name=policy_name, policy_document=policy_document, set_as_default=set_as_default
         )
 
+    def update_certificate(self: IoTBackend, certificate_id: str, new_status: str) -> None:
+        # API_UpdateCertificate: PENDING_TRANSFER and PENDING_ACTIVATION are used internally by AWS IoT;
+        # setting either throws (the page names no message: worded after it).
+        if new_status in INTERNAL_CERTIFICATE_STATUSES:
+            raise InvalidRequestException(
+                f"Certificate status {new_status} is used internally by AWS IoT and cannot be set"
+            )
+        original["update_certificate"](self, certificate_id=certificate_id, new_status=new_status)
+
     for replacement in (
         create_thing,
         update_thing,
@@ -325,6 +338,7 @@ def install() -> None:
         delete_thing_group,
         create_policy,
         create_policy_version,
+        update_certificate,
     ):
         setattr(IoTBackend, replacement.__name__, replacement)
     IoTBackend._sandbox_registry_rules = True

@@ -384,3 +384,17 @@ def test_the_fleet_service_meets_the_same_rule_for_an_existing_thing(iot: Any) -
         account.create_thing("dev-1", None, {"serialNumber": "SN-2"})
     assert (error.value.status, error.value.code) == (409, "ResourceAlreadyExistsException")
     assert iot.describe_thing(thingName="dev-1")["attributes"] == {"serialNumber": "SN-1"}
+
+
+def test_update_certificate_refuses_the_statuses_aws_keeps_for_itself(iot: Any) -> None:
+    """API_UpdateCertificate: setting PENDING_TRANSFER or PENDING_ACTIVATION throws; the certificate
+    keeps its status."""
+    certificate = iot.create_keys_and_certificate(setAsActive=False)["certificateId"]
+
+    for status in ("PENDING_ACTIVATION", "PENDING_TRANSFER"):
+        code, kind, message = refused(iot.update_certificate, certificateId=certificate, newStatus=status)
+        assert (code, kind) == (400, "InvalidRequestException")
+        assert message == f"Certificate status {status} is used internally by AWS IoT and cannot be set"
+    iot.update_certificate(certificateId=certificate, newStatus="ACTIVE")
+
+    assert iot.describe_certificate(certificateId=certificate)["certificateDescription"]["status"] == "ACTIVE"
