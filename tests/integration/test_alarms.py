@@ -418,6 +418,7 @@ def test_a_claim_certificate_near_its_expiry_raises_its_alarm_and_recovers(monit
         "ActionsEnabled",
         "OKActions",
         "AlarmActions",
+        "InsufficientDataActions",
         "MetricName",
         "Namespace",
         "Statistic",
