@@ -19,7 +19,7 @@ from fleet_shared.registry import CERTIFICATE_HISTORY_LIMIT
 from iot_fleet.audit_trail import AuditTrail
 from iot_fleet.config import StackConfig
 from iot_fleet.documents import ROTATION_SQL
-from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.fleet_function import LIST_ATTACHED_POLICIES, FleetFunction, FunctionSettings
 from iot_fleet.monitoring import Alarm, Metric
 
 # How long a rotation message may wait in Lambda's queue (AWS's smallest maximum event age is 60 s).
@@ -48,11 +48,7 @@ def rotation_function(scope: Construct, settings: FunctionSettings, config: Stac
             {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "Resource": table.arn},
             settings.registry_key_use(),
             {"Effect": "Allow", "Action": ["iot:CreateCertificateFromCsr"], "Resource": "*"},  # no resource type
-            # The policies attached to a certificate: the Service Authorization Reference gives the action
-            # no resource type, so only "*" grants it there (the IoT Developer Guide's table names cert and
-            # thinggroup; "*" works under either reading). Read-only: it shows the names and ARNs of the
-            # policies attached to any target in the account, not their documents.
-            {"Effect": "Allow", "Action": ["iot:ListAttachedPolicies"], "Resource": "*"},
+            LIST_ATTACHED_POLICIES,
             {
                 "Effect": "Allow",
                 "Action": [

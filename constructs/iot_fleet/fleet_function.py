@@ -76,6 +76,13 @@ def vendor(package: str, target: Path) -> None:
         shutil.copyfile(Path(str(distribution.locate_file(file))), destination)
 
 
+# The policies attached to a certificate: the Service Authorization Reference gives the action no
+# resource type, so only "*" grants it there (the IoT Developer Guide's table names cert and
+# thinggroup; "*" works under either reading). Read-only: it shows the names and ARNs of the policies
+# attached to any target in the account, not their documents.
+LIST_ATTACHED_POLICIES: dict[str, Any] = {"Effect": "Allow", "Action": ["iot:ListAttachedPolicies"], "Resource": "*"}
+
+
 @dataclass(frozen=True)
 class FunctionSettings:
     """What every function of the stack is built with: where it runs, the registry it works on, the

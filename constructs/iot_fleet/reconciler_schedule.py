@@ -11,7 +11,7 @@ from constructs import Construct
 
 from fleet_shared.registry import CERTIFICATE_HISTORY_LIMIT, ROTATION_INDEX, STATUS_INDEX
 from iot_fleet.config import StackConfig
-from iot_fleet.fleet_function import FleetFunction, FunctionSettings
+from iot_fleet.fleet_function import LIST_ATTACHED_POLICIES, FleetFunction, FunctionSettings
 from iot_fleet.monitoring import Alarm, Metric
 
 RECONCILE_EVERY = "rate(5 minutes)"  # well inside StaleClaimMinutes' smallest value plus a run
@@ -67,11 +67,7 @@ def reconciler_function(
                 ],
                 "Resource": account.arn("iot", "cert/*"),
             },
-            # The policies attached to a certificate: the Service Authorization Reference gives the action
-            # no resource type, so only "*" grants it there (the IoT Developer Guide's table names cert and
-            # thinggroup; "*" works under either reading). Read-only: it shows the names and ARNs of the
-            # policies attached to any target in the account, not their documents.
-            {"Effect": "Allow", "Action": ["iot:ListAttachedPolicies"], "Resource": "*"},
+            LIST_ATTACHED_POLICIES,
             {
                 "Effect": "Allow",
                 "Action": ["iot:ListThingPrincipals", "iot:GetThingShadow", "iot:UpdateThingShadow"],
