@@ -3,8 +3,9 @@
 - Tags: ListTagsForResource, TagResource, UntagResource, and the tags given at create time
   (thing types, thing groups, policies, topic rules, provisioning templates).
 - Provisioning templates and their versions: Create/Describe/Update/Delete/List, with the checks
-  AWS makes (name rules, body size and JSON, provisioning role, hook target exists, hook only on
-  FLEET_PROVISIONING templates, at most 5 versions).
+  AWS makes beyond its model (the body is JSON, the hook target exists, a hook only on
+  FLEET_PROVISIONING templates, at most 5 versions; names, sizes and required members are the
+  model's, checked by sandbox.request_pipeline.model_validation).
 - Event configurations (Describe/UpdateEventConfigurations) and v2 logging options.
 
 Kept apart from the rest of the sandbox and named by what it adds: delete it when moto has these.
@@ -13,7 +14,6 @@ Kept apart from the rest of the sandbox and named by what it adds: delete it whe
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,8 +31,6 @@ from moto.iot.exceptions import (
 from moto.iot.models import IoTBackend
 from moto.iot.responses import IoTResponse
 
-TEMPLATE_NAME = re.compile(r"^[0-9A-Za-z_-]{1,36}$")
-TEMPLATE_BODY_MAX = 10_240
 TEMPLATE_VERSIONS_MAX = 5
 HOOK_PAYLOAD_VERSIONS = {"2020-04-01"}
 # The registry-event types IoT has: the EventType enum of botocore's IoT service model.
@@ -127,13 +125,10 @@ def _tag_list(tags: Any) -> dict[str, str]:
 
 
 def _check_body(body: Any) -> str:
-    if not isinstance(body, str) or not body:
-        raise InvalidRequestException("templateBody is required")
-    if len(body) > TEMPLATE_BODY_MAX:
-        raise InvalidRequestException(f"templateBody is longer than {TEMPLATE_BODY_MAX} characters")
+    # Its name, length and presence are the model's (sandbox.request_pipeline.model_validation).
     try:
         json.loads(body)
-    except ValueError:
+    except (TypeError, ValueError):
         raise InvalidRequestException("templateBody is not valid JSON") from None
     return body
 
@@ -161,13 +156,9 @@ class MissingIotApis:
     # Provisioning templates -------------------------------------------------------------------
     def create_provisioning_template(self: Any) -> ActionResult:
         backend = self.iot_backend
-        name = self._get_param("templateName") or ""
-        if not TEMPLATE_NAME.match(name):
-            raise InvalidRequestException("templateName must be 1-36 characters of [0-9A-Za-z_-]")
+        name = self._get_param("templateName")
         body = _check_body(self._get_param("templateBody"))
         role = self._get_param("provisioningRoleArn")
-        if not role:
-            raise InvalidRequestException("provisioningRoleArn is required")
         kind = self._get_param("type") or "FLEET_PROVISIONING"
         hook = self._check_hook(self._get_param("preProvisioningHook"), kind)
         with LOCK:

@@ -5,11 +5,11 @@ and the fleet-provisioning service, which calls the backend in-process (sandbox.
 Each refusal is AWS's error code, HTTP status and message; where AWS documents no message, the
 table "AWS contracts the sandbox enforces" in docs/sandbox.md says so and what the wording follows.
 
-- Names of things, thing types and thing groups: [a-zA-Z0-9:_-]+, 1 to 128 characters, wherever
-  moto creates or updates one by name (CreateThing, UpdateThing, CreateThingType, CreateThingGroup,
-  UpdateThingGroup), refused as AWS's request validation refuses them.
-- Thing attributes: names [a-zA-Z0-9_.,@/:#-]+ up to 128, values [a-zA-Z0-9_.,@/:#=\\[\\]-]* up to
-  800; at most 3 attributes without a thing type and 50 with one, counted after UpdateThing's merge.
+- AWS's request validation of CreateThing, UpdateThing, CreateThingType, CreateThingGroup and
+  UpdateThingGroup, from IoT's model (sandbox.request_pipeline.model_validation: names, thing
+  attributes): the HTTP front checks every request so, and these methods check the fleet service's
+  in-process calls the same way.
+- At most 3 thing attributes without a thing type and 50 with one, counted after UpdateThing's merge.
 - CreateThing with the name of an existing thing: with the same thing type and attributes it succeeds
   and returns the existing thing; with others it is refused (moto wrote the new thing over the old).
 - IoT policy documents: 1 to 2,048 characters, whitespace excluded (CreatePolicy, CreatePolicyVersion).
@@ -24,8 +24,6 @@ Delete each rule when moto enforces it; the Pipfile pins moto to the version thi
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,53 +36,9 @@ from moto.iot.exceptions import (
 )
 from moto.iot.models import IoTBackend
 
+from sandbox.request_pipeline.model_validation import validator
 from sandbox.state import clock_scale
 
-
-@dataclass(frozen=True)
-class StringRule:
-    """A string shape of AWS's IoT API model: its pattern as AWS prints it, and its length bounds.
-
-    A value is matched with re.fullmatch against that very pattern, whose classes are explicit ASCII
-    ranges: no \\d or \\w (they match other scripts' digits and letters) and no $ (it lets a trailing
-    newline through), so what the sandbox accepts is what AWS accepts.
-    """
-
-    pattern: str
-    max_length: int
-    min_length: int = 0
-
-    def allows(self, value: object) -> bool:
-        return not self.problems(value)
-
-    def problems(self, value: object) -> list[str]:
-        """What AWS's validation says of the value, in the order it lists constraints."""
-        if not isinstance(value, str):
-            return [self._pattern()]
-        found = []
-        if len(value) > self.max_length:
-            found.append(f"Member must have length less than or equal to {self.max_length}")
-        if len(value) < self.min_length:
-            found.append(f"Member must have length greater than or equal to {self.min_length}")
-        if re.fullmatch(self.pattern, value) is None:
-            found.append(self._pattern())
-        return found
-
-    def constraints(self) -> str:
-        """Every constraint of the shape, as AWS lists them for a map's keys or values."""
-        listed = [f"Member must have length less than or equal to {self.max_length}"]
-        if self.min_length:
-            listed.append(f"Member must have length greater than or equal to {self.min_length}")
-        return ", ".join([*listed, self._pattern()])
-
-    def _pattern(self) -> str:
-        return f"Member must satisfy regular expression pattern: {self.pattern}"
-
-
-# Thing types and thing groups share the thing name's shape (ThingTypeName, ThingGroupName).
-THING_NAME = StringRule("[a-zA-Z0-9:_-]+", max_length=128, min_length=1)
-ATTRIBUTE_NAME = StringRule("[a-zA-Z0-9_.,@/:#-]+", max_length=128)
-ATTRIBUTE_VALUE = StringRule(r"[a-zA-Z0-9_.,@/:#=\[\]-]*", max_length=800)
 ATTRIBUTES_WITHOUT_TYPE = 3
 ATTRIBUTES_WITH_TYPE = 50
 POLICY_DOCUMENT_MAX = 2048
@@ -99,27 +53,13 @@ class MalformedPolicyException(IoTClientError):
         super().__init__("MalformedPolicyException", message)
 
 
-def _name_violations(member: str, value: object) -> list[str]:
-    return [f"Value '{value}' at '{member}' failed to satisfy constraint: {p}" for p in THING_NAME.problems(value)]
-
-
-def _attribute_violations(attributes: dict[str, Any]) -> list[str]:
-    """AWS reports a map once for its keys and once for its values, printed as Java prints a map."""
-    shown = "{" + ", ".join(f"{key}={value}" for key, value in attributes.items()) + "}"
-    member = f"Value '{shown}' at 'attributePayload.attributes' failed to satisfy constraint"
-    found = []
-    if not all(ATTRIBUTE_NAME.allows(key) for key in attributes):
-        found.append(f"{member}: Map keys must satisfy constraint: [{ATTRIBUTE_NAME.constraints()}]")
-    if not all(ATTRIBUTE_VALUE.allows(value) for value in attributes.values()):
-        found.append(f"{member}: Map value must satisfy constraint: [{ATTRIBUTE_VALUE.constraints()}]")
-    return found
-
-
-def _refuse_invalid(violations: list[str]) -> None:
-    if violations:
-        count = len(violations)
-        detected = f"{count} validation error{'s' if count > 1 else ''} detected: "
-        raise InvalidRequestException(detected + "; ".join(violations))
+def _refuse_invalid(operation: str, request: dict[str, Any]) -> None:
+    """AWS's request validation of the call, from its model (the fleet service calls in-process, past
+    the HTTP front's check)."""
+    given = {member: value for member, value in request.items() if value is not None and value != ""}
+    refusal = validator("iot").check(operation, given)
+    if refusal is not None:
+        raise InvalidRequestException(refusal.message)
 
 
 def _attributes(payload: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -186,10 +126,8 @@ def install() -> None:
         billing_group_name: str | None = None,
     ) -> Any:
         attributes = _attributes(attribute_payload) or {}
-        violations = _name_violations("thingName", thing_name)
-        if thing_type_name:
-            violations += _name_violations("thingTypeName", thing_type_name)
-        _refuse_invalid(violations + _attribute_violations(attributes))
+        request = {"thingName": thing_name, "thingTypeName": thing_type_name, "attributePayload": attribute_payload}
+        _refuse_invalid("CreateThing", request)
         _check_attribute_count(thing_name, attributes, typed=bool(thing_type_name))
         arn = f"arn:{self.partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
         existing = self.things.get(arn)
@@ -217,10 +155,8 @@ def install() -> None:
         remove_thing_type: bool,
     ) -> None:
         given = _attributes(attribute_payload)
-        violations = _name_violations("thingName", thing_name)
-        if thing_type_name:
-            violations += _name_violations("thingTypeName", thing_type_name)
-        _refuse_invalid(violations + _attribute_violations(given or {}))
+        request = {"thingName": thing_name, "thingTypeName": thing_type_name, "attributePayload": attribute_payload}
+        _refuse_invalid("UpdateThing", request)
         thing = self.describe_thing(thing_name)
         # What the thing would hold afterwards: moto's merge, where an empty value removes an attribute.
         if given is None:
@@ -239,7 +175,7 @@ def install() -> None:
         )
 
     def create_thing_type(self: IoTBackend, thing_type_name: str, thing_type_properties: dict[str, Any]) -> Any:
-        _refuse_invalid(_name_violations("thingTypeName", thing_type_name))
+        _refuse_invalid("CreateThingType", {"thingTypeName": thing_type_name})
         return original["create_thing_type"](
             self, thing_type_name=thing_type_name, thing_type_properties=thing_type_properties
         )
@@ -247,10 +183,7 @@ def install() -> None:
     def create_thing_group(
         self: IoTBackend, thing_group_name: str, parent_group_name: str, thing_group_properties: dict[str, Any]
     ) -> Any:
-        violations = _name_violations("thingGroupName", thing_group_name)
-        if parent_group_name:
-            violations += _name_violations("parentGroupName", parent_group_name)
-        _refuse_invalid(violations)
+        _refuse_invalid("CreateThingGroup", {"thingGroupName": thing_group_name, "parentGroupName": parent_group_name})
         return original["create_thing_group"](
             self,
             thing_group_name=thing_group_name,
@@ -261,7 +194,8 @@ def install() -> None:
     def update_thing_group(
         self: IoTBackend, thing_group_name: str, thing_group_properties: dict[str, Any], expected_version: int
     ) -> Any:
-        _refuse_invalid(_name_violations("thingGroupName", thing_group_name))
+        request = {"thingGroupName": thing_group_name, "thingGroupProperties": thing_group_properties}
+        _refuse_invalid("UpdateThingGroup", request)
         return original["update_thing_group"](
             self,
             thing_group_name=thing_group_name,

@@ -28,9 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sandbox.iot.registry_rules import THING_NAME
 from sandbox.iot_data_plane.certificate_authority import CertificateAuthority, write_private
 from sandbox.iot_data_plane.local_account import LocalAccount
+from sandbox.request_pipeline.model_validation import validator
 
 SERVICE_ID = "sandbox-fleet-service"
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0  # a broker that keeps exiting is broken, not interrupted
@@ -86,8 +86,8 @@ def access_rules(thing: str | None, policies: list[dict[str, Any]]) -> list[str]
     nothing; an action that any Deny names (NotAction: every action) is granted nowhere, since the
     broker cannot subtract a Deny (fail closed).
     """
-    if thing is not None and not THING_NAME.allows(thing):
-        thing = None  # a name AWS would never accept (THING_NAME) must not become part of a rule
+    if thing is not None and validator("iot").check_shape("ThingName", thing, "thingName") is not None:
+        thing = None  # a name AWS would never accept (its model's ThingName) must not become part of a rule
     statements = [s for policy in policies for s in policy.get("Statement", [])]
     denied = set().union(*(_actions(s) for s in statements if s.get("Effect") == "Deny"))
     rules: set[str] = set()

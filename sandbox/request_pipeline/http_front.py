@@ -31,6 +31,7 @@ from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
 from sandbox.iot_data_plane.certificate_validity import CertificateValiditySwitch
 from sandbox.request_pipeline.faults import DropConnection, FaultSwitch
 from sandbox.request_pipeline.iam_requests import FunctionCallsChecked
+from sandbox.request_pipeline.model_validation import RequestsValidated
 
 REMEMBERED = 4096
 TERRAFORM_AGENT = "terraform-provider-aws/"  # in the provider's User-Agent
@@ -253,8 +254,11 @@ def serve(port: int, report: Callable[[], dict[str, Any]], authority: Certificat
     """Starts the sandbox's local AWS on 127.0.0.1:port in a background thread, with the sandbox's own
     paths: its health, the fault switch and the device-certificate validity switch."""
     # A function's request is checked against its role before anything answers it (the fast path included);
-    # an injected fault (python -m sandbox fault) then stands in for the service itself.
-    local_aws = FunctionCallsChecked(FaultSwitch(RetriesAtMostOnce(DynamoDBFastPath(Dispatcher(create_backend_app)))))
+    # an injected fault (python -m sandbox fault) then stands in for the service itself; what the
+    # service's model refuses is refused before anything is looked up.
+    local_aws = FunctionCallsChecked(
+        FaultSwitch(RetriesAtMostOnce(RequestsValidated(DynamoDBFastPath(Dispatcher(create_backend_app)))))
+    )
     app = HealthEndpoint(CertificateValiditySwitch(local_aws, authority), report)
     server = make_server("127.0.0.1", port, app, True, request_handler=KeepAliveRequestHandler)
     threading.Thread(target=server.serve_forever, name="local-aws", daemon=True).start()
