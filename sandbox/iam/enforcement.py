@@ -301,7 +301,9 @@ class Authority:
             # The sandbox's own mapping of a request is wrong: refused, and said in the sandbox's log.
             print(f"sandbox: IAM: {mismatch}", file=sys.stderr, flush=True)
             return Decision(False, statement=str(mismatch), policy_type=MAPPING_DEFECT)
-        full_context = self.global_context(caller, context)
+        full_context = self.global_context(
+            caller, authorization_reference.supported_context(action, dict(context or {}))
+        )
         key = (caller.role_arn, action, resource, tuple(sorted(full_context.items(), key=str)))
         with self._lock:
             cached = self._decisions.get(key)

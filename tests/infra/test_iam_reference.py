@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.iam.authorization_reference import statement_mismatches
+from sandbox.iam.authorization_reference import expand, grants_type, iam_pattern, statement_mismatches
 from tests.infra.conftest import Synth
 
 pytestmark = pytest.mark.infra
@@ -111,3 +111,63 @@ def test_the_check_names_a_grant_on_a_resource_aws_never_checks(synth: Synth) ->
         f'iot:ListAttachedPolicies on arn:aws:iot:{REGION}:{ACCOUNT}:cert/*: AWS authorizes it against "*" only '
         "(the action has no resource type)"
     ]
+
+
+def missing_required(document: list[dict[str, Any]]) -> list[str]:
+    """Each action a policy allows but for which no statement of it names a resource of one of the
+    types the reference marks required (AWS checks a resource of each: one missing denies the call).
+
+    Read strictly: dynamodb:Query and Scan mark the table required though AWS's own policy examples
+    grant a query of an index on the index's ARN alone (developerguide/iam-policy-example-data-crud.html);
+    the stack grants both, which works under either reading."""
+    found = []
+    allows = [s for s in document if s.get("Effect") == "Allow"]
+    named = {name for s in allows for name in _as_list(s["Action"]) if "*" not in name and "?" not in name}
+    for action in sorted(named):
+        (reference,) = expand(action)
+        covering = [
+            resource
+            for s in allows
+            if any(iam_pattern(p.lower()).fullmatch(action.lower()) for p in _as_list(s["Action"]))
+            for resource in _as_list(s["Resource"])
+        ]
+        for required in reference.required_types:
+            if not any(grants_type(required, resource) for resource in covering):
+                found.append(f"{action}: no resource of type {required.name} ({required.arn_format})")
+    return found
+
+
+@pytest.mark.parametrize("stack", ["synth", "variant"])
+def test_every_allowed_action_names_a_resource_of_each_type_aws_requires(
+    stack: str, request: pytest.FixtureRequest
+) -> None:
+    synth = request.getfixturevalue(stack)
+    documents: dict[str, list[dict[str, Any]]] = {}
+    for where, statement in statements(synth):
+        documents.setdefault(where.rpartition(" statement ")[0], []).append(statement)
+    examined = sum(len(document) for document in documents.values())
+    assert examined == len(statements(synth)) and len(documents) >= 10
+    wrong = [f"{policy}: {problem}" for policy, document in documents.items() for problem in missing_required(document)]
+    assert not wrong, "allowed actions AWS would still deny:\n" + "\n".join(wrong)
+
+
+def test_the_required_type_check_names_an_action_missing_one_of_its_resources() -> None:
+    """AddThingToThingGroup needs the thing and the group: a policy naming only the group allows nothing;
+    a query of an index alone is read strictly too."""
+    group_only = [
+        {
+            "Effect": "Allow",
+            "Action": "iot:AddThingToThingGroup",
+            "Resource": f"arn:aws:iot:{REGION}:{ACCOUNT}:thinggroup/fleet",
+        }
+    ]
+    thing_type = "arn:${Partition}:iot:${Region}:${Account}:thing/${ThingName}"
+    assert missing_required(group_only) == [f"iot:AddThingToThingGroup: no resource of type thing ({thing_type})"]
+    index_only = [{"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{TABLE}/index/serial"}]
+    assert missing_required(index_only) == [
+        "dynamodb:Query: no resource of type table (arn:${Partition}:dynamodb:${Region}:${Account}:table/${TableName})"
+    ]
+    assert missing_required([{**index_only[0], "Resource": [TABLE, f"{TABLE}/index/serial"]}]) == []
+
+
+TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/registry"

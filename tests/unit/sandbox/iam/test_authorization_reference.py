@@ -14,8 +14,11 @@ from sandbox.iam.authorization_reference import (
     _wildcards_meet,
     authorized_resource,
     expand,
+    grants_type,
     lookup,
+    meet,
     statement_mismatches,
+    supported_context,
 )
 
 ARN = "arn:aws:iot:us-east-1:123456789012"
@@ -26,6 +29,17 @@ def test_an_action_s_resource_types_are_the_reference_s() -> None:
     assert [t.name for t in lookup("dynamodb:GetItem").resource_types] == ["table"]
     assert lookup("iot:ListAttachedPolicies").resource_types == ()
     assert lookup("IOT:listattachedpolicies").action == "iot:ListAttachedPolicies"  # IAM ignores case
+
+
+def test_a_service_condition_key_is_set_only_for_the_actions_the_reference_lists_it_for() -> None:
+    context = {"cloudwatch:namespace": "Fleet", "aws:SourceArn": "arn:aws:iot:us-east-1:123456789012:rule/r"}
+    assert supported_context("cloudwatch:PutMetricData", context) == context
+    assert supported_context("cloudwatch:ListMetrics", context) == {"aws:SourceArn": context["aws:SourceArn"]}
+    kms = {"kms:ViaService": "dynamodb.us-east-1.amazonaws.com", "kms:EncryptionContext:aws:dynamodb:tableName": "t"}
+    assert supported_context("kms:Decrypt", kms) == kms  # a ${...} key stands for any text
+    assert supported_context("kms:DescribeKey", {"kms:EncryptionContext:x": "y"}) == {}
+    assert supported_context("iot:AttachThingPrincipal", {"iot:thingArn": "arn"}) == {"iot:thingArn": "arn"}
+    assert supported_context("iot:Publish", {"iot:thingArn": "arn"}) == {}
 
 
 def test_an_action_with_no_resource_type_is_authorized_against_star_only() -> None:
@@ -118,3 +132,18 @@ PATTERN = st.text(alphabet="ab*?", max_size=4)
 @given(PATTERN, PATTERN)
 def test_two_wildcard_patterns_meet_exactly_when_some_string_matches_both(a: str, b: str) -> None:
     assert _wildcards_meet(a, b) == _brute_force_meet(a, b)
+    found = meet(a, b)
+    assert found is None or (fnmatch.fnmatchcase(found, a) and fnmatch.fnmatchcase(found, b))  # the witness does
+
+
+def test_a_resource_pattern_names_a_type_by_the_most_specific_type_of_the_arns_it_matches() -> None:
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/registry"
+    query = lookup("dynamodb:Query")
+    table_type, index_type = query.resource_types
+    assert (grants_type(table_type, table), grants_type(index_type, table)) == (True, False)
+    assert (grants_type(table_type, f"{table}/index/*"), grants_type(index_type, f"{table}/index/*")) == (False, True)
+    everything = "arn:aws:dynamodb:us-east-1:123456789012:table/*"
+    assert (grants_type(table_type, everything), grants_type(index_type, everything)) == (True, True)
+    (stream,) = lookup("logs:PutLogEvents").resource_types
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/fleet/hook"
+    assert (grants_type(stream, f"{group}:*"), grants_type(stream, group)) == (True, False)

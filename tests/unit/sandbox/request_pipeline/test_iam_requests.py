@@ -770,3 +770,25 @@ def test_a_policy_read_waits_for_an_iam_write_in_progress(in_process: Any, monke
     writer.join(10)
     reader.join(10)
     assert still_waiting and seen == [True]  # it waited for the write, then saw all of it
+
+
+def test_a_condition_on_a_key_aws_does_not_set_for_the_action_is_false(aws: LocalAws) -> None:
+    """cloudwatch:namespace is set for PutMetricData only (Service Authorization Reference): a statement
+    that allows ListMetrics on that condition allows nothing, as on AWS, though the request names one."""
+    fleet_only = {"StringEquals": {"cloudwatch:namespace": "Fleet"}}
+    role = aws.role(
+        "metrics-role",
+        [
+            {
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData", "cloudwatch:ListMetrics"],
+                "Resource": "*",
+                "Condition": fleet_only,
+            }
+        ],
+    )
+    cloudwatch = aws.function_client("cloudwatch", role)
+    cloudwatch.put_metric_data(Namespace="Fleet", MetricData=[{"MetricName": "Provisioned", "Value": 1.0}])
+    refused = denied(lambda: cloudwatch.list_metrics(Namespace="Fleet"))
+    assert refused.response["Error"]["Code"] == "AccessDeniedException"
+    assert "cloudwatch:ListMetrics" in refused.response["Error"]["Message"]
