@@ -5,6 +5,8 @@ hand-built request would send them), refused in AWS's error shapes before anythi
 from __future__ import annotations
 
 import io
+import json
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -295,3 +297,162 @@ def test_every_pattern_of_the_validated_services_is_read_and_the_counts_are_repo
     for service in ("iot", "dynamodb", "lambda", "logs", "monitoring", "iam"):
         assert counts[service]["unreadable patterns"] == 0, service
         assert min(counts[service][kind] for kind in ("min", "max", "pattern", "enum")) > 0, (service, counts)
+
+
+# Review findings: nothing AWS accepts is refused, nothing breaks, nothing secret is echoed -------
+def signed_environ(
+    service: str, body: bytes, *, path: str = "/", query: str = "", content_type: str = "", target: str = ""
+) -> dict[str, Any]:
+    """A request as an SDK sends it, signed for `service` with the administrator's key."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from werkzeug.test import EnvironBuilder
+
+    headers = {"Content-Type": content_type} if content_type else {}
+    if target:
+        headers["X-Amz-Target"] = target
+    url = f"http://127.0.0.1{path}" + (f"?{query}" if query else "")
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(Credentials("sandbox", "sandbox"), service, REGION).add_auth(request)
+    signed = {k: v for k, v in request.headers.items() if k.lower() != "content-type"}
+    return EnvironBuilder(
+        method="POST", path=path, query_string=query, headers=signed, data=body, content_type=content_type or None
+    ).get_environ()
+
+
+def through_layer(environ: dict[str, Any]) -> tuple[str, bytes]:
+    """What the validation layer answers, with an application behind it that answers 200 "passed"."""
+    from sandbox.request_pipeline.model_validation import RequestsValidated
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"passed:" + environ["wsgi.input"].read()]
+
+    seen: dict[str, str] = {}
+    body = b"".join(RequestsValidated(app)(environ, lambda status, headers: seen.setdefault("status", status)))
+    return seen["status"], body
+
+
+def test_a_lambda_operation_whose_model_states_no_name_limit_is_served(client: Callable[[str], Any]) -> None:
+    listed = client("lambda").list_event_source_mappings(FunctionName="my-function")  # "it's limited to 64"
+    assert listed["EventSourceMappings"] == []
+    rules = validator("lambda").extra_rules()
+    assert {("FunctionName", "FunctionName"), ("FunctionName", "NamespacedFunctionName")} <= set(rules)
+    assert ("retentionInDays", "Days") in validator("logs").extra_rules()  # the model's wording still gives both
+
+
+def test_a_secret_in_a_sensitive_map_is_never_echoed(client: Callable[[str], Any]) -> None:
+    code, _, message = refused(
+        client("lambda").update_function_configuration,
+        FunctionName="hook",
+        Environment={"Variables": {"DB_PASSWORD": "hunter2-SECRET", "API-KEY": "sk_live_abc"}},
+    )
+    assert code == "ValidationException"
+    assert message.startswith(
+        "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: "
+        "Map keys must satisfy constraint: ["
+    )
+    assert "hunter2" not in message and "sk_live" not in message
+
+
+def test_requests_the_check_cannot_read_go_on_to_moto_and_odd_ones_are_refused_cleanly() -> None:
+    deep: Any = {"S": "leaf"}
+    for _ in range(200):
+        deep = {"M": {"a": deep}}
+    for environ in (
+        signed_environ(
+            "kms", b'{"Limit": 1e400}', content_type="application/x-amz-json-1.1", target="TrentService.ListKeys"
+        ),
+        signed_environ(
+            "dynamodb",
+            json.dumps({"TableName": "registry", "Item": {"k": deep}}).encode(),
+            content_type="application/x-amz-json-1.0",
+            target="DynamoDB_20120810.PutItem",
+        ),
+        signed_environ(
+            "dynamodb", b"{not json", content_type="application/x-amz-json-1.0", target="DynamoDB_20120810.GetItem"
+        ),
+    ):
+        assert through_layer(environ)[0] == "200 OK"
+    lone_surrogate = signed_environ(
+        "logs",
+        b'{"logGroupName": "/g\\ud83d"}',
+        content_type="application/x-amz-json-1.1",
+        target="Logs_20140328.CreateLogGroup",
+    )
+    status, body = through_layer(lone_surrogate)
+    assert status.startswith("400") and b"logGroupName" in body
+
+
+def test_an_over_long_value_is_refused_for_its_length_without_running_its_pattern() -> None:
+    bucket = "a" + "0" * 20_000 + "\n"  # quadratic for S3Bucket's pattern, were it run
+    refusal = validator("dynamodb").check(
+        "ExportTableToPointInTime", {"TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/t", "S3Bucket": bucket}
+    )
+    assert refusal is not None
+    assert [p.rpartition(": ")[2] for p in refusal.problems] == ["Member must have length less than or equal to 255"]
+
+
+def test_the_service_and_action_are_read_as_moto_reads_them() -> None:
+    trust = urllib.parse.quote(TRUST_LAMBDA)
+    form = "application/x-www-form-urlencoded; charset=utf-8"
+    # The body's Action wins over the URL's (moto runs CreateRole here).
+    mixed = signed_environ(
+        "iam",
+        f"Action=CreateRole&Version=2010-05-08&RoleName=bad+nine&AssumeRolePolicyDocument={trust}".encode(),
+        query="Action=ListRoles",
+        content_type=form,
+    )
+    assert through_layer(mixed)[0].startswith("400")
+    # No Content-Type at all: moto still reads the form.
+    bare = signed_environ(
+        "iam", f"Action=CreateRole&Version=2010-05-08&RoleName=bad+nine&AssumeRolePolicyDocument={trust}".encode()
+    )
+    assert through_layer(bare)[0].startswith("400")
+    # A signing name moto aliases (eventbridge: events) or spells in capitals.
+    rule = json.dumps({"Name": "bad name!", "ScheduleExpression": "rate(5 minutes)"}).encode()
+    assert through_layer(
+        signed_environ("eventbridge", rule, content_type="application/x-amz-json-1.1", target="AWSEvents.PutRule")
+    )[0].startswith("400")
+    table = json.dumps({"TableName": "ab"}).encode()
+    assert through_layer(
+        signed_environ(
+            "DynamoDB", table, content_type="application/x-amz-json-1.0", target="DynamoDB_20120810.DescribeTable"
+        )
+    )[0].startswith("400")
+    # A JSON service's request under a form Content-Type: moto reads the JSON body, so does the check.
+    retention = json.dumps({"logGroupName": "/g", "retentionInDays": 2}).encode()
+    assert through_layer(
+        signed_environ("logs", retention, content_type=form, target="Logs_20140328.PutRetentionPolicy")
+    )[0].startswith("400")
+
+
+def test_the_sts_calls_aws_serves_unsigned_are_validated_too(endpoint: str) -> None:
+    from botocore import UNSIGNED
+
+    sts = boto3.client(
+        "sts",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=Config(signature_version=UNSIGNED, parameter_validation=False, retries={"total_max_attempts": 1}),
+    )
+    code, status, message = refused(
+        sts.assume_role_with_web_identity,
+        RoleArn="arn:aws:iam::123456789012:role/web",
+        RoleSessionName="bad name!",
+        WebIdentityToken="t" * 10,
+    )
+    assert (code, status) == ("ValidationError", 400)
+    assert "at 'roleSessionName' failed to satisfy constraint" in message
+
+
+def test_a_control_character_in_a_query_refusal_keeps_the_answer_readable(client: Callable[[str], Any]) -> None:
+    code, status, message = refused(client("iam").create_role, RoleName="a\x01b", AssumeRolePolicyDocument=TRUST_LAMBDA)
+    assert (code, status) == ("ValidationError", 400) and "at 'roleName'" in message
+
+
+def test_an_operation_that_declares_validation_exception_answers_with_it() -> None:
+    refusal = validator("iot").check("CreateCommand", {"commandId": "bad id"})
+    assert refusal is not None and refusal.code == "ValidationException"
+    assert validator("iot").check("CreateThing", {"thingName": "bad id"}).code == "InvalidRequestException"  # type: ignore[union-attr]
