@@ -45,7 +45,7 @@ from typing import Any
 from sandbox.iot_data_plane import certificate_validity
 from sandbox.iot_data_plane.broker_plugin import build as plugin
 from sandbox.request_pipeline import faults
-from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, sandbox_dir
+from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, quotas, sandbox_dir
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -225,6 +225,7 @@ def build() -> int:
 
 
 def up() -> int:
+    quotas()  # a SandboxQuotas it cannot take is refused before anything starts
     url = endpoint()
     port = port_of(url)
     log = log_file()
@@ -371,6 +372,11 @@ def status() -> int:
                 f"sandbox: {certificate_validity.describe(validity)}"
                 " (back with `python -m sandbox certificate-validity default`)"
             )
+        limits = report.get("quotas")
+        if limits:
+            rates = ", ".join(f"{api} {rate:g}/s" for api, rate in sorted(limits["rates"].items()))
+            throttled = ", ".join(f"{api} {n}" for api, n in sorted(limits["throttled"].items())) or "none yet"
+            print(f"sandbox: fleet-provisioning quotas (SandboxQuotas=aws): {rates}; requests throttled: {throttled}")
         return 0
     print(f"sandbox: down: {why_down()}")
     print("Start it with `make sandbox-up` (or `pipenv run python -m sandbox up`).")

@@ -41,7 +41,12 @@ class Health:
             parts["broker"] = self.broker.failure() or parts["broker"]
         if self.service is not None and self.ready and not self.service.connected:
             parts["fleet service"] = "disconnected from the broker"
-        return {"ready": self.ready and all(state in ("up", "subscribed") for state in parts.values()), "parts": parts}
+        ready = self.ready and all(state in ("up", "subscribed") for state in parts.values())
+        report: dict[str, Any] = {"ready": ready, "parts": parts}
+        quotas = getattr(self.service, "quotas", None)
+        if quotas is not None:  # SandboxQuotas=aws: what `sandbox status` shows
+            report["quotas"] = {"rates": dict(quotas.rates), "throttled": dict(quotas.throttled)}
+        return report
 
 
 def main() -> None:
@@ -97,9 +102,11 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
     from sandbox.iot_data_plane.fleet_provisioning import FleetProvisioningService
     from sandbox.iot_data_plane.local_account import LocalAccount
+    from sandbox.iot_data_plane.quotas import for_setting
     from sandbox.request_pipeline.http_front import serve
-    from sandbox.state import certificate_validity_seconds, clock_scale
+    from sandbox.state import certificate_validity_seconds, clock_scale, quotas
 
+    quota_setting = quotas()  # first: a setting it cannot take fails the start before anything runs
     endpoint = f"http://127.0.0.1:{args.port}"
     authority = CertificateAuthority.load_or_create(args.state_dir / "ca")
     seconds = certificate_validity_seconds()
@@ -120,7 +127,9 @@ def run(args: argparse.Namespace, health: Health, started: list[Any]) -> None:
     started.append(broker.stop)
     health.broker = broker
     health.parts["broker"] = "up"
-    service = FleetProvisioningService(LocalAccount(args.region), broker)
+    throttle = for_setting(quota_setting)
+    service = FleetProvisioningService(LocalAccount(args.region), broker, quotas=throttle)
+    print(f"sandbox: fleet-provisioning quotas: {throttle.describe() if throttle else 'none'}", flush=True)
     started.append(service.stop)
     service.start()
     health.service = service

@@ -45,6 +45,22 @@ def clock_scale() -> float:
     return scale
 
 
+QUOTA_SETTINGS = ("none", "aws")
+
+
+def quotas() -> str:
+    """SandboxQuotas (environment, read when the sandbox starts): `aws` throttles the fleet-provisioning
+    MQTT API at AWS IoT Core's default rates per account (sandbox/iot_data_plane/quotas.py); `none`, the
+    default, serves every request as fast as it can, as the sandbox always has."""
+    value = (os.environ.get("SandboxQuotas") or "none").strip().lower()
+    if value not in QUOTA_SETTINGS:
+        raise ValueError(
+            f"SandboxQuotas={os.environ.get('SandboxQuotas')}: give aws (throttle the fleet-provisioning API at "
+            "AWS IoT Core's default rates per account) or none (no quotas, the default)"
+        )
+    return value
+
+
 MAX_CERTIFICATE_VALIDITY_SECONDS = 10 * 365 * 86400
 
 

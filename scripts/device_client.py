@@ -15,9 +15,14 @@ Endpoint, claim certificate, CA and template name default to the deployed stack'
 (`terraform output -json` in --stack-dir) and, for the sandbox target, to the sandbox's state
 (scripts/deployed_stack.py).
 
+A request AWS IoT throttles (the account's rate for the API is taken: ThrottlingException) is asked
+again with exponential backoff and full jitter, at most --throttle-attempts times within
+--throttle-seconds; any other refusal is final. The result counts the throttled attempts.
+
 Exit codes: 0 provisioned; 2 bad arguments or setup; 3 could not connect with the claim
-certificate; 4 certificate creation rejected; 5 RegisterThing rejected (e.g. 403 ACCESS_DENIED when
-the hook refuses the device); 6 the new certificate could not connect, read its shadow or publish.
+certificate; 4 certificate creation rejected (or still THROTTLED when the retries ran out); 5
+RegisterThing rejected (e.g. 403 ACCESS_DENIED when the hook refuses the device; or still THROTTLED);
+6 the new certificate could not connect, read its shadow or publish.
 
 `rotate` (`test_provisioning.py rotate --thing-name T --cert C --key K`, see `rotate --help`) trades
 a provisioned device's certificate for a new one from its own CSR; exit codes: 0 rotated (or, with
@@ -36,15 +41,17 @@ import argparse
 import base64
 import json
 import os
+import random
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from awscrt import io, mqtt5, mqtt_request_response
 from awsiot import V2ServiceException, iotidentity, iotshadow, mqtt5_client_builder
@@ -69,6 +76,7 @@ class Failure(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.throttled: dict[str, int] = {}  # throttled attempts by step before it failed (provision)
 
 
 @dataclass
@@ -274,6 +282,97 @@ def rejection(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# Error codes AWS services answer when they throttle. AWS does not document the rejected topic's answer to a
+# throttled fleet-provisioning request; the IoT control plane's is ThrottlingException (HTTP 400, "The rate
+# exceeds the limit."), so that, a 429 or a "Rate exceeded" message are each taken as throttling.
+THROTTLING_CODES = frozenset(
+    {"throttlingexception", "throttling", "throttled", "toomanyrequestsexception", "requestlimitexceeded"}
+)
+
+
+def throttled(error: BaseException) -> bool:
+    """Whether AWS IoT refused the request for the account's rate (ask again later), not for what it asked."""
+    modeled = error.modeled_error if isinstance(error, V2ServiceException) else None
+    if modeled is None:
+        return False
+    code = str(getattr(modeled, "error_code", "") or "").lower()
+    message = str(getattr(modeled, "error_message", "") or "").lower()
+    return getattr(modeled, "status_code", None) == 429 or code in THROTTLING_CODES or "rate exceeded" in message
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """How a throttled request is asked again: exponential backoff with full jitter, the n-th wait drawn
+    uniformly from 0 to min(cap, base * 2**n) seconds, so devices turned away together come back spread
+    out; at most `attempts` requests, and no wait that would end past `budget` seconds."""
+
+    base: float = 0.1
+    cap: float = 4.0
+    # A device among many at the account's rate may lose most tries (about 4 in 5 at 50 devices for RegisterThing's
+    # 10/s, measured: bench/README.md): room for the unluckiest of a thousand, within minutes.
+    attempts: int = 100
+    budget: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base or self.attempts < 1 or self.budget <= 0:
+            raise ValueError(f"a backoff needs 0 < base <= cap, at least one attempt and a budget: {self}")
+
+    def wait(self, retry: int, uniform: Callable[[float, float], float]) -> float:
+        """The wait before retry number `retry` (0 for the first)."""
+        return uniform(0.0, min(self.cap, self.base * 2**retry))
+
+
+class ThrottlingExhausted(Exception):
+    def __init__(self, step: str, attempts: int, seconds: float, last: str) -> None:
+        super().__init__(
+            f"{step} still THROTTLED after {attempts} attempt{'s' if attempts != 1 else ''} in {seconds:.1f} s "
+            f"(last answer {last}): the account's rate for it is taken; try again later, or provision fewer "
+            "devices at once"
+        )
+
+
+T = TypeVar("T")
+_JITTER = random.Random()  # noqa: S311 - spreads retries out; nothing secret depends on it
+
+
+def retry_throttled(
+    step: str,
+    request: Callable[[], T],
+    backoff: Backoff,
+    counts: Counter[str],
+    *,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+    uniform: Callable[[float, float], float] | None = None,
+) -> T:
+    """`request()`'s answer, asking again while AWS IoT throttles it (each throttled answer counted in
+    `counts[step]`); ThrottlingExhausted once `backoff` is spent. Any other failure is raised at once: a
+    refusal of what was asked is not asked again blindly."""
+    sleep, clock, uniform = sleep or time.sleep, clock or time.monotonic, uniform or _JITTER.uniform
+    started = clock()
+    for attempt in range(1, backoff.attempts + 1):
+        try:
+            return request()
+        except Exception as error:
+            if not throttled(error):
+                raise
+            counts[step] += 1
+            wait, spent = backoff.wait(attempt - 1, uniform), clock() - started
+            if attempt == backoff.attempts or spent + wait > backoff.budget:
+                raise ThrottlingExhausted(step, attempt, spent, rejection(error)) from None
+            sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def backoff_of(args: argparse.Namespace) -> Backoff:
+    """The retry budget --throttle-attempts and --throttle-seconds give (the defaults where not given)."""
+    default = Backoff()
+    return Backoff(
+        attempts=getattr(args, "throttle_attempts", None) or default.attempts,
+        budget=getattr(args, "throttle_seconds", None) or default.budget,
+    )
+
+
 def csr_and_key(key_type: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
     csr = (
@@ -310,18 +409,40 @@ def _sdk_metrics(args: argparse.Namespace) -> bool:
 
 
 def provision(
-    args: argparse.Namespace, target: Target, claim_context: io.ClientTlsContext | None = None
+    args: argparse.Namespace,
+    target: Target,
+    claim_context: io.ClientTlsContext | None = None,
+    claim: Connection | None = None,
 ) -> dict[str, Any]:
-    """Provisions one device; `claim_context` (from `tls_context`) reuses a loaded claim certificate."""
+    """Provisions one device; `claim_context` (from `tls_context`) reuses a loaded claim certificate;
+    `claim`: a connection the device made with its claim certificate already (closed here when done).
+    The result's throttledAttempts (a Failure's `throttled`) counts the requests AWS IoT throttled, by step."""
+    counts: Counter[str] = Counter()
+    try:
+        return _provision(args, target, claim_context, claim, counts)
+    except Failure as failure:
+        failure.throttled = dict(counts)
+        raise
+
+
+def _provision(
+    args: argparse.Namespace,
+    target: Target,
+    claim_context: io.ClientTlsContext | None,
+    claim: Connection | None,
+    counts: Counter[str],
+) -> dict[str, Any]:
     started = time.monotonic()
+    backoff = backoff_of(args)
     factory_key = load_factory_key(args.factory_key) if getattr(args, "factory_key", None) else None
     client_id = args.client_id or f"{target.claim_client_id_prefix}{args.serial_number}-{uuid.uuid4().hex[:6]}"
-    try:
-        claim = connect(
-            target, target.claim_cert, target.claim_key, client_id, args.timeout, _sdk_metrics(args), claim_context
-        )
-    except Exception as error:  # noqa: BLE001 - reported with its exit code
-        raise Failure(CLAIM_CONNECT, f"could not connect with the claim certificate: {error}") from None
+    if claim is None:
+        try:
+            claim = connect(
+                target, target.claim_cert, target.claim_key, client_id, args.timeout, _sdk_metrics(args), claim_context
+            )
+        except Exception as error:  # noqa: BLE001 - reported with its exit code
+            raise Failure(CLAIM_CONNECT, f"could not connect with the claim certificate: {error}") from None
     identity = iotidentity.IotIdentityClientV2(
         claim.client, mqtt_request_response.ClientOptions(4, 2, operation_timeout_in_seconds=int(args.timeout))
     )
@@ -329,14 +450,26 @@ def provision(
         try:
             if args.csr:
                 csr, private_key = csr_and_key(args.key_type)
-                created = identity.create_certificate_from_csr(
-                    iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr)
-                ).result(timeout=args.timeout)
+                created = retry_throttled(
+                    "CreateCertificateFromCsr",
+                    lambda: identity.create_certificate_from_csr(
+                        iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr)
+                    ).result(timeout=args.timeout),
+                    backoff,
+                    counts,
+                )
             else:
-                created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(
-                    timeout=args.timeout
+                created = retry_throttled(
+                    "CreateKeysAndCertificate",
+                    lambda: identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(
+                        timeout=args.timeout
+                    ),
+                    backoff,
+                    counts,
                 )
                 private_key = created.private_key
+        except ThrottlingExhausted as exhausted:
+            raise Failure(CERTIFICATE_REJECTED, f"certificate creation rejected: {exhausted}") from None
         except Exception as error:  # noqa: BLE001
             raise Failure(CERTIFICATE_REJECTED, f"certificate creation rejected: {rejection(error)}") from None
         parameters = {
@@ -351,18 +484,25 @@ def provision(
             parameters["AttestationSignature"] = attestation(
                 factory_key, args.serial_number, created.certificate_id, target.template_name
             )
+        request = iotidentity.RegisterThingRequest(
+            template_name=target.template_name,
+            certificate_ownership_token=created.certificate_ownership_token,
+            parameters={k: v for k, v in parameters.items() if v},
+        )
         try:
-            registered = identity.register_thing(
-                iotidentity.RegisterThingRequest(
-                    template_name=target.template_name,
-                    certificate_ownership_token=created.certificate_ownership_token,
-                    parameters={k: v for k, v in parameters.items() if v},
-                )
-            ).result(timeout=args.timeout)
+            # A throttled RegisterThing changed nothing: the same token (valid an hour) is asked again.
+            registered = retry_throttled(
+                "RegisterThing",
+                lambda: identity.register_thing(request).result(timeout=args.timeout),
+                backoff,
+                counts,
+            )
+        except ThrottlingExhausted as exhausted:
+            raise Failure(REGISTER_REJECTED, f"RegisterThing rejected: {exhausted}") from None
         except Exception as error:  # noqa: BLE001
             raise Failure(REGISTER_REJECTED, f"RegisterThing rejected: {rejection(error)}") from None
     finally:
-        del identity
+        identity = None  # released before its connection stops; the retries' lambdas hold only the name
         claim.close()
     thing = registered.thing_name
     out = Path(args.output_dir)
@@ -376,6 +516,7 @@ def provision(
         "certificateFile": cert_file,
         "privateKeyFile": key_file,
         "provisionSeconds": round(provisioned_at - started, 3),
+        "throttledAttempts": dict(counts),
     }
     if args.skip_device_check:
         return result
@@ -688,6 +829,18 @@ def parser() -> argparse.ArgumentParser:
         help="the device's factory private key (PEM, EC P-256) whose public key is enrolled: signs RegisterThing",
     )
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per step (default 15)")
+    p.add_argument(
+        "--throttle-attempts",
+        type=int,
+        default=Backoff().attempts,
+        help=f"requests per step while AWS IoT throttles it (default {Backoff().attempts})",
+    )
+    p.add_argument(
+        "--throttle-seconds",
+        type=float,
+        default=Backoff().budget,
+        help=f"seconds a step keeps asking while throttled (default {Backoff().budget:g})",
+    )
     p.add_argument("--skip-device-check", action="store_true", help="stop after RegisterThing")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
@@ -716,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
             f"in {result['provisionSeconds']:.2f} s"
         )
         print(f"  credentials: {result['certificateFile']}, {result['privateKeyFile']} (0600)")
+        if result["throttledAttempts"]:
+            steps = ", ".join(f"{step} {n}" for step, n in sorted(result["throttledAttempts"].items()))
+            print(f"  throttled by AWS IoT and asked again: {steps}")
         print(f"  device configuration: {json.dumps(result['deviceConfiguration'])}")
         if "shadowDesired" in result:
             print(f"  shadow (desired): {json.dumps(result['shadowDesired'])}")

@@ -3,7 +3,8 @@
 
 Each device runs the full flow of scripts/test_provisioning.py (claim connect, certificate,
 RegisterThing, reconnect as the thing, shadow, telemetry) in one of --concurrency worker processes.
-Shows a progress bar, then a table: successes, rejections by code, latency p50/p95/max, devices/s.
+Shows a progress bar, then a table: successes, rejections by code, latency p50/p95/max, devices/s, and
+the requests AWS IoT throttled (each device asks again with backoff: scripts/device_client.py).
 Against real AWS (the stack has an iot_data_endpoint output) it paces RegisterThing to --tps
 (default 10, the documented account rate) and the registry is written with your credentials.
 Each simulated device gets a factory key (EC P-256, in its run folder): its public key is enrolled
@@ -60,19 +61,44 @@ def _ready(_: int) -> bool:
     return _TARGET is not None
 
 
-def provision_one(options: dict[str, Any]) -> tuple[str, float, str]:
-    """(outcome, seconds, detail) for one device, in a worker process."""
+def provision_one(options: dict[str, Any]) -> tuple[str, float, str, dict[str, int]]:
+    """(outcome, seconds, detail, throttled attempts by step) for one device, in a worker process."""
     assert _TARGET is not None
     started = time.monotonic()
     try:
         if _CLAIM_ERROR:
             raise device.Failure(device.CLAIM_CONNECT, _CLAIM_ERROR)
-        device.provision(argparse.Namespace(**options), _TARGET, _CLAIM_CONTEXT)
-        return "provisioned", time.monotonic() - started, ""
+        result = device.provision(argparse.Namespace(**options), _TARGET, _CLAIM_CONTEXT)
+        return "provisioned", time.monotonic() - started, "", result["throttledAttempts"]
     except device.Failure as failure:
         text = str(failure)
         code = next((part for part in text.split() if part.isupper() and len(part) > 3), f"exit {failure.code}")
-        return code, time.monotonic() - started, text
+        return code, time.monotonic() - started, text, failure.throttled
+
+
+def throttling(per_device: list[dict[str, int]]) -> dict[str, Any]:
+    """The fleet's throttled attempts: in all, by step, how many devices met throttling at all, and the most
+    any one device met (against its retry budget, --throttle-attempts per step)."""
+    steps: Counter[str] = Counter()
+    for counts in per_device:
+        steps.update(counts)
+    return {
+        "throttled_attempts": sum(steps.values()),
+        "throttled_by_step": dict(sorted(steps.items())),
+        "throttled_devices": sum(1 for counts in per_device if any(counts.values())),
+        "throttled_most": max((max(counts.values(), default=0) for counts in per_device), default=0),
+    }
+
+
+def throttling_line(summary: dict[str, Any]) -> str:
+    """The summary's line on throttling, for the table's reader ("" when nothing was throttled)."""
+    if not summary["throttled_attempts"]:
+        return ""
+    steps = ", ".join(f"{step} {n}" for step, n in summary["throttled_by_step"].items())
+    return (
+        f"  throttled {summary['throttled_attempts']} requests ({steps}) from {summary['throttled_devices']} devices,"
+        f" each asked again with backoff (at most {summary['throttled_most']} times for one step)"
+    )
 
 
 def factory_key(folder: Path, serial: str) -> tuple[str, str]:
@@ -142,6 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a device waits for each step (default 30)")
+    parser.add_argument(
+        "--throttle-attempts",
+        type=int,
+        default=device.Backoff().attempts,
+        help=f"requests a device makes per step while AWS IoT throttles it (default {device.Backoff().attempts})",
+    )
+    parser.add_argument(
+        "--throttle-seconds",
+        type=float,
+        default=device.Backoff().budget,
+        help=f"seconds a device keeps asking per step while throttled (default {device.Backoff().budget:g})",
+    )
     parser.add_argument("--run", help="an earlier run's id: its serials again, skipping the provisioned ones")
     args = parser.parse_args(argv)
 
@@ -175,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     latencies: list[float] = []
     details: list[str] = []
     failed: dict[str, str] = {}
+    throttled: list[dict[str, int]] = []
     with ProcessPoolExecutor(max_workers=args.concurrency, initializer=_init_worker, initargs=(target,)) as pool:
         # Devices are powered up before the clock starts: what is measured is provisioning.
         list(pool.map(_ready, range(args.concurrency)))
@@ -201,12 +240,15 @@ def main(argv: list[str] | None = None) -> int:
                         "skip_device_check": args.register_only,
                         "sdk_metrics": False,
                         "factory_key": keys[serial][0] if serial in keys else None,
+                        "throttle_attempts": args.throttle_attempts,
+                        "throttle_seconds": args.throttle_seconds,
                     },
                 )
             ] = serial
         for future in tqdm(as_completed(futures), total=len(futures), unit="device", disable=args.json):
-            outcome, seconds, detail = future.result()
+            outcome, seconds, detail, counts = future.result()
             outcomes[outcome] += 1
+            throttled.append(counts)
             if outcome != "provisioned":
                 failed[futures[future]] = detail
             latencies.append(seconds)
@@ -227,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_s": round(max(latencies), 3) if latencies else 0.0,
         "devices_per_s": round(len(fleet) / elapsed, 1) if elapsed else 0.0,
         "wall_s": round(elapsed, 1),
+        **throttling(throttled),
         "credentials": str(credentials),
         "examples": details,
     }
@@ -241,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for code, count in sorted(outcomes.items()):
             print(f"  rejected {count} x {code}")
+        if line := throttling_line(summary):
+            print(line)
         for detail in details:
             print(f"  e.g. {detail}")
         print(f"  credentials of the provisioned devices: {credentials}/ (0600)")

@@ -9,7 +9,8 @@ shadow get/update, and the topic rules the sandbox supports on devices' own mess
 plugin copies each to the service as fp/msg/...; sandbox.iot_data_plane.topic_rules) with the
 iot-data Publish API delivered to subscribers (fp/pub/...). The registry, functions and shadows
 are the local AWS's own, reached in-process (sandbox.iot_data_plane.local_account): the service runs inside
-the local AWS's process.
+the local AWS's process. With SandboxQuotas=aws the three fleet-provisioning APIs are throttled at AWS's
+default rates per account (sandbox.iot_data_plane.quotas).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sandbox.iot_data_plane import template_engine, topic_rules
 from sandbox.iot_data_plane.broker import SERVICE_ID, Broker, DataPlaneError, RegistryRules
 from sandbox.iot_data_plane.local_account import AwsError, LocalAccount
 from sandbox.iot_data_plane.provisioning_permissions import TEMPLATE_PERMISSIONS, Permission
+from sandbox.iot_data_plane.quotas import THROTTLED_CODE, THROTTLED_MESSAGE, THROTTLED_STATUS, Quotas
 from sandbox.iotdata import publish_to_broker
 from sandbox.request_pipeline.iam_requests import log_stream_arn
 
@@ -81,13 +83,30 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(parts) == len(levels)
 
 
+def quota_api(request_topic: str) -> str | None:
+    """The fleet-provisioning API a request topic calls, by the name its quota has; None for any other."""
+    if request_topic == "$aws/certificates/create/json":
+        return "CreateKeysAndCertificate"
+    if request_topic == "$aws/certificates/create-from-csr/json":
+        return "CreateCertificateFromCsr"
+    return "RegisterThing" if _PROVISION.match(request_topic) else None
+
+
 class FleetProvisioningService:
-    def __init__(self, account: LocalAccount, broker: Broker, token_lifetime: float = TOKEN_LIFETIME) -> None:
+    def __init__(
+        self,
+        account: LocalAccount,
+        broker: Broker,
+        token_lifetime: float = TOKEN_LIFETIME,
+        quotas: Quotas | None = None,
+    ) -> None:
         """`token_lifetime`: how long an ownership token lives, in seconds. An hour of real time, not
-        scaled: the stack's stale-claim window (real minutes) must end first, as it does on AWS."""
+        scaled: the stack's stale-claim window (real minutes) must end first, as it does on AWS.
+        `quotas`: the account's request rates (SandboxQuotas=aws); None serves every request."""
         self.account = account
         self.broker = broker
         self.token_lifetime = token_lifetime
+        self.quotas = quotas
         self.rules = RegistryRules(account)
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
@@ -236,14 +255,26 @@ class FleetProvisioningService:
 
     # Requests ----------------------------------------------------------------------------------
     def _on_request(self, topic: str, payload: bytes, **_: Any) -> None:
-        self._pool.submit(self.handle, topic, payload)
+        # The quota is decided as the request arrives, as at AWS's front door, not when a worker takes it up
+        # after slower requests (hooks) held the pool: a queue would shift who is let in and when.
+        self._pool.submit(self.handle, topic, payload, self.admitted(topic))
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def admitted(self, topic: str) -> bool:
+        """Whether the account's quota lets this request (fp/req/...) in now; always, without quotas."""
+        if self.quotas is None:
+            return True
+        api = quota_api(topic.split("/", 4)[-1])
+        return api is None or self.quotas.admit(self.account.account_id, self.account.region, api)
+
+    def handle(self, topic: str, payload: bytes, admitted: bool = True) -> None:
+        """Answers one request; `admitted` False: the account's quota refused it on arrival (nothing is done)."""
         try:
             _, _, identity, client_id, request_topic = topic.split("/", 4)
         except ValueError:
             return
         try:
+            if not admitted:
+                raise Rejected(THROTTLED_STATUS, THROTTLED_CODE, THROTTLED_MESSAGE)
             answer_topic, body = self.dispatch(Caller(identity, client_id), request_topic, payload)
         except Rejected as rejection:
             answer_topic, body = f"{request_topic}/rejected", rejection.body

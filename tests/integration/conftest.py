@@ -260,9 +260,19 @@ def another_workload_s_events(deployment: Deployment) -> None:
     )
 
 
+# The session's sandbox throttles the fleet-provisioning API at AWS's default rates, as AWS would: every
+# fleet test's client then meets throttling where it would on AWS (a burst beyond the quota).
+SESSION_SANDBOX = {"SandboxQuotas": "aws"}
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The stack deployed into a sandbox shared by the session's tests (each test leaves it usable), in
-    an account where another workload had turned some registry-event types on already."""
-    with deployed(tmp_path_factory.mktemp("sandbox-session"), before_deploy=another_workload_s_events) as shared:
+    an account where another workload had turned some registry-event types on already, with AWS's
+    default fleet-provisioning quotas (SESSION_SANDBOX)."""
+    with deployed(
+        tmp_path_factory.mktemp("sandbox-session"),
+        sandbox_settings=SESSION_SANDBOX,
+        before_deploy=another_workload_s_events,
+    ) as shared:
         yield shared

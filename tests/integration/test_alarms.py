@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -454,16 +455,20 @@ def test_a_burst_of_unknown_serials_or_failed_attestations_raises_serial_guessin
     client, identity = claim_identity(fleet)
     try:
         created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
-        for n in range(guesses):
+        for n in range(guesses):  # more than the account's RegisterThing rate (10/s): asked again if throttled
             serial = f"SN-GUESS-{n:04d}" if n % 2 else "SN-GUESS-KEYED"  # unknown, or enrolled but unsigned
+            request = iotidentity.RegisterThingRequest(
+                template_name=fleet.target.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={"SerialNumber": serial, "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
+            )
             with pytest.raises(Exception) as denied:
-                identity.register_thing(
-                    iotidentity.RegisterThingRequest(
-                        template_name=fleet.target.template_name,
-                        certificate_ownership_token=created.certificate_ownership_token,
-                        parameters={"SerialNumber": serial, "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
-                    ),
-                ).result(15)
+                device.retry_throttled(
+                    "RegisterThing",
+                    lambda request=request: identity.register_thing(request).result(15),
+                    device.Backoff(),
+                    Counter(),
+                )
             assert "403 ACCESS_DENIED" in device.rejection(denied.value)
     finally:
         client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,19 +183,19 @@ def test_a_claim_holder_retrying_a_device_whose_registry_event_failed_never_take
         client, identity = claim_identity(fleet)
         try:
             created = identity.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(15)
-            for _ in range(retries):
+            request = iotidentity.RegisterThingRequest(
+                template_name=fleet.target.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={"SerialNumber": serial, "DeviceType": "humidity-sensor", "Manufacturer": "AcmeIoT"},
+            )
+            for _ in range(retries):  # more than the account's RegisterThing rate (10/s): asked again if throttled
                 with pytest.raises(Exception) as denied:
-                    identity.register_thing(
-                        iotidentity.RegisterThingRequest(
-                            template_name=fleet.target.template_name,
-                            certificate_ownership_token=created.certificate_ownership_token,
-                            parameters={
-                                "SerialNumber": serial,
-                                "DeviceType": "humidity-sensor",
-                                "Manufacturer": "AcmeIoT",
-                            },
-                        ),
-                    ).result(15)
+                    device.retry_throttled(
+                        "RegisterThing",
+                        lambda: identity.register_thing(request).result(15),
+                        device.Backoff(),
+                        Counter(),
+                    )
                 assert "403 ACCESS_DENIED" in device.rejection(denied.value)
         finally:
             client.close()

@@ -265,3 +265,128 @@ def test_a_certificate_made_over_mqtt_waits_pending_and_goes_once_its_token_expi
         assert remaining == {registered["certificateId"]: "ACTIVE"}
     finally:
         service.stop()
+
+
+class Answers:
+    """The service's MQTT connection, as far as its answers go: what it published, to whom."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, topic: str, payload: str, qos: Any) -> None:
+        self.sent.append((topic, json.loads(payload)))
+
+
+class AtOnce:
+    """The service's worker pool, running each request as it is handed over (the test's order is theirs)."""
+
+    def submit(self, function: Any, *args: Any) -> None:
+        function(*args)
+
+    def shutdown(self, **_: Any) -> None:
+        return
+
+
+def provisioning_setup(iot: Any) -> str:
+    """A template whose role may do everything, without a hook: RegisterThing makes the thing it names."""
+    import boto3
+
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    iam = boto3.client("iam", region_name="us-east-1")
+    role = iam.create_role(RoleName="provisioning", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    iam.put_role_policy(RoleName="provisioning", PolicyName="all-of-iot", PolicyDocument=json.dumps(allow))
+    body = {
+        "Parameters": {"SerialNumber": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "SerialNumber"}}},
+            "certificate": {
+                "Type": "AWS::IoT::Certificate",
+                "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"},
+            },
+        },
+    }
+    iot.create_provisioning_template(
+        templateName="fleet", templateBody=json.dumps(body), provisioningRoleArn=role, enabled=True
+    )
+    return "$aws/provisioning-templates/fleet/provision/json"
+
+
+def test_requests_beyond_the_accounts_quota_are_refused_as_throttled_and_change_nothing(iot: Any) -> None:
+    """SandboxQuotas=aws: a request that finds its API's bucket empty gets the rejected topic's error with
+    the control plane's throttling code, and nothing is done for it: no certificate, no ownership token,
+    no thing; the token of a throttled RegisterThing stays usable, and once the bucket refills the same
+    request is served."""
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+    from sandbox.iot_data_plane.quotas import Quotas
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    class Broker:  # a registration puts its certificate's rules in force
+        def write_identity_rules(self, identity: str, text: str) -> None:
+            return
+
+    clock = Clock()
+    rates = {"CreateKeysAndCertificate": 2.0, "CreateCertificateFromCsr": 2.0, "RegisterThing": 1.0}
+    provision = provisioning_setup(iot)
+    service = fleet_provisioning.FleetProvisioningService(
+        LocalAccount("us-east-1"),
+        Broker(),  # type: ignore[arg-type]
+        quotas=Quotas(rates, clock),
+    )
+    service.connection, service._pool = Answers(), AtOnce()  # type: ignore[assignment]
+    answers: Answers = service.connection  # type: ignore[assignment]
+
+    def ask(topic: str, body: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        service._on_request(f"fp/req/claim-identity/claim-device/{topic}", json.dumps(body or {}).encode())
+        sent, answer = answers.sent.pop()
+        return sent.removeprefix(f"fp/resp/claim-device/{topic}/"), answer
+
+    throttled = {"statusCode": 400, "errorCode": "ThrottlingException", "errorMessage": "Rate exceeded"}
+    try:
+        created = [ask("$aws/certificates/create/json") for _ in range(3)]
+        assert [outcome for outcome, _ in created] == ["accepted", "accepted", "rejected"]
+        assert created[2][1] == throttled
+        assert len(iot.list_certificates()["certificates"]) == 2  # none made for the throttled request
+        assert len(service.tokens) == 2
+
+        token = created[0][1]["certificateOwnershipToken"]
+        request = {"certificateOwnershipToken": token, "parameters": {"SerialNumber": "SN-1"}}
+        spent = ask(provision, {"certificateOwnershipToken": "not-a-token"})  # admitted: takes the second's token
+        assert spent[1]["errorCode"] == "InvalidCertificateOwnershipToken"
+        assert ask(provision, request) == ("rejected", throttled)
+        assert iot.list_things()["things"] == []
+        assert token in service.tokens  # not used up: the device asks again with it
+
+        clock.now += 1.0  # a second later the bucket holds a request again
+        outcome, registered = ask(provision, request)
+
+        assert (outcome, registered["thingName"]) == ("accepted", "SN-1")
+        assert [thing["thingName"] for thing in iot.list_things()["things"]] == ["SN-1"]
+        assert service.quotas is not None
+        assert service.quotas.throttled == {"CreateKeysAndCertificate": 1, "RegisterThing": 1}
+    finally:
+        service.stop()
+
+
+def test_without_quotas_no_request_is_throttled(iot: Any) -> None:
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), None)  # type: ignore[arg-type]
+    service.connection, service._pool = Answers(), AtOnce()  # type: ignore[assignment]
+    try:
+        for _ in range(12):  # more than a second of AWS's rate for CreateKeysAndCertificate, at once
+            service._on_request("fp/req/claim-identity/claim-device/$aws/certificates/create/json", b"")
+        outcomes = [topic.rsplit("/", 1)[1] for topic, _ in service.connection.sent]  # type: ignore[attr-defined]
+        assert outcomes == ["accepted"] * 12
+    finally:
+        service.stop()

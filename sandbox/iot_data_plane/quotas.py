@@ -1,0 +1,82 @@
+"""AWS IoT Core's default fleet-provisioning quotas, enforced per account as AWS enforces them (SandboxQuotas).
+
+With `SandboxQuotas=aws` each fleet-provisioning MQTT API of an account (and Region) gets a token bucket
+filled at AWS's default rate: a request that finds it empty is refused with the control plane's throttling
+error, so a client's behaviour under throttling is tried here before it meets AWS. With `none` (the default)
+nothing is throttled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+# Requests per second per account per Region, AWS IoT Core's defaults (Service Quotas, adjustable on request):
+# https://docs.aws.amazon.com/general/latest/gr/iot-core.html (fleet provisioning).
+AWS_DEFAULT_RATES: Mapping[str, float] = {
+    "CreateKeysAndCertificate": 10.0,
+    "CreateCertificateFromCsr": 20.0,
+    "RegisterThing": 10.0,
+}
+# The control plane's throttling error (the IoT service model: ThrottlingException, HTTP 400, "The rate
+# exceeds the limit."), with the message AWS IoT's throttling answers carry. AWS does not document what the
+# rejected topic says when it throttles: not verified on AWS.
+THROTTLED_STATUS, THROTTLED_CODE, THROTTLED_MESSAGE = 400, "ThrottlingException", "Rate exceeded"
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most `burst`; full at the start. Each admitted request takes one."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(
+                f"a token bucket needs a positive rate and room for a request (rate {rate}, burst {burst})"
+            )
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens, self._at = burst, clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+class Quotas:
+    """One bucket per account, Region and API, filled at `rates` (an API not named is never throttled).
+    AWS documents no burst for these quotas, so a bucket holds one second of requests."""
+
+    def __init__(self, rates: Mapping[str, float], clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates, self.clock = dict(rates), clock
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        self._lock = threading.Lock()
+        self.throttled: Counter[str] = Counter()  # requests refused, by API
+
+    def admit(self, account_id: str, region: str, api: str) -> bool:
+        rate = self.rates.get(api)
+        if rate is None:
+            return True
+        with self._lock:
+            bucket = self._buckets.get((account_id, region, api))
+            if bucket is None:
+                bucket = self._buckets[account_id, region, api] = TokenBucket(rate, rate, self.clock)
+        if bucket.take():
+            return True
+        with self._lock:
+            self.throttled[api] += 1
+        return False
+
+    def describe(self) -> str:
+        return ", ".join(f"{api} {rate:g}/s" for api, rate in sorted(self.rates.items()))
+
+
+def for_setting(setting: str, clock: Callable[[], float] = time.monotonic) -> Quotas | None:
+    """The quotas a SandboxQuotas setting (sandbox.state.quotas) stands for: None for `none`."""
+    return Quotas(AWS_DEFAULT_RATES, clock) if setting == "aws" else None
