@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 from awscrt import io, mqtt5, mqtt_request_response
 from awsiot import V2ServiceException, iotidentity, iotshadow, mqtt5_client_builder
 from awsiot._iot_metrics import _build_sdk_metrics  # what the SDK's builder sends
+from botocore.retries.standard import ThrottledRetryableChecker
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -282,12 +283,11 @@ def rejection(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-# Error codes AWS services answer when they throttle. AWS does not document the rejected topic's answer to a
-# throttled fleet-provisioning request; the IoT control plane's is ThrottlingException (HTTP 400, "The rate
-# exceeds the limit."), so that, a 429 or a "Rate exceeded" message are each taken as throttling.
-THROTTLING_CODES = frozenset(
-    {"throttlingexception", "throttling", "throttled", "toomanyrequestsexception", "requestlimitexceeded"}
-)
+# Error codes AWS services answer when they throttle: botocore's own list (its standard retry mode), and
+# "Throttled". AWS's developer guide does not document the rejected topic's answer to a throttled
+# fleet-provisioning request; AWS's embedded C SDK names status 429 for it and the IoT control plane's code is
+# ThrottlingException: a 429, any of these codes or a "rate exceeded" message are each taken as throttling.
+THROTTLING_CODES = frozenset(code.lower() for code in (*ThrottledRetryableChecker._THROTTLED_ERROR_CODES, "Throttled"))
 
 
 def throttled(error: BaseException) -> bool:
@@ -362,6 +362,21 @@ def retry_throttled(
                 raise ThrottlingExhausted(step, attempt, spent, rejection(error)) from None
             sleep(wait)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero (else the usage error, exit code 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above zero")
+        return value
+
+    return parse
 
 
 def backoff_of(args: argparse.Namespace) -> Backoff:
@@ -831,13 +846,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per step (default 15)")
     p.add_argument(
         "--throttle-attempts",
-        type=int,
+        type=_positive(int),
         default=Backoff().attempts,
         help=f"requests per step while AWS IoT throttles it (default {Backoff().attempts})",
     )
     p.add_argument(
         "--throttle-seconds",
-        type=float,
+        type=_positive(float),
         default=Backoff().budget,
         help=f"seconds a step keeps asking while throttled (default {Backoff().budget:g})",
     )

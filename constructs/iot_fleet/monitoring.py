@@ -104,7 +104,8 @@ class Monitoring(Construct):
                 "More than 5 RegisterThing requests failed in 5 minutes: devices are being refused. Check the "
                 "hook's denials by Reason on the dashboard and in its log group: NOT_ENROLLED or DEVICE_TYPE_MISMATCH "
                 "bursts mean a manifest not enrolled or someone probing with the claim certificate; REGISTRY_ERROR "
-                "means the registry is failing (see hook-denied-on-errors).",
+                "means the registry is failing (see hook-denied-on-errors); no denials means the account's "
+                "RegisterThing rate is taken (throttling: provision fewer devices at once).",
                 5,
                 Metric("AWS/IoT", "RegisterThingFailed", {"TemplateName": template_name}),
             ),

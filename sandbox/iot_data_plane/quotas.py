@@ -20,10 +20,11 @@ AWS_DEFAULT_RATES: Mapping[str, float] = {
     "CreateCertificateFromCsr": 20.0,
     "RegisterThing": 10.0,
 }
-# The control plane's throttling error (the IoT service model: ThrottlingException, HTTP 400, "The rate
-# exceeds the limit."), with the message AWS IoT's throttling answers carry. AWS does not document what the
-# rejected topic says when it throttles: not verified on AWS.
-THROTTLED_STATUS, THROTTLED_CODE, THROTTLED_MESSAGE = 400, "ThrottlingException", "Rate exceeded"
+# The rejected topic's answer to a throttled request: status 429, the code AWS's embedded C SDK gives for
+# "Server has too many requests from clients" (aws-iot-device-sdk-embedded-C, aws_iot_provisioning_types.h,
+# AWS_IOT_PROVISIONING_SERVER_STATUS_TOO_MANY_REQUESTS); the error code and message are the IoT service
+# model's ThrottlingException and its text. The developer guide documents none of them: not verified on AWS.
+THROTTLED_STATUS, THROTTLED_CODE, THROTTLED_MESSAGE = 429, "ThrottlingException", "The rate exceeds the limit."
 
 
 class TokenBucket:
@@ -51,7 +52,8 @@ class TokenBucket:
 
 class Quotas:
     """One bucket per account, Region and API, filled at `rates` (an API not named is never throttled).
-    AWS documents no burst for these quotas, so a bucket holds one second of requests."""
+    A bucket holds one second of requests, so a quiet account admits that many at once: AWS documents no
+    burst for these quotas, and this one is an assumption (not verified on AWS)."""
 
     def __init__(self, rates: Mapping[str, float], clock: Callable[[], float] = time.monotonic) -> None:
         self.rates, self.clock = dict(rates), clock

@@ -23,7 +23,9 @@ def refused(status: int, code: str, message: str) -> V2ServiceException:
     return V2ServiceException("the request was rejected", None, error)
 
 
-THROTTLED = refused(400, "ThrottlingException", "Rate exceeded")  # the sandbox's answer (SandboxQuotas=aws)
+THROTTLED = refused(
+    429, "ThrottlingException", "The rate exceeds the limit."
+)  # the sandbox's answer (SandboxQuotas=aws)
 
 
 def answered(value: Any) -> Future[Any]:
@@ -133,7 +135,7 @@ def test_a_step_still_throttled_when_its_attempts_run_out_fails_saying_so(
     assert str(failed.value).startswith(
         "certificate creation rejected: CreateCertificateFromCsr still THROTTLED after 4 attempts in "
     )
-    assert "(last answer 400 ThrottlingException: Rate exceeded)" in str(failed.value)
+    assert "(last answer 429 ThrottlingException: The rate exceeds the limit.)" in str(failed.value)
     assert failed.value.throttled == {"CreateCertificateFromCsr": 4}
     assert [step for step, _ in identity.asked] == ["CreateCertificateFromCsr"] * 4  # and no RegisterThing
     assert len(waits) == 3
@@ -236,3 +238,15 @@ def test_the_simulator_reports_the_fleets_throttled_attempts_by_step_and_devices
         " each asked again with backoff (at most 3 times for one step)"
     )
     assert simulate_fleet.throttling_line(simulate_fleet.throttling([{}, {}])) == ""
+
+
+@pytest.mark.parametrize(
+    "given", [["--throttle-attempts", "0"], ["--throttle-seconds", "-5"], ["--throttle-attempts", "x"]]
+)
+def test_a_retry_budget_that_is_not_above_zero_is_a_usage_error(
+    given: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        device.parser().parse_args(["--serial-number", "SN-1", *given])
+    assert stopped.value.code == 2
+    assert given[0] in capsys.readouterr().err

@@ -350,7 +350,7 @@ def test_requests_beyond_the_accounts_quota_are_refused_as_throttled_and_change_
         sent, answer = answers.sent.pop()
         return sent.removeprefix(f"fp/resp/claim-device/{topic}/"), answer
 
-    throttled = {"statusCode": 400, "errorCode": "ThrottlingException", "errorMessage": "Rate exceeded"}
+    throttled = {"statusCode": 429, "errorCode": "ThrottlingException", "errorMessage": "The rate exceeds the limit."}
     try:
         created = [ask("$aws/certificates/create/json") for _ in range(3)]
         assert [outcome for outcome, _ in created] == ["accepted", "accepted", "rejected"]
