@@ -297,7 +297,10 @@ def throttled(error: BaseException) -> bool:
         return False
     code = str(getattr(modeled, "error_code", "") or "").lower()
     message = str(getattr(modeled, "error_message", "") or "").lower()
-    return getattr(modeled, "status_code", None) == 429 or code in THROTTLING_CODES or "rate exceeded" in message
+    if getattr(modeled, "status_code", None) == 429 or code in THROTTLING_CODES:
+        return True
+    # The message only where no code says otherwise: a refusal's text can quote what the device sent.
+    return not code and "rate exceeded" in message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,7 +322,7 @@ class Backoff:
 
     def wait(self, retry: int, uniform: Callable[[float, float], float]) -> float:
         """The wait before retry number `retry` (0 for the first)."""
-        return uniform(0.0, min(self.cap, self.base * 2**retry))
+        return uniform(0.0, min(self.cap, self.base * 2.0 ** min(retry, 64)))
 
 
 class ThrottlingExhausted(Exception):
@@ -332,7 +335,9 @@ class ThrottlingExhausted(Exception):
 
 
 T = TypeVar("T")
-_JITTER = random.Random()  # noqa: S311 - spreads retries out; nothing secret depends on it
+# Drawn from the system's randomness: a random.Random made at import would give every process the
+# simulator forks the same draws, and devices throttled together would come back together.
+_JITTER = random.SystemRandom()
 
 
 def retry_throttled(
@@ -383,8 +388,8 @@ def backoff_of(args: argparse.Namespace) -> Backoff:
     """The retry budget --throttle-attempts and --throttle-seconds give (the defaults where not given)."""
     default = Backoff()
     return Backoff(
-        attempts=getattr(args, "throttle_attempts", None) or default.attempts,
-        budget=getattr(args, "throttle_seconds", None) or default.budget,
+        attempts=default.attempts if getattr(args, "throttle_attempts", None) is None else args.throttle_attempts,
+        budget=default.budget if getattr(args, "throttle_seconds", None) is None else args.throttle_seconds,
     )
 
 

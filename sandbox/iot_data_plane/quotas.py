@@ -43,7 +43,7 @@ class TokenBucket:
         with self._lock:
             now = self.clock()
             self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
-            self._at = now
+            self._at = max(self._at, now)  # a clock that steps back credits no time twice
             if self._tokens < 1:
                 return False
             self._tokens -= 1

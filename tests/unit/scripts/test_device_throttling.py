@@ -166,7 +166,9 @@ def test_a_refusal_that_is_not_throttling_is_final(
         (refused(429, "TooManyRequests", "slow down"), True),
         (refused(400, "Throttling", "Rate exceeded"), True),
         (refused(400, "TooManyRequestsException", ""), True),
-        (refused(400, "LimitExceeded", "Rate exceeded for RegisterThing"), True),
+        (refused(400, "LimitExceededException", "Rate exceeded for RegisterThing"), True),
+        (refused(400, "", "Rate exceeded"), True),  # no code: the message says it
+        (refused(400, "InvalidParameters", "Fn::FindInMap found no types/Rate exceeded"), False),  # device's text
         (refused(400, "InvalidCertificateOwnershipToken", "Certificate ownership token is invalid"), False),
         (refused(400, "InvalidParameters", "parameters must be an object of strings"), False),
         (refused(403, "ACCESS_DENIED", "Provisioning was denied"), False),
@@ -181,6 +183,7 @@ def test_throttling_is_told_apart_from_every_other_refusal(error: BaseException,
 
 def test_the_waits_double_from_base_up_to_the_cap_and_each_is_drawn_from_zero() -> None:
     backoff = device.Backoff(base=0.1, cap=4.0)
+    assert backoff.wait(5000, lambda low, high: high) == 4.0  # however many retries a budget allows
 
     longest = [backoff.wait(n, lambda low, high: high) for n in range(8)]
     shortest = [backoff.wait(n, lambda low, high: low) for n in range(8)]

@@ -377,6 +377,54 @@ def test_requests_beyond_the_accounts_quota_are_refused_as_throttled_and_change_
         service.stop()
 
 
+def test_the_quota_is_decided_as_a_request_arrives_not_when_a_worker_takes_it_up(iot: Any) -> None:
+    """Requests that arrive together and wait in the worker pool behind slow ones (hooks) are admitted or
+    throttled by their arrival, as at AWS's front door: the bucket's refill while they wait admits none."""
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+    from sandbox.iot_data_plane.quotas import Quotas
+
+    now = [0.0]
+
+    class Later:  # a busy pool: runs what it was handed only when told
+        def __init__(self) -> None:
+            self.queued: list[tuple[Any, tuple[Any, ...]]] = []
+
+        def submit(self, function: Any, *args: Any) -> None:
+            self.queued.append((function, args))
+
+        def shutdown(self, **_: Any) -> None:
+            return
+
+    service = fleet_provisioning.FleetProvisioningService(
+        LocalAccount("us-east-1"),
+        None,  # type: ignore[arg-type]
+        quotas=Quotas({"CreateKeysAndCertificate": 2.0}, lambda: now[0]),
+    )
+    pool = Later()
+    service.connection, service._pool = Answers(), pool  # type: ignore[assignment]
+
+    def arrive(count: int) -> None:
+        for _ in range(count):
+            service._on_request("fp/req/claim-identity/claim-device/$aws/certificates/create/json", b"")
+
+    def run_queued() -> None:
+        while pool.queued:
+            function, args = pool.queued.pop(0)
+            function(*args)
+
+    try:
+        arrive(2)  # the second's two requests: served at once
+        run_queued()
+        arrive(3)  # the same second: over the rate, then kept waiting
+        now[0] += 10.0  # the bucket refills while they wait
+        run_queued()
+        outcomes = [topic.rsplit("/", 1)[1] for topic, _ in service.connection.sent]  # type: ignore[attr-defined]
+        assert outcomes == ["accepted", "accepted", "rejected", "rejected", "rejected"]
+    finally:
+        service.stop()
+
+
 def test_without_quotas_no_request_is_throttled(iot: Any) -> None:
     from sandbox.iot_data_plane import fleet_provisioning
     from sandbox.iot_data_plane.local_account import LocalAccount

@@ -109,3 +109,17 @@ def test_sandbox_up_refuses_a_quota_setting_it_cannot_take_before_it_starts_anyt
     said = capsys.readouterr().err
     assert "sandbox: error: SandboxQuotas=fast: give aws" in said and "or none" in said
     assert not (tmp_path / "sandbox").exists()  # no state, no log, no process
+
+
+def test_a_clock_that_steps_back_credits_no_time_twice() -> None:
+    from sandbox.iot_data_plane.quotas import TokenBucket
+
+    now = [100.0]
+    bucket = TokenBucket(rate=10.0, burst=10.0, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(10)) == 10
+    now[0] = 99.0
+    assert not bucket.take()
+    now[0] = 100.0  # back where it was drained: no time has passed
+    assert not bucket.take()
+    now[0] = 100.5
+    assert sum(bucket.take() for _ in range(10)) == 5
