@@ -19,7 +19,9 @@ CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
 
 # Parameters the template declares. The device sends the first six in RegisterThing (AttestationSignature
 # only the hook reads; declared with a default so a device without a factory key need not send it);
-# the hook always supplies ThingName through parameterOverrides.
+# the hook always supplies ThingName through parameterOverrides. No default is empty: AWS does not say
+# whether a template parameter may default to "", so AttestationSignature's is a word the hook reads
+# as "no signature" (the hook's NO_ATTESTATION_SIGNATURE; not verified on AWS).
 DEVICE_PARAMETERS = (
     "SerialNumber",
     "DeviceType",
@@ -29,7 +31,12 @@ DEVICE_PARAMETERS = (
     "AttestationSignature",
 )
 HOOK_OVERRIDES = ("ThingName",)
-PARAMETER_DEFAULTS = {"FirmwareVersion": "unknown", "Location": "unknown", "AttestationSignature": ""}
+NO_ATTESTATION_SIGNATURE = "none"
+PARAMETER_DEFAULTS = {
+    "FirmwareVersion": "unknown",
+    "Location": "unknown",
+    "AttestationSignature": NO_ATTESTATION_SIGNATURE,
+}
 # Claim connections use client ids starting with this (ClaimClientIdPrefix): the claim policy allows no
 # other, and no thing name may start with it, so the claim certificate can never connect as a device.
 CLAIM_CLIENT_ID_PREFIX = "claim-"

@@ -179,6 +179,9 @@ class FleetProvisioning(Construct):
                 self.version_pruning,
             ],
         )
+        # AWS's hook page asks for "source-arn or source-account" but does not say what IoT sets as
+        # aws:SourceArn when it invokes a hook: the account, which IoT sets whatever the ARN is, works
+        # under every reading (not verified on AWS; docs/sandbox.md).
         self.hook_permission = LambdaPermission(
             self,
             "hook-permission",
@@ -186,7 +189,7 @@ class FleetProvisioning(Construct):
             action="lambda:InvokeFunction",
             function_name=hook.function_name,
             principal="iot.amazonaws.com",
-            source_arn=self.template.arn,
+            source_account=account.account_id,
         )
 
 

@@ -209,8 +209,13 @@ def parse_request(event: Any) -> Request:
     )
 
 
+# The template's default for AttestationSignature (constructs/iot_fleet/documents.py): a device that sends
+# none, or sends this word, has no signature.
+NO_ATTESTATION_SIGNATURE = "none"
+
+
 def _signature(value: Any) -> str | None:
-    if value is None or value == "":
+    if value is None or value in ("", NO_ATTESTATION_SIGNATURE):
         return None
     if not isinstance(value, str):
         raise Invalid("AttestationSignature is not a string")

@@ -169,13 +169,14 @@ def test_iot_does_not_invoke_a_hook_whose_function_policy_does_not_allow_the_tem
     function = fleet.outputs["provisioning_hook_function_name"]
     (statement,) = json.loads(lam.get_policy(FunctionName=function)["Policy"])["Statement"]
     lam.remove_permission(FunctionName=function, StatementId=statement["Sid"])
+    account = statement["Condition"]["StringEquals"]["AWS:SourceAccount"]  # the stack's: only its account's IoT
     request.addfinalizer(
         lambda: lam.add_permission(
             FunctionName=function,
             StatementId=statement["Sid"],
             Action="lambda:InvokeFunction",
             Principal="iot.amazonaws.com",
-            SourceArn=fleet.outputs["provisioning_template_arn"],
+            SourceAccount=account,
         )
     )
     other_template = fleet.outputs["provisioning_template_arn"] + "-2"

@@ -237,3 +237,21 @@ def test_given_an_enrolled_thing_name_taking_the_prefix_when_the_device_names_no
     assert registry.get("SN-0001") == before
     record = log_records(capsys.readouterr().out)[-1]
     assert (record["reason"], "enrolled thing name claim-boiler" in record["detail"]) == ("INVALID_PARAMETERS", True)
+
+
+@pytest.mark.parametrize("sent", ["", "none"])
+def test_the_templates_default_signature_is_no_signature(
+    sent: str, hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The template declares AttestationSignature with the default "none" (not "": AWS does not say whether a
+    parameter may default to empty); a device that sends it, or nothing, has sent no signature."""
+    from iot_fleet.documents import PARAMETER_DEFAULTS
+
+    assert PARAMETER_DEFAULTS["AttestationSignature"] == hook.NO_ATTESTATION_SIGNATURE
+    registry.enroll("SN-0001", factoryPublicKey=public_der(new_key()))
+    before = registry.get("SN-0001")
+
+    assert hook.handler(event(AttestationSignature=sent)) == DENY
+
+    assert registry.get("SN-0001") == before
+    assert "sent no AttestationSignature" in log_records(capsys.readouterr().out)[-1]["detail"]
