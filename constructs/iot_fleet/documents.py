@@ -20,8 +20,9 @@ CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
 # Parameters the template declares. The device sends the first six in RegisterThing (AttestationSignature
 # only the hook reads; declared with a default so a device without a factory key need not send it);
 # the hook always supplies ThingName through parameterOverrides. No default is empty: AWS does not say
-# whether a template parameter may default to "", so AttestationSignature's is a word the hook reads
-# as "no signature" (the hook's NO_ATTESTATION_SIGNATURE; not verified on AWS).
+# whether a template parameter may default to "" (not verified on AWS). AttestationSignature's default
+# only satisfies IoT's template engine (no resource references it; the hook gets the parameters the
+# device sent, not defaults); a device that sends the word itself is read as sending no signature.
 DEVICE_PARAMETERS = (
     "SerialNumber",
     "DeviceType",

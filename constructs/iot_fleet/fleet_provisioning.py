@@ -181,7 +181,8 @@ class FleetProvisioning(Construct):
         )
         # AWS's hook page asks for "source-arn or source-account" but does not say what IoT sets as
         # aws:SourceArn when it invokes a hook: the account, which IoT sets whatever the ARN is, works
-        # under every reading (not verified on AWS; docs/sandbox.md).
+        # under every reading (not verified on AWS; docs/sandbox.md). It lets the account's other IoT
+        # resources reach the hook too, which refuses any template but this one (docs/security.md).
         self.hook_permission = LambdaPermission(
             self,
             "hook-permission",

@@ -32,6 +32,7 @@ def provisioning_hook(scope: Construct, settings: FunctionSettings, config: Stac
             "REQUIRE_ENROLLMENT": str(config.require_enrollment).lower(),
             "REQUIRE_ATTESTATION": str(config.require_attestation).lower(),
             "CLAIM_CLIENT_ID_PREFIX": config.claim_client_id_prefix,
+            "PROVISIONING_TEMPLATE_NAME": config.provisioning_template_name,
             "METRICS_NAMESPACE": settings.metrics_namespace,
             "IOT_PROVISIONING_DEBUG": os.environ.get("IOT_PROVISIONING_DEBUG", "false").lower(),
         },

@@ -101,6 +101,9 @@ class Settings:
     # The client-id prefix of claim connections (the claim policy's only Connect resource): no thing
     # name may take it, or the claim certificate could connect as that thing and knock it off.
     claim_client_id_prefix: str = "claim-"
+    # This stack's provisioning template: IoT of the account may invoke the hook (its function policy
+    # names the account), so a request for any other template is refused. Empty: no check (tests only).
+    template_name: str = ""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -114,6 +117,7 @@ class Settings:
             debug=environ.get("IOT_PROVISIONING_DEBUG", "false").lower() == "true",
             require_attestation=environ.get("REQUIRE_ATTESTATION", "false").lower() == "true",
             claim_client_id_prefix=environ.get("CLAIM_CLIENT_ID_PREFIX", "claim-"),
+            template_name=environ.get("PROVISIONING_TEMPLATE_NAME", ""),
         )
 
 
@@ -209,8 +213,9 @@ def parse_request(event: Any) -> Request:
     )
 
 
-# The template's default for AttestationSignature (constructs/iot_fleet/documents.py): a device that sends
-# none, or sends this word, has no signature.
+# The template's default for AttestationSignature (constructs/iot_fleet/documents.py). The hook gets the
+# parameters the device sent, not defaults; a device that sends this word, like one that sends nothing
+# or "", has sent no signature.
 NO_ATTESTATION_SIGNATURE = "none"
 
 
@@ -643,6 +648,11 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     budget = _budget(context)
     try:
         request = parse_request(event)
+        if _SETTINGS.template_name and request.template_name != _SETTINGS.template_name:
+            raise Invalid(
+                f"the request is for template {request.template_name or '(none)'}, not this stack's "
+                f"{_SETTINGS.template_name}"
+            )
         now = runtime.now()
         decision = _DECIDING.submit(decide, request, _SETTINGS, _REGISTRY, now).result(timeout=budget)
     except Invalid as error:

@@ -255,6 +255,7 @@ def test_hook_function_runtime_timeout_and_least_privilege_role(synth: Synth) ->
     assert env["ALLOWED_DEVICE_TYPES"].split(",") == list(synth.config.allowed_device_types)
     assert env["REQUIRE_ENROLLMENT"] == "true"
     assert (env["REQUIRE_ATTESTATION"], env["CLAIM_CLIENT_ID_PREFIX"]) == ("false", "claim-")
+    assert env["PROVISIONING_TEMPLATE_NAME"] == synth.config.provisioning_template_name  # it refuses any other
     table = synth.one("aws_dynamodb_table")
     assert env["TABLE_NAME"] == synth.reference("aws_dynamodb_table", table, "name")
     role_policy = next(

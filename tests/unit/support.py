@@ -79,6 +79,7 @@ def load_hook(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         "REQUIRE_ENROLLMENT": "true",
         "METRICS_NAMESPACE": "IoTProvisioning/test",
         "IOT_PROVISIONING_DEBUG": "false",
+        "PROVISIONING_TEMPLATE_NAME": "IoTProvisioning-dev-fleet",  # the template of event()'s templateArn
         **env,
     }
     for key, value in settings.items():

@@ -106,6 +106,28 @@ def test_given_unknown_serial_when_it_registers_then_denied_and_nothing_written(
     assert log_records(capsys.readouterr().out)[-1]["reason"] == "NOT_ENROLLED"
 
 
+def test_given_a_request_for_another_template_then_denied_and_nothing_written(
+    hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IoT of the whole account may invoke the hook (its function policy names the account): a request
+    for a template other than this stack's, or forged by a topic rule without one, is refused."""
+    registry.enroll("SN-0001")
+    before = registry.get("SN-0001")
+    other = event()
+    other["templateArn"] = other["templateArn"].replace("IoTProvisioning-dev-fleet", "someone-elses")
+    missing = event()
+    del missing["templateArn"]
+
+    assert hook.handler(other) == DENY
+    assert hook.handler(missing) == DENY
+
+    assert registry.get("SN-0001") == before
+    records = log_records(capsys.readouterr().out)
+    assert [r["reason"] for r in records[-2:]] == ["INVALID_PARAMETERS"] * 2
+    assert "not this stack's IoTProvisioning-dev-fleet" in records[-2]["detail"]
+    assert hook.handler(event())["allowProvisioning"] is True  # its own template
+
+
 def test_given_device_type_outside_allowed_set_when_it_registers_then_denied_without_touching_registry(
     hook: ModuleType, registry: Registry, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,12 @@ def template() -> dict:
     )
 
 
+def test_no_template_parameter_defaults_to_empty() -> None:
+    """AWS does not say whether a template parameter may default to "": none does (docs/sandbox.md)."""
+    defaults = {name: p["Default"] for name, p in template()["Parameters"].items() if "Default" in p}
+    assert defaults and all(isinstance(value, str) and value for value in defaults.values()), defaults
+
+
 def test_template_declares_every_parameter_it_references() -> None:
     body = template()
     declared = set(body["Parameters"])

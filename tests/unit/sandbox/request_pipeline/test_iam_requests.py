@@ -356,6 +356,20 @@ def test_iot_may_invoke_a_function_only_for_the_source_its_policy_names(in_proce
         arn.replace("hook", "gone"), "iot.amazonaws.com", template, ACCOUNT
     ).allowed
 
+    # The stack's form: the account (aws:SourceAccount), whatever ARN IoT names as the source.
+    lam.remove_permission(FunctionName="hook", StatementId="iot")
+    lam.add_permission(
+        FunctionName="hook",
+        StatementId="iot",
+        Action="lambda:InvokeFunction",
+        Principal="iot.amazonaws.com",
+        SourceAccount=ACCOUNT,
+    )
+    assert AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template, ACCOUNT).allowed
+    assert AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", template + "2", ACCOUNT).allowed
+    other_account = template.replace(ACCOUNT, "999999999999")
+    assert not AUTHORITY.function_policy_allows(arn, "iot.amazonaws.com", other_account, "999999999999").allowed
+
 
 def test_a_role_is_assumable_only_by_the_service_and_account_its_trust_policy_names(in_process: Any) -> None:
     trust = {
