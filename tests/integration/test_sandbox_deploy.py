@@ -113,8 +113,9 @@ def test_second_plan_reports_no_changes(deployment: Deployment) -> None:
 def test_hook_runs_in_the_sandbox_and_logs_to_its_log_group(deployment: Deployment) -> None:
     outputs = json.loads(deployment.run("terraform", "output", "-json", cwd=deployment.stack_dir).stdout)
     function = outputs["provisioning_hook_function_name"]["value"]
-    payload = {
+    payload = {  # as IoT sends it: the hook refuses a request for any template but the stack's
         "certificateId": "a" * 64,
+        "templateArn": outputs["provisioning_template_arn"]["value"],
         "parameters": {"SerialNumber": "SN-404", "DeviceType": "gateway", "Manufacturer": "AcmeIoT"},
     }
     answer = deployment.client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload).encode())
