@@ -74,17 +74,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-cert-rotation-") as folder:
         bench = Bench(Path(folder))
         try:
-            bench.run(sys.executable, "-m", "sandbox", "up")
-            deploy, _ = bench.run(
-                "npx",
-                "--no-install",
-                "cdktf",
-                "deploy",
-                "--auto-approve",
-                "--skip-provider-lock",
-                "--output",
-                str(bench.out),
-            )
+            deploy = bench.up_and_deploy()
             print(f"deploy: {deploy:.0f} s", flush=True)
             seconds, simulated = bench.run(
                 sys.executable,

@@ -65,6 +65,25 @@ class Bench:
             sys.exit(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
         return time.monotonic() - started, result
 
+    def deploy(self) -> float:
+        """`cdktf deploy` of the stack into this bench's sandbox; its seconds."""
+        seconds, _ = self.run(
+            "npx",
+            "--no-install",
+            "cdktf",
+            "deploy",
+            "--auto-approve",
+            "--skip-provider-lock",
+            "--output",
+            str(self.out),
+        )
+        return seconds
+
+    def up_and_deploy(self) -> float:
+        """Starts this bench's sandbox and deploys the stack into it; the deploy's seconds."""
+        self.run(sys.executable, "-m", "sandbox", "up")
+        return self.deploy()
+
     @property
     def stack(self) -> Path:
         return next((self.out / "stacks").iterdir())
@@ -121,17 +140,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-rotation-") as folder:
         bench = Bench(Path(folder))
         try:
-            bench.run(sys.executable, "-m", "sandbox", "up")
-            deploy, _ = bench.run(
-                "npx",
-                "--no-install",
-                "cdktf",
-                "deploy",
-                "--auto-approve",
-                "--skip-provider-lock",
-                "--output",
-                str(bench.out),
-            )
+            deploy = bench.up_and_deploy()
             print(f"deploy, generation 1: {deploy:.0f} s", flush=True)
             manifest = Path(folder) / "fleet.csv"
             manifest.write_text(

@@ -63,17 +63,7 @@ def measure(setting: str, devices: int, concurrency: int) -> None:
         bench = Bench(Path(folder))
         bench.env["SandboxQuotas"] = setting
         try:
-            bench.run(sys.executable, "-m", "sandbox", "up")
-            deploy, _ = bench.run(
-                "npx",
-                "--no-install",
-                "cdktf",
-                "deploy",
-                "--auto-approve",
-                "--skip-provider-lock",
-                "--output",
-                str(bench.out),
-            )
+            deploy = bench.up_and_deploy()
             print(f"SandboxQuotas={setting}: deployed in {deploy:.0f} s", flush=True)
             simulate(bench, Path(folder), concurrency, concurrency)  # warm-up, unmeasured
             time.sleep(2.0)  # every bucket full again: the measured run starts as a fresh account would

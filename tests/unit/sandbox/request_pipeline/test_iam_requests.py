@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import socket
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,8 +20,6 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sandbox.iam.enforcement import AUTHORITY, AssumedRole
-from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
-from sandbox.request_pipeline import http_front
 from sandbox.request_pipeline.iam_requests import Call, Unmapped, checks_for
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -36,12 +33,6 @@ TRUST_LAMBDA = json.dumps(
         ],
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class LocalAws:
@@ -73,18 +64,6 @@ class LocalAws:
     def put(self, role: str, statements: list[dict[str, Any]]) -> None:
         document = json.dumps({"Version": "2012-10-17", "Statement": statements})
         self.client("iam").put_role_policy(RoleName=role, PolicyName="policy", PolicyDocument=document)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The local AWS's real HTTP front on a port of its own (moto's server-mode state, no mock)."""
-    AUTHORITY.install()
-    port = free_port()
-    running = http_front.serve(port, lambda: {}, CertificateAuthority.load_or_create(tmp_path_factory.mktemp("ca")))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.shutdown()
 
 
 def reset(server: str) -> None:

@@ -17,10 +17,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sandbox.iot_data_plane.certificate_authority import CertificateAuthority
-from sandbox.request_pipeline import http_front
 from sandbox.request_pipeline.model_validation import SERVICES, constraint_counts, java_pattern, validator
-from tests.unit.sandbox.request_pipeline.test_iam_requests import TRUST_LAMBDA, free_port
+from tests.unit.sandbox.request_pipeline.test_iam_requests import TRUST_LAMBDA
 
 REGION = "us-east-1"
 RETENTION_DAYS = (
@@ -28,30 +26,19 @@ RETENTION_DAYS = (
 )
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The local AWS's real HTTP front on a port of its own."""
-    port = free_port()
-    running = http_front.serve(port, lambda: {}, CertificateAuthority.load_or_create(tmp_path_factory.mktemp("ca")))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.shutdown()
-
-
 @pytest.fixture
-def client(endpoint: str) -> Iterator[Callable[[str], Any]]:
+def client(server: str) -> Iterator[Callable[[str], Any]]:
     def make(service: str) -> Any:
         return boto3.client(
             service,
-            endpoint_url=endpoint,
+            endpoint_url=server,
             region_name=REGION,
             aws_access_key_id="sandbox",
             aws_secret_access_key="sandbox",
             config=Config(parameter_validation=False, retries={"total_max_attempts": 1}),
         )
 
-    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - http to loopback
+    reset = urllib.request.Request(f"{server}/moto-api/reset", method="POST")  # noqa: S310 - http to loopback
     urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - http to loopback
     yield make
     urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - http to loopback
@@ -428,12 +415,12 @@ def test_the_service_and_action_are_read_as_moto_reads_them() -> None:
     )[0].startswith("400")
 
 
-def test_the_sts_calls_aws_serves_unsigned_are_validated_too(endpoint: str) -> None:
+def test_the_sts_calls_aws_serves_unsigned_are_validated_too(server: str) -> None:
     from botocore import UNSIGNED
 
     sts = boto3.client(
         "sts",
-        endpoint_url=endpoint,
+        endpoint_url=server,
         region_name=REGION,
         config=Config(signature_version=UNSIGNED, parameter_validation=False, retries={"total_max_attempts": 1}),
     )
