@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from sandbox import untracked_models
 from sandbox.awslambda import idempotent_permissions
 from sandbox.awslambda import runtime as lambda_runtime
 from sandbox.cloudwatch import alarms as cloudwatch_alarms
 from sandbox.cloudwatch import metrics as cloudwatch_metrics
-from sandbox.dynamodb import atomic_writes, parsed_update_expressions
+from sandbox.dynamodb import atomic_writes, index_partitions, item_level_transactions, parsed_update_expressions
 from sandbox.iam.enforcement import AUTHORITY
 from sandbox.iot import (
     certificates_from_sandbox_ca,
@@ -34,16 +35,23 @@ from sandbox.request_pipeline import http_front
 def patches(authority: CertificateAuthority, pool: lambda_runtime.WorkerPool) -> list[Callable[[], None]]:
     """The patches, in the order they are installed."""
     return [
+        # First: a model made before it stays tracked (kept alive) for good.
+        untracked_models.install,
         missing_apis.install,
         partial(certificates_from_sandbox_ca.install, authority),
+        # Before registry_rules, which wraps its delete_thing (AWS's answer to a thing still attached).
+        indexed_lookups.install,
         # Before thread_safe_registry: the rules' checks then run under the registry lock.
         registry_rules.install,
-        indexed_lookups.install,
         RegistryWrites.install,
         publish_to_broker.install,
         # The last of the IoT and IoT data patches: it serializes the backend methods as the ones
         # before it left them.
         thread_safe_registry.install,
+        # Before atomic_writes: a transaction sets its items aside, and writes place their items in
+        # the indexes' partitions, under the write lock.
+        index_partitions.install,
+        item_level_transactions.install,
         atomic_writes.install,
         parsed_update_expressions.install,
         idempotent_permissions.install,

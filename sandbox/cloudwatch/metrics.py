@@ -16,13 +16,16 @@ import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from moto.cloudwatch.models import CloudWatchBackend, cloudwatch_backends
+from moto.cloudwatch.models import CloudWatchBackend, MetricAggregatedDatum, cloudwatch_backends
 from moto.logs.models import LogsBackend
+
+from sandbox.state import clock_scale
 
 # MetricDatum.Unit, as the CloudWatch API model lists it (EMF takes the same names).
 UNITS = frozenset(
@@ -91,6 +94,19 @@ class Sample:
     maximum: float
     values: tuple[tuple[float, float], ...] | None  # (value, count) pairs; None for a statistic set
 
+    def merged(self, other: Sample) -> Sample:
+        """This sample and another of the same metric, unit and period, as one."""
+        values = None if self.values is None or other.values is None else self.values + other.values
+        return Sample(
+            self.timestamp,
+            self.unit,
+            self.total + other.total,
+            self.count + other.count,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+            values,
+        )
+
 
 class Series:
     """The samples of one backend's metrics, by identity and in timestamp order."""
@@ -101,18 +117,22 @@ class Series:
         self._lock = threading.Lock()
 
     def add(self, identity: Identity, sample: Sample) -> None:
+        """Adds a sample, merged into the one of its metric, unit and timestamp if there is one (the
+        timestamps are the starts of storage periods: see _period_start)."""
         with self._lock:
             keys = self._keys.get(identity)
             if keys is None:
                 keys = self._keys[identity] = []
                 self._samples[identity] = []
-            if not keys or keys[-1] <= sample.timestamp:
-                keys.append(sample.timestamp)
-                self._samples[identity].append(sample)
-            else:  # EMF timestamps may arrive out of order
-                at = bisect.bisect_right(keys, sample.timestamp)
-                keys.insert(at, sample.timestamp)
-                self._samples[identity].insert(at, sample)
+            samples = self._samples[identity]
+            # EMF timestamps may arrive out of order: look for the period's sample where it would be.
+            first, after = bisect.bisect_left(keys, sample.timestamp), bisect.bisect_right(keys, sample.timestamp)
+            for at in range(first, after):
+                if samples[at].unit == sample.unit:
+                    samples[at] = samples[at].merged(sample)
+                    return
+            keys.insert(after, sample.timestamp)
+            samples.insert(after, sample)
 
     def between(self, identity: Identity, start: float, end: float) -> list[Sample]:
         """The samples with start <= timestamp < end."""
@@ -363,6 +383,60 @@ def dynamodb_throttled(account_id: str, region: str, table: str, operation: str,
     )
 
 
+# Storage periods ------------------------------------------------------------------------------------
+
+# CloudWatch stores a standard-resolution metric (StorageResolution 60, the default, and every AWS
+# service's) at 1-minute resolution and a high-resolution one (StorageResolution 1) down to one second
+# (API_MetricDatum.html): the datapoints of one such period are one statistic set to every query
+# (Sum, SampleCount, Minimum, Maximum; the alarms' index keeps the values too, for percentiles). So
+# does the sandbox, in its clock (an AWS minute lasts 60 / SandboxClockScale seconds), so its memory
+# grows with time, not with each datapoint.
+AGGREGATES_KEPT = 20000  # periods still open for merging; an older one gets a second statistic set
+_STORE_LOCK = threading.Lock()
+
+
+def _period_start(timestamp: float, high_resolution: bool, scale: float) -> float:
+    period = (1.0 if high_resolution else 60.0) / scale
+    return math.floor(timestamp / period) * period
+
+
+def _store(
+    backend: CloudWatchBackend,
+    namespace: str,
+    name: str,
+    dimensions: list[dict[str, str]],
+    identity: Identity,
+    sample: Sample,
+) -> None:
+    """Merges a sample into moto's statistic set of its metric, unit and period (a new one if none)."""
+    open_periods: OrderedDict[tuple[Identity, str | None, float], MetricAggregatedDatum] = backend.__dict__.setdefault(
+        "_sandbox_periods", OrderedDict()
+    )
+    key = (identity, sample.unit, sample.timestamp)
+    found = open_periods.get(key)
+    if found is not None:
+        found.sum += sample.total
+        found.sample_count += sample.count
+        found.min = min(found.min, sample.minimum)
+        found.max = max(found.max, sample.maximum)
+        return
+    stored = MetricAggregatedDatum(
+        namespace=namespace,
+        name=name,
+        min_stat=sample.minimum,
+        max_stat=sample.maximum,
+        sample_count=sample.count,
+        sum_stat=sample.total,
+        dimensions=dimensions,
+        timestamp=datetime.fromtimestamp(sample.timestamp, UTC).replace(tzinfo=None),  # moto's are naive UTC
+        unit=sample.unit,
+    )
+    backend.metric_data.append(stored)
+    open_periods[key] = stored
+    if len(open_periods) > AGGREGATES_KEPT:
+        open_periods.popitem(last=False)
+
+
 # Installation --------------------------------------------------------------------------------------
 
 
@@ -372,15 +446,22 @@ def install() -> None:
         return
     store = CloudWatchBackend.put_metric_data
 
+    scale = clock_scale()
+
     def put_metric_data(self: CloudWatchBackend, namespace: str, metric_data: list[dict[str, Any]]) -> None:
-        store(self, namespace, metric_data)  # moto validates first: a refused request indexes nothing
         index = series(self)
-        for datum in metric_data:
-            identity = Identity.of(
-                namespace, datum["MetricName"], ((d["Name"], d["Value"]) for d in datum.get("Dimensions") or ())
-            )
-            for sample in _samples(datum):
-                index.add(identity, sample)
+        with _STORE_LOCK:
+            kept = len(self.metric_data)
+            store(self, namespace, metric_data)  # moto validates first: a refused request stores nothing
+            del self.metric_data[kept:]  # moto's datapoints, one per value: stored by period below instead
+            for datum in metric_data:
+                dimensions = [{"Name": d["Name"], "Value": d["Value"]} for d in datum.get("Dimensions") or ()]
+                identity = Identity.of(namespace, datum["MetricName"], ((d["Name"], d["Value"]) for d in dimensions))
+                high_resolution = str(datum.get("StorageResolution", "60")) == "1"
+                for sample in _samples(datum):
+                    stored = replace(sample, timestamp=_period_start(sample.timestamp, high_resolution, scale))
+                    index.add(identity, stored)
+                    _store(self, namespace, datum["MetricName"], dimensions, identity, stored)
 
     put_metric_data._sandbox = True  # type: ignore[attr-defined]
     CloudWatchBackend.put_metric_data = put_metric_data

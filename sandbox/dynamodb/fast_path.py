@@ -39,7 +39,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.iam.models import get_account_id_from, mark_account_as_visited
 from moto.utilities.aws_headers import gen_amz_crc32, gen_amzn_requestid_long
 
-from sandbox.dynamodb import atomic_writes
+from sandbox.dynamodb import atomic_writes, index_partitions
 
 TARGET_PREFIX = "DynamoDB_20120810."
 GET_ITEM_PARAMETERS = frozenset({"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"})
@@ -320,6 +320,7 @@ def _update(backend: Any, table_name: str, request: dict[str, Any], all_new: boo
         before = {name: attrs[name] for name in new if name in attrs}
         for name, value in new.items():
             dict.__setitem__(attrs, name, value)  # checked above, for the whole update at once
+        index_partitions.written(table, hash_key, range_key)
         try:
             answer: dict[str, Any] = {"Attributes": item.to_json()["Attributes"]} if all_new else {}
             answer["ConsumedCapacity"] = {"TableName": table.name, "CapacityUnits": UPDATE_CAPACITY}
@@ -330,4 +331,5 @@ def _update(backend: Any, table_name: str, request: dict[str, Any], all_new: boo
             }
             dict.clear(attrs)
             dict.update(attrs, restored)
+            index_partitions.written(table, hash_key, range_key)
             raise Declined from None

@@ -250,3 +250,53 @@ def test_reserved_concurrency_reached_throttles_with_too_many_requests_and_count
     assert (answer["Error"]["Code"], answer["ResponseMetadata"]["HTTPStatusCode"]) == ("TooManyRequestsException", 429)
     requests = answer["ResponseMetadata"]["RetryAttempts"] + 1  # the SDK retries a throttled invoke
     assert lambda_sums("stopped") == {"Invocations": 0.0, "Errors": 0.0, "Throttles": requests, "Duration": 0.0}
+
+
+def test_datapoints_within_one_storage_period_are_one_statistic_set_as_cloudwatch_keeps_them() -> None:
+    """A standard-resolution metric is kept per minute and a high-resolution one per second (in the
+    sandbox's clock: SandboxClockScale 60 makes an AWS minute last a second): any number of datapoints
+    in one period are one statistic set, so the sandbox's memory grows with time, not with each call,
+    and what a query returns is unchanged."""
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        backend = cloudwatch_metrics.cloudwatch_backends["123456789012"]["us-east-1"]
+        period_start = datetime(2026, 12, 8, 3, 0, 0, tzinfo=UTC)
+        for n in range(20):  # all inside one sandbox minute (one real second)
+            at = period_start + timedelta(milliseconds=40 * n)
+            cloudwatch.put_metric_data(
+                Namespace="Fleet/dev",
+                MetricData=[
+                    {"MetricName": "Duration", "Value": float(n), "Unit": "Milliseconds", "Timestamp": at},
+                    {"MetricName": "Fast", "Value": 1.0, "Timestamp": at, "StorageResolution": 1},
+                ],
+            )
+        cloudwatch.put_metric_data(
+            Namespace="Fleet/dev",
+            MetricData=[
+                {
+                    "MetricName": "Duration",
+                    "Value": 100.0,
+                    "Unit": "Milliseconds",
+                    "Timestamp": period_start + timedelta(seconds=1),
+                }
+            ],
+        )
+
+        durations = [d for d in backend.metric_data if d.name == "Duration"]
+        fast = [d for d in backend.metric_data if d.name == "Fast"]
+        assert len(durations) == 2  # one per sandbox minute
+        assert len(fast) == 20  # high resolution: per AWS second (1/60 s here), and these are 40 ms apart
+        stats = cloudwatch.get_metric_statistics(
+            Namespace="Fleet/dev",
+            MetricName="Duration",
+            StartTime=period_start - timedelta(minutes=1),
+            EndTime=period_start + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum", "SampleCount", "Minimum", "Maximum"],
+        )["Datapoints"]
+        (point,) = stats
+        assert (point["Sum"], point["SampleCount"], point["Minimum"], point["Maximum"]) == (290.0, 21.0, 0.0, 100.0)
+        identity = cloudwatch_metrics.Identity.of("Fleet/dev", "Duration", {})
+        samples = cloudwatch_metrics.series(backend).between(identity, 0, 2e9)
+        assert [(s.count, s.total) for s in samples] == [(20.0, 190.0), (1.0, 100.0)]
+        assert sorted(v for s in samples for v, _ in s.values or ()) == [float(n) for n in range(20)] + [100.0]

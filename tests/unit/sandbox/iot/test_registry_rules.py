@@ -14,9 +14,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from sandbox.iot import registry_rules
+from sandbox.iot import indexed_lookups, registry_rules
 from sandbox.iot_data_plane.local_account import AwsError, LocalAccount
 
+indexed_lookups.install()  # as sandbox/boot.py orders them
 registry_rules.install()
 
 PATTERN = "[a-zA-Z0-9:_-]+"
