@@ -1,7 +1,9 @@
 """Lambda Invoke for the sandbox: runs the real handler in a local Python process (moto needs Docker).
 
 Each function configuration (role, code hash, handler, environment) gets warm worker processes, as
-Lambda keeps containers warm: the handler module is imported once, not per invoke. A function's
+Lambda keeps containers warm: the handler module is imported once, not per invoke. A new worker is
+forked from a process that has imported boto3 already (sandbox.awslambda.warm_start), so it starts
+about as fast as a Lambda runtime does. A function's
 first invocation after its configuration changed stops the old configuration's idle workers (a busy
 one stops when it finishes). The worker gets the
 function's environment with its AWS calls pointed at the sandbox, and its output is written to the
@@ -16,37 +18,168 @@ import json
 import os
 import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from moto.awslambda.models import LambdaFunction
 
 from sandbox.awslambda import invocations as lambda_invocations
 from sandbox.iam.enforcement import AUTHORITY
 
+ROOT = Path(__file__).resolve().parents[2]
 WORKERS_PER_FUNCTION = 8  # concurrent executions per function configuration; more invocations wait their turn
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 
 
-class Worker:
-    def __init__(self, code_dir: Path, handler: str, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            # -P: the working directory (the function's code) is not put on the path before the worker
-            # itself is imported from the project; the worker then puts it first, as Lambda's runtime does.
-            [sys.executable, "-P", "-m", "sandbox.awslambda.worker", handler],
-            cwd=str(code_dir),  # as /var/task is in Lambda
-            env={**env, "LAMBDA_TASK_ROOT": str(code_dir)},  # the runtime's: it replaces a function's own
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+class Forked:
+    """A worker forked by sandbox.awslambda.warm_start: the part of Popen the pool uses, by pidfd (the
+    worker is the warm-start process's child, not this one's)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+            self.returncode = -1  # exited; its status went to its parent, which the kernel reaped
+            os.close(self._pidfd)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        if self.returncode is None:
+            select.select([self._pidfd], [], [], timeout)
+        result = self.poll()
+        if result is None:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+        return result
+
+
+class WarmStart:
+    """The warm-start process (sandbox.awslambda.warm_start): started on first use, it forks workers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._control: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self.failure = ""  # why it could not start: workers then start as new processes
+
+    def _start(self) -> socket.socket | None:
+        if self._control is not None and self._process is not None and self._process.poll() is None:
+            return self._control
+        if self.failure:
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "sandbox.awslambda.warm_start", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            cwd=str(ROOT),
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for a missing HOME
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
         )
+        theirs.close()
+        ours.settimeout(INIT_TIMEOUT * 3)
+        try:
+            ready = ours.recv(64)
+        except OSError:
+            ready = b""
+        if not ready:
+            self.failure = "the warm-start process did not start"
+            self._process.kill()
+            return None
+        self._control = ours
+        return ours
+
+    def start(self) -> bool:
+        """Starts the process now if it is not running (else on the first fork); whether it runs."""
+        with self._lock:
+            return self._start() is not None
+
+    def fork(self, code_dir: Path, handler: str, env: dict[str, str], fds: tuple[int, int]) -> Forked | None:
+        """A worker forked with these pipe ends as its stdin and stdout; None when none can be forked."""
+        request = json.dumps({"cwd": str(code_dir), "handler": handler, "environment": env}).encode()
+        with self._lock:
+            control = self._start()
+            if control is None:
+                return None
+            try:
+                socket.send_fds(control, [request], list(fds))
+                answer = control.recv(1024)
+            except OSError:
+                answer = b""
+            if not answer:
+                self._control = None
+                return None
+            return Forked(json.loads(answer)["pid"])
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+                self._process.wait(timeout=5)
+
+
+def bundles_boto3(code_dir: Path) -> bool:
+    """Whether the function's code brings its own boto3 or botocore (then a fork would shadow it)."""
+    return any((code_dir / name).exists() for name in ("boto3", "botocore"))
+
+
+class Worker:
+    def __init__(self, code_dir: Path, handler: str, env: dict[str, str], warm: WarmStart | None = None) -> None:
+        worker_env = {**env, "LAMBDA_TASK_ROOT": str(code_dir)}  # the runtime's: it replaces a function's own
+        forked = None
+        self.stdin: IO[str]
+        self.stdout: IO[str]
+        if warm is not None and not bundles_boto3(code_dir):
+            stdin_read, stdin_write = os.pipe()
+            stdout_read, stdout_write = os.pipe()
+            try:
+                forked = warm.fork(code_dir, handler, worker_env, (stdin_read, stdout_write))
+            finally:
+                os.close(stdin_read)
+                os.close(stdout_write)
+            if forked is None:
+                os.close(stdin_write)
+                os.close(stdout_read)
+            else:
+                self.process: subprocess.Popen[str] | Forked = forked
+                self.stdin = os.fdopen(stdin_write, "w", buffering=1)
+                self.stdout = os.fdopen(stdout_read, "r")
+        if forked is None:
+            started = subprocess.Popen(
+                # -P: the working directory (the function's code) is not put on the path before the worker
+                # itself is imported from the project; the worker then puts it first, as Lambda's runtime does.
+                [sys.executable, "-P", "-m", "sandbox.awslambda.worker", handler],
+                cwd=str(code_dir),  # as /var/task is in Lambda
+                env=worker_env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
+            assert started.stdin is not None and started.stdout is not None
+            self.process, self.stdin, self.stdout = started, started.stdin, started.stdout
         self.init_logs = ""
         ready = self._read_line(INIT_TIMEOUT)
         if ready is None:
@@ -60,18 +193,19 @@ class Worker:
         The worker writes exactly one line per request and nothing else, so nothing is left in the
         pipe's read buffer between requests and waiting on the descriptor is exact.
         """
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        ready, _, _ = select.select([self.stdout], [], [], timeout)
         if not ready:
             return None
-        return self.process.stdout.readline() or None
+        return self.stdout.readline() or None
 
     def invoke(self, event: Any, timeout: float) -> dict[str, Any] | None:
         """The worker's answer, or None when it did not answer in time (the worker is then gone)."""
         request_id = str(uuid.uuid4())
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"event": event, "requestId": request_id, "timeout": timeout}) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.stdin.write(json.dumps({"event": event, "requestId": request_id, "timeout": timeout}) + "\n")
+            self.stdin.flush()
+        except BrokenPipeError:
+            return None
         if not self.alive():
             return None
         line = self._read_line(timeout)
@@ -89,6 +223,11 @@ class Worker:
         if self.alive():
             self.process.kill()
         self.process.wait(timeout=5)
+        for stream in (self.stdin, self.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class WorkerPool:
@@ -100,6 +239,7 @@ class WorkerPool:
         self._current: dict[str, str] = {}  # function ARN -> the key of its configuration in force
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
+        self.warm_start = WarmStart()
 
     def _key(self, fn: LambdaFunction) -> str:
         # The role is part of it: a worker holds credentials of its function's role session.
@@ -179,7 +319,7 @@ class WorkerPool:
         init_logs = ""
         if worker is None or not worker.alive():
             try:
-                worker = Worker(self._code_dir(fn, key), fn.handler, self._environment(fn))
+                worker = Worker(self._code_dir(fn, key), fn.handler, self._environment(fn), self.warm_start)
             except RuntimeError as error:
                 return json.dumps({"errorType": "Runtime.InitError", "errorMessage": str(error)}), True, ""
             init_logs = worker.init_logs
@@ -211,6 +351,7 @@ class WorkerPool:
                 for worker in workers:
                     worker.stop()
             self._idle.clear()
+        self.warm_start.stop()
 
 
 def install(pool: WorkerPool) -> None:

@@ -4,6 +4,8 @@ timeouts as Lambda reports them, a changed configuration's workers stopped."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -121,3 +123,47 @@ def test_a_changed_configuration_stops_the_old_configurations_workers(
     assert len(started) == 3 and not started[1].alive()  # stopped when it finished, not put back idle
     assert [worker.alive() for worker in started] == [False, False, True]
     assert sum(len(idle) for idle in local_pool._idle.values()) == 1
+
+
+def test_workers_are_forked_warm_with_boto3_reading_the_functions_own_environment(
+    iot: Any, local_pool: lambda_runtime.WorkerPool
+) -> None:
+    """A worker is forked from the warm-start process, which has imported boto3 and read its models: the
+    function finds boto3 imported when its module loads, and its clients take the Region, endpoint and
+    credentials of the function's own environment, not the warm-start process's."""
+    code = (
+        "import os, sys\nWARM = 'botocore.client' in sys.modules\nimport boto3\n"
+        "def handler(event, context):\n"
+        "    client = boto3.client('dynamodb')\n"
+        "    credentials = boto3.Session().get_credentials()\n"
+        "    return {'warm': WARM, 'region': client.meta.region_name, 'endpoint': client.meta.endpoint_url,\n"
+        "            'key': credentials.access_key, 'expected_key': os.environ['AWS_ACCESS_KEY_ID'],\n"
+        "            'pid': os.getpid()}\n"
+    )
+    function("warm", code)
+
+    response, answer = invoke("warm", {})
+
+    assert "FunctionError" not in response, answer
+    assert answer["warm"] is True
+    assert answer["region"] == "us-east-1" and answer["endpoint"] == "http://127.0.0.1:9"
+    assert answer["key"] == answer["expected_key"] and answer["key"] != "warm-start"
+    assert local_pool.warm_start.failure == ""
+
+
+def test_a_function_that_bundles_boto3_gets_its_own_and_a_dead_worker_is_replaced(
+    iot: Any, local_pool: lambda_runtime.WorkerPool
+) -> None:
+    """Lambda imports a boto3 the function's code bundles: such a function is started as a new process,
+    not forked (a fork would hand it the warm-start process's). A worker that dies between invocations
+    is noticed and replaced."""
+    bundled = "import boto3\ndef handler(event, context):\n    return boto3.WHOSE\n"
+    function("bundled", bundled, files={"boto3/__init__.py": "WHOSE = 'its own'\n"})
+    function("plain", "import os\ndef handler(event, context):\n    return os.getpid()\n")
+
+    assert invoke("bundled", {})[1] == "its own"
+    _, pid = invoke("plain", {})
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    response, again = invoke("plain", {})
+    assert "FunctionError" not in response and again != pid
