@@ -8,7 +8,7 @@ shadow, request, connect with the new certificate, confirm, report) at --concurr
 Prints devices/s, latency percentiles and errors, and checks afterwards that every rotated device's
 registry item names its new certificate and that the old certificates are revoked.
 
-Usage: .venv/bin/python bench/certificate_rotation.py [--devices 1000] [--concurrency 10]
+Usage: .venv/bin/python bench/certificate_rotation.py [--devices 1000] [--concurrency 10] [--rotation-concurrency N]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import boto3
 
 from bench.claim_rotation import Bench
+from bench.fleet_quotas import load
 from scripts import device_client as device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +41,8 @@ def _init_worker(target: device.Target) -> None:
     device.trust_only(target.ca_file)
 
 
-def rotate_one(thing: str, cert: str, key: str, folder: str) -> tuple[str, float, str]:
-    """(outcome, seconds, detail) for one device, in a worker process."""
+def rotate_one(thing: str, cert: str, key: str, folder: str) -> tuple[str, float, str, dict[str, float]]:
+    """(outcome, seconds, detail, seconds by step) for one device, in a worker process."""
     assert _TARGET is not None
     options = argparse.Namespace(
         thing_name=thing,
@@ -57,8 +58,9 @@ def rotate_one(thing: str, cert: str, key: str, folder: str) -> tuple[str, float
     try:
         result = device.rotate(options, _TARGET)
     except device.Failure as failure:
-        return f"exit {failure.code}", time.monotonic() - started, str(failure)
-    return ("rotated" if result.get("rotated") else "not asked"), time.monotonic() - started, ""
+        return f"exit {failure.code}", time.monotonic() - started, str(failure), {}
+    outcome = "rotated" if result.get("rotated") else "not asked"
+    return outcome, time.monotonic() - started, "", result.get("steps", {})
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -70,12 +72,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--rotation-concurrency",
+        help="the stack's RotationConcurrency (executions reserved for the rotation function; default: the stack's)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cert-rotation-") as folder:
         bench = Bench(Path(folder))
+        if args.rotation_concurrency:
+            bench.env["RotationConcurrency"] = args.rotation_concurrency
         try:
             deploy = bench.up_and_deploy()
-            print(f"deploy: {deploy:.0f} s", flush=True)
+            print(f"deploy: {deploy:.0f} s (RotationConcurrency {args.rotation_concurrency or 'default'})", flush=True)
             seconds, simulated = bench.run(
                 sys.executable,
                 "scripts/simulate_fleet.py",
@@ -126,15 +134,18 @@ def main() -> int:
             ]
             outcomes: Counter[str] = Counter()
             latencies: list[float] = []
+            by_step: dict[str, list[float]] = {}
             details: list[str] = []
             work = str(Path(folder) / "rotation")
             with ProcessPoolExecutor(args.concurrency, initializer=_init_worker, initargs=(target,)) as pool:
-                started = time.monotonic()
+                started, load_before = time.monotonic(), load()
                 futures = [pool.submit(rotate_one, thing, cert, key, work) for thing, cert, key in devices]
                 for future in as_completed(futures):
-                    outcome, took, detail = future.result()
+                    outcome, took, detail, steps = future.result()
                     outcomes[outcome] += 1
                     latencies.append(took)
+                    for step, seconds in steps.items():
+                        by_step.setdefault(step, []).append(seconds)
                     if detail and len(details) < 5:
                         details.append(detail)
                 elapsed = time.monotonic() - started
@@ -142,10 +153,17 @@ def main() -> int:
             print(
                 f"rotated {rotated}/{len(devices)} at concurrency {args.concurrency} in {elapsed:.1f} s: "
                 f"{len(devices) / elapsed:.1f} devices/s, p50 {statistics.median(latencies):.3f} s, "
-                f"p95 {percentile(latencies, 0.95):.3f} s, max {max(latencies):.3f} s; errors {dict(outcomes)}"
+                f"p95 {percentile(latencies, 0.95):.3f} s, max {max(latencies):.3f} s; errors {dict(outcomes)}; "
+                f"load average {load_before} -> {load()}"
             )
             for detail in details:
                 print(f"  e.g. {detail}")
+            print("  where a rotation's time goes, by step (p50 / p95 / max s):")
+            for step, values in by_step.items():
+                print(
+                    f"    {step:<12} {statistics.median(values):.3f} / {percentile(values, 0.95):.3f} / "
+                    f"{max(values):.3f}  ({len(values)} devices)"
+                )
             aws = {
                 "endpoint_url": bench.env["SandboxEndpoint"],
                 "region_name": "us-east-1",

@@ -594,6 +594,19 @@ class Answers:
             future.set_result((packet.topic.rsplit("/", 1)[-1], body))
 
 
+class Steps:
+    """Seconds each step of a rotation took, in order (the rotation's result and the bench report them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._mark = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self._mark, 4)
+        self._mark = now
+
+
 def _ask(
     device: Connection, answers: Answers, thing: str, step: str, body: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -675,17 +688,20 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     """One rotation: request with the current certificate, prove the new one by connecting with it,
     confirm, and only then replace the credential files (the old ones are kept as <file>.old until then)."""
     started = time.monotonic()
-    thing, answers = args.thing_name, Answers()
+    thing, answers, steps = args.thing_name, Answers(), Steps()
     try:
         current = connect(target, args.cert, args.key, thing, args.timeout, on_publish=answers.on_publish)
     except Exception as error:  # noqa: BLE001
         raise Failure(DEVICE_FAILED, f"the current certificate could not connect as {thing}: {error}") from None
+    steps.done("connect")
     request_id = uuid.uuid4().hex
     try:
         mark = _requested_rotation(current, thing, args.timeout)
+        steps.done("shadow")
         if args.if_requested and mark is None:
-            return {"thingName": thing, "rotated": False, "reason": "no rotation requested"}
+            return {"thingName": thing, "rotated": False, "reason": "no rotation requested", "steps": steps.seconds}
         csr, private_key = csr_and_key(args.key_type)
+        steps.done("key")
         try:
             issued = _ask(
                 current,
@@ -697,6 +713,7 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
             )
         except Exception as error:  # noqa: BLE001
             raise Failure(ROTATION_REFUSED, f"the rotation request was refused: {error}") from None
+        steps.done("request")
     finally:
         current.close()  # one connection per client id: the new certificate's would replace it anyway
     out = Path(args.output_dir)
@@ -708,6 +725,7 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "certificateId": issued["certificateId"],
         "newCertificateFile": new_cert,
         "newPrivateKeyFile": new_key,
+        "steps": steps.seconds,
     }
     if args.no_confirm:  # an interrupted rotation, on purpose: the current certificate stays in force
         result.update(rotated=False, reason="not confirmed (--no-confirm)")
@@ -716,13 +734,16 @@ def rotate(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         device = _connect_when_ready(target, new_cert, new_key, thing, args.timeout, answers.on_publish)
     except Exception as error:  # noqa: BLE001
         raise Failure(NEW_CERTIFICATE_FAILED, f"the new certificate could not connect as {thing}: {error}") from None
+    steps.done("new connect")
     try:
         try:
             confirmed = _ask(device, answers, thing, "confirm", {"requestId": request_id}, args.timeout)
         except Exception as error:  # noqa: BLE001
             raise Failure(NEW_CERTIFICATE_FAILED, f"the confirmation was refused: {error}") from None
+        steps.done("confirm")
         if mark is not None:
             _report_rotation(device, thing, mark, args.timeout)
+            steps.done("report")
     finally:
         device.close()
     # Confirmed: the old certificate is revoked. Keep its files as .old, make the new ones current.

@@ -293,14 +293,13 @@ class Broker:
             _replace(self.rules_dir / identity, text.encode())
             self._written[identity] = text
 
-    def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
-        """Writes each certificate identity's rules file that changed, removes those of certificates no
-        longer ACTIVE, and has mosquitto reload the CRL when it changed."""
-        for identity, text in rules.items():
-            self.write_identity_rules(identity, text)
-        for identity in [i for i in self._written if i not in rules]:
+    def remove_identity_rules(self, identity: str) -> None:
+        """Removes one certificate identity's rules file: its next connection is refused."""
+        if self._written.pop(identity, None) is not None:
             (self.rules_dir / identity).unlink(missing_ok=True)
-            del self._written[identity]
+
+    def write_crl(self, crl: bytes) -> None:
+        """Has mosquitto reload the CRL when it changed (see write_rules)."""
         crl = crl or self.crl([])
         if crl != self._crl_written:
             _replace(self.dir / "crl.pem", crl)
@@ -310,6 +309,15 @@ class Broker:
         if self._crl_reloads_due and self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGHUP)
             self._crl_reloads_due -= 1
+
+    def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+        """Writes each certificate identity's rules file that changed, removes those of certificates no
+        longer ACTIVE, and has mosquitto reload the CRL when it changed."""
+        for identity, text in rules.items():
+            self.write_identity_rules(identity, text)
+        for identity in [i for i in self._written if i not in rules]:
+            self.remove_identity_rules(identity)
+        self.write_crl(crl)
 
 
 def _replace(path: Path, data: bytes) -> None:
@@ -385,6 +393,38 @@ class RegistryRules:
         self._seen[certificate_id] = access
         self._ids[access.identity] = certificate_id
         return access.identity, access.rules
+
+    def update(self, certificate_ids: set[str]) -> tuple[dict[str, str | None], bool]:
+        """Describes these certificates again (a write named them: sandbox.iot.registry_writes), for the
+        rules of just these. Returns (rules file text by identity, None where its rules must go; whether
+        the revoked serials changed) and sets `stopped` as refresh() does."""
+        files: dict[str, str | None] = {}
+        revoked_changed, stopped = False, []
+        for certificate_id in sorted(certificate_ids):
+            before = self._seen.pop(certificate_id, None)
+            certificate = self.account.certificate(certificate_id)
+            after = None
+            if certificate is not None and certificate.status in ("ACTIVE", "REVOKED"):
+                after = self._describe(certificate)
+            if before is not None and self._ids.get(before.identity) == certificate_id:
+                del self._ids[before.identity]
+                if before.status == "ACTIVE" and (after is None or after.status != "ACTIVE"):
+                    stopped.append(before.identity)
+                files[before.identity] = None
+            if after is not None:
+                self._seen[certificate_id] = after
+                self._ids[after.identity] = certificate_id
+                if after.status == "ACTIVE" and after.rules:
+                    files[after.identity] = after.rules
+            revoked_changed |= (before is not None and before.status == "REVOKED") != (
+                after is not None and after.status == "REVOKED"
+            )
+        self.stopped = sorted(stopped)
+        return files, revoked_changed
+
+    def revoked(self) -> list[int]:
+        """The serials of the REVOKED certificates, as last described."""
+        return sorted(a.serial for a in self._seen.values() if a.status == "REVOKED")
 
     def refresh(self, forget: bool = False) -> tuple[dict[str, str], list[int]]:
         """(rules file text by certificate identity, revoked serials). `forget`: describe every ACTIVE

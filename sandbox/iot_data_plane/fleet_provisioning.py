@@ -112,6 +112,7 @@ class FleetProvisioningService:
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
         self._passed_writes, self._passed_access, self._last_pass = -1, 0, 0.0  # no pass yet
+        self._crl_due = False  # a traced write revoked or deleted a revoked certificate since the last CRL
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fleet")
         self._hooks = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hook")
         self._throttled = ThreadPoolExecutor(max_workers=16, thread_name_prefix="throttled")
@@ -160,6 +161,7 @@ class FleetProvisioningService:
         subscribed, _ = self.connection.subscribe("fp/msg/#", mqtt.QoS.AT_MOST_ONCE, self._on_device_message)
         subscribed.result(timeout=10)
         publish_to_broker.SINK = self.publish
+        RegistryWrites.listener = self.certificates_changed
         threading.Thread(target=self._refresh_loop, name="access-rules", daemon=True).start()
 
     def _resumed(self, connection: mqtt.Connection, return_code: Any, session_present: bool, **_: Any) -> None:
@@ -169,6 +171,8 @@ class FleetProvisioningService:
 
     def stop(self) -> None:
         self._stopping.set()
+        if RegistryWrites.listener == self.certificates_changed:
+            RegistryWrites.listener = None
         if self.connection is not None:
             try:
                 self.connection.disconnect().result(timeout=5)
@@ -191,14 +195,19 @@ class FleetProvisioningService:
 
     def refresh_rules(self, force: bool = False) -> None:
         """Brings the broker's rules up to the whole registry: every ~2 s when IoT was changed over
-        HTTP (revocations, policy changes, deletions), and at least every FULL_PASS_SECONDS anyway.
-        Registrations need no pass: each puts its own certificate's rules in force (grant_rules)."""
+        HTTP by a write RegistryWrites does not trace to its certificates, and at least every
+        FULL_PASS_SECONDS anyway. Registrations and traced writes need no pass: each puts its own
+        certificates' rules in force (grant_rules, certificates_changed)."""
         with self._rules_lock:
             # Read first: a change during the pass triggers the next one.
             writes, access = RegistryWrites.count(), RegistryWrites.access_changes()
             due = time.monotonic() - self._last_pass >= FULL_PASS_SECONDS
             if not (force or due or writes != self._passed_writes or self.broker.reload_pending):
+                if self._crl_due:  # a traced revocation: its rules are gone already, the CRL follows
+                    self._crl_due = False
+                    self.broker.write_crl(self.broker.crl(self.rules.revoked()))
                 return
+            self._crl_due = False
             # A policy or principal change can change any certificate's rules: describe them all again.
             rules, revoked = self.rules.refresh(forget=access != self._passed_access)
             self.broker.write_rules(rules, self.broker.crl(revoked))
@@ -207,6 +216,22 @@ class FleetProvisioningService:
             for identity in self.rules.stopped:
                 self.disconnect(identity)
             self._passed_writes, self._passed_access, self._last_pass = writes, access, time.monotonic()
+
+    def certificates_changed(self, certificate_ids: set[str]) -> None:
+        """An IoT write over HTTP changed these certificates (sandbox.iot.registry_writes): their rules are
+        put in force, or removed and their connections closed, before its answer leaves, so a device told
+        of a certificate a function has just activated can connect with it at once. The CRL, which grows
+        with every revocation, follows within the refresh loop's two seconds."""
+        with self._rules_lock:
+            files, revoked_changed = self.rules.update(certificate_ids)
+            for identity, text in files.items():
+                if text is None:
+                    self.broker.remove_identity_rules(identity)
+                else:
+                    self.broker.write_identity_rules(identity, text)
+            for identity in self.rules.stopped:
+                self.disconnect(identity)
+            self._crl_due |= revoked_changed
 
     def disconnect(self, identity: str) -> None:
         """Closes every connection made with the certificate known by this identity (the plugin's fp/kick/)."""

@@ -138,6 +138,10 @@ class LocalAccount:
     def update_certificate(self, certificate_id: str, status: str) -> None:
         self._call(self.iot.update_certificate, certificate_id, status)
 
+    def certificate(self, certificate_id: str) -> FakeCertificate | None:
+        with REGISTRY_LOCK:
+            return self.iot.certificates.get(certificate_id)
+
     def certificates(self) -> list[FakeCertificate]:
         with REGISTRY_LOCK:
             return list(self.iot.certificates.values())

@@ -126,6 +126,84 @@ def test_broker_rules_follow_a_policy_change_for_certificates_already_in_force(i
         service.stop()
 
 
+def test_a_write_over_http_puts_its_certificates_rules_in_force_before_it_answers(iot: Any) -> None:
+    """What a function does to a certificate over HTTP (activate it with its policy and thing, revoke it,
+    change its policy) is in the broker's rules when the call returns, with no pass over the registry:
+    a device told of its new certificate connects with it at once. A revoked certificate's connections
+    are closed at once and the CRL follows at the next round; a write AWS cannot trace to certificates
+    (a thing group's policy) is left to a pass."""
+    from sandbox.iot.registry_writes import RegistryWrites
+    from sandbox.iot_data_plane import fleet_provisioning
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    RegistryWrites.install()
+    document = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Publish",
+                    "Resource": "arn:aws:iot:us-east-1:123456789012:topic/${iot:Connection.Thing.ThingName}/up",
+                },
+            ],
+        }
+    )
+
+    class Broker:
+        reload_pending = False
+
+        def __init__(self) -> None:
+            self.files: dict[str, str] = {}
+            self.crls: list[list[int]] = []
+
+        def crl(self, revoked: list[int]) -> bytes:
+            self.crls.append(revoked)
+            return b"crl"
+
+        def write_identity_rules(self, identity: str, text: str) -> None:
+            self.files[identity] = text
+
+        def remove_identity_rules(self, identity: str) -> None:
+            self.files.pop(identity, None)
+
+        def write_crl(self, crl: bytes) -> None:
+            pass
+
+        def write_rules(self, rules: dict[str, str], crl: bytes) -> None:
+            self.files = dict(rules)
+
+    iot.create_policy(policyName="device", policyDocument=document)
+    iot.create_thing(thingName="dev-1")
+    broker = Broker()
+    service = fleet_provisioning.FleetProvisioningService(LocalAccount("us-east-1"), broker)  # type: ignore[arg-type]
+    kicked: list[str] = []
+    service.disconnect = kicked.append  # type: ignore[method-assign]
+    RegistryWrites.listener = service.certificates_changed
+    try:
+        service.refresh_rules()  # the first pass, as the service makes when it starts
+        passes_before = RegistryWrites.count()
+        created = iot.create_keys_and_certificate(setAsActive=False)
+        arn, certificate_id = created["certificateArn"], created["certificateId"]
+        iot.attach_policy(policyName="device", target=arn)
+        iot.attach_thing_principal(thingName="dev-1", principal=arn)
+        assert broker.files == {}  # not ACTIVE yet
+        iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
+        (identity,) = broker.files
+        assert "publish dev-1/up" in broker.files[identity].splitlines()
+        iot.update_certificate(certificateId=certificate_id, newStatus="REVOKED")
+        assert broker.files == {} and kicked == [identity]
+        assert RegistryWrites.count() == passes_before  # every write above was traced: no pass owed
+        service.refresh_rules()  # the next round writes the CRL with the revoked serial
+        assert len(broker.crls[-1]) == 1
+        iot.create_thing_group(thingGroupName="line-1")
+        assert RegistryWrites.count() > passes_before  # not traced: a pass follows it
+    finally:
+        RegistryWrites.listener = None
+        service.stop()
+
+
 def test_certificates_that_stop_being_active_are_named_for_disconnection_after_the_next_pass(iot: Any) -> None:
     """AWS closes the connections of a certificate once it is revoked, deactivated or deleted; the
     sandbox's pass names those certificates' identities (the broker's user names) so the broker can
