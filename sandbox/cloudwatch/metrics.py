@@ -92,11 +92,19 @@ class Sample:
     count: float
     minimum: float
     maximum: float
-    values: tuple[tuple[float, float], ...] | None  # (value, count) pairs; None for a statistic set
+    # (value, count) pairs; None for a statistic set. A period's merged sample holds a list that grows
+    # while its period is open (alarms read closed periods only: their windows end at a period start).
+    values: tuple[tuple[float, float], ...] | list[tuple[float, float]] | None
 
     def merged(self, other: Sample) -> Sample:
-        """This sample and another of the same metric, unit and period, as one."""
-        values = None if self.values is None or other.values is None else self.values + other.values
+        """This sample and another of the same metric, unit and period, as one. A statistic set whose
+        values are all one number (one sample, or minimum equal to maximum) still gives percentiles."""
+        mine, theirs = self.known_values(), other.known_values()
+        values: list[tuple[float, float]] | None = None
+        if mine is not None and theirs is not None:
+            # One list per period, extended in place: merging n values costs n, not n squared.
+            values = mine if isinstance(mine, list) else list(mine)
+            values.extend(theirs)
         return Sample(
             self.timestamp,
             self.unit,
@@ -106,6 +114,13 @@ class Sample:
             max(self.maximum, other.maximum),
             values,
         )
+
+    def known_values(self) -> tuple[tuple[float, float], ...] | list[tuple[float, float]] | None:
+        if self.values is not None:
+            return self.values
+        if self.count and self.minimum == self.maximum:
+            return ((self.minimum, self.count),)
+        return None
 
 
 class Series:

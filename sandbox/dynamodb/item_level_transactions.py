@@ -18,7 +18,6 @@ import threading
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
 from sandbox.dynamodb import index_partitions
@@ -33,19 +32,14 @@ def _named_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]])
         for op in entry.values():
             if not isinstance(op, dict):
                 continue
-            table = backend.tables.get(op.get("TableName", ""))
+            table = index_partitions.table_named(backend, op.get("TableName", ""))
             key = op.get("Key") if "Key" in op else op.get("Item")
-            if table is None or not isinstance(key, dict) or table.hash_key_attr not in key:
+            if table is None or not isinstance(key, dict):
                 continue  # moto refuses it itself, before anything is written
-            range_attr = table.range_key_attr
-            if range_attr is not None and range_attr not in key:
-                continue
-            try:
-                hash_key = DynamoType(key[table.hash_key_attr])
-                range_key = DynamoType(key[range_attr]) if range_attr is not None else None
-            except Exception:  # noqa: BLE001, S112 - a malformed key: moto refuses the transaction itself
-                continue
-            named.append((table, hash_key, range_key))
+            primary = index_partitions.primary_key_of(table, key)
+            if primary is None:
+                continue  # a missing or malformed key: moto refuses the transaction itself
+            named.append((table, *primary))
     return named
 
 
@@ -88,12 +82,16 @@ def install() -> None:
             (table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key)))
             for table, hash_key, range_key in _named_items(self, transact_items)
         ]
+        # A stream record of a write the transaction makes and then undoes must go too.
+        streams = {id(t): (t.stream_shard, len(t.stream_shard.items)) for t, *_ in set_aside if t.stream_shard}
         _TRANSACTION.active = True
         try:
             return transact(self, transact_items)
         except BaseException:
             for table, hash_key, range_key, item in reversed(set_aside):
                 _restore(table, hash_key, range_key, item)
+            for shard, length in streams.values():
+                del shard.items[length:]
             raise
         finally:
             _TRANSACTION.active = False

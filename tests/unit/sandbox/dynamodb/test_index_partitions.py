@@ -143,4 +143,20 @@ def test_an_index_query_answers_as_a_walk_of_the_table(dynamodb: Any, before: li
             key=lambda item: (item["deviceType"]["S"], item["serialNumber"]["S"]),
         )
         assert [i["serialNumber"] for i in answer["Items"]] == [i["serialNumber"] for i in walked]
+        paged, start = [], None  # page by page, two items a page, as a paginator reads it
+        for _ in range(len(SERIALS) + 2):
+            page = dynamodb.query(
+                TableName=table,
+                IndexName="status-index",
+                KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status}},
+                Limit=2,
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            paged += page["Items"]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        assert [i["serialNumber"] for i in paged] == [i["serialNumber"] for i in walked]
     dynamodb.delete_table(TableName=table)
