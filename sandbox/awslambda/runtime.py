@@ -12,6 +12,7 @@ function's log group. A timeout kills the worker and reports what Lambda reports
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -39,12 +40,13 @@ INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 
 
 class Forked:
-    """A worker forked by sandbox.awslambda.warm_start: the part of Popen the pool uses, by pidfd (the
-    worker is the warm-start process's child, not this one's)."""
+    """A worker forked by sandbox.awslambda.warm_start: the part of Popen the pool uses, by the pidfd the
+    warm-start process opened on it before it could exit (the worker is that process's child, not this
+    one's, so its pid alone could name another process once it is gone)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, pidfd: int) -> None:
         self.pid = pid
-        self._pidfd = os.pidfd_open(pid)
+        self._pidfd = pidfd
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -102,10 +104,21 @@ class WarmStart:
             ready = b""
         if not ready:
             self.failure = "the warm-start process did not start"
-            self._process.kill()
+            self._discard()
+            ours.close()
             return None
+        ours.settimeout(INIT_TIMEOUT)  # a fork answers in milliseconds; a hung process is replaced
         self._control = ours
         return ours
+
+    def _discard(self) -> None:
+        """Stops the warm-start process (its workers run on); the next fork starts another."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=5)
 
     def start(self) -> bool:
         """Starts the process now if it is not running (else on the first fork); whether it runs."""
@@ -121,27 +134,42 @@ class WarmStart:
                 return None
             try:
                 socket.send_fds(control, [request], list(fds))
-                answer = control.recv(1024)
-            except OSError:
-                answer = b""
-            if not answer:
-                self._control = None
+            except OSError as error:
+                if error.errno == errno.EMSGSIZE:  # an environment too large for one message: not forked
+                    return None
+                self._discard()
                 return None
-            return Forked(json.loads(answer)["pid"])
+            try:
+                answer, pidfds, _, _ = socket.recv_fds(control, 1024, 1)
+            except OSError:
+                answer, pidfds = b"", []
+            if not answer or len(pidfds) != 1:
+                for fd in pidfds:
+                    os.close(fd)
+                self._discard()
+                return None
+            return Forked(json.loads(answer)["pid"], pidfds[0])
 
     def stop(self) -> None:
         with self._lock:
-            if self._control is not None:
-                self._control.close()
-                self._control = None
-            if self._process is not None and self._process.poll() is None:
-                self._process.kill()
-                self._process.wait(timeout=5)
+            self._discard()
 
 
-def bundles_boto3(code_dir: Path) -> bool:
-    """Whether the function's code brings its own boto3 or botocore (then a fork would shadow it)."""
-    return any((code_dir / name).exists() for name in ("boto3", "botocore"))
+# What the warm-start process has imported besides the standard library: boto3, botocore and what they
+# import. A function that brings its own copy of any of them (Lambda imports the function's first) is
+# started as a new process, which a fork would hand the warm-start process's copy instead.
+PRELOADED = ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil", "six")
+
+
+def forkable(code_dir: Path, env: dict[str, str]) -> bool:
+    """Whether a worker forked from the warm-start process runs the function as a new Python process
+    would: not when its code brings a module that process has imported (a package, a module file or a
+    .pth), nor when its environment sets what Python reads only when it starts (PYTHON* variables)."""
+    if any((k.startswith("PYTHON") and k != "PYTHONDONTWRITEBYTECODE") or k == "AWS_DATA_PATH" for k in env):
+        return False
+    if any(code_dir.glob("*.pth")):
+        return False
+    return not any((code_dir / name).exists() or (code_dir / f"{name}.py").exists() for name in PRELOADED)
 
 
 class Worker:
@@ -150,7 +178,7 @@ class Worker:
         forked = None
         self.stdin: IO[str]
         self.stdout: IO[str]
-        if warm is not None and not bundles_boto3(code_dir):
+        if warm is not None and forkable(code_dir, env):
             stdin_read, stdin_write = os.pipe()
             stdout_read, stdout_write = os.pipe()
             try:

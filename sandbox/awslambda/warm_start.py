@@ -10,12 +10,14 @@ runs sandbox.awslambda.worker as a started one would. The child's boto3 session 
 credentials, Region and endpoint come from its own environment, as they would in a new process); only
 botocore's loader, which holds the parsed model files and nothing from the environment, is shared.
 
-A function whose code bundles its own boto3 or botocore is not forked: Lambda would import the bundled
-one, which a fork would shadow with this one (sandbox.awslambda.runtime starts it as a new process).
+A function whose code brings its own copy of a module imported here (boto3, botocore and theirs), or
+whose environment sets what Python reads only at its start (PYTHONPATH and the other PYTHON*
+variables), is not forked: sandbox.awslambda.runtime starts it as a new process, as before.
 
 Protocol, on a SOCK_SEQPACKET socket from the sandbox: a request is one JSON message
 {"cwd", "handler", "environment"} carrying two file descriptors (the worker's stdin and stdout); the
-answer is one JSON message {"pid"}. The process ends when the sandbox's end closes.
+answer is one JSON message {"pid"} carrying a pidfd of the worker, opened before the worker could be
+reaped. The process ends when the sandbox's end closes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -63,6 +66,7 @@ def share_loader() -> None:
 def _child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
     control.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     os.dup2(fds[0], 0)
     os.dup2(fds[1], 1)
     for fd in fds:
@@ -70,6 +74,7 @@ def _child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> N
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["environment"])
+    time.tzset()  # TZ, as a new process reads it
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     sys.stdin = open(0, encoding="utf-8", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
@@ -80,13 +85,26 @@ def _child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> N
     worker.main()
 
 
+def _reap(*_: Any) -> None:
+    """Collects every worker that has exited (the sandbox watches each through its pidfd)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(control: socket.socket) -> None:
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers; the sandbox watches them
+    signal.signal(signal.SIGCHLD, _reap)
     while True:
         data, fds, _, _ = socket.recv_fds(control, 1 << 20, 2)
         if not data:
             return  # the sandbox closed its end
         request = json.loads(data)
+        # No worker is reaped between its fork and its pidfd: its pid cannot name another process yet.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -102,9 +120,12 @@ def serve(control: socket.socket) -> None:
                     except Exception:  # noqa: BLE001, S110 - exiting anyway
                         pass
                 os._exit(code)
+        pidfd = os.pidfd_open(pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         for fd in fds:
             os.close(fd)
-        control.send(json.dumps({"pid": pid}).encode())
+        socket.send_fds(control, [json.dumps({"pid": pid}).encode()], [pidfd])
+        os.close(pidfd)
 
 
 def main() -> None:

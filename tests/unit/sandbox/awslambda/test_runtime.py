@@ -159,9 +159,24 @@ def test_a_function_that_bundles_boto3_gets_its_own_and_a_dead_worker_is_replace
     is noticed and replaced."""
     bundled = "import boto3\ndef handler(event, context):\n    return boto3.WHOSE\n"
     function("bundled", bundled, files={"boto3/__init__.py": "WHOSE = 'its own'\n"})
+    # botocore's own imports count too, as a module file as well as a package
+    function(
+        "own-urllib3",
+        "import urllib3\ndef handler(event, context):\n    return urllib3.WHOSE\n",
+        files={"urllib3.py": "WHOSE = 'its own'\n"},
+    )
+    # what Python reads only when it starts: PYTHONPATH (a new process honours it) and TZ
+    function(
+        "with-path",
+        "import helper, time\ndef handler(event, context):\n    return [helper.VALUE, time.tzname[0]]\n",
+        files={"lib/helper.py": "VALUE = 'from PYTHONPATH'\n"},
+        env={"PYTHONPATH": "lib", "TZ": "UTC"},
+    )
     function("plain", "import os\ndef handler(event, context):\n    return os.getpid()\n")
 
     assert invoke("bundled", {})[1] == "its own"
+    assert invoke("own-urllib3", {})[1] == "its own"
+    assert invoke("with-path", {})[1] == ["from PYTHONPATH", "UTC"]
     _, pid = invoke("plain", {})
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
