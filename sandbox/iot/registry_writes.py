@@ -151,7 +151,10 @@ def _trace(backend: type) -> None:
         def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
             result = method(self, *args, **kwargs)
             if RegistryWrites._request.certificates is not None:
-                record(self, signature.bind(self, *args, **kwargs).arguments, result)
+                try:
+                    record(self, signature.bind(self, *args, **kwargs).arguments, result)
+                except Exception:  # noqa: BLE001 - the write stands: a pass over the registry follows it
+                    RegistryWrites._request.untraced = True
             return result
 
         setattr(backend, name, recorded)

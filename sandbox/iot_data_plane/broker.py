@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -326,12 +327,15 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(staging, path)
 
 
-def _parse(pem: str) -> tuple[str, int] | None:
-    """(subject CN, serial) of a certificate: the broker knows a connection by the CN."""
+def _parse(pem: str, issuer: x509.Certificate | None = None) -> tuple[str, int] | None:
+    """(subject CN, serial) of a certificate `issuer` signed (any, without one): the broker knows a
+    connection by the CN."""
     try:
         parsed = x509.load_pem_x509_certificate(pem.encode())
+        if issuer is not None:
+            parsed.verify_directly_issued_by(issuer)
         return str(parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value), parsed.serial_number
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, TypeError, InvalidSignature):
         return None
 
 
@@ -354,8 +358,12 @@ class RegistryRules:
     closes their connections, and so must the broker.
     """
 
-    def __init__(self, account: LocalAccount) -> None:
+    def __init__(self, account: LocalAccount, issuer: x509.Certificate | None = None) -> None:
+        """`issuer`: the sandbox CA; a certificate it did not sign gets no rules (the broker knows a
+        connection by its certificate's subject CN alone, so one registered with a copied CN must not
+        reach the rules of the certificate it copies)."""
         self.account = account
+        self.issuer = issuer
         self._seen: dict[str, CertificateAccess] = {}  # certificate id -> what it may do
         self._ids: dict[str, str] = {}  # identity -> certificate id, for the certificates in _seen
         self.stopped: list[str] = []
@@ -366,7 +374,7 @@ class RegistryRules:
 
     def _describe(self, certificate: Any) -> CertificateAccess | None:
         status, arn = certificate.status, certificate.arn
-        parsed = _parse(certificate.certificate_pem)
+        parsed = _parse(certificate.certificate_pem, self.issuer)
         if parsed is None:
             return None  # not a certificate the sandbox CA issued: it cannot connect here anyway
         identity, serial = parsed
@@ -384,28 +392,19 @@ class RegistryRules:
         rules = access_rules(thing, [self.account.policy_document(name) for name in policies])
         return CertificateAccess("ACTIVE", identity, rules="\n".join([f"# {arn}", *rules]) + "\n")
 
-    def grant(self, certificate_id: str, arn: str, pem: str, thing: str, policies: list[str]) -> tuple[str, str]:
-        """(identity, rules) of a certificate just made ACTIVE with this thing and these policies."""
-        parsed = _parse(pem)
-        if parsed is None:
-            raise ValueError("not a certificate the sandbox CA issued")
-        access = self._active(parsed[0], arn, thing, policies)
-        self._seen[certificate_id] = access
-        self._ids[access.identity] = certificate_id
-        return access.identity, access.rules
-
     def update(self, certificate_ids: set[str]) -> tuple[dict[str, str | None], bool]:
         """Describes these certificates again (a write named them: sandbox.iot.registry_writes), for the
         rules of just these. Returns (rules file text by identity, None where its rules must go; whether
         the revoked serials changed) and sets `stopped` as refresh() does."""
         files: dict[str, str | None] = {}
         revoked_changed, stopped = False, []
-        for certificate_id in sorted(certificate_ids):
-            before = self._seen.pop(certificate_id, None)
+        described: dict[str, CertificateAccess | None] = {}
+        for certificate_id in sorted(certificate_ids):  # all read first: a failure changes nothing
             certificate = self.account.certificate(certificate_id)
-            after = None
-            if certificate is not None and certificate.status in ("ACTIVE", "REVOKED"):
-                after = self._describe(certificate)
+            active_or_revoked = certificate is not None and certificate.status in ("ACTIVE", "REVOKED")
+            described[certificate_id] = self._describe(certificate) if active_or_revoked else None
+        for certificate_id, after in described.items():
+            before = self._seen.pop(certificate_id, None)
             if before is not None and self._ids.get(before.identity) == certificate_id:
                 del self._ids[before.identity]
                 if before.status == "ACTIVE" and (after is None or after.status != "ACTIVE"):

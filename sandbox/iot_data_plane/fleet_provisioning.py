@@ -107,7 +107,7 @@ class FleetProvisioningService:
         self.broker = broker
         self.token_lifetime = token_lifetime
         self.quotas = quotas
-        self.rules = RegistryRules(account)
+        self.rules = RegistryRules(account, getattr(getattr(broker, "authority", None), "certificate", None))
         self.tokens: dict[str, OwnershipToken] = {}
         self._tokens_lock = threading.Lock()
         self._rules_lock = threading.Lock()
@@ -238,17 +238,12 @@ class FleetProvisioningService:
         if self.connection is not None:
             self.connection.publish(f"{KICK_PREFIX}{identity}", b"", mqtt.QoS.AT_MOST_ONCE)
 
-    def grant_rules(self, certificate: OwnershipToken, thing: str, policies: list[str]) -> None:
-        """Puts a just-registered certificate's rules in force before the device gets its answer.
-
-        The registration knows the certificate, its thing and its policies, so this costs one rules
-        file, not a pass over the registry (which grows with every device).
-        """
-        with self._rules_lock:
-            identity, rules = self.rules.grant(
-                certificate.certificate_id, certificate.certificate_arn, certificate.certificate_pem, thing, policies
-            )
-            self.broker.write_identity_rules(identity, rules)
+    def grant_rules(self, certificate: OwnershipToken) -> None:
+        """Puts a just-registered certificate's rules in force before the device gets its answer: one
+        certificate described from the registry as it is now, not a pass over the registry (which grows
+        with every device). Read, not taken from the template: a write over HTTP that changed the
+        certificate meanwhile (revoked it, detached its policy) is what the rules then follow."""
+        self.certificates_changed({certificate.certificate_id})
 
     def publish(self, topic: str, payload: bytes, qos: int) -> None:
         """The iot-data Publish API: the message goes to the topic's subscribers, as from IoT itself."""
@@ -504,7 +499,7 @@ class FleetProvisioningService:
             self.account.attach_thing_principal(name, token.certificate_arn)
             self.account.update_certificate(token.certificate_id, "ACTIVE")
             # The device reconnects as its thing right after the answer: its rules must be in force.
-            self.grant_rules(token, name, [policy["PolicyName"] for policy in policies])
+            self.grant_rules(token)
         except AwsError as error:
             raise Rejected(400, "InvalidParameters", error.message) from None
         return name, created

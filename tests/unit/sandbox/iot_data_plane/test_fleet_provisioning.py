@@ -516,3 +516,76 @@ def test_without_quotas_no_request_is_throttled(iot: Any) -> None:
         assert outcomes == ["accepted"] * 12
     finally:
         service.stop()
+
+
+def test_a_certificate_the_sandbox_ca_did_not_sign_never_reaches_the_rules_of_the_cn_it_copies(iot: Any) -> None:
+    """The broker knows a connection by its certificate's subject CN. A certificate registered without a
+    CA (anyone allowed RegisterCertificateWithoutCA can copy a device's CN from DescribeCertificate) gets
+    no rules: a broad policy attached to it never widens the device's, and deactivating it never closes
+    the device's connection. On AWS it has no effect on the device either."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sandbox.iot_data_plane.broker import RegistryRules
+    from sandbox.iot_data_plane.local_account import LocalAccount
+
+    def issued(
+        subject: str,
+        signer: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> x509.Certificate:
+        key = key or ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(signer, hashes.SHA256())
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "sandbox CA")])
+    ca = issued("sandbox CA", ca_key, ca_name, key=ca_key)
+    forger = ec.generate_private_key(ec.SECP256R1())
+
+    def register(certificate: x509.Certificate, policy: str) -> str:
+        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        created = iot.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+        iot.attach_policy(policyName=policy, target=created["certificateArn"])
+        return str(created["certificateId"])
+
+    def policy(name: str, topic: str) -> None:
+        statements = [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/*"},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": f"arn:aws:iot:us-east-1:123456789012:topic/{topic}",
+            },
+        ]
+        iot.create_policy(
+            policyName=name, policyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements})
+        )
+
+    policy("device", "telemetry")
+    policy("broad", "*")
+    device = register(issued("device-cn", ca_key, ca_name), "device")
+    forged = register(
+        issued("device-cn", forger, x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")])), "broad"
+    )
+    rules = RegistryRules(LocalAccount("us-east-1"), ca)
+
+    files, _ = rules.update({device, forged})
+    assert list(files) == ["device-cn"] and "publish telemetry" in (files["device-cn"] or "")
+    assert "publish *" not in (files["device-cn"] or "")
+    iot.update_certificate(certificateId=forged, newStatus="INACTIVE")
+    files, _ = rules.update({forged})
+    assert files == {} and rules.stopped == []  # the device's rules and connection stay as they were
+    full, _ = rules.refresh(forget=True)
+    assert set(full) == {"device-cn"} and "publish *" not in full["device-cn"]
