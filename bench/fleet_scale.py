@@ -12,6 +12,11 @@ with its parent, which a sum of resident sets counts once per process). With --d
 p95 and memory per round into one PNG. --concurrency takes a comma-separated list, cycled over the
 rounds (10,50: the odd rounds at 10, the even at 50). It measures; it asserts nothing.
 
+The sandbox runs AWS's periodic work on its clock (SandboxClockScale, default 60): the stack's reconciler,
+every 5 AWS minutes, reads every device's registry item for the fleet metrics, so at the default scale it reads
+the whole fleet every 5 seconds, work that grows with the fleet and that AWS would do 60 times less
+often. `SandboxClockScale=1 bench/fleet_scale.py ...` runs it as often as AWS would.
+
 Usage: .venv/bin/python bench/fleet_scale.py [--rounds 10] [--round-size 10000] [--concurrency 10]
        [--warm-up 50] [--destroy] [--plot bench/fleet_scale.png] [--json results.json]
 """
@@ -106,7 +111,12 @@ def main() -> int:
             deploy = bench.up_and_deploy()
             pgid = json.loads((Path(folder) / "sandbox" / "state.json").read_text())["pid"]
             results["deployed"] = memory(pgid)
-            print(f"deployed in {deploy:.0f} s; sandbox {results['deployed']}", flush=True)
+            results["clock_scale"] = bench.env.get("SandboxClockScale") or "60"
+            print(
+                f"deployed in {deploy:.0f} s (SandboxClockScale {results['clock_scale']}); "
+                f"sandbox {results['deployed']}",
+                flush=True,
+            )
             if args.warm_up:
                 simulate(bench, Path(folder), args.warm_up, concurrencies[0])
                 results["warmed"] = memory(pgid)
