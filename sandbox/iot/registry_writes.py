@@ -49,24 +49,8 @@ class RegistryWrites:
     )
     # Writes whose every effect on access is on the certificates they name (traced below). DeleteThing
     # and DeletePolicy change none: AWS refuses them while a certificate is attached.
-    TRACED_ACTIONS = frozenset(
-        {
-            "AttachPolicy",
-            "DetachPolicy",
-            "AttachPrincipalPolicy",
-            "DetachPrincipalPolicy",
-            "CreatePolicyVersion",
-            "SetDefaultPolicyVersion",
-            "DeletePolicyVersion",
-            "DeletePolicy",
-            "AttachThingPrincipal",
-            "DetachThingPrincipal",
-            "DeleteThing",
-            "UpdateCertificate",
-            "DeleteCertificate",
-            "CreateCertificateFromCsr",
-            "CreateKeysAndCertificate",
-        }
+    TRACED_ACTIONS = ACCESS_ACTIONS | frozenset(
+        {"UpdateCertificate", "DeleteCertificate", "CreateCertificateFromCsr", "CreateKeysAndCertificate"}
     )
     _lock = threading.Lock()
     _count = 0
