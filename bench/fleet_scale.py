@@ -33,18 +33,7 @@ from typing import Any
 
 from bench.claim_rotation import Bench
 from bench.fleet_quotas import load, simulate
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+from sandbox.state import group_members
 
 
 def rollup(pid: int, field: str) -> int:

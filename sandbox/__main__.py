@@ -45,7 +45,7 @@ from typing import Any
 from sandbox.iot_data_plane import certificate_validity
 from sandbox.iot_data_plane.broker_plugin import build as plugin
 from sandbox.request_pipeline import faults
-from sandbox.state import ROOT, SandboxState, endpoint, mqtt_port, port_of, quotas, sandbox_dir
+from sandbox.state import ROOT, SandboxState, endpoint, group_members, mqtt_port, port_of, quotas, sandbox_dir
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -78,23 +78,10 @@ def _ours(pid: int) -> bool:
         return False
 
 
-def _group(pgid: int) -> list[int]:
-    """The live processes of a process group (exited ones waiting to be collected do not count)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
 def _rss_mb(pgid: int) -> float:
     """Resident memory of the server and its broker and Lambda workers."""
     total = 0
-    for pid in _group(pgid):
+    for pid in group_members(pgid):
         try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
@@ -110,9 +97,9 @@ def _stop_group(pgid: int) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while _group(pgid) and time.monotonic() < deadline:
+        while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not _group(pgid):
+        if not group_members(pgid):
             return
 
 

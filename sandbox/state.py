@@ -116,3 +116,17 @@ class SandboxState:
     def save(self) -> None:
         self.path().parent.mkdir(parents=True, exist_ok=True)
         self.path().write_text(json.dumps(asdict(self), indent=1))
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of a process group (exited ones waiting to be collected do not count): the
+    sandbox server's group holds its broker, warm-start process and Lambda workers."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
